@@ -1,0 +1,147 @@
+"""``python -m csms_stub``: run the CSMS until SIGINT or SIGTERM, then flush and exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from csms_stub.app import Stub, StubConfig
+from csms_stub.store import DEFAULT_DATABASE_URL
+from loadgen import fleet as fleets
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="csms_stub",
+        description="A small OCPP 1.6 / 2.0.1 CSMS with a database and an HTTP API.",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="OCPP WebSocket address")
+    parser.add_argument("--port", type=int, default=9000, help="OCPP WebSocket port (9000)")
+    parser.add_argument("--api-host", default="0.0.0.0", help="HTTP API address")
+    parser.add_argument("--api-port", type=int, default=8080, help="HTTP API port (8080)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: $DATABASE_URL or "
+        f"{DEFAULT_DATABASE_URL})",
+    )
+    parser.add_argument("--database-schema", help="PostgreSQL schema to use (created if missing)")
+    parser.add_argument("--fleet", help="fleet TOML file to preload (sites, chargers, passwords)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="reject BootNotification from chargers not in the fleet",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=30,
+        help="heartbeat interval in seconds returned at boot (30)",
+    )
+    parser.add_argument(
+        "--tariff", type=float, default=150.0, help="price per kWh, returned as totalCost (150 KRW)"
+    )
+    parser.add_argument(
+        "--on-duplicate",
+        choices=("replace", "reject"),
+        default="replace",
+        help="a second connection for a connected charger id replaces the "
+        "first (default) or is rejected",
+    )
+    parser.add_argument(
+        "--require-auth",
+        action="store_true",
+        help="require HTTP Basic auth (security profile 1): the fleet's "
+        "per-charger passwords, else $CSMS_AUTH_PASSWORD",
+    )
+    parser.add_argument(
+        "--blocked-token",
+        action="append",
+        default=[],
+        help="an idToken to answer Blocked (repeatable)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=256 * 1024,
+        help="largest accepted frame in bytes; larger ones close with 1009",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a charger's reply to a CSMS CALL",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> StubConfig:
+    fleet = fleets.load(args.fleet) if args.fleet else None
+    return StubConfig(
+        host=args.host,
+        port=args.port,
+        api_host=args.api_host,
+        api_port=args.api_port,
+        database_url=args.database_url,
+        database_schema=args.database_schema,
+        fleet=fleet,
+        strict=args.strict,
+        heartbeat_interval=args.heartbeat_interval,
+        tariff=args.tariff,
+        on_duplicate=args.on_duplicate,
+        require_auth=args.require_auth,
+        auth_password=os.environ.get("CSMS_AUTH_PASSWORD") or None,
+        blocked_tokens=tuple(args.blocked_token),
+        max_message_size=args.max_message_size,
+        call_timeout=args.call_timeout,
+    )
+
+
+async def serve(config: StubConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    stub = Stub(config)
+    await stub.start()
+    log = logging.getLogger("csms_stub")
+    log.info(
+        "OCPP on ws://%s:%d/<charger id> (ocpp2.0.1, ocpp1.6); HTTP API on http://%s:%d; "
+        "database %s",
+        config.host,
+        stub.port,
+        config.api_host,
+        stub.api_port if config.api_port >= 0 else -1,
+        stub.store.dialect,
+    )
+    await stop.wait()
+    log.info("stopping: closing connections and writing queued rows")
+    await stub.stop()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = config_from_args(args)
+    except fleets.FleetError as exc:
+        print(f"csms_stub: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"csms_stub: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

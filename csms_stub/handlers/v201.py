@@ -1,0 +1,112 @@
+"""OCPP 2.0.1 handlers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from csms_stub.service import Service, readings_from_meter_values, utcnow
+from loadgen.protocols import iso_timestamp, parse_timestamp
+
+
+def boot_notification(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    station = payload["chargingStation"]
+    identity = {
+        "vendor": station["vendorName"],
+        "model": station["model"],
+        "serial_number": station.get("serialNumber"),
+        "firmware_version": station.get("firmwareVersion"),
+    }
+    status = service.boot(charger_id, identity, payload["reason"])
+    return {
+        "currentTime": iso_timestamp(utcnow()),
+        "interval": service.heartbeat_interval,
+        "status": status,
+    }
+
+
+def heartbeat(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"currentTime": iso_timestamp(service.heartbeat(charger_id))}
+
+
+def status_notification(
+    service: Service, charger_id: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    service.connector_status(
+        charger_id,
+        payload["evseId"],
+        payload["connectorId"],
+        payload["connectorStatus"],
+        {"timestamp": payload["timestamp"]},
+    )
+    return {}
+
+
+def authorize(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"idTokenInfo": {"status": service.authorize(payload["idToken"]["idToken"])}}
+
+
+def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    info = payload["transactionInfo"]
+    evse = payload.get("evse") or {}
+    token = payload.get("idToken")
+    transaction = service.transaction_event(
+        charger_id,
+        info["transactionId"],
+        event_type=payload["eventType"],
+        seq_no=payload["seqNo"],
+        timestamp=parse_timestamp(payload["timestamp"]),
+        trigger_reason=payload["triggerReason"],
+        offline=payload.get("offline", False),
+        evse_id=evse.get("id"),
+        connector_id=evse.get("connectorId"),
+        id_token=token["idToken"] if token else None,
+        charging_state=info.get("chargingState"),
+        stopped_reason=info.get("stoppedReason"),
+        remote_start_id=info.get("remoteStartId"),
+        readings=readings_from_meter_values(payload.get("meterValue", ())),
+    )
+    response: dict[str, Any] = {}
+    if payload["eventType"] != "Started":
+        # Running cost on Updated, final cost on Ended (2.0.1 TransactionEventResponse).
+        response["totalCost"] = transaction.cost
+    if token:
+        response["idTokenInfo"] = {"status": service.authorize(token["idToken"])}
+    return response
+
+
+def meter_values(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    # Outside a transaction: kept in power_consumption without a transaction id.
+    service.meter_values_outside_transaction(
+        charger_id, readings_from_meter_values(payload["meterValue"])
+    )
+    return {}
+
+
+def _logged(action: str) -> Any:
+    def handler(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        service.log_event(charger_id, "notification", action, payload)
+        return {}
+
+    handler.__name__ = action
+    return handler
+
+
+def data_transfer(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    service.log_event(charger_id, "notification", "DataTransfer", payload)
+    # No vendor extensions are known to the stub (2.0.1 DataTransferStatusEnumType).
+    return {"status": "UnknownVendorId"}
+
+
+HANDLERS = {
+    "BootNotification": boot_notification,
+    "Heartbeat": heartbeat,
+    "StatusNotification": status_notification,
+    "Authorize": authorize,
+    "TransactionEvent": transaction_event,
+    "MeterValues": meter_values,
+    "NotifyReport": _logged("NotifyReport"),
+    "NotifyEvent": _logged("NotifyEvent"),
+    "SecurityEventNotification": _logged("SecurityEventNotification"),
+    "FirmwareStatusNotification": _logged("FirmwareStatusNotification"),
+    "DataTransfer": data_transfer,
+}

@@ -1,0 +1,348 @@
+"""The OCPP-J WebSocket server: handshake, framing, dispatch and CSMS-initiated CALLs.
+
+``ws://host:9000/<charger id>`` (any prefix before the last path segment is ignored).
+Every frame is answered the way OCPP-J prescribes and nothing a charger sends can raise out
+of here: broken frames get CALLERRORs, payloads are validated against the version's schemas,
+handler failures become InternalError, and each case is counted in the stub's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from csms_stub.handlers import HANDLERS, SUPPORTED_VERSIONS
+from csms_stub.service import RemoteCallFailed
+from loadgen import ocppj
+from loadgen.protocols import BY_SUBPROTOCOL, Version, schemas
+
+if TYPE_CHECKING:
+    from csms_stub.app import Stub
+
+log = logging.getLogger(__name__)
+
+#: close code for "a newer connection for this charger took over"
+CLOSE_REPLACED = 4000
+
+
+def charger_id_from_path(path: str) -> str:
+    """The charger id: the last non-empty segment of the request path, URL-decoded."""
+    path = path.split("?", 1)[0]
+    segments = [segment for segment in path.split("/") if segment]
+    return unquote(segments[-1]) if segments else ""
+
+
+class ChargerConnection:
+    """One charger's OCPP-J connection, as the service sees it."""
+
+    def __init__(self, stub: Stub, ws: ServerConnection, charger_id: str, version: Version) -> None:
+        self.stub = stub
+        self.ws = ws
+        self.charger_id = charger_id
+        self.version = version
+        self.version_name = version.name
+        self.handlers = HANDLERS[version.name]
+        self._ids = ocppj.MessageIds()
+        self._call_lock = asyncio.Lock()  # one outstanding CSMS CALL at a time
+        self._pending: tuple[str, str, asyncio.Future[ocppj.Message]] | None = None
+
+    # -- CSMS -> charger ---------------------------------------------------------------
+
+    async def call(self, action: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        metrics = self.stub.metrics
+        async with self._call_lock:
+            message_id = self._ids()
+            future: asyncio.Future[ocppj.Message] = asyncio.get_running_loop().create_future()
+            self._pending = (message_id, action, future)
+            try:
+                await self.ws.send(ocppj.Call(message_id, action, payload).encode())
+                reply = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                metrics.csms_calls.labels(action, "timeout").inc()
+                raise RemoteCallFailed("timeout", f"{action}: no reply in {timeout:g} s") from None
+            except ConnectionClosed:
+                metrics.csms_calls.labels(action, "disconnected").inc()
+                raise RemoteCallFailed(
+                    "charger_offline", f"{action}: charger disconnected"
+                ) from None
+            finally:
+                self._pending = None
+        if isinstance(reply, ocppj.CallError):
+            metrics.csms_calls.labels(action, "error").inc()
+            raise RemoteCallFailed(
+                "call_error",
+                f"{action}: charger answered CALLERROR {reply.error_code} "
+                f"{reply.error_description!r}",
+            )
+        assert isinstance(reply, ocppj.CallResult)
+        try:
+            schemas.validate(self.version, action, reply.payload, response=True)
+        except schemas.PayloadError as exc:
+            metrics.csms_calls.labels(action, "invalid").inc()
+            raise RemoteCallFailed("invalid_response", str(exc)) from None
+        metrics.csms_calls.labels(action, "result").inc()
+        return reply.payload
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+    # -- charger -> CSMS ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        async for frame in self.ws:
+            reply = self.receive(frame)
+            if reply is not None:
+                await self.ws.send(reply)
+
+    def receive(self, frame: str | bytes) -> str | None:
+        """Handle one frame; return the text to send back, if any."""
+        metrics = self.stub.metrics
+        if isinstance(frame, bytes):
+            metrics.protocol_errors.labels("binary_frame").inc()
+            return self._error(
+                ocppj.CallError(
+                    ocppj.UNKNOWN_MESSAGE_ID,
+                    ocppj.ErrorCode.RPC_FRAMEWORK_ERROR,
+                    "OCPP-J messages are text frames",
+                )
+            )
+        try:
+            message = ocppj.parse(frame)
+        except ocppj.FrameError as exc:
+            metrics.protocol_errors.labels("malformed_frame").inc()
+            self.stub.service.log_event(
+                self.charger_id,
+                "error",
+                None,
+                {"error": exc.error_code, "detail": exc.description, "frame": frame[:200]},
+            )
+            if exc.message_type in (ocppj.CALLRESULT, ocppj.CALLERROR):
+                return None  # never answer a reply: that could loop forever
+            return self._error(exc.to_call_error())
+        if isinstance(message, ocppj.Call):
+            return self._handle_call(message)
+        self._handle_reply(message)
+        return None
+
+    def _handle_call(self, call: ocppj.Call) -> str:
+        started = time.perf_counter()
+        action = call.action
+        service = self.stub.service
+        metrics = self.stub.metrics
+        try:
+            schemas.validate(self.version, action, call.payload)
+        except schemas.UnknownAction:
+            return self._reject(
+                call, "unknown", ocppj.ErrorCode.NOT_IMPLEMENTED, f"unknown action {action!r}"
+            )
+        except schemas.PayloadError as exc:
+            return self._reject(call, action, exc.error_code, exc.description)
+        handler = self.handlers.get(action)
+        if handler is None:
+            return self._reject(
+                call,
+                action,
+                ocppj.ErrorCode.NOT_SUPPORTED,
+                f"{action} is not something a CSMS accepts",
+            )
+        charger = service.chargers.get(self.charger_id)
+        if (
+            action != "BootNotification"
+            and charger is not None
+            and (charger.boot_status == "Rejected")
+        ):
+            return self._reject(
+                call,
+                action,
+                ocppj.ErrorCode.SECURITY_ERROR,
+                "BootNotification was rejected; only a new boot is accepted",
+            )
+        try:
+            result = handler(service, self.charger_id, call.payload)
+        except Exception:
+            log.exception("handler %s failed for %s", action, self.charger_id)
+            return self._reject(
+                call,
+                action,
+                ocppj.ErrorCode.INTERNAL_ERROR,
+                "the CSMS failed to process this message",
+            )
+        metrics.messages.labels(self.version_name, action, "result").inc()
+        metrics.handler_seconds.labels(action).observe(time.perf_counter() - started)
+        return ocppj.CallResult(call.message_id, result).encode()
+
+    def _reject(self, call: ocppj.Call, action: str, code: str, description: str) -> str:
+        self.stub.metrics.messages.labels(self.version_name, action, code).inc()
+        self.stub.service.log_event(
+            self.charger_id, "error", call.action[:48], {"error": code, "detail": description[:500]}
+        )
+        return self._error(ocppj.CallError(call.message_id, code, description[:255]))
+
+    def _error(self, error: ocppj.CallError) -> str:
+        code = self.version.error_code(error.error_code)
+        self.stub.metrics.call_errors.labels(code).inc()
+        return ocppj.CallError(
+            error.message_id, code, error.error_description, error.error_details
+        ).encode()
+
+    def _handle_reply(self, message: ocppj.CallResult | ocppj.CallError) -> None:
+        pending = self._pending
+        if pending is None or pending[0] != message.message_id:
+            self.stub.metrics.protocol_errors.labels("unexpected_reply").inc()
+            self.stub.service.log_event(
+                self.charger_id,
+                "error",
+                None,
+                {"error": "unexpected reply", "message_id": message.message_id},
+            )
+            return
+        future = pending[2]
+        if not future.done():
+            future.set_result(message)
+
+
+class OcppServer:
+    """The WebSocket listener; one :class:`ChargerConnection` per charger."""
+
+    def __init__(self, stub: Stub) -> None:
+        self.stub = stub
+        self.server: Server | None = None
+        self._subprotocols = [version.subprotocol for version in SUPPORTED_VERSIONS]
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int, **kwargs: Any) -> None:
+        config = self.stub.config
+        self.server = await serve(
+            self._handle,
+            host,
+            port,
+            subprotocols=self._subprotocols,
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            compression=None,  # OCPP messages are small; deflate costs ~40 KB/connection
+            ping_interval=config.ping_interval or None,
+            max_size=config.max_message_size,
+            max_queue=4,
+            server_header="csms_stub",
+            **kwargs,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is None:
+            return
+        self.server.close(close_connections=True)
+        await self.server.wait_closed()
+
+    def _select_subprotocol(self, connection: ServerConnection, offered: Any) -> str | None:
+        for subprotocol in self._subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        # OCPP-J: finish the handshake without a subprotocol, then close at once (_handle).
+        return None
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        stub = self.stub
+        charger_id = charger_id_from_path(request.path)
+        if not charger_id:
+            stub.metrics.connections.labels("no_charger_id").inc()
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, "the URL must end with the charger id\n"
+            )
+        if stub.config.require_auth:
+            failure = self._check_basic_auth(charger_id, request.headers)
+            if failure:
+                stub.metrics.connections.labels("unauthorized").inc()
+                log.info("refused %s: %s", charger_id, failure)
+                response = connection.respond(HTTPStatus.UNAUTHORIZED, failure + "\n")
+                response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+                return response
+        if stub.config.on_duplicate == "reject" and charger_id in stub.service.connections:
+            stub.metrics.connections.labels("duplicate_rejected").inc()
+            return connection.respond(
+                HTTPStatus.CONFLICT, f"charger {charger_id} is already connected\n"
+            )
+        return None
+
+    def _check_basic_auth(self, charger_id: str, headers: Headers) -> str | None:
+        """None when the request carries this charger's credentials, else why not."""
+        expected = self.stub.service.password_of(charger_id) or self.stub.config.auth_password
+        if not expected:
+            return f"no password is configured for {charger_id}"
+        header = headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            return "Basic authentication required"
+        try:
+            username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return "malformed Authorization header"
+        # OCPP security profile 1: the username is the charging station's identity.
+        if username != charger_id or not hmac.compare_digest(password.encode(), expected.encode()):
+            return "wrong credentials"
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        stub = self.stub
+        charger_id = charger_id_from_path(ws.request.path if ws.request else "")
+        if ws.subprotocol is None:
+            stub.metrics.connections.labels("no_subprotocol").inc()
+            offered = ws.request.headers.get("Sec-WebSocket-Protocol", "") if ws.request else ""
+            await ws.close(
+                1002,
+                f"unsupported subprotocol {offered!r}; use one of {', '.join(self._subprotocols)}"[
+                    :120
+                ],
+            )
+            return
+        version = BY_SUBPROTOCOL[ws.subprotocol]
+        connection = ChargerConnection(stub, ws, charger_id, version)
+        previous = stub.service.connections.get(charger_id)
+        if previous is not None:
+            if stub.config.on_duplicate == "reject":
+                stub.metrics.connections.labels("duplicate_rejected").inc()
+                await ws.close(1008, "charger is already connected")
+                return
+            stub.metrics.connections.labels("replaced").inc()
+            # Close the old one in the background; its handler unregisters only itself.
+            task = asyncio.create_task(
+                previous.close(CLOSE_REPLACED, "replaced by a new connection")
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        stub.metrics.connections.labels("accepted").inc()
+        stub.service.connected(connection)
+        stub.metrics.chargers_connected.set(len(stub.service.connections))
+        code: int | None = None
+        reason = ""
+        try:
+            await connection.run()
+            code, reason = ws.close_code, ws.close_reason or ""
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            reason = exc.rcvd.reason if exc.rcvd else "no close frame"
+            if exc.sent is not None and exc.sent.code == 1009:
+                stub.metrics.protocol_errors.labels("message_too_big").inc()
+                code, reason = 1009, "message too big"
+        except Exception:  # a bug of ours must not take the server down
+            log.exception("connection of %s failed", charger_id)
+            code, reason = 1011, "internal error"
+        finally:
+            stub.service.disconnected(connection, code, reason)
+            stub.metrics.chargers_connected.set(len(stub.service.connections))

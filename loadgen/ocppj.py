@@ -1,0 +1,199 @@
+"""OCPP-J framing: CALL, CALLRESULT and CALLERROR on a WebSocket text frame.
+
+Pure code: no sockets, no clocks. Both the load generator and ``csms_stub`` frame and
+parse messages here, so the two sides cannot drift apart.
+
+A frame is a JSON array whose first element is the message type:
+
+- ``[2, messageId, action, payload]``: CALL
+- ``[3, messageId, payload]``: CALLRESULT
+- ``[4, messageId, errorCode, errorDescription, errorDetails]``: CALLERROR
+
+:func:`parse` turns text into one of the three message classes or raises
+:class:`FrameError`, which carries the error code the receiver should answer with and the
+message id when it could be read (OCPP 2.0.1 part 4, 4.2.3: ``"-1"`` when it could not).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+CALL = 2
+CALLRESULT = 3
+CALLERROR = 4
+
+#: messageId is a string of at most 36 characters (OCPP-J 1.6 and 2.0.1).
+MAX_MESSAGE_ID_LENGTH = 36
+
+#: The message id a CALLERROR uses when the id of the offending message could not be read.
+UNKNOWN_MESSAGE_ID = "-1"
+
+
+class ErrorCode:
+    """RPC framework error codes (OCPP-J 2.0.1 part 4, 4.3). 1.6 uses a subset of them."""
+
+    FORMAT_VIOLATION = "FormatViolation"
+    GENERIC_ERROR = "GenericError"
+    INTERNAL_ERROR = "InternalError"
+    MESSAGE_TYPE_NOT_SUPPORTED = "MessageTypeNotSupported"
+    NOT_IMPLEMENTED = "NotImplemented"
+    NOT_SUPPORTED = "NotSupported"
+    OCCURRENCE_CONSTRAINT_VIOLATION = "OccurrenceConstraintViolation"
+    #: OCPP-J 1.6 spells it with one "r"; its receivers expect that spelling.
+    OCCURENCE_CONSTRAINT_VIOLATION_16 = "OccurenceConstraintViolation"
+    PROPERTY_CONSTRAINT_VIOLATION = "PropertyConstraintViolation"
+    PROTOCOL_ERROR = "ProtocolError"
+    RPC_FRAMEWORK_ERROR = "RpcFrameworkError"
+    SECURITY_ERROR = "SecurityError"
+    TYPE_CONSTRAINT_VIOLATION = "TypeConstraintViolation"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    message_id: str
+    action: str
+    payload: dict[str, Any]
+
+    def encode(self) -> str:
+        return _dumps([CALL, self.message_id, self.action, self.payload])
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    message_id: str
+    payload: dict[str, Any]
+
+    def encode(self) -> str:
+        return _dumps([CALLRESULT, self.message_id, self.payload])
+
+
+@dataclass(frozen=True, slots=True)
+class CallError:
+    message_id: str
+    error_code: str
+    error_description: str = ""
+    error_details: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return _dumps(
+            [
+                CALLERROR,
+                self.message_id,
+                self.error_code,
+                self.error_description,
+                self.error_details,
+            ]
+        )
+
+
+Message = Call | CallResult | CallError
+
+
+class FrameError(Exception):
+    """A frame that is not a valid OCPP-J message.
+
+    ``error_code`` is what to answer in a CALLERROR; ``message_id`` is the offending
+    message's id, or :data:`UNKNOWN_MESSAGE_ID` when it could not be read. ``message_type``
+    says whether the frame looked like a CALL: only a CALL may be answered with a CALLERROR
+    (answering a broken reply would start a ping-pong of errors).
+    """
+
+    def __init__(
+        self,
+        error_code: str,
+        description: str,
+        message_id: str = UNKNOWN_MESSAGE_ID,
+        message_type: int | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.error_code = error_code
+        self.description = description
+        self.message_id = message_id
+        self.message_type = message_type
+
+    def to_call_error(self) -> CallError:
+        return CallError(self.message_id, self.error_code, self.description[:255])
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def parse(text: str | bytes) -> Message:
+    """Parse one frame. Raises :class:`FrameError`, never anything else."""
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(ErrorCode.RPC_FRAMEWORK_ERROR, f"frame is not JSON: {exc}") from None
+    if not isinstance(frame, list) or not frame:
+        raise FrameError(ErrorCode.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array")
+    message_type = frame[0]
+    message_id = frame[1] if len(frame) > 1 else None
+    if not isinstance(message_id, str) or not message_id or len(message_id) > 36:
+        raise FrameError(
+            ErrorCode.RPC_FRAMEWORK_ERROR,
+            "messageId must be a string of 1 to 36 characters",
+            message_type=message_type if isinstance(message_type, int) else None,
+        )
+    if message_type == CALL:
+        if len(frame) != 4 or not isinstance(frame[2], str) or not frame[2]:
+            raise FrameError(
+                ErrorCode.RPC_FRAMEWORK_ERROR,
+                "CALL must be [2, messageId, action, payload]",
+                message_id,
+                CALL,
+            )
+        if not isinstance(frame[3], dict):
+            raise FrameError(
+                ErrorCode.FORMAT_VIOLATION, "CALL payload must be a JSON object", message_id, CALL
+            )
+        return Call(message_id, frame[2], frame[3])
+    if message_type == CALLRESULT:
+        if len(frame) != 3 or not isinstance(frame[2], dict):
+            raise FrameError(
+                ErrorCode.FORMAT_VIOLATION,
+                "CALLRESULT must be [3, messageId, payload object]",
+                message_id,
+                CALLRESULT,
+            )
+        return CallResult(message_id, frame[2])
+    if message_type == CALLERROR:
+        if (
+            len(frame) != 5
+            or not isinstance(frame[2], str)
+            or not isinstance(frame[3], str)
+            or not isinstance(frame[4], dict)
+        ):
+            raise FrameError(
+                ErrorCode.FORMAT_VIOLATION,
+                "CALLERROR must be [4, messageId, errorCode, errorDescription, errorDetails]",
+                message_id,
+                CALLERROR,
+            )
+        return CallError(message_id, frame[2], frame[3], frame[4])
+    raise FrameError(
+        ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED,
+        f"message type {message_type!r} is not supported",
+        message_id,
+        message_type if isinstance(message_type, int) else None,
+    )
+
+
+class MessageIds:
+    """Unique message ids: a random per-instance prefix and a counter.
+
+    Cheaper than ``uuid4()`` per message and unique across processes and reconnects, which is
+    all OCPP-J asks (ids need only be unique per sender and connection).
+    """
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self._prefix = prefix if prefix is not None else os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"

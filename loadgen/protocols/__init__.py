@@ -1,0 +1,82 @@
+"""One module per OCPP version, and what they share.
+
+Each version module (:mod:`.v16`, :mod:`.v201`) builds the messages of that version.
+:class:`Version` describes a version: its name, its WebSocket subprotocol, where the ``ocpp``
+package keeps its JSON schemas and how it spells the RPC error codes. Adding OCPP 2.1 is one
+more module and one more :class:`Version`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from loadgen.ocppj import ErrorCode
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    subprotocol: str
+    #: the folder of ``ocpp/<package>/schemas`` holding this version's JSON schemas
+    schema_package: str
+    #: request schema file name for an action; responses are always ``<Action>Response``
+    request_schema_suffix: str
+    #: error codes this version does not know, mapped to the nearest one it does
+    error_code_aliases: tuple[tuple[str, str], ...] = ()
+
+    def error_code(self, code: str) -> str:
+        """Spell an RPC error code the way this version's receivers expect."""
+        return dict(self.error_code_aliases).get(code, code)
+
+
+OCPP16 = Version(
+    name="1.6",
+    subprotocol="ocpp1.6",
+    schema_package="v16",
+    request_schema_suffix="",
+    error_code_aliases=(
+        # 1.6 has neither RpcFrameworkError nor MessageTypeNotSupported.
+        (ErrorCode.RPC_FRAMEWORK_ERROR, ErrorCode.PROTOCOL_ERROR),
+        (ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED, ErrorCode.PROTOCOL_ERROR),
+        (ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION, ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION_16),
+    ),
+)
+OCPP201 = Version(
+    name="2.0.1",
+    subprotocol="ocpp2.0.1",
+    schema_package="v201",
+    request_schema_suffix="Request",
+)
+
+VERSIONS: dict[str, Version] = {v.name: v for v in (OCPP16, OCPP201)}
+BY_SUBPROTOCOL: dict[str, Version] = {v.subprotocol: v for v in VERSIONS.values()}
+
+
+def get_version(name: str) -> Version:
+    """The :class:`Version` called ``name`` ("1.6", "2.0.1"; "ocpp1.6" is accepted too)."""
+    version = VERSIONS.get(name) or BY_SUBPROTOCOL.get(name)
+    if version is None:
+        known = ", ".join(VERSIONS)
+        raise ValueError(f"unknown OCPP version {name!r} (known: {known})")
+    return version
+
+
+def iso_timestamp(when: float | datetime) -> str:
+    """An OCPP dateTime: UTC, millisecond precision, ``Z`` suffix."""
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(when, tz=UTC)
+    elif when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse an OCPP dateTime (RFC 3339) into an aware UTC datetime."""
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

@@ -1,0 +1,206 @@
+"""OCPP 2.0.1 message builders.
+
+Each builder returns ``(action, payload)`` with a payload that validates against the
+``ocpp`` package's 2.0.1 schemas; optional fields are left out when ``None``. Station →
+CSMS requests first, then the CSMS → station requests ``csms_stub`` sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen.protocols import OCPP201, iso_timestamp
+
+VERSION = OCPP201
+
+Request = tuple[str, dict[str, Any]]
+
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+POWER = "Power.Active.Import"
+SOC = "SoC"
+
+
+def _compact(payload: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in payload.items() if value is not None}
+
+
+def boot_notification(
+    vendor: str,
+    model: str,
+    serial_number: str | None = None,
+    firmware_version: str | None = None,
+    reason: str = "PowerUp",
+) -> Request:
+    station = _compact(
+        {
+            "vendorName": vendor,
+            "model": model,
+            "serialNumber": serial_number,
+            "firmwareVersion": firmware_version,
+        }
+    )
+    return "BootNotification", {"chargingStation": station, "reason": reason}
+
+
+def heartbeat() -> Request:
+    return "Heartbeat", {}
+
+
+def status_notification(
+    evse_id: int, connector_id: int, status: str, timestamp: float | str
+) -> Request:
+    return "StatusNotification", {
+        "timestamp": _ts(timestamp),
+        "connectorStatus": status,
+        "evseId": evse_id,
+        "connectorId": connector_id,
+    }
+
+
+def id_token(token: str, token_type: str = "ISO14443") -> dict[str, str]:
+    return {"idToken": token, "type": token_type}
+
+
+def authorize(token: str, token_type: str = "ISO14443") -> Request:
+    return "Authorize", {"idToken": id_token(token, token_type)}
+
+
+def sampled_values(
+    energy_wh: float | None = None,
+    power_w: float | None = None,
+    soc_percent: float | None = None,
+    context: str | None = None,
+) -> list[dict[str, Any]]:
+    """The sampledValue list for one meter reading: register (Wh), power (W), SoC (%)."""
+    values = []
+    for value, measurand, unit in (
+        (energy_wh, ENERGY_REGISTER, "Wh"),
+        (power_w, POWER, "W"),
+        (soc_percent, SOC, "Percent"),
+    ):
+        if value is not None:
+            sample: dict[str, Any] = {
+                "value": round(float(value), 3),
+                "measurand": measurand,
+                "unitOfMeasure": {"unit": unit},
+            }
+            if context:
+                sample["context"] = context
+            values.append(sample)
+    return values
+
+
+def meter_value(timestamp: float | str, sampled: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"timestamp": _ts(timestamp), "sampledValue": sampled}
+
+
+def transaction_event(
+    event_type: str,
+    transaction_id: str,
+    seq_no: int,
+    timestamp: float | str,
+    trigger_reason: str,
+    *,
+    charging_state: str | None = None,
+    stopped_reason: str | None = None,
+    remote_start_id: int | None = None,
+    evse_id: int | None = None,
+    connector_id: int | None = None,
+    token: dict[str, str] | None = None,
+    meter_values: list[dict[str, Any]] | None = None,
+    offline: bool = False,
+) -> Request:
+    transaction_info = _compact(
+        {
+            "transactionId": transaction_id,
+            "chargingState": charging_state,
+            "stoppedReason": stopped_reason,
+            "remoteStartId": remote_start_id,
+        }
+    )
+    payload: dict[str, Any] = {
+        "eventType": event_type,
+        "timestamp": _ts(timestamp),
+        "triggerReason": trigger_reason,
+        "seqNo": seq_no,
+        "transactionInfo": transaction_info,
+    }
+    if offline:
+        payload["offline"] = True
+    if evse_id is not None:
+        evse: dict[str, int] = {"id": evse_id}
+        if connector_id is not None:
+            evse["connectorId"] = connector_id
+        payload["evse"] = evse
+    if token is not None:
+        payload["idToken"] = token
+    if meter_values:
+        payload["meterValue"] = meter_values
+    return "TransactionEvent", payload
+
+
+def meter_values(evse_id: int, values: list[dict[str, Any]]) -> Request:
+    return "MeterValues", {"evseId": evse_id, "meterValue": values}
+
+
+def notify_event(
+    seq_no: int, timestamp: float | str, events: list[dict[str, Any]], tbc: bool = False
+) -> Request:
+    payload: dict[str, Any] = {"generatedAt": _ts(timestamp), "seqNo": seq_no, "eventData": events}
+    if tbc:
+        payload["tbc"] = True
+    return "NotifyEvent", payload
+
+
+def notify_report(
+    request_id: int,
+    seq_no: int,
+    timestamp: float | str,
+    report_data: list[dict[str, Any]] | None = None,
+    tbc: bool = False,
+) -> Request:
+    payload: dict[str, Any] = {
+        "requestId": request_id,
+        "generatedAt": _ts(timestamp),
+        "seqNo": seq_no,
+    }
+    if report_data:
+        payload["reportData"] = report_data
+    if tbc:
+        payload["tbc"] = True
+    return "NotifyReport", payload
+
+
+def security_event_notification(
+    event_type: str, timestamp: float | str, tech_info: str | None = None
+) -> Request:
+    return "SecurityEventNotification", _compact(
+        {"type": event_type, "timestamp": _ts(timestamp), "techInfo": tech_info}
+    )
+
+
+def firmware_status_notification(status: str, request_id: int | None = None) -> Request:
+    return "FirmwareStatusNotification", _compact({"status": status, "requestId": request_id})
+
+
+def data_transfer(vendor_id: str, message_id: str | None = None, data: Any = None) -> Request:
+    return "DataTransfer", _compact({"vendorId": vendor_id, "messageId": message_id, "data": data})
+
+
+# CSMS -> station
+
+
+def request_start_transaction(
+    remote_start_id: int, token: dict[str, str], evse_id: int | None = None
+) -> Request:
+    return "RequestStartTransaction", _compact(
+        {"remoteStartId": remote_start_id, "idToken": token, "evseId": evse_id}
+    )
+
+
+def request_stop_transaction(transaction_id: str) -> Request:
+    return "RequestStopTransaction", {"transactionId": transaction_id}
+
+
+def _ts(timestamp: float | str) -> str:
+    return timestamp if isinstance(timestamp, str) else iso_timestamp(timestamp)
