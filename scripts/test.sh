@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: lint, then every test against the machine's real PostgreSQL and Redis.
+source "$(dirname "$0")/_venv.sh"
+
+# The tests need the machine's PostgreSQL (127.0.0.1:5432, trust, database test) and Redis
+# (127.0.0.1:6379); start them with the machine's own commands when they are down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "== PostgreSQL is down: starting it ==" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "== Redis is down: starting it ==" >&2
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+fi
+
+ruff check .
+ruff format --check .
+exec python -m pytest "$@"

@@ -1,0 +1,139 @@
+"""Shared fixtures: a real csms_stub on real sockets, on SQLite and on the real PostgreSQL.
+
+PostgreSQL is the machine's (127.0.0.1:5432, trust auth, database ``test``); each stub gets
+a fresh schema, dropped afterwards. Override with ``TEST_POSTGRES_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from csms_stub.app import Stub, StubConfig
+from loadgen import fleet as fleets
+from loadgen.aio_client import OcppClient
+
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+class Database:
+    """Where one stub keeps its tables: a URL and, on PostgreSQL, a schema."""
+
+    def __init__(self, backend: str, url: str, schema: str | None) -> None:
+        self.backend = backend
+        self.url = url
+        self.schema = schema
+
+    def engine(self) -> Any:
+        engine = create_async_engine(self.url)
+        if self.schema:
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
+        return engine
+
+    async def rows(self, query: str | sa.Executable, **params: Any) -> list[dict[str, Any]]:
+        """Run a query against the stub's tables (schema-qualified on PostgreSQL)."""
+        engine = self.engine()
+        try:
+            async with engine.connect() as connection:
+                if isinstance(query, str):
+                    if self.schema:
+                        await connection.exec_driver_sql(f'SET search_path TO "{self.schema}"')
+                    result = await connection.execute(sa.text(query), params)
+                else:
+                    result = await connection.execute(query)
+                return [dict(row._mapping) for row in result]
+        finally:
+            await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        yield Database("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'csms.db'}", None)
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield Database("postgresql", POSTGRES_URL, schema)
+    engine = create_async_engine(POSTGRES_URL)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    await engine.dispose()
+
+
+@pytest.fixture
+def seed_fleet() -> fleets.Fleet:
+    return fleets.load(fleets.SEED_FLEET)
+
+
+StubFactory = Callable[..., Awaitable[Stub]]
+
+
+@pytest.fixture
+async def make_stub(database: Database, seed_fleet: fleets.Fleet) -> AsyncIterator[StubFactory]:
+    """Start stubs on free loopback ports against ``database``; all stopped at the end."""
+    started: list[Stub] = []
+
+    async def make(**overrides: Any) -> Stub:
+        settings: dict[str, Any] = {
+            "host": "127.0.0.1", "port": 0, "api_host": "127.0.0.1", "api_port": 0,
+            "database_url": database.url, "database_schema": database.schema,
+            "fleet": seed_fleet, "flush_interval": 0.02,
+        }
+        settings.update(overrides)
+        stub = Stub(StubConfig(**settings))
+        await stub.start()
+        started.append(stub)
+        return stub
+
+    yield make
+    for stub in reversed(started):
+        await stub.stop()
+
+
+@pytest.fixture
+async def stub(make_stub: StubFactory) -> Stub:
+    return await make_stub()
+
+
+ClientFactory = Callable[..., Awaitable[OcppClient]]
+
+
+@pytest.fixture
+async def connect(stub: Stub) -> AsyncIterator[ClientFactory]:
+    """``await connect("emart_jeju_01", "ocpp1.6")``: a raw OCPP-J client to the stub."""
+    clients: list[OcppClient] = []
+
+    async def make(charger_id: str = "emart_jeju_01", subprotocol: str = "ocpp2.0.1",
+                   **kwargs: Any) -> OcppClient:
+        url = kwargs.pop("url", stub.url)
+        client = await OcppClient.connect(f"{url}/{charger_id}", subprotocol, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0,
+                     interval: float = 0.02) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
