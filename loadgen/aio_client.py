@@ -16,21 +16,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from loadgen import ocppj
+from loadgen.ocppj import CallErrorReply
+
+__all__ = ["CallErrorReply", "CallHandler", "OcppClient"]
 
 #: answers a CSMS-initiated CALL: (action, payload) -> reply payload, or raise CallErrorReply
 CallHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
-
-
-class CallErrorReply(Exception):
-    """Raised by a :data:`CallHandler` (to answer with a CALLERROR) or by :meth:`call`."""
-
-    def __init__(
-        self, error_code: str, description: str = "", details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(f"{error_code}: {description}")
-        self.error_code = error_code
-        self.description = description
-        self.details = details or {}
 
 
 class OcppClient:

@@ -28,12 +28,15 @@ Errors name the file, the line of the offending table and the field.
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SEED_FLEET = Path(__file__).with_name("fleets") / "seed.toml"
+
+_FORMATTER = string.Formatter()
 
 _CHARGER_FIELDS = {
     "site",
@@ -157,10 +160,17 @@ def parse(text: str, source: str = "<fleet>") -> Fleet:
         site_id = _string(merged, "site", charger_fail)
         if site_id not in sites:
             raise charger_fail(f"field 'site': no [[sites]] entry with id {site_id!r}")
+        id_field = "ids" if "ids" in merged else "pattern"
         for charger_id in _charger_ids(merged, charger_fail):
             if charger_id in chargers:
-                raise charger_fail(f"duplicate charger id {charger_id!r}")
+                raise charger_fail(f"field '{id_field}': duplicate charger id {charger_id!r}")
             serial_pattern = merged.get("serial_pattern", "SN-{id}-001")
+            try:
+                serial_number = str(serial_pattern).format(id=charger_id)
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+                raise charger_fail(
+                    f"field 'serial_pattern': {serial_pattern!r} may only use {{id}} ({exc})"
+                ) from None
             password = merged.get("password")
             if password is not None and not isinstance(password, str):
                 raise charger_fail("field 'password' must be a string")
@@ -175,7 +185,7 @@ def parse(text: str, source: str = "<fleet>") -> Fleet:
                 vendor=_string(merged, "vendor", charger_fail, default="ABB"),
                 model=_string(merged, "model", charger_fail, default="ABB Terra 53"),
                 firmware=_string(merged, "firmware", charger_fail, default="1.0.0"),
-                serial_number=str(serial_pattern).format(id=charger_id),
+                serial_number=serial_number,
                 password=password,
             )
     return Fleet(sites, chargers)
@@ -194,17 +204,29 @@ def _charger_ids(raw: dict[str, Any], fail: Any) -> list[str]:
         count = _integer(raw, "count", fail)
         start = _integer(raw, "start", fail, default=1, low=0)
         try:
+            fields = {re.split(r"[.\[]", name)[0] for _, name, _, _ in _FORMATTER.parse(pattern)
+                      if name is not None}  # fmt: skip
+        except ValueError as exc:
+            raise fail(f"field 'pattern': {pattern!r} must use {{n}} ({exc})") from None
+        if "n" not in fields:
+            # Without {n} every charger gets the same id (a lone one would slip through).
+            raise fail(f"field 'pattern': {pattern!r} must use {{n}}")
+        try:
             result = [pattern.format(n=n) for n in range(start, start + count)]
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
             raise fail(f"field 'pattern': {pattern!r} must use {{n}} ({exc})") from None
         if len(set(result)) != len(result):
             raise fail(f"field 'pattern': {pattern!r} does not make distinct ids")
     else:
         raise fail("needs 'ids' or 'pattern' with 'count'")
+    id_field = "ids" if "ids" in raw else "pattern"
     for charger_id in result:
         # The id is the last path segment of the WebSocket URL (identifierString[48]).
         if len(charger_id) > 48 or not re.fullmatch(r"[A-Za-z0-9*\-_=:+|@.]+", charger_id):
-            raise fail(f"charger id {charger_id!r} is not an OCPP identifierString of <= 48 chars")
+            raise fail(
+                f"field '{id_field}': charger id {charger_id!r} is not an OCPP "
+                "identifierString of <= 48 chars"
+            )
     return result
 
 

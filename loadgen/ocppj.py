@@ -94,6 +94,22 @@ class CallError:
 Message = Call | CallResult | CallError
 
 
+class CallErrorReply(Exception):
+    """Raised by whoever answers a CALL to make the answer a CALLERROR.
+
+    Used on both sides: a station refusing a CSMS request, a test script playing a charger,
+    and :meth:`loadgen.aio_client.OcppClient.call` when the peer answered with a CALLERROR.
+    """
+
+    def __init__(
+        self, error_code: str, description: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{error_code}: {description}" if description else error_code)
+        self.error_code = error_code
+        self.description = description
+        self.details = details or {}
+
+
 class FrameError(Exception):
     """A frame that is not a valid OCPP-J message.
 

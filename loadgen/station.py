@@ -1,0 +1,818 @@
+"""One charging station as a pure state machine (no sockets, no sleeping).
+
+The runtime (``loadgen.runner`` on gevent, or a test on a :class:`~loadgen.physics.FakeClock`)
+drives it:
+
+- ``on_connected()`` / ``on_disconnected()`` when the link opens or drops;
+- ``next_call()`` hands out the next CALL to send, honouring OCPP's one outstanding CALL per
+  direction, the boot handshake and the paced replay of the offline queue; the runtime
+  reports how it went with ``on_call_result()`` or ``on_call_failed()``;
+- ``handle_csms_call()`` answers what the CSMS asks;
+- ``tick()`` fires whatever timers are due (heartbeats, meter values, boot retries);
+  ``next_deadline()`` says when to call it next;
+- the charging profile uses ``start_session()`` / ``stop_session()``.
+
+Transaction messages survive disconnects: they are queued (2.0.1 with ``offline=true``),
+replayed in order after the next accepted boot, and retried after a timeout or a drop (the
+CSMS recognises a repeat by its seqNo). Everything else is dropped when the link drops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.fleet import Charger
+from loadgen.ocppj import CallErrorReply, ErrorCode
+from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
+from loadgen.protocols import OCPP16, Version, v16, v201
+
+#: what a station answers when the CSMS asks for something it does not do
+NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
+
+
+@dataclass
+class OutgoingCall:
+    """A CALL waiting to be sent. ``build`` runs at send time (1.6 needs the CSMS's
+    transaction id, known only once StartTransaction was answered); it returns None when
+    the call has become pointless."""
+
+    action: str
+    build: Callable[[], dict[str, Any] | None]
+    transactional: bool = False
+    on_result: Callable[[dict[str, Any]], None] | None = None
+    on_error: Callable[[str], None] | None = None
+    offline: bool = False
+    attempts: int = 0
+    payload: dict[str, Any] | None = None  # what was sent, once sent
+
+
+@dataclass
+class Transaction:
+    """A charging session on one EVSE, as the station knows it."""
+
+    local_id: str  # 2.0.1: the transactionId; 1.6: a placeholder until the CSMS assigns one
+    evse_id: int
+    connector_id: int
+    token: str
+    started_at: float
+    start_wh: float
+    remote_start_id: int | None = None
+    csms_id: int | None = None  # 1.6 only
+    seq_no: itertools.count = field(default_factory=itertools.count)
+    next_meter_at: float = 0.0
+    charging_state: str = "Charging"
+    stopping: bool = False
+    ended_at: float | None = None
+    stop_wh: float | None = None
+    stop_reason: str | None = None
+    messages: int = 0
+    offline_messages: int = 0
+
+    @property
+    def transaction_id(self) -> str:
+        """The id the CSMS knows this transaction by."""
+        return str(self.csms_id) if self.csms_id is not None else self.local_id
+
+    @property
+    def energy_wh(self) -> float:
+        return (self.stop_wh if self.stop_wh is not None else self.start_wh) - self.start_wh
+
+
+@dataclass
+class Evse:
+    id: int
+    register: EnergyRegister
+    connectors: dict[int, str]  # connector id -> status
+    operative: bool = True
+    physics: ChargingPhysics | None = None
+    transaction: Transaction | None = None
+
+
+@dataclass
+class StationConfig:
+    heartbeat_interval: float | None = None  # None: what the CSMS returns at boot
+    meter_interval: float = 60.0  # TxUpdatedInterval / MeterValueSampleInterval
+    boot_retry_interval: float = 30.0  # when a boot fails without an interval
+    offline_replay_rate: float = 20.0  # queued transaction messages replayed per second
+    max_attempts: int = 3  # CALLERRORs before a transaction message is given up
+    initial_register_wh: float = 0.0
+
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class Station:
+    def __init__(
+        self,
+        charger: Charger,
+        version: Version,
+        clock: Clock,
+        config: StationConfig | None = None,
+        *,
+        new_transaction_id: Callable[[], str] | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.charger = charger
+        self.version = version
+        self.is16 = version is OCPP16
+        self.clock = clock
+        self.config = config or StationConfig()
+        self.listener = listener
+        self._new_transaction_id = new_transaction_id or (lambda: uuid.uuid4().hex)
+        self.evses = {
+            evse_id: Evse(
+                evse_id,
+                EnergyRegister(self.config.initial_register_wh),
+                {c: "Available" for c in range(1, charger.connectors_per_evse + 1)},
+            )
+            for evse_id in range(1, charger.evse_count + 1)
+        }
+        self.online = False
+        self.boot_status: str | None = None  # None until a boot was answered
+        self.boot_reason = "PowerUp"
+        self.heartbeat_interval = self.config.heartbeat_interval or 0.0
+        self.meter_interval = self.config.meter_interval
+        self.reset_requested: str | None = None  # the runtime reconnects and boots again
+        self.completed: list[Transaction] = []
+        self._queue: deque[OutgoingCall] = deque()
+        self._in_flight: OutgoingCall | None = None
+        self._boot_due: float | None = None
+        self._boot_queued = False
+        self._next_heartbeat: float | None = None
+        self._next_replay: float = 0.0
+        self._configuration: dict[str, str] = {}
+
+    # -- runtime: connection -------------------------------------------------------------
+
+    def on_connected(self) -> None:
+        self.online = True
+        self.boot_status = None
+        self._boot_due = self.clock.now()
+        self._next_heartbeat = None
+        self._next_replay = self.clock.now()
+
+    def on_disconnected(self) -> None:
+        """Keep transaction messages (to replay), forget the rest."""
+        self.online = False
+        self.boot_status = None
+        self._boot_due = None
+        self._boot_queued = False
+        self._next_heartbeat = None
+        self._queue = deque(call for call in self._queue if call.transactional)
+
+    @property
+    def accepted(self) -> bool:
+        return self.boot_status == "Accepted"
+
+    @property
+    def queue_depth(self) -> int:
+        """Transaction messages waiting to be sent (the offline queue)."""
+        return sum(1 for call in self._queue if call.transactional)
+
+    # -- runtime: outgoing CALLs ---------------------------------------------------------
+
+    def next_call(self) -> OutgoingCall | None:
+        """The next CALL to send now, or None. At most one is in flight."""
+        if not self.online or self._in_flight is not None:
+            return None
+        now = self.clock.now()
+        if not self.accepted:
+            # Before an accepted boot only BootNotification goes out (B01/B02).
+            if self._boot_due is not None and now >= self._boot_due and not self._boot_queued:
+                return self._send(self._boot_call())
+            return None
+        while self._queue:
+            call = self._queue[0]
+            if call.offline and call.attempts == 0:
+                if now < self._next_replay:
+                    return None
+                self._next_replay = now + 1.0 / self.config.offline_replay_rate
+            self._queue.popleft()
+            sent = self._send(call)
+            if sent is not None:
+                return sent
+        return None
+
+    def _send(self, call: OutgoingCall) -> OutgoingCall | None:
+        if call.payload is None:
+            call.payload = call.build()
+            if call.payload is None:
+                return None
+        call.attempts += 1
+        self._in_flight = call
+        self._emit("sent", {"action": call.action, "payload": call.payload})
+        return call
+
+    def on_call_result(self, call: OutgoingCall, payload: dict[str, Any]) -> None:
+        self._in_flight = None
+        if call.on_result is not None:
+            call.on_result(payload)
+
+    def on_call_failed(self, call: OutgoingCall, kind: str, error_code: str | None = None) -> None:
+        """``kind``: "error" (a CALLERROR), "timeout" or "disconnected"."""
+        self._in_flight = None
+        if call.action == "BootNotification":
+            self._boot_queued = False
+            self._boot_due = self.clock.now() + self.config.boot_retry_interval
+            return
+        if not call.transactional:
+            if call.on_error is not None:
+                call.on_error(error_code or kind)
+            return
+        if kind == "error" and call.attempts >= self.config.max_attempts:
+            self._emit(
+                "dropped",
+                {"action": call.action, "payload": call.payload, "error_code": error_code},
+            )
+            return
+        self._queue.appendleft(call)  # same payload, same seqNo: the CSMS deduplicates
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` or :meth:`next_call` next has something to do."""
+        deadlines = []
+        if self.online and not self.accepted and self._boot_due is not None:
+            deadlines.append(self._boot_due)
+        if self._next_heartbeat is not None:
+            deadlines.append(self._next_heartbeat)
+        for evse in self.evses.values():
+            if evse.transaction is not None and not evse.transaction.stopping:
+                deadlines.append(evse.transaction.next_meter_at)
+        if self.online and self.accepted and self._queue and self._queue[0].offline:
+            deadlines.append(self._next_replay)
+        return min(deadlines) if deadlines else None
+
+    def tick(self) -> None:
+        now = self.clock.now()
+        if self.accepted and self._next_heartbeat is not None and now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.heartbeat_interval
+            if not any(call.action == "Heartbeat" for call in self._queue):
+                self._queue.append(OutgoingCall("Heartbeat", lambda: {}))
+        for evse in self.evses.values():
+            transaction = evse.transaction
+            if (
+                transaction is not None
+                and not transaction.stopping
+                and (now >= transaction.next_meter_at)
+            ):
+                transaction.next_meter_at = now + self.meter_interval
+                self._meter_update(evse, "MeterValuePeriodic")
+
+    # -- boot ----------------------------------------------------------------------------
+
+    def _boot_call(self) -> OutgoingCall:
+        self._boot_queued = True
+        charger = self.charger
+        if self.is16:
+            _, payload = v16.boot_notification(
+                charger.vendor, charger.model, charger.serial_number or None, charger.firmware
+            )
+        else:
+            _, payload = v201.boot_notification(
+                charger.vendor,
+                charger.model,
+                charger.serial_number or None,
+                charger.firmware,
+                self.boot_reason,
+            )
+        return OutgoingCall("BootNotification", lambda: payload, on_result=self._booted)
+
+    def _booted(self, reply: dict[str, Any]) -> None:
+        self._boot_queued = False
+        now = self.clock.now()
+        self.boot_status = reply["status"]
+        interval = float(reply.get("interval") or 0)
+        self._emit("boot", {"status": self.boot_status, "interval": interval})
+        if self.boot_status != "Accepted":
+            # Pending or Rejected: try again after the interval the CSMS gave.
+            self._boot_due = now + (interval or self.config.boot_retry_interval)
+            return
+        self.boot_reason = "PowerUp"
+        self.heartbeat_interval = self.config.heartbeat_interval or interval or 60.0
+        self._next_heartbeat = now + self.heartbeat_interval
+        # After a boot a station reports every connector (and 1.6's connector 0).
+        status_calls = [
+            self._status_call(evse.id, connector_id, status)
+            for evse in self.evses.values()
+            for connector_id, status in evse.connectors.items()
+        ]
+        # Before the replayed transaction messages, which may have been waiting a while.
+        self._queue.extendleft(reversed(status_calls))
+
+    # -- status --------------------------------------------------------------------------
+
+    def _status_call(self, evse_id: int, connector_id: int, status: str) -> OutgoingCall:
+        timestamp = self.clock.now()
+        if self.is16:
+            _, payload = v16.status_notification(evse_id, _status_16(status), timestamp)
+        else:
+            _, payload = v201.status_notification(evse_id, connector_id, status, timestamp)
+        return OutgoingCall("StatusNotification", lambda: payload)
+
+    def _set_status(self, evse: Evse, status: str, connector_id: int = 1) -> None:
+        if evse.connectors.get(connector_id) == status:
+            return
+        evse.connectors[connector_id] = status
+        self._emit("status", {"evse_id": evse.id, "connector_id": connector_id, "status": status})
+        if self.online and self.accepted:
+            self._queue.append(self._status_call(evse.id, connector_id, status))
+
+    # -- sessions (driven by the charging profile) ---------------------------------------
+
+    def free_evse(self) -> Evse | None:
+        for evse in self.evses.values():
+            if (
+                evse.operative
+                and evse.transaction is None
+                and all(status == "Available" for status in evse.connectors.values())
+            ):
+                return evse
+        return None
+
+    def start_session(
+        self,
+        evse_id: int,
+        token: str,
+        ev: EV | None = None,
+        *,
+        remote_start_id: int | None = None,
+        authorize: bool = False,
+    ) -> Transaction | None:
+        """Plug in an EV on ``evse_id`` and start a transaction for ``token``."""
+        evse = self.evses[evse_id]
+        if evse.transaction is not None or not evse.operative:
+            return None
+        now = self.clock.now()
+        transaction = Transaction(
+            local_id=self._new_transaction_id(),
+            evse_id=evse_id,
+            connector_id=1,
+            token=token,
+            started_at=now,
+            start_wh=evse.register.wh,
+            remote_start_id=remote_start_id,
+            next_meter_at=now + self.meter_interval,
+        )
+        evse.transaction = transaction
+        evse.physics = ChargingPhysics(ev or EV(), evse.register, self.charger.rated_power_w, now)
+        self._set_status(evse, "Preparing" if self.is16 else "Occupied")
+        if authorize:
+            self._queue.append(self._authorize_call(token))
+        self._queue_transaction_start(evse, transaction)
+        if self.is16:
+            self._set_status(evse, "Charging")
+        self._emit("started", {"transaction": transaction})
+        return transaction
+
+    def stop_session(
+        self, evse_id: int, reason: str = "Local", trigger: str = "StopAuthorized"
+    ) -> Transaction | None:
+        """End the transaction on ``evse_id`` (reason: 2.0.1 stoppedReason / 1.6 reason)
+        and unplug."""
+        evse = self.evses[evse_id]
+        transaction = evse.transaction
+        if transaction is None or transaction.stopping:
+            return None
+        transaction.stopping = True
+        now = self.clock.now()
+        assert evse.physics is not None
+        evse.physics.advance(now)
+        transaction.ended_at = now
+        transaction.stop_wh = evse.register.wh
+        transaction.stop_reason = reason
+        self._queue_transaction_end(evse, transaction, trigger)
+        evse.transaction = None
+        evse.physics = None
+        if self.is16:
+            self._set_status(evse, "Finishing")
+        self._set_status(evse, "Available")
+        self.completed.append(transaction)
+        self._emit("stopped", {"transaction": transaction})
+        return transaction
+
+    def transaction_by_id(self, transaction_id: str) -> Transaction | None:
+        for evse in self.evses.values():
+            transaction = evse.transaction
+            if transaction is not None and transaction.transaction_id == transaction_id:
+                return transaction
+        return None
+
+    @property
+    def transactions(self) -> list[Transaction]:
+        return [evse.transaction for evse in self.evses.values() if evse.transaction]
+
+    def _authorize_call(self, token: str) -> OutgoingCall:
+        if self.is16:
+            _, payload = v16.authorize(token)
+        else:
+            _, payload = v201.authorize(token)
+        return OutgoingCall("Authorize", lambda: payload)
+
+    def _transactional(
+        self,
+        action: str,
+        transaction: Transaction,
+        build: Callable[[], dict[str, Any] | None],
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        offline = not (self.online and self.accepted)
+        transaction.messages += 1
+        transaction.offline_messages += int(offline)
+        self._queue.append(
+            OutgoingCall(action, build, transactional=True, on_result=on_result, offline=offline)
+        )
+
+    def _readings(self, evse: Evse, context: str | None) -> tuple[float, float, float | None]:
+        assert evse.physics is not None
+        physics = evse.physics
+        soc = round(physics.ev.soc * 100, 1)
+        return evse.register.wh, physics.power_w, soc
+
+    def _queue_transaction_start(self, evse: Evse, transaction: Transaction) -> None:
+        now = self.clock.now()
+        energy, power, soc = self._readings(evse, "Transaction.Begin")
+        if self.is16:
+            _, payload = v16.start_transaction(evse.id, transaction.token, round(energy), now)
+
+            def started(reply: dict[str, Any]) -> None:
+                transaction.csms_id = reply["transactionId"]
+                status = reply.get("idTagInfo", {}).get("status")
+                self._emit("transaction_id", {"transaction": transaction, "status": status})
+
+            self._transactional("StartTransaction", transaction, lambda: payload, started)
+            return
+        trigger = "RemoteStart" if transaction.remote_start_id is not None else "Authorized"
+        offline = not (self.online and self.accepted)
+        seq_no = next(transaction.seq_no)
+        _, payload = v201.transaction_event(
+            "Started",
+            transaction.local_id,
+            seq_no,
+            now,
+            trigger,
+            charging_state="Charging",
+            remote_start_id=transaction.remote_start_id,
+            evse_id=evse.id,
+            connector_id=transaction.connector_id,
+            token=v201.id_token(transaction.token),
+            offline=offline,
+            meter_values=[
+                v201.meter_value(now, v201.sampled_values(energy, power, soc, "Transaction.Begin"))
+            ],
+        )
+        self._transactional("TransactionEvent", transaction, lambda: payload)
+
+    def _meter_update(self, evse: Evse, trigger: str) -> None:
+        transaction = evse.transaction
+        assert transaction is not None and evse.physics is not None
+        now = self.clock.now()
+        evse.physics.advance(now)
+        energy, power, soc = self._readings(evse, None)
+        state = "Charging" if power > 0 else "SuspendedEV"
+        if state != transaction.charging_state:
+            transaction.charging_state = state
+            trigger = "ChargingStateChanged"
+            if self.is16:
+                self._set_status(evse, "Charging" if power > 0 else "SuspendedEV")
+        self._emit(
+            "meter", {"transaction": transaction, "energy_wh": energy, "power_w": power, "soc": soc}
+        )
+        if self.is16:
+            sampled = v16.sampled_values(round(energy, 1), power, soc, "Sample.Periodic")
+            values = [v16.meter_value(now, sampled)]
+
+            def build() -> dict[str, Any] | None:
+                if transaction.csms_id is None:
+                    return None  # StartTransaction never got through: nothing to attach to
+                return v16.meter_values(evse.id, values, transaction.csms_id)[1]
+
+            self._transactional("MeterValues", transaction, build)
+            return
+        offline = not (self.online and self.accepted)
+        _, payload = v201.transaction_event(
+            "Updated",
+            transaction.local_id,
+            next(transaction.seq_no),
+            now,
+            trigger,
+            charging_state=transaction.charging_state,
+            offline=offline,
+            meter_values=[
+                v201.meter_value(now, v201.sampled_values(energy, power, soc, "Sample.Periodic"))
+            ],
+        )
+        self._transactional("TransactionEvent", transaction, lambda: payload)
+
+    def _queue_transaction_end(self, evse: Evse, transaction: Transaction, trigger: str) -> None:
+        assert evse.physics is not None
+        now = self.clock.now()
+        energy = evse.register.wh
+        soc = round(evse.physics.ev.soc * 100, 1)
+        if self.is16:
+            reason = transaction.stop_reason or "Local"
+            data = [
+                v16.meter_value(
+                    now, v16.sampled_values(round(energy, 1), 0.0, soc, "Transaction.End")
+                )
+            ]
+
+            def build() -> dict[str, Any] | None:
+                if transaction.csms_id is None:
+                    return None
+                return v16.stop_transaction(
+                    transaction.csms_id,
+                    round(energy),
+                    now,
+                    reason=reason,
+                    id_tag=transaction.token,
+                    transaction_data=data,
+                )[1]
+
+            self._transactional("StopTransaction", transaction, build)
+            return
+        offline = not (self.online and self.accepted)
+        _, payload = v201.transaction_event(
+            "Ended",
+            transaction.local_id,
+            next(transaction.seq_no),
+            now,
+            trigger,
+            charging_state="EVConnected",
+            stopped_reason=transaction.stop_reason,
+            offline=offline,
+            meter_values=[
+                v201.meter_value(now, v201.sampled_values(energy, 0.0, soc, "Transaction.End"))
+            ],
+        )
+        self._transactional("TransactionEvent", transaction, lambda: payload)
+
+    # -- what the CSMS asks --------------------------------------------------------------
+
+    def handle_csms_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Answer a CSMS-initiated CALL; raises :class:`CallErrorReply` for a CALLERROR."""
+        handler = (_HANDLERS_16 if self.is16 else _HANDLERS_201).get(action)
+        if handler is None:
+            raise CallErrorReply(NOT_IMPLEMENTED, f"{action} is not implemented")
+        self._emit("csms_call", {"action": action, "payload": payload})
+        return handler(self, payload)
+
+    def _remote_start(self, token: str, evse_id: int | None, remote_start_id: int | None) -> bool:
+        evse = self.evses.get(evse_id) if evse_id else self.free_evse()
+        if evse is None or evse.transaction is not None or not evse.operative:
+            return False
+        return self.start_session(evse.id, token, remote_start_id=remote_start_id) is not None
+
+    def _reset(self, immediate: bool, reason_16: str) -> None:
+        for evse in self.evses.values():
+            if evse.transaction is not None:
+                self.stop_session(
+                    evse.id,
+                    "ImmediateReset" if not self.is16 else reason_16,
+                    trigger="ResetCommand",
+                )
+        self.reset_requested = "RemoteReset"
+        self.boot_reason = "RemoteReset"
+
+    def _availability(self, evse_id: int | None, operative: bool) -> str:
+        targets = [self.evses[evse_id]] if evse_id in self.evses else list(self.evses.values())
+        scheduled = False
+        for evse in targets:
+            evse.operative = operative
+            if evse.transaction is not None:
+                scheduled = True  # takes effect when the transaction ends
+                continue
+            self._set_status(evse, "Available" if operative else "Unavailable")
+        return "Scheduled" if scheduled else "Accepted"
+
+    def _trigger(self, message: str, evse_id: int | None) -> str:
+        if message == "BootNotification":
+            self._queue.append(self._boot_call())
+        elif message == "Heartbeat":
+            self._queue.append(OutgoingCall("Heartbeat", lambda: {}))
+        elif message == "StatusNotification":
+            for evse in self.evses.values():
+                if evse_id is None or evse.id == evse_id:
+                    for connector_id, status in evse.connectors.items():
+                        self._queue.append(self._status_call(evse.id, connector_id, status))
+        elif message in ("MeterValues", "TransactionEvent"):
+            for evse in self.evses.values():
+                if evse.transaction is not None and (evse_id is None or evse.id == evse_id):
+                    self._meter_update(evse, "Trigger")
+        else:
+            return "NotImplemented"
+        return "Accepted"
+
+    def variables(self) -> dict[tuple[str, str], str]:
+        """The few device-model variables (2.0.1) / configuration keys (1.6) we expose."""
+        return {
+            ("OCPPCommCtrlr", "HeartbeatInterval"): str(int(self.heartbeat_interval)),
+            ("SampledDataCtrlr", "TxUpdatedInterval"): str(int(self.meter_interval)),
+            ("SecurityCtrlr", "Identity"): self.charger.id,
+            ("EVSE", "Power"): str(int(self.charger.rated_power_w)),
+        }
+
+    def _set_variable(self, component: str, variable: str, value: str) -> str:
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if (component, variable) == ("OCPPCommCtrlr", "HeartbeatInterval"):
+            if number <= 0:
+                return "Rejected"
+            self.heartbeat_interval = number
+            if self._next_heartbeat is not None:
+                self._next_heartbeat = self.clock.now() + number
+            return "Accepted"
+        if (component, variable) == ("SampledDataCtrlr", "TxUpdatedInterval"):
+            if number <= 0:
+                return "Rejected"
+            self.meter_interval = number
+            return "Accepted"
+        if (component, variable) in self.variables():
+            return "Rejected"  # read-only
+        return "UnknownVariable"
+
+    def _emit(self, kind: str, detail: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener(kind, detail)
+
+
+# 1.6 keys for the same variables
+_KEYS_16 = {
+    "HeartbeatInterval": ("OCPPCommCtrlr", "HeartbeatInterval"),
+    "MeterValueSampleInterval": ("SampledDataCtrlr", "TxUpdatedInterval"),
+}
+
+
+def _status_16(status: str) -> str:
+    return {"Occupied": "Preparing"}.get(status, status)
+
+
+def _request_start_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    ok = station._remote_start(
+        payload["idToken"]["idToken"], payload.get("evseId"), payload["remoteStartId"]
+    )
+    return {"status": "Accepted" if ok else "Rejected"}
+
+
+def _request_stop_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    transaction = station.transaction_by_id(payload["transactionId"])
+    if transaction is None:
+        return {"status": "Rejected"}
+    station.stop_session(transaction.evse_id, "Remote", trigger="RemoteStop")
+    return {"status": "Accepted"}
+
+
+def _reset_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    station._reset(payload["type"] == "Immediate", "SoftReset")
+    return {"status": "Accepted"}
+
+
+def _change_availability_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    evse = (payload.get("evse") or {}).get("id")
+    operative = payload["operationalStatus"] == "Operative"
+    return {"status": station._availability(evse, operative)}
+
+
+def _trigger_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    evse = (payload.get("evse") or {}).get("id")
+    return {"status": station._trigger(payload["requestedMessage"], evse)}
+
+
+def _get_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    known = station.variables()
+    results = []
+    for item in payload["getVariableData"]:
+        component, variable = item["component"]["name"], item["variable"]["name"]
+        result: dict[str, Any] = {"component": item["component"], "variable": item["variable"]}
+        if (component, variable) in known:
+            result["attributeStatus"] = "Accepted"
+            result["attributeValue"] = known[(component, variable)]
+        elif any(c == component for c, _ in known):
+            result["attributeStatus"] = "UnknownVariable"
+        else:
+            result["attributeStatus"] = "UnknownComponent"
+        results.append(result)
+    return {"getVariableResult": results}
+
+
+def _set_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    results = []
+    for item in payload["setVariableData"]:
+        component, variable = item["component"]["name"], item["variable"]["name"]
+        status = station._set_variable(component, variable, item["attributeValue"])
+        if status == "UnknownVariable" and not any(c == component for c, _ in station.variables()):
+            status = "UnknownComponent"
+        results.append(
+            {
+                "component": item["component"],
+                "variable": item["variable"],
+                "attributeStatus": status,
+            }
+        )
+    return {"setVariableResult": results}
+
+
+def _unlock_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    evse = station.evses.get(payload["evseId"])
+    if evse is None:
+        return {"status": "UnknownConnector"}
+    if evse.transaction is not None:
+        return {"status": "OngoingAuthorizedTransaction"}
+    return {"status": "Unlocked"}
+
+
+def _clear_cache(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "Accepted"}
+
+
+def _data_transfer(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "UnknownVendorId"}
+
+
+_HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
+    "RequestStartTransaction": _request_start_201,
+    "RequestStopTransaction": _request_stop_201,
+    "Reset": _reset_201,
+    "ChangeAvailability": _change_availability_201,
+    "TriggerMessage": _trigger_201,
+    "GetVariables": _get_variables_201,
+    "SetVariables": _set_variables_201,
+    "UnlockConnector": _unlock_201,
+    "ClearCache": _clear_cache,
+    "DataTransfer": _data_transfer,
+}
+
+
+def _remote_start_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    ok = station._remote_start(payload["idTag"], payload.get("connectorId"), None)
+    return {"status": "Accepted" if ok else "Rejected"}
+
+
+def _remote_stop_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    transaction = station.transaction_by_id(str(payload["transactionId"]))
+    if transaction is None:
+        return {"status": "Rejected"}
+    station.stop_session(transaction.evse_id, "Remote", trigger="RemoteStop")
+    return {"status": "Accepted"}
+
+
+def _reset_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    hard = payload["type"] == "Hard"
+    station._reset(hard, "HardReset" if hard else "SoftReset")
+    return {"status": "Accepted"}
+
+
+def _change_availability_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    connector = payload["connectorId"] or None  # 0: the whole charge point
+    return {"status": station._availability(connector, payload["type"] == "Operative")}
+
+
+def _trigger_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"status": station._trigger(payload["requestedMessage"], payload.get("connectorId"))}
+
+
+def _get_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    known = station.variables()
+    values = {key: known[path] for key, path in _KEYS_16.items()}
+    requested = payload.get("key") or list(values)
+    found = [
+        {"key": key, "readonly": False, "value": values[key]} for key in requested if key in values
+    ]
+    unknown = [key for key in requested if key not in values]
+    result: dict[str, Any] = {"configurationKey": found}
+    if unknown:
+        result["unknownKey"] = unknown
+    return result
+
+
+def _change_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    path = _KEYS_16.get(payload["key"])
+    if path is None:
+        return {"status": "NotSupported"}
+    return {"status": station._set_variable(*path, payload["value"])}
+
+
+def _unlock_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    evse = station.evses.get(payload["connectorId"])
+    if evse is None:
+        return {"status": "NotSupported"}
+    return {"status": "Unlocked" if evse.transaction is None else "UnlockFailed"}
+
+
+_HANDLERS_16: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
+    "RemoteStartTransaction": _remote_start_16,
+    "RemoteStopTransaction": _remote_stop_16,
+    "Reset": _reset_16,
+    "ChangeAvailability": _change_availability_16,
+    "TriggerMessage": _trigger_16,
+    "GetConfiguration": _get_configuration_16,
+    "ChangeConfiguration": _change_configuration_16,
+    "UnlockConnector": _unlock_16,
+    "ClearCache": _clear_cache,
+    "DataTransfer": _data_transfer,
+}

@@ -1,0 +1,407 @@
+"""The station state machine, without sockets, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadgen import fleet as fleets
+from loadgen.ocppj import CallErrorReply
+from loadgen.physics import EV, FakeClock
+from loadgen.protocols import OCPP16, OCPP201, Version, schemas
+from loadgen.station import Station, StationConfig
+from tests.station_driver import MemoryCsms, drive, run_for
+
+CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
+
+
+def make(version: Version = OCPP201, **config) -> tuple[Station, MemoryCsms, FakeClock]:
+    clock = FakeClock()
+    station = Station(CHARGER, version, clock, StationConfig(**config))
+    return station, MemoryCsms(version), clock
+
+
+def boot(station: Station, csms: MemoryCsms) -> None:
+    station.on_connected()
+    drive(station, csms)
+    assert station.accepted
+
+
+def test_boot_identity_and_first_status() -> None:
+    station, csms, _ = make()
+    boot(station, csms)
+    (boot_payload,) = csms.of("BootNotification")
+    assert boot_payload == {
+        "chargingStation": {
+            "vendorName": "ABB",
+            "model": "ABB Terra 53",
+            "serialNumber": "SN-emart_jeju_01-001",
+            "firmwareVersion": "1.0.0",
+        },
+        "reason": "PowerUp",
+    }
+    (status,) = csms.of("StatusNotification")
+    assert status["connectorStatus"] == "Available" and status["evseId"] == 1
+
+
+@pytest.mark.parametrize("status", ["Pending", "Rejected"])
+def test_boot_not_accepted_retries_after_the_interval(status: str) -> None:
+    station, csms, clock = make()
+    csms.boot_status, csms.interval = status, 20
+    station.on_connected()
+    drive(station, csms)
+    assert station.boot_status == status
+    assert station.next_call() is None  # nothing but a boot may go out
+    assert station.next_deadline() == pytest.approx(clock.now() + 20)
+    run_for(station, csms, clock, 19)
+    assert csms.actions() == ["BootNotification"]
+    csms.boot_status = "Accepted"
+    run_for(station, csms, clock, 2)
+    assert csms.actions()[:2] == ["BootNotification", "BootNotification"]
+    assert station.accepted and "StatusNotification" in csms.actions()
+
+
+def test_failed_boot_is_retried() -> None:
+    station, _, clock = make(boot_retry_interval=7)
+    station.on_connected()
+    call = station.next_call()
+    assert call is not None and call.action == "BootNotification"
+    station.on_call_failed(call, "timeout")
+    assert station.next_call() is None
+    clock.advance(7)
+    assert station.next_call().action == "BootNotification"
+
+
+def test_heartbeats_follow_the_interval_the_csms_returns() -> None:
+    station, csms, clock = make()
+    csms.interval = 45
+    boot(station, csms)
+    run_for(station, csms, clock, 45 * 4 + 1)
+    assert csms.actions().count("Heartbeat") == 4
+    overridden, csms2, clock2 = make(heartbeat_interval=10)
+    boot(overridden, csms2)
+    run_for(overridden, csms2, clock2, 31)
+    assert csms2.actions().count("Heartbeat") == 3
+
+
+def test_201_session_events() -> None:
+    station, csms, clock = make(meter_interval=5)
+    boot(station, csms)
+    transaction = station.start_session(
+        1, "token_user_001", EV(capacity_wh=60_000, soc=0.5, max_power_w=150_000), authorize=True
+    )
+    assert transaction is not None
+    run_for(station, csms, clock, 30)
+    station.stop_session(1, "Local")
+    drive(station, csms)
+    events = csms.of("TransactionEvent")
+    assert [e["eventType"] for e in events] == ["Started"] + ["Updated"] * 6 + ["Ended"]
+    assert [e["seqNo"] for e in events] == list(range(8))
+    assert {e["transactionInfo"]["transactionId"] for e in events} == {transaction.local_id}
+    started, ended = events[0], events[-1]
+    assert started["triggerReason"] == "Authorized"
+    assert started["idToken"] == {"idToken": "token_user_001", "type": "ISO14443"}
+    assert started["evse"] == {"id": 1, "connectorId": 1}
+    assert ended["triggerReason"] == "StopAuthorized"
+    assert ended["transactionInfo"]["stoppedReason"] == "Local"
+    assert all(e["triggerReason"] == "MeterValuePeriodic" for e in events[1:-1])
+    registers = [e["meterValue"][0]["sampledValue"][0]["value"] for e in events]
+    assert registers == sorted(registers)
+    # 30 s at 100 kW (the charger's rating caps the car's 150 kW) = 0.833 kWh
+    assert registers[-1] - registers[0] == pytest.approx(100_000 * 30 / 3600, rel=1e-3)
+    powers = [e["meterValue"][0]["sampledValue"][1]["value"] for e in events[1:-1]]
+    assert powers == [100_000] * 6
+    assert transaction.energy_wh == pytest.approx(registers[-1] - registers[0], abs=0.01)
+    statuses = [p["connectorStatus"] for p in csms.of("StatusNotification")]
+    assert statuses == ["Available", "Occupied", "Available"]
+    assert csms.actions().index("Authorize") < csms.actions().index("TransactionEvent")
+
+
+def test_full_ev_changes_charging_state_once() -> None:
+    station, csms, clock = make(meter_interval=60)
+    boot(station, csms)
+    station.start_session(1, "t", EV(capacity_wh=10_000, soc=0.95, max_power_w=50_000))
+    run_for(station, csms, clock, 3600)
+    updates = [e for e in csms.of("TransactionEvent") if e["eventType"] == "Updated"]
+    changes = [e for e in updates if e["triggerReason"] == "ChargingStateChanged"]
+    assert len(changes) == 1
+    assert changes[0]["transactionInfo"]["chargingState"] == "SuspendedEV"
+
+
+def test_offline_events_are_queued_marked_and_replayed_in_order() -> None:
+    station, csms, clock = make(meter_interval=10, offline_replay_rate=2, heartbeat_interval=1000)
+    boot(station, csms)
+    transaction = station.start_session(1, "t")
+    run_for(station, csms, clock, 21)
+    # The link drops while an Updated is on the wire.
+    run_for(station, None, clock, 9)  # the next meter value comes due
+    in_flight = station.next_call()
+    assert in_flight is not None and in_flight.action == "TransactionEvent"
+    station.on_disconnected()
+    station.on_call_failed(in_flight, "disconnected")
+    run_for(station, None, clock, 60)  # offline for a minute: six more meter values
+    station.stop_session(1)
+    assert station.queue_depth == 8
+    before = len(csms.of("TransactionEvent"))
+
+    seen = len(csms.received)
+    station.on_connected()
+    drive(station, csms)
+    # Boot and status first; then the retried message and the first offline one at once,
+    # the other offline ones paced at offline_replay_rate (2/s).
+    assert csms.actions()[seen:] == [
+        "BootNotification",
+        "StatusNotification",
+        "TransactionEvent",
+        "TransactionEvent",
+    ]
+    run_for(station, csms, clock, 1.0)
+    assert len(csms.of("TransactionEvent")[before:]) == 4
+    run_for(station, csms, clock, 10)
+    replayed = csms.of("TransactionEvent")[before:]
+    assert len(replayed) == 8 and station.queue_depth == 0
+    assert replayed[0] == in_flight.payload  # the one lost on the wire, unchanged
+    assert not replayed[0].get("offline")
+    assert all(e.get("offline") is True for e in replayed[1:])
+    seq_nos = [e["seqNo"] for e in csms.of("TransactionEvent")]
+    assert seq_nos == sorted(seq_nos) and len(set(seq_nos)) == len(seq_nos)
+    assert replayed[-1]["eventType"] == "Ended"
+    assert transaction.offline_messages == 7
+
+
+def test_transaction_messages_are_retried_then_dropped_after_call_errors() -> None:
+    dropped = []
+    station, csms, _ = make(max_attempts=2)
+    station.listener = lambda kind, detail: dropped.append(detail) if kind == "dropped" else None
+    boot(station, csms)
+    station.start_session(1, "t")
+    first = station.next_call()
+    while first.action != "TransactionEvent":
+        station.on_call_result(first, csms.reply(first.action, first.payload))
+        first = station.next_call()
+    station.on_call_failed(first, "error", "InternalError")
+    second = station.next_call()
+    assert second is first and second.attempts == 2
+    station.on_call_failed(second, "error", "InternalError")
+    assert dropped and dropped[0]["error_code"] == "InternalError"
+    assert all(call is not first for call in station._queue)
+
+
+def test_16_session_uses_the_csms_transaction_id_even_when_started_offline() -> None:
+    station, csms, clock = make(OCPP16, meter_interval=10)
+    boot(station, csms)
+    station.on_disconnected()
+    station.start_session(1, "token_16")
+    run_for(station, None, clock, 25)
+    station.stop_session(1)
+    station.on_connected()
+    run_for(station, csms, clock, 30)
+    start = csms.of("StartTransaction")[0]
+    meter_values = csms.of("MeterValues")
+    stop = csms.of("StopTransaction")[0]
+    assert len(meter_values) == 2
+    assert {m["transactionId"] for m in meter_values} == {1} == {stop["transactionId"]}
+    assert start["idTag"] == "token_16"
+    assert stop["meterStop"] >= start["meterStart"]
+    assert stop["reason"] == "Local"
+    statuses = [p["status"] for p in csms.of("StatusNotification")]
+    assert statuses[0] == "Available" and statuses[-1] == "Available"
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_remote_start_and_stop(version: Version) -> None:
+    station, csms, clock = make(version)
+    boot(station, csms)
+    if version is OCPP16:
+        reply = station.handle_csms_call(
+            "RemoteStartTransaction", {"idTag": "token_user_003", "connectorId": 1}
+        )
+    else:
+        reply = station.handle_csms_call(
+            "RequestStartTransaction",
+            {
+                "remoteStartId": 7,
+                "evseId": 1,
+                "idToken": {"idToken": "token_user_003", "type": "Central"},
+            },
+        )
+    assert reply == {"status": "Accepted"}
+    drive(station, csms)
+    (transaction,) = station.transactions
+    busy = station.handle_csms_call(
+        "RemoteStartTransaction" if version is OCPP16 else "RequestStartTransaction",
+        {"idTag": "x", "connectorId": 1}
+        if version is OCPP16
+        else {"remoteStartId": 8, "evseId": 1, "idToken": {"idToken": "x", "type": "Central"}},
+    )
+    assert busy == {"status": "Rejected"}
+    run_for(station, csms, clock, 10)
+    stop_action = "RemoteStopTransaction" if version is OCPP16 else "RequestStopTransaction"
+    tid = int(transaction.transaction_id) if version is OCPP16 else transaction.transaction_id
+    assert station.handle_csms_call(stop_action, {"transactionId": tid}) == {"status": "Accepted"}
+    assert station.handle_csms_call(stop_action, {"transactionId": tid}) == {"status": "Rejected"}
+    drive(station, csms)
+    if version is OCPP201:
+        events = csms.of("TransactionEvent")
+        assert events[0]["triggerReason"] == "RemoteStart"
+        assert events[0]["transactionInfo"]["remoteStartId"] == 7
+        assert events[-1]["triggerReason"] == "RemoteStop"
+        assert events[-1]["transactionInfo"]["stoppedReason"] == "Remote"
+    else:
+        assert csms.of("StopTransaction")[0]["reason"] == "Remote"
+
+
+CSMS_CALLS_201 = [
+    ("Reset", {"type": "Immediate"}),
+    ("ChangeAvailability", {"operationalStatus": "Inoperative", "evse": {"id": 1}}),
+    ("ChangeAvailability", {"operationalStatus": "Operative"}),
+    ("TriggerMessage", {"requestedMessage": "Heartbeat"}),
+    ("TriggerMessage", {"requestedMessage": "StatusNotification"}),
+    ("TriggerMessage", {"requestedMessage": "LogStatusNotification"}),
+    (
+        "GetVariables",
+        {
+            "getVariableData": [
+                {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
+                {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "Nope"}},
+                {"component": {"name": "Nope"}, "variable": {"name": "Nope"}},
+            ]
+        },
+    ),
+    (
+        "SetVariables",
+        {
+            "setVariableData": [
+                {
+                    "component": {"name": "OCPPCommCtrlr"},
+                    "variable": {"name": "HeartbeatInterval"},
+                    "attributeValue": "120",
+                },
+                {
+                    "component": {"name": "SecurityCtrlr"},
+                    "variable": {"name": "Identity"},
+                    "attributeValue": "x",
+                },
+            ]
+        },
+    ),
+    ("UnlockConnector", {"evseId": 1, "connectorId": 1}),
+    ("ClearCache", {}),
+    ("DataTransfer", {"vendorId": "acme"}),
+]
+CSMS_CALLS_16 = [
+    ("Reset", {"type": "Soft"}),
+    ("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"}),
+    ("TriggerMessage", {"requestedMessage": "Heartbeat"}),
+    ("GetConfiguration", {}),
+    ("GetConfiguration", {"key": ["HeartbeatInterval", "Nope"]}),
+    ("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "15"}),
+    ("ChangeConfiguration", {"key": "Nope", "value": "1"}),
+    ("UnlockConnector", {"connectorId": 1}),
+    ("ClearCache", {}),
+    ("DataTransfer", {"vendorId": "acme"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "action", "payload"),
+    [(OCPP201, a, p) for a, p in CSMS_CALLS_201] + [(OCPP16, a, p) for a, p in CSMS_CALLS_16],
+)
+def test_csms_calls_get_valid_answers(version: Version, action: str, payload: dict) -> None:
+    station, csms, _ = make(version)
+    boot(station, csms)
+    schemas.validate(version, action, payload)
+    reply = station.handle_csms_call(action, payload)
+    schemas.validate(version, action, reply, response=True)
+    drive(station, csms)  # whatever it queued is valid too
+
+
+def test_csms_call_effects() -> None:
+    station, csms, _ = make()
+    boot(station, csms)
+    station.handle_csms_call(
+        "SetVariables",
+        {
+            "setVariableData": [
+                {
+                    "component": {"name": "OCPPCommCtrlr"},
+                    "variable": {"name": "HeartbeatInterval"},
+                    "attributeValue": "120",
+                }
+            ]
+        },
+    )
+    assert station.heartbeat_interval == 120
+    station.handle_csms_call("ChangeAvailability", {"operationalStatus": "Inoperative"})
+    drive(station, csms)
+    assert csms.of("StatusNotification")[-1]["connectorStatus"] == "Unavailable"
+    assert station.free_evse() is None
+    station.handle_csms_call("Reset", {"type": "Immediate"})
+    assert station.reset_requested == "RemoteReset"
+    station.on_disconnected()
+    station.on_connected()
+    drive(station, csms)
+    assert csms.of("BootNotification")[-1]["reason"] == "RemoteReset"
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_unknown_csms_call_is_not_implemented(version: Version) -> None:
+    station, _, _ = make(version)
+    with pytest.raises(CallErrorReply) as raised:
+        station.handle_csms_call("CertificateSigned", {"certificateChain": "x"})
+    assert raised.value.error_code == "NotImplemented"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.sampled_from(["wait", "drop", "reconnect", "start", "stop"]),
+            st.floats(min_value=0, max_value=120),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    version=st.sampled_from([OCPP201, OCPP16]),
+)
+def test_any_history_keeps_seq_nos_and_registers_in_order(plan, version: Version) -> None:
+    """Whatever happens to the link, every transaction reaches the CSMS complete and in
+    order: seqNo 0, 1, 2, ... (2.0.1) and registers that never go backwards."""
+    station, csms, clock = make(version, meter_interval=15, offline_replay_rate=1000)
+    boot(station, csms)
+    for step, seconds in plan:
+        if step == "wait":
+            run_for(station, csms if station.online else None, clock, seconds)
+        elif step == "drop" and station.online:
+            call = station.next_call()
+            station.on_disconnected()
+            if call is not None:
+                station.on_call_failed(call, "disconnected")
+        elif step == "reconnect" and not station.online:
+            station.on_connected()
+            drive(station, csms)
+        elif step == "start" and station.free_evse() is not None:
+            station.start_session(1, "t")
+        elif step == "stop":
+            station.stop_session(1)
+    station.stop_session(1)
+    if not station.online:
+        station.on_connected()
+    run_for(station, csms, clock, 600)
+    assert station.queue_depth == 0
+    if version is OCPP201:
+        by_transaction: dict[str, list[dict]] = {}
+        for event in csms.of("TransactionEvent"):
+            by_transaction.setdefault(event["transactionInfo"]["transactionId"], []).append(event)
+        assert len(by_transaction) == len(station.completed)
+        for events in by_transaction.values():
+            assert [e["seqNo"] for e in events] == list(range(len(events)))
+            assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
+            registers = [e["meterValue"][0]["sampledValue"][0]["value"] for e in events]
+            assert registers == sorted(registers)
+    else:
+        assert len(csms.of("StartTransaction")) == len(station.completed)
+        assert len(csms.of("StopTransaction")) == len(station.completed)
+        starts = [p["meterStart"] for p in csms.of("StartTransaction")]
+        assert starts == sorted(starts)
