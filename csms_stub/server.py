@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 CLOSE_REPLACED = 4000
 
 
+class _RedactingLogger(logging.LoggerAdapter):
+    """websockets' server logger minus credentials: at DEBUG it echoes every request header."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if len(args) == 2 and str(args[0]).lower() in ("authorization", "proxy-authorization"):
+            args = (args[0], "[redacted]")
+        super().log(level, msg, *args, **kwargs)
+
+
 def charger_id_from_path(path: str) -> str:
     """The charger id: the last non-empty segment of the request path, URL-decoded."""
     path = path.split("?", 1)[0]
@@ -158,16 +167,16 @@ class ChargerConnection:
                 f"{action} is not something a CSMS accepts",
             )
         charger = service.chargers.get(self.charger_id)
-        if (
-            action != "BootNotification"
-            and charger is not None
-            and (charger.boot_status == "Rejected")
+        if action != "BootNotification" and (
+            (charger is not None and charger.boot_status == "Rejected")
+            or not service.is_allowed(self.charger_id)
         ):
+            # A rejected boot, or --strict and a charger the CSMS does not know.
             return self._reject(
                 call,
                 action,
                 ocppj.ErrorCode.SECURITY_ERROR,
-                "BootNotification was rejected; only a new boot is accepted",
+                "not accepted by this CSMS: only a BootNotification is answered",
             )
         try:
             result = handler(service, self.charger_id, call.payload)
@@ -236,6 +245,7 @@ class OcppServer:
             max_size=config.max_message_size,
             max_queue=4,
             server_header="csms_stub",
+            logger=_RedactingLogger(logging.getLogger("websockets.server")),
             **kwargs,
         )
 

@@ -148,13 +148,15 @@ def parse(text: str | bytes) -> Message:
         raise FrameError(ErrorCode.RPC_FRAMEWORK_ERROR, f"frame is not JSON: {exc}") from None
     if not isinstance(frame, list) or not frame:
         raise FrameError(ErrorCode.RPC_FRAMEWORK_ERROR, "frame is not a non-empty JSON array")
-    message_type = frame[0]
+    raw_type = frame[0]
+    # Only a JSON integer is a message type: 2.0 and true compare equal to 2 and 1.
+    message_type = raw_type if type(raw_type) is int else None
     message_id = frame[1] if len(frame) > 1 else None
     if not isinstance(message_id, str) or not message_id or len(message_id) > 36:
         raise FrameError(
             ErrorCode.RPC_FRAMEWORK_ERROR,
             "messageId must be a string of 1 to 36 characters",
-            message_type=message_type if isinstance(message_type, int) else None,
+            message_type=message_type,
         )
     if message_type == CALL:
         if len(frame) != 4 or not isinstance(frame[2], str) or not frame[2]:
@@ -194,9 +196,9 @@ def parse(text: str | bytes) -> Message:
         return CallError(message_id, frame[2], frame[3], frame[4])
     raise FrameError(
         ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED,
-        f"message type {message_type!r} is not supported",
+        f"message type {raw_type!r} is not supported",
         message_id,
-        message_type if isinstance(message_type, int) else None,
+        message_type,
     )
 
 

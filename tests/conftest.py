@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +88,14 @@ async def make_stub(database: Database, seed_fleet: fleets.Fleet) -> AsyncIterat
 
     async def make(**overrides: Any) -> Stub:
         settings: dict[str, Any] = {
-            "host": "127.0.0.1", "port": 0, "api_host": "127.0.0.1", "api_port": 0,
-            "database_url": database.url, "database_schema": database.schema,
-            "fleet": seed_fleet, "flush_interval": 0.02,
+            "host": "127.0.0.1",
+            "port": 0,
+            "api_host": "127.0.0.1",
+            "api_port": 0,
+            "database_url": database.url,
+            "database_schema": database.schema,
+            "fleet": seed_fleet,
+            "flush_interval": 0.02,
         }
         settings.update(overrides)
         stub = Stub(StubConfig(**settings))
@@ -112,8 +121,9 @@ async def connect(stub: Stub) -> AsyncIterator[ClientFactory]:
     """``await connect("emart_jeju_01", "ocpp1.6")``: a raw OCPP-J client to the stub."""
     clients: list[OcppClient] = []
 
-    async def make(charger_id: str = "emart_jeju_01", subprotocol: str = "ocpp2.0.1",
-                   **kwargs: Any) -> OcppClient:
+    async def make(
+        charger_id: str = "emart_jeju_01", subprotocol: str = "ocpp2.0.1", **kwargs: Any
+    ) -> OcppClient:
         url = kwargs.pop("url", stub.url)
         client = await OcppClient.connect(f"{url}/{charger_id}", subprotocol, **kwargs)
         clients.append(client)
@@ -124,8 +134,7 @@ async def connect(stub: Stub) -> AsyncIterator[ClientFactory]:
         await client.close()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 5.0,
-                     interval: float = 0.02) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -137,3 +146,81 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0,
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+# -- csms_stub as a separate process (tests of the gevent side: tests/test_link.py) -------------
+
+_STUB_READY = re.compile(r"OCPP on (ws://[^/\s]+)/<charger id>.*HTTP API on (http://[^;\s]+)")
+
+
+class StubProcess:
+    """A csms_stub in its own process, as a load test meets it; stderr goes to a log file."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], ws_url: str, api_url: str, log_path: Path
+    ) -> None:
+        self.process = process
+        self.ws_url = ws_url
+        self.api_url = api_url
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_stub_process(
+    directory: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> StubProcess:
+    """Start ``python -m csms_stub`` on free loopback ports; return once it listens."""
+    log_path = directory / "csms_stub.log"
+    command = [
+        sys.executable,
+        "-m",
+        "csms_stub",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--api-host",
+        "127.0.0.1",
+        "--api-port",
+        "0",
+        "--database-url",
+        f"sqlite:///{directory / 'x.db'}",
+        *args,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ, **(env or {})},
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        match = _STUB_READY.search(log_path.read_text(errors="replace"))
+        if match:
+            return StubProcess(process, match.group(1), match.group(2), log_path)
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait(10)
+            raise RuntimeError(f"csms_stub did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def stub_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProcess]:
+    """One csms_stub process for the session (SQLite); killed at the end."""
+    stub = start_stub_process(tmp_path_factory.mktemp("csms_stub"))
+    yield stub
+    stub.stop()

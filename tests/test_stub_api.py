@@ -48,26 +48,45 @@ class AcceptingCharger201:
     async def _start(self, request: dict[str, Any]) -> None:
         assert self.client is not None
         now = time.time()
-        await self.client.call(*v201.transaction_event(
-            "Started", "remote-tx-1", 0, now, "RemoteStart", charging_state="Charging",
-            remote_start_id=request["remoteStartId"], evse_id=request.get("evseId", 1),
-            connector_id=1, token=request["idToken"],
-            meter_values=[v201.meter_value(now, v201.sampled_values(0, 0))]))
+        await self.client.call(
+            *v201.transaction_event(
+                "Started",
+                "remote-tx-1",
+                0,
+                now,
+                "RemoteStart",
+                charging_state="Charging",
+                remote_start_id=request["remoteStartId"],
+                evse_id=request.get("evseId", 1),
+                connector_id=1,
+                token=request["idToken"],
+                meter_values=[v201.meter_value(now, v201.sampled_values(0, 0))],
+            )
+        )
 
     async def _stop(self, transaction_id: str) -> None:
         assert self.client is not None
         now = time.time()
-        await self.client.call(*v201.transaction_event(
-            "Ended", transaction_id, 1, now, "RemoteStop", stopped_reason="Remote",
-            meter_values=[v201.meter_value(now, v201.sampled_values(2500, 0))]))
+        await self.client.call(
+            *v201.transaction_event(
+                "Ended",
+                transaction_id,
+                1,
+                now,
+                "RemoteStop",
+                stopped_reason="Remote",
+                meter_values=[v201.meter_value(now, v201.sampled_values(2500, 0))],
+            )
+        )
 
 
 async def test_remote_start_and_stop_round_trip_201(stub, connect, http) -> None:
     charger = AcceptingCharger201()
     charger.client = await connect("emart_jeju_01", on_call=charger.on_call)
-    started = await http.post("/chargers/emart_jeju_01/start",
-                              json={"evse_id": 1, "connector_id": 1,
-                                    "id_token": "token_user_003"})
+    started = await http.post(
+        "/chargers/emart_jeju_01/start",
+        json={"evse_id": 1, "connector_id": 1, "id_token": "token_user_003"},
+    )
     assert started.status_code == 200, started.text
     body = started.json()
     assert body["status"] == "success"
@@ -77,8 +96,9 @@ async def test_remote_start_and_stop_round_trip_201(stub, connect, http) -> None
     assert request["idToken"] == {"idToken": "token_user_003", "type": "Central"}
     assert request["evseId"] == 1
 
-    stopped = await http.post("/chargers/emart_jeju_01/stop",
-                              json={"transaction_id": "remote-tx-1"})
+    stopped = await http.post(
+        "/chargers/emart_jeju_01/stop", json={"transaction_id": "remote-tx-1"}
+    )
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["status"] == "success"
     assert charger.requests[1] == ("RequestStopTransaction", {"transactionId": "remote-tx-1"})
@@ -109,8 +129,11 @@ async def test_remote_start_and_stop_round_trip_16(stub, connect, http) -> None:
     async def on_call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
         schemas.validate(OCPP16, action, payload)
         requests.append((action, payload))
-        job = (start(payload["idTag"], payload["connectorId"])
-               if action == "RemoteStartTransaction" else stop(payload["transactionId"]))
+        job = (
+            start(payload["idTag"], payload["connectorId"])
+            if action == "RemoteStartTransaction"
+            else stop(payload["transactionId"])
+        )
         task = asyncio.create_task(job)
         tasks.add(task)
         return {"status": "Accepted"}
@@ -121,15 +144,18 @@ async def test_remote_start_and_stop_round_trip_16(stub, connect, http) -> None:
     transaction_id = started.json()["transaction_id"]
     assert transaction_id is not None and transaction_id.isdigit()
     assert requests[0][0] == "RemoteStartTransaction" and requests[0][1]["connectorId"] == 1
-    stopped = await http.post("/chargers/emart_shinjeju_02/stop",
-                              json={"transaction_id": transaction_id})
+    stopped = await http.post(
+        "/chargers/emart_shinjeju_02/stop", json={"transaction_id": transaction_id}
+    )
     assert stopped.status_code == 200, stopped.text
     assert requests[1] == ("RemoteStopTransaction", {"transactionId": int(transaction_id)})
 
     async def closed() -> list[dict[str, Any]]:
-        return (await http.get("/transactions", params={"state": "closed",
-                                                        "charger_id": "emart_shinjeju_02"})
-                ).json()
+        return (
+            await http.get(
+                "/transactions", params={"state": "closed", "charger_id": "emart_shinjeju_02"}
+            )
+        ).json()
 
     (row,) = await eventually(closed)
     assert row["energy_consumed"] == pytest.approx(1.0)
@@ -160,9 +186,10 @@ async def test_remote_start_failures_have_distinct_statuses(
         await asyncio.sleep(5)
         return {"status": "Accepted"}
 
-    async with await OcppClient.connect(f"{stub.url}/emart_jeju_02", "ocpp2.0.1",
-                                        on_call=on_call), \
-            httpx.AsyncClient(base_url=stub.api_url) as http:
+    async with (
+        await OcppClient.connect(f"{stub.url}/emart_jeju_02", "ocpp2.0.1", on_call=on_call),
+        httpx.AsyncClient(base_url=stub.api_url) as http,
+    ):
         response = await http.post("/chargers/emart_jeju_02/start", json={})
     assert response.status_code == status
     assert response.json()["status"] == "error"
@@ -185,13 +212,18 @@ async def test_unknown_offline_and_bad_requests(stub, connect, http) -> None:
 
 async def test_read_endpoints(stub, connect, http) -> None:
     client = await connect("emart_jeju_01")
-    await client.call(*v201.boot_notification("ABB", "ABB Terra 53", "SN-emart_jeju_01-001",
-                                              "1.0.0"))
+    await client.call(
+        *v201.boot_notification("ABB", "ABB Terra 53", "SN-emart_jeju_01-001", "1.0.0")
+    )
     await client.call(*v201.status_notification(1, 1, "Available", time.time()))
     chargers = (await http.get("/chargers")).json()
     assert {c["charger_id"] for c in chargers} == {
-        "emart_jeju_01", "emart_jeju_02", "emart_jeju_03", "emart_shinjeju_01",
-        "emart_shinjeju_02"}
+        "emart_jeju_01",
+        "emart_jeju_02",
+        "emart_jeju_03",
+        "emart_shinjeju_01",
+        "emart_shinjeju_02",
+    }
     one = (await http.get("/chargers/emart_jeju_01")).json()
     assert one["connected"] is True and one["status"] == "Available"
     assert one["station_id"] == "emart_jeju_main"
@@ -203,12 +235,21 @@ async def test_read_endpoints(stub, connect, http) -> None:
     health = (await http.get("/healthz")).json()
     assert health["status"] == "ok"
     metrics = (await http.get("/metrics")).text
-    assert 'csms_stub_messages_total{action="BootNotification",outcome="result",' \
-           'version="2.0.1"} 1.0' in metrics
+    assert (
+        'csms_stub_messages_total{action="BootNotification",outcome="result",'
+        'version="2.0.1"} 1.0' in metrics
+    )
     assert "csms_stub_chargers_connected 1.0" in metrics
     assert "csms_stub_handler_duration_seconds_bucket" in metrics
     assert "csms_stub_db_queue_depth" in metrics
     spec = (await http.get("/openapi.json")).json()
-    assert {"/chargers/{charger_id}/start", "/chargers/{charger_id}/stop", "/chargers",
-            "/transactions", "/stats", "/metrics", "/healthz"} <= set(spec["paths"])
+    assert {
+        "/chargers/{charger_id}/start",
+        "/chargers/{charger_id}/stop",
+        "/chargers",
+        "/transactions",
+        "/stats",
+        "/metrics",
+        "/healthz",
+    } <= set(spec["paths"])
     assert (await http.get("/transactions", params={"state": "bogus"})).status_code == 422

@@ -23,16 +23,17 @@ def at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-async def test_201_session_fills_the_three_tables(stub, connect, database: Database,
-                                                  seed_fleet) -> None:
+async def test_201_session_fills_the_three_tables(
+    stub, connect, database: Database, seed_fleet
+) -> None:
     client = await connect("emart_jeju_01")
     assert (await scripted.boot(client, seed_fleet.chargers["emart_jeju_01"]))["status"] == (
-        "Accepted")
+        "Accepted"
+    )
     await client.call(*v201.heartbeat())
     # 0 -> 100 kW, held, then tapering as in seed scenario 2.
     power = [25_000, 50_000, 100_000, 100_000, 100_000, 80_000, 40_000]
-    record = await scripted.session_201(client, "abc12345", power, start_wh=12_000,
-                                        start_time=T0)
+    record = await scripted.session_201(client, "abc12345", power, start_wh=12_000, start_time=T0)
     await stub.store.flush()
 
     (usage,) = await database.rows("SELECT * FROM charger_usage_log")
@@ -52,35 +53,52 @@ async def test_201_session_fills_the_three_tables(stub, connect, database: Datab
     # The CSMS returned the running cost, and the final one on Ended.
     assert record.replies[-1]["totalCost"] == pytest.approx(usage["cost"], abs=0.01)
     assert [r["totalCost"] for r in record.replies[1:]] == sorted(
-        r["totalCost"] for r in record.replies[1:])
+        r["totalCost"] for r in record.replies[1:]
+    )
 
     rows = await database.rows(
         "SELECT power_reading, energy_register_wh FROM power_consumption "
-        "WHERE transaction_id = 'abc12345' ORDER BY timestamp")
+        "WHERE transaction_id = 'abc12345' ORDER BY timestamp"
+    )
     assert [row["power_reading"] for row in rows] == [0, *power, 0]
     registers = [row["energy_register_wh"] for row in rows]
     assert registers == sorted(registers)
     assert registers[-1] - registers[0] == pytest.approx(record.energy_kwh * 1000, abs=1)
 
-    (info,) = await database.rows(
-        "SELECT * FROM charger_info WHERE charger_id = 'emart_jeju_01'")
+    (info,) = await database.rows("SELECT * FROM charger_info WHERE charger_id = 'emart_jeju_01'")
     assert info["boot_count"] == 1 and info["session_count"] == 1
     assert info["energy_total_kwh"] == pytest.approx(record.energy_kwh, abs=1e-3)
     assert info["serial_number"] == "SN-emart_jeju_01-001"
     assert info["last_heartbeat_at"] is not None
-    kinds = {row["kind"] for row in await database.rows(
-        "SELECT kind FROM event_log WHERE charger_id = 'emart_jeju_01'")}
+    kinds = {
+        row["kind"]
+        for row in await database.rows(
+            "SELECT kind FROM event_log WHERE charger_id = 'emart_jeju_01'"
+        )
+    }
     assert {"connect", "boot", "heartbeat", "status"} <= kinds
 
 
 async def test_duplicate_seq_no_is_stored_once(stub, connect, database: Database) -> None:
     client = await connect("emart_jeju_02")
     started = v201.transaction_event(
-        "Started", "dup-1", 0, T0, "Authorized", evse_id=1, connector_id=1,
-        meter_values=[v201.meter_value(T0, v201.sampled_values(1000, 0))])
+        "Started",
+        "dup-1",
+        0,
+        T0,
+        "Authorized",
+        evse_id=1,
+        connector_id=1,
+        meter_values=[v201.meter_value(T0, v201.sampled_values(1000, 0))],
+    )
     updated = v201.transaction_event(
-        "Updated", "dup-1", 1, T0 + 5, "MeterValuePeriodic",
-        meter_values=[v201.meter_value(T0 + 5, v201.sampled_values(1500, 50_000))])
+        "Updated",
+        "dup-1",
+        1,
+        T0 + 5,
+        "MeterValuePeriodic",
+        meter_values=[v201.meter_value(T0 + 5, v201.sampled_values(1500, 50_000))],
+    )
     await client.call(*started)
     first = await client.call(*updated)
     again = await client.call(*updated)  # e.g. a retry after a lost reply
@@ -96,20 +114,22 @@ async def test_duplicate_seq_no_is_stored_once(stub, connect, database: Database
     assert usage == {"energy_consumed": pytest.approx(0.5), "event_count": 2}
 
 
-async def test_16_session_gets_csms_assigned_ids(stub, connect, database: Database,
-                                                 seed_fleet) -> None:
+async def test_16_session_gets_csms_assigned_ids(
+    stub, connect, database: Database, seed_fleet
+) -> None:
     client = await connect("emart_shinjeju_01", "ocpp1.6")
     await scripted.boot(client, seed_fleet.chargers["emart_shinjeju_01"], "1.6")
     first = await scripted.session_16(client, [50_000, 50_000], start_wh=1000, start_time=T0)
-    second = await scripted.session_16(client, [40_000], start_wh=first.stop_wh,
-                                       start_time=T0 + 100)
+    second = await scripted.session_16(
+        client, [40_000], start_wh=first.stop_wh, start_time=T0 + 100
+    )
     assert int(second.transaction_id) == int(first.transaction_id) + 1
     await stub.store.flush()
     rows = await database.rows(
         "SELECT transaction_id, energy_consumed, cost, ocpp_version, end_time "
-        "FROM charger_usage_log ORDER BY start_time")
-    assert [row["transaction_id"] for row in rows] == [first.transaction_id,
-                                                       second.transaction_id]
+        "FROM charger_usage_log ORDER BY start_time"
+    )
+    assert [row["transaction_id"] for row in rows] == [first.transaction_id, second.transaction_id]
     for row, record in zip(rows, (first, second), strict=True):
         assert row["ocpp_version"] == "1.6"
         assert row["end_time"] is not None
@@ -117,8 +137,9 @@ async def test_16_session_gets_csms_assigned_ids(stub, connect, database: Databa
         assert row["cost"] == pytest.approx(record.energy_kwh * 150, abs=0.01)
 
 
-async def test_scenario_4_power_peaks_at_350_kw(stub, connect, database: Database,
-                                                seed_fleet) -> None:
+async def test_scenario_4_power_peaks_at_350_kw(
+    stub, connect, database: Database, seed_fleet
+) -> None:
     # All five chargers at once; emart_jeju_03's EV has passed 80 % SoC and tapers to half
     # power, so the fleet peaks at 100 + 100 + 50 + 50 + 50 = 350 kW.
     tapering = {"emart_jeju_03": 0.5}
@@ -128,37 +149,54 @@ async def test_scenario_4_power_peaks_at_350_kw(stub, connect, database: Databas
         power = charger.rated_power_w * tapering.get(charger_id, 1.0)
         client = await connect(charger_id)
         await scripted.boot(client, charger)
-        return await scripted.session_201(client, f"tx-{charger_id}", [power] * 3,
-                                          start_time=T0)
+        return await scripted.session_201(client, f"tx-{charger_id}", [power] * 3, start_time=T0)
 
     records = await asyncio.gather(*(charge(charger_id) for charger_id in seed_fleet.chargers))
     await stub.store.flush()
     (peak,) = await database.rows(
         "SELECT timestamp, SUM(power_reading) AS total FROM power_consumption "
-        "GROUP BY timestamp ORDER BY total DESC LIMIT 1")
+        "GROUP BY timestamp ORDER BY total DESC LIMIT 1"
+    )
     assert peak["total"] == 350_000
     assert stub.service.stats()["peak_power_w"] == 350_000
     sessions = await database.rows(
-        "SELECT charger_id, energy_consumed FROM charger_usage_log ORDER BY charger_id")
+        "SELECT charger_id, energy_consumed FROM charger_usage_log ORDER BY charger_id"
+    )
     assert len(sessions) == 5
     by_charger = {record.transaction_id: record.energy_kwh for record in records}
     for row in sessions:
         assert row["energy_consumed"] == pytest.approx(
-            by_charger[f"tx-{row['charger_id']}"], abs=1e-5)
+            by_charger[f"tx-{row['charger_id']}"], abs=1e-5
+        )
 
 
-async def test_restarted_stub_continues_open_transaction(make_stub, database: Database
-                                                         ) -> None:
+async def test_restarted_stub_continues_open_transaction(make_stub, database: Database) -> None:
     from loadgen.aio_client import OcppClient
 
     first = await make_stub()
     client = await OcppClient.connect(f"{first.url}/emart_jeju_03", "ocpp2.0.1")
-    await client.call(*v201.transaction_event(
-        "Started", "survivor", 0, T0, "Authorized", evse_id=1, connector_id=1,
-        meter_values=[v201.meter_value(T0, v201.sampled_values(5000, 0))]))
-    await client.call(*v201.transaction_event(
-        "Updated", "survivor", 1, T0 + 5, "MeterValuePeriodic",
-        meter_values=[v201.meter_value(T0 + 5, v201.sampled_values(6000, 100_000))]))
+    await client.call(
+        *v201.transaction_event(
+            "Started",
+            "survivor",
+            0,
+            T0,
+            "Authorized",
+            evse_id=1,
+            connector_id=1,
+            meter_values=[v201.meter_value(T0, v201.sampled_values(5000, 0))],
+        )
+    )
+    await client.call(
+        *v201.transaction_event(
+            "Updated",
+            "survivor",
+            1,
+            T0 + 5,
+            "MeterValuePeriodic",
+            meter_values=[v201.meter_value(T0 + 5, v201.sampled_values(6000, 100_000))],
+        )
+    )
     await first.stop()  # the CSMS goes away mid-transaction
     await client.close()
 
@@ -166,12 +204,28 @@ async def test_restarted_stub_continues_open_transaction(make_stub, database: Da
     assert ("emart_jeju_03", "survivor") in second.service.transactions
     async with await OcppClient.connect(f"{second.url}/emart_jeju_03", "ocpp2.0.1") as client:
         # Replayed after the reconnect (e.g. unsure whether seqNo 1 arrived): stored once.
-        await client.call(*v201.transaction_event(
-            "Updated", "survivor", 1, T0 + 5, "MeterValuePeriodic", offline=True,
-            meter_values=[v201.meter_value(T0 + 5, v201.sampled_values(6000, 100_000))]))
-        ended = await client.call(*v201.transaction_event(
-            "Ended", "survivor", 2, T0 + 10, "StopAuthorized", stopped_reason="Local",
-            meter_values=[v201.meter_value(T0 + 10, v201.sampled_values(7000, 0))]))
+        await client.call(
+            *v201.transaction_event(
+                "Updated",
+                "survivor",
+                1,
+                T0 + 5,
+                "MeterValuePeriodic",
+                offline=True,
+                meter_values=[v201.meter_value(T0 + 5, v201.sampled_values(6000, 100_000))],
+            )
+        )
+        ended = await client.call(
+            *v201.transaction_event(
+                "Ended",
+                "survivor",
+                2,
+                T0 + 10,
+                "StopAuthorized",
+                stopped_reason="Local",
+                meter_values=[v201.meter_value(T0 + 10, v201.sampled_values(7000, 0))],
+            )
+        )
     assert ended["totalCost"] == pytest.approx(2.0 * 150)
     await second.store.flush()
     (usage,) = await database.rows("SELECT * FROM charger_usage_log")
@@ -180,18 +234,31 @@ async def test_restarted_stub_continues_open_transaction(make_stub, database: Da
     assert second.service.stats()["transactions_closed"] == 1
 
 
-async def test_graceful_stop_writes_everything_acknowledged(database: Database,
-                                                             tmp_path) -> None:
+async def test_graceful_stop_writes_everything_acknowledged(database: Database, tmp_path) -> None:
     """SIGTERM right after a burst: every acknowledged TransactionEvent is in the database."""
     from loadgen.aio_client import OcppClient
 
     url = database.url.replace("+aiosqlite", "").replace("+asyncpg", "")
-    command = [sys.executable, "-m", "csms_stub", "--host", "127.0.0.1", "--port", "0",
-               "--api-port", "-1", "--database-url", url, "--log-level", "INFO"]
+    command = [
+        sys.executable,
+        "-m",
+        "csms_stub",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--api-port",
+        "-1",
+        "--database-url",
+        url,
+        "--log-level",
+        "INFO",
+    ]
     if database.schema:
         command += ["--database-schema", database.schema]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         port = None
         deadline = time.monotonic() + 20
@@ -203,11 +270,19 @@ async def test_graceful_stop_writes_everything_acknowledged(database: Database,
         acknowledged = 0
         async with await OcppClient.connect(f"ws://127.0.0.1:{port}/burst", "ocpp2.0.1") as c:
             for seq_no in range(400):
-                await c.call(*v201.transaction_event(
-                    "Started" if seq_no == 0 else "Updated", "burst-tx", seq_no, T0 + seq_no,
-                    "Authorized" if seq_no == 0 else "MeterValuePeriodic", evse_id=1,
-                    meter_values=[v201.meter_value(T0 + seq_no,
-                                                   v201.sampled_values(seq_no * 10, 7000))]))
+                await c.call(
+                    *v201.transaction_event(
+                        "Started" if seq_no == 0 else "Updated",
+                        "burst-tx",
+                        seq_no,
+                        T0 + seq_no,
+                        "Authorized" if seq_no == 0 else "MeterValuePeriodic",
+                        evse_id=1,
+                        meter_values=[
+                            v201.meter_value(T0 + seq_no, v201.sampled_values(seq_no * 10, 7000))
+                        ],
+                    )
+                )
                 acknowledged += 1
             process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

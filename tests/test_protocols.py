@@ -1,0 +1,696 @@
+"""Per-version message builders against the ``ocpp`` package's JSON schemas (pure)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadgen import ocppj
+from loadgen.ocppj import ErrorCode
+from loadgen.protocols import (
+    OCPP16,
+    OCPP201,
+    Version,
+    get_version,
+    iso_timestamp,
+    parse_timestamp,
+    schemas,
+    v16,
+    v201,
+)
+
+# -- schema helpers ----------------------------------------------------------------------
+
+
+@functools.cache
+def _schema(version: Version, action: str, response: bool = False) -> dict[str, Any]:
+    path = schemas.schema_path(version, action, response)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def enum(version: Version, action: str, *path: str) -> list[str]:
+    """The enum of the property at ``path`` in an action's request schema ($refs followed)."""
+    root = _schema(version, action)
+    node: dict[str, Any] = root
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while True:
+            if "$ref" in node:
+                node = root["definitions"][node["$ref"].rsplit("/", 1)[-1]]
+            elif node.get("type") == "array":
+                node = node["items"]
+            else:
+                return node
+
+    for key in path:
+        node = resolve(resolve(node)["properties"][key])
+    values = resolve(node)["enum"]
+    assert values, path
+    return values
+
+
+def enum_of(version: Version, action: str, *path: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(enum(version, action, *path))
+
+
+def check(version: Version, request: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Validate a builder's (action, payload); also check it survives OCPP-J framing."""
+    action, payload = request
+    schemas.validate(version, action, payload)
+    framed = ocppj.parse(ocppj.Call("1", action, payload).encode())
+    assert isinstance(framed, ocppj.Call)
+    assert framed.action == action and framed.payload == payload
+    return payload
+
+
+# -- strategies --------------------------------------------------------------------------
+
+#: The first example of each test compiles its schema (up to ~40 ms, more on a busy machine):
+#: with a deadline hypothesis would call that flaky timing.
+no_deadline = settings(deadline=None)
+
+
+def text(max_size: int, min_size: int = 1) -> st.SearchStrategy[str]:
+    return st.text(min_size=min_size, max_size=max_size)
+
+
+#: epoch seconds between 1970 and 2100, and aware / naive datetimes in that range
+epochs = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)
+datetimes = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 31)
+) | st.datetimes(
+    min_value=datetime(1970, 1, 2),
+    max_value=datetime(2099, 12, 31),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=9)), timezone(-timedelta(hours=5))]),
+)
+timestamps = epochs | st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 31)
+).map(lambda when: iso_timestamp(when))
+readings = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
+optional_readings = st.none() | readings
+contexts_201 = st.none() | enum_of(OCPP201, "MeterValues", "meterValue", "sampledValue", "context")
+contexts_16 = st.none() | enum_of(OCPP16, "MeterValues", "meterValue", "sampledValue", "context")
+seq_nos = st.integers(min_value=0, max_value=2**31 - 1)
+small_ints = st.integers(min_value=0, max_value=100)
+
+
+@st.composite
+def sampled_201(draw: st.DrawFn) -> list[dict[str, Any]]:
+    energy, power, soc = draw(optional_readings), draw(optional_readings), draw(optional_readings)
+    if energy is power is soc is None:
+        energy = draw(readings)
+    return v201.sampled_values(energy, power, soc, draw(contexts_201))
+
+
+@st.composite
+def sampled_16(draw: st.DrawFn) -> list[dict[str, Any]]:
+    energy, power, soc = draw(optional_readings), draw(optional_readings), draw(optional_readings)
+    if energy is power is soc is None:
+        energy = draw(readings)
+    return v16.sampled_values(energy, power, soc, draw(contexts_16))
+
+
+# -- OCPP 2.0.1 builders -----------------------------------------------------------------
+
+
+@no_deadline
+@given(
+    vendor=text(50),
+    model=text(20),
+    serial=st.none() | text(25),
+    firmware=st.none() | text(50),
+    reason=enum_of(OCPP201, "BootNotification", "reason"),
+)
+def test_v201_boot_notification(
+    vendor: str, model: str, serial: str | None, firmware: str | None, reason: str
+) -> None:
+    payload = check(OCPP201, v201.boot_notification(vendor, model, serial, firmware, reason))
+    assert payload["chargingStation"]["vendorName"] == vendor
+    assert ("serialNumber" in payload["chargingStation"]) == (serial is not None)
+    assert payload["reason"] == reason
+
+
+def test_v201_boot_notification_defaults_to_power_up() -> None:
+    payload = check(OCPP201, v201.boot_notification("ABB", "Terra 53"))
+    assert payload == {
+        "chargingStation": {"vendorName": "ABB", "model": "Terra 53"},
+        "reason": "PowerUp",
+    }
+
+
+def test_v201_heartbeat() -> None:
+    assert check(OCPP201, v201.heartbeat()) == {}
+
+
+@no_deadline
+@given(
+    evse=small_ints,
+    connector=small_ints,
+    status=enum_of(OCPP201, "StatusNotification", "connectorStatus"),
+    when=timestamps,
+)
+def test_v201_status_notification(evse: int, connector: int, status: str, when: Any) -> None:
+    payload = check(OCPP201, v201.status_notification(evse, connector, status, when))
+    assert payload["connectorStatus"] == status
+    assert parse_timestamp(payload["timestamp"]).tzinfo is UTC
+
+
+@no_deadline
+@given(token=text(36), token_type=enum_of(OCPP201, "Authorize", "idToken", "type"))
+def test_v201_authorize(token: str, token_type: str) -> None:
+    payload = check(OCPP201, v201.authorize(token, token_type))
+    assert payload == {"idToken": {"idToken": token, "type": token_type}}
+
+
+@no_deadline
+@given(
+    event_type=enum_of(OCPP201, "TransactionEvent", "eventType"),
+    transaction_id=text(36),
+    seq_no=seq_nos,
+    when=timestamps,
+    trigger=enum_of(OCPP201, "TransactionEvent", "triggerReason"),
+    charging_state=st.none()
+    | enum_of(OCPP201, "TransactionEvent", "transactionInfo", "chargingState"),
+    stopped_reason=st.none()
+    | enum_of(OCPP201, "TransactionEvent", "transactionInfo", "stoppedReason"),
+    remote_start_id=st.none() | st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    evse=st.none() | small_ints,
+    connector=st.none() | small_ints,
+    token=st.none() | st.builds(v201.id_token, text(36)),
+    meter=st.lists(st.tuples(timestamps, sampled_201()), max_size=3),
+    offline=st.booleans(),
+)
+def test_v201_transaction_event(
+    event_type: str,
+    transaction_id: str,
+    seq_no: int,
+    when: Any,
+    trigger: str,
+    charging_state: str | None,
+    stopped_reason: str | None,
+    remote_start_id: int | None,
+    evse: int | None,
+    connector: int | None,
+    token: dict[str, str] | None,
+    meter: list[tuple[Any, list[dict[str, Any]]]],
+    offline: bool,
+) -> None:
+    payload = check(
+        OCPP201,
+        v201.transaction_event(
+            event_type,
+            transaction_id,
+            seq_no,
+            when,
+            trigger,
+            charging_state=charging_state,
+            stopped_reason=stopped_reason,
+            remote_start_id=remote_start_id,
+            evse_id=evse,
+            connector_id=connector,
+            token=token,
+            meter_values=[v201.meter_value(t, sampled) for t, sampled in meter],
+            offline=offline,
+        ),
+    )
+    assert payload["seqNo"] == seq_no
+    assert payload["transactionInfo"]["transactionId"] == transaction_id
+    assert payload.get("offline", False) is offline
+    assert ("evse" in payload) == (evse is not None)
+    assert ("meterValue" in payload) == bool(meter)
+
+
+@no_deadline
+@given(evse=small_ints, meter=st.lists(st.tuples(timestamps, sampled_201()), min_size=1))
+def test_v201_meter_values(evse: int, meter: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+    payload = check(OCPP201, v201.meter_values(evse, [v201.meter_value(t, s) for t, s in meter]))
+    assert len(payload["meterValue"]) == len(meter)
+
+
+def test_v201_sampled_values_units_and_rounding() -> None:
+    values = v201.sampled_values(energy_wh=1234.56789, power_w=7000, soc_percent=None)
+    assert values == [
+        {"value": 1234.568, "measurand": v201.ENERGY_REGISTER, "unitOfMeasure": {"unit": "Wh"}},
+        {"value": 7000.0, "measurand": v201.POWER, "unitOfMeasure": {"unit": "W"}},
+    ]
+    assert v201.sampled_values() == []
+
+
+@no_deadline
+@given(
+    seq_no=seq_nos,
+    when=timestamps,
+    events=st.lists(
+        st.fixed_dictionaries(
+            {
+                "eventId": st.integers(min_value=0, max_value=2**31 - 1),
+                "timestamp": timestamps.map(
+                    lambda t: t if isinstance(t, str) else iso_timestamp(t)
+                ),
+                "trigger": enum_of(OCPP201, "NotifyEvent", "eventData", "trigger"),
+                "actualValue": text(2500, min_size=0),
+                "eventNotificationType": enum_of(
+                    OCPP201, "NotifyEvent", "eventData", "eventNotificationType"
+                ),
+                "component": st.fixed_dictionaries({"name": text(50)}),
+                "variable": st.fixed_dictionaries({"name": text(50)}),
+            }
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    tbc=st.booleans(),
+)
+def test_v201_notify_event(seq_no: int, when: Any, events: list[dict[str, Any]], tbc: bool) -> None:
+    payload = check(OCPP201, v201.notify_event(seq_no, when, events, tbc))
+    assert payload["eventData"] == events
+    assert payload.get("tbc", False) is tbc
+
+
+@no_deadline
+@given(
+    request_id=st.integers(min_value=0, max_value=2**31 - 1),
+    seq_no=seq_nos,
+    when=timestamps,
+    report=st.none()
+    | st.lists(
+        st.fixed_dictionaries(
+            {
+                "component": st.fixed_dictionaries({"name": text(50)}),
+                "variable": st.fixed_dictionaries({"name": text(50)}),
+                "variableAttribute": st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "value": text(2500, min_size=0),
+                            "mutability": enum_of(
+                                OCPP201,
+                                "NotifyReport",
+                                "reportData",
+                                "variableAttribute",
+                                "mutability",
+                            ),
+                        },
+                    ),
+                    min_size=1,
+                    max_size=4,
+                ),
+            }
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    tbc=st.booleans(),
+)
+def test_v201_notify_report(
+    request_id: int, seq_no: int, when: Any, report: list[dict[str, Any]] | None, tbc: bool
+) -> None:
+    payload = check(OCPP201, v201.notify_report(request_id, seq_no, when, report, tbc))
+    assert payload["requestId"] == request_id
+    assert payload.get("reportData") == report
+
+
+@no_deadline
+@given(event_type=text(50), when=timestamps, tech_info=st.none() | text(255))
+def test_v201_security_event_notification(event_type: str, when: Any, tech_info: Any) -> None:
+    payload = check(OCPP201, v201.security_event_notification(event_type, when, tech_info))
+    assert payload["type"] == event_type
+    assert ("techInfo" in payload) == (tech_info is not None)
+
+
+@no_deadline
+@given(
+    status=enum_of(OCPP201, "FirmwareStatusNotification", "status"),
+    request_id=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_v201_firmware_status_notification(status: str, request_id: int | None) -> None:
+    payload = check(OCPP201, v201.firmware_status_notification(status, request_id))
+    assert payload["status"] == status
+
+
+@no_deadline
+@given(
+    vendor_id=text(255),
+    message_id=st.none() | text(50),
+    data=st.none()
+    | st.text()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what orjson can write
+    | st.dictionaries(st.text(), st.text()),
+)
+def test_v201_data_transfer(vendor_id: str, message_id: str | None, data: Any) -> None:
+    payload = check(OCPP201, v201.data_transfer(vendor_id, message_id, data))
+    assert payload["vendorId"] == vendor_id
+
+
+@no_deadline
+@given(
+    remote_start_id=st.integers(min_value=0, max_value=2**31 - 1),
+    token=st.builds(
+        v201.id_token, text(36), enum_of(OCPP201, "RequestStartTransaction", "idToken", "type")
+    ),
+    evse=st.none() | st.integers(min_value=1, max_value=10),
+)
+def test_v201_request_start_transaction(
+    remote_start_id: int, token: dict[str, str], evse: int | None
+) -> None:
+    payload = check(OCPP201, v201.request_start_transaction(remote_start_id, token, evse))
+    assert payload["idToken"] == token
+
+
+@no_deadline
+@given(transaction_id=text(36))
+def test_v201_request_stop_transaction(transaction_id: str) -> None:
+    assert check(OCPP201, v201.request_stop_transaction(transaction_id)) == {
+        "transactionId": transaction_id
+    }
+
+
+# -- OCPP 1.6 builders -------------------------------------------------------------------
+
+
+@no_deadline
+@given(vendor=text(20), model=text(20), serial=st.none() | text(25), firmware=st.none() | text(50))
+def test_v16_boot_notification(
+    vendor: str, model: str, serial: str | None, firmware: str | None
+) -> None:
+    payload = check(OCPP16, v16.boot_notification(vendor, model, serial, firmware))
+    assert payload["chargePointVendor"] == vendor
+    assert ("chargePointSerialNumber" in payload) == (serial is not None)
+
+
+def test_v16_heartbeat() -> None:
+    assert check(OCPP16, v16.heartbeat()) == {}
+
+
+@no_deadline
+@given(
+    connector=small_ints,
+    status=enum_of(OCPP16, "StatusNotification", "status"),
+    when=st.none() | timestamps,
+    error_code=enum_of(OCPP16, "StatusNotification", "errorCode"),
+)
+def test_v16_status_notification(connector: int, status: str, when: Any, error_code: str) -> None:
+    payload = check(OCPP16, v16.status_notification(connector, status, when, error_code))
+    assert payload["status"] == status
+    assert ("timestamp" in payload) == (when is not None)
+
+
+@no_deadline
+@given(id_tag=text(20))
+def test_v16_authorize(id_tag: str) -> None:
+    assert check(OCPP16, v16.authorize(id_tag)) == {"idTag": id_tag}
+
+
+@no_deadline
+@given(
+    connector=small_ints,
+    id_tag=text(20),
+    meter_start=st.floats(min_value=0, max_value=1e12, allow_nan=False),
+    when=timestamps,
+    reservation=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_v16_start_transaction(
+    connector: int, id_tag: str, meter_start: float, when: Any, reservation: int | None
+) -> None:
+    payload = check(
+        OCPP16, v16.start_transaction(connector, id_tag, meter_start, when, reservation)
+    )
+    assert payload["meterStart"] == int(meter_start)
+
+
+@no_deadline
+@given(
+    connector=small_ints,
+    meter=st.lists(st.tuples(timestamps, sampled_16()), min_size=1, max_size=3),
+    transaction_id=st.none() | st.integers(min_value=1, max_value=2**31 - 1),
+)
+def test_v16_meter_values(
+    connector: int, meter: list[tuple[Any, list[dict[str, Any]]]], transaction_id: int | None
+) -> None:
+    values = [v16.meter_value(t, s) for t, s in meter]
+    payload = check(OCPP16, v16.meter_values(connector, values, transaction_id))
+    assert ("transactionId" in payload) == (transaction_id is not None)
+    for meter_value in payload["meterValue"]:
+        for sample in meter_value["sampledValue"]:
+            float(sample["value"])  # 1.6 carries numbers as strings
+
+
+def test_v16_sampled_values_are_strings_with_units() -> None:
+    assert v16.sampled_values(energy_wh=12.3456, soc_percent=80, context="Sample.Periodic") == [
+        {
+            "value": "12.346",
+            "measurand": v16.ENERGY_REGISTER,
+            "unit": "Wh",
+            "context": "Sample.Periodic",
+        },
+        {"value": "80.000", "measurand": v16.SOC, "unit": "Percent", "context": "Sample.Periodic"},
+    ]
+
+
+@no_deadline
+@given(
+    transaction_id=st.integers(min_value=1, max_value=2**31 - 1),
+    meter_stop=st.integers(min_value=0, max_value=10**12),
+    when=timestamps,
+    reason=st.none() | enum_of(OCPP16, "StopTransaction", "reason"),
+    id_tag=st.none() | text(20),
+    data=st.none() | st.lists(st.tuples(timestamps, sampled_16()), min_size=1, max_size=3),
+)
+def test_v16_stop_transaction(
+    transaction_id: int,
+    meter_stop: int,
+    when: Any,
+    reason: str | None,
+    id_tag: str | None,
+    data: list[tuple[Any, list[dict[str, Any]]]] | None,
+) -> None:
+    transaction_data = None if data is None else [v16.meter_value(t, s) for t, s in data]
+    payload = check(
+        OCPP16,
+        v16.stop_transaction(transaction_id, meter_stop, when, reason, id_tag, transaction_data),
+    )
+    assert payload["transactionId"] == transaction_id
+    assert payload.get("reason") == reason
+
+
+@no_deadline
+@given(vendor_id=text(255), message_id=st.none() | text(50), data=st.none() | st.text())
+def test_v16_data_transfer(vendor_id: str, message_id: str | None, data: str | None) -> None:
+    payload = check(OCPP16, v16.data_transfer(vendor_id, message_id, data))
+    assert payload["vendorId"] == vendor_id
+
+
+@no_deadline
+@given(id_tag=text(20), connector=st.none() | st.integers(min_value=1, max_value=10))
+def test_v16_remote_start_transaction(id_tag: str, connector: int | None) -> None:
+    payload = check(OCPP16, v16.remote_start_transaction(id_tag, connector))
+    assert payload["idTag"] == id_tag
+
+
+@no_deadline
+@given(transaction_id=st.integers(min_value=1, max_value=2**31 - 1))
+def test_v16_remote_stop_transaction(transaction_id: int) -> None:
+    assert check(OCPP16, v16.remote_stop_transaction(transaction_id)) == {
+        "transactionId": transaction_id
+    }
+
+
+def test_every_builder_is_covered() -> None:
+    """A new builder must get a test here: compare the modules' public functions."""
+    tested = set(globals())
+    for module, prefix in ((v201, "test_v201_"), (v16, "test_v16_")):
+        builders = {
+            name
+            for name, value in vars(module).items()
+            if callable(value)
+            and not name.startswith("_")
+            and getattr(value, "__module__", None) == module.__name__
+        }
+        helpers = {"id_token", "sampled_values", "meter_value"}  # exercised inside other tests
+        missing = {name for name in builders - helpers if f"{prefix}{name}" not in tested}
+        assert not missing, f"{module.__name__}: builders without a test: {sorted(missing)}"
+
+
+# -- schema violations -> OCPP-J error codes ---------------------------------------------
+
+OCC_201 = ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+OCC_16 = ErrorCode.OCCURENCE_CONSTRAINT_VIOLATION_16
+TYPE = ErrorCode.TYPE_CONSTRAINT_VIOLATION
+PROPERTY = ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+FORMAT = ErrorCode.FORMAT_VIOLATION
+
+BOOT_201 = {"chargingStation": {"vendorName": "ABB", "model": "T53"}, "reason": "PowerUp"}
+BOOT_16 = {"chargePointVendor": "ABB", "chargePointModel": "T53"}
+TX_201 = v201.transaction_event("Started", "tx-1", 0, 0.0, "Authorized")[1]
+
+VIOLATIONS = [
+    # (version, action, payload, error code, path)
+    pytest.param(OCPP201, "BootNotification", {"reason": "PowerUp"}, OCC_201, "",
+                 id="201-missing-field"),
+    pytest.param(OCPP201, "BootNotification",
+                 {**BOOT_201, "chargingStation": {"vendorName": "ABB"}}, OCC_201,
+                 "chargingStation", id="201-missing-nested-field"),
+    pytest.param(OCPP16, "BootNotification", {"chargePointVendor": "ABB"}, OCC_16, "",
+                 id="16-missing-field"),
+    pytest.param(OCPP201, "MeterValues", {"evseId": 1, "meterValue": []}, OCC_201, "meterValue",
+                 id="201-min-items"),
+    pytest.param(OCPP201, "BootNotification", {**BOOT_201, "reason": 5}, TYPE, "reason",
+                 id="201-wrong-type"),
+    pytest.param(OCPP201, "TransactionEvent", {**TX_201, "seqNo": "1"}, TYPE, "seqNo",
+                 id="201-string-for-integer"),
+    pytest.param(OCPP16, "Heartbeat", [], TYPE, "", id="16-array-payload"),
+    pytest.param(OCPP16, "StartTransaction",
+                 {"connectorId": 1, "idTag": "T", "meterStart": 1.5,
+                  "timestamp": "2024-01-01T00:00:00Z"}, TYPE, "meterStart",
+                 id="16-float-for-integer"),
+    pytest.param(OCPP16, "Authorize", {"idTag": "x" * 21}, TYPE, "idTag", id="16-too-long"),
+    pytest.param(OCPP201, "TransactionEvent", {**TX_201, "timestamp": "yesterday"}, TYPE,
+                 "timestamp", id="201-bad-date-time"),
+    pytest.param(OCPP201, "BootNotification", {**BOOT_201, "reason": "Bored"}, PROPERTY,
+                 "reason", id="201-enum"),
+    pytest.param(OCPP16, "StatusNotification",
+                 {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"}, PROPERTY,
+                 "status", id="16-enum"),
+    pytest.param(OCPP201, "Heartbeat", {"extra": 1}, FORMAT, "", id="201-extra-property"),
+    pytest.param(OCPP201, "BootNotification", {**BOOT_201, "color": "red"}, FORMAT, "",
+                 id="201-extra-top-level"),
+    pytest.param(OCPP16, "BootNotification", {**BOOT_16, "colour": "red"}, FORMAT, "",
+                 id="16-extra-property"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("version", "action", "payload", "code", "path"), VIOLATIONS)
+def test_schema_violations_map_to_ocppj_error_codes(
+    version: Version, action: str, payload: Any, code: str, path: str
+) -> None:
+    with pytest.raises(schemas.PayloadError) as caught:
+        schemas.validate(version, action, payload)
+    assert caught.value.error_code == code
+    assert caught.value.path == path
+    assert caught.value.description.startswith(f"{action} request: payload")
+    assert str(caught.value) == caught.value.description
+
+
+def test_response_violations_are_described_as_responses() -> None:
+    schemas.validate(OCPP201, "Heartbeat", {"currentTime": "2024-01-01T00:00:00.000Z"}, True)
+    with pytest.raises(schemas.PayloadError) as caught:
+        schemas.validate(OCPP201, "Heartbeat", {}, response=True)
+    assert caught.value.error_code == OCC_201
+    assert caught.value.description.startswith("Heartbeat response: ")
+    with pytest.raises(schemas.PayloadError) as caught:
+        schemas.validate(OCPP16, "BootNotification", {"status": "Accepted"}, response=True)
+    assert caught.value.error_code == OCC_16
+
+
+@pytest.mark.parametrize("version", [OCPP16, OCPP201], ids=lambda v: v.name)
+def test_unknown_action_raises_unknown_action(version: Version) -> None:
+    with pytest.raises(schemas.UnknownAction, match="NoSuchAction"):
+        schemas.validate(version, "NoSuchAction", {})
+    with pytest.raises(schemas.UnknownAction):
+        schemas.validator(version, "NoSuchAction", response=True)
+
+
+def test_actions_lists_each_versions_requests() -> None:
+    actions_16 = schemas.actions(OCPP16)
+    actions_201 = schemas.actions(OCPP201)
+    assert {"BootNotification", "StartTransaction", "StopTransaction", "Reset"} <= set(actions_16)
+    assert "TransactionEvent" not in actions_16
+    assert {"BootNotification", "TransactionEvent", "NotifyReport", "Reset"} <= set(actions_201)
+    assert "StartTransaction" not in actions_201
+    assert not any(name.endswith(("Request", "Response")) for name in actions_16 + actions_201)
+    assert actions_201 == sorted(actions_201)
+
+
+def test_validators_are_compiled_once() -> None:
+    first = schemas.validator(OCPP201, "TransactionEvent")
+    assert schemas.validator(OCPP201, "TransactionEvent") is first
+    assert schemas.validator(OCPP201, "TransactionEvent", response=True) is not first
+
+
+# -- versions ----------------------------------------------------------------------------
+
+
+def test_get_version_by_name_and_subprotocol() -> None:
+    assert get_version("1.6") is OCPP16
+    assert get_version("ocpp1.6") is OCPP16
+    assert get_version("2.0.1") is OCPP201
+    assert get_version("ocpp2.0.1") is OCPP201
+    assert OCPP201.subprotocol == "ocpp2.0.1" and OCPP16.subprotocol == "ocpp1.6"
+
+
+@pytest.mark.parametrize("name", ["1.5", "ocpp1.5", "2.0", "", "OCPP1.6"])
+def test_get_version_rejects_unknown_versions(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown OCPP version") as caught:
+        get_version(name)
+    assert "1.6" in str(caught.value) and "2.0.1" in str(caught.value)
+
+
+def test_error_code_spelling_per_version() -> None:
+    assert OCPP16.error_code(ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION) == OCC_16
+    assert OCPP16.error_code(ErrorCode.RPC_FRAMEWORK_ERROR) == ErrorCode.PROTOCOL_ERROR
+    assert OCPP16.error_code(ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED) == ErrorCode.PROTOCOL_ERROR
+    assert OCPP16.error_code(ErrorCode.FORMAT_VIOLATION) == FORMAT
+    assert OCPP201.error_code(ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION) == OCC_201
+    assert OCPP201.error_code(ErrorCode.RPC_FRAMEWORK_ERROR) == ErrorCode.RPC_FRAMEWORK_ERROR
+
+
+# -- timestamps --------------------------------------------------------------------------
+
+
+@no_deadline
+@given(datetimes)
+def test_iso_timestamp_round_trip_of_datetimes(when: datetime) -> None:
+    text = iso_timestamp(when)
+    assert len(text) == len("2024-01-01T00:00:00.000Z") and text.endswith("Z")
+    parsed = parse_timestamp(text)
+    assert parsed.tzinfo is UTC
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    # Millisecond precision, truncated.
+    assert timedelta(0) <= aware - parsed < timedelta(milliseconds=1)
+    assert iso_timestamp(parsed) == text
+    schemas.validate(OCPP201, "Heartbeat", {"currentTime": text}, response=True)
+
+
+@no_deadline
+@given(epochs)
+def test_iso_timestamp_round_trip_of_epoch_seconds(epoch: float) -> None:
+    text = iso_timestamp(epoch)
+    parsed = parse_timestamp(text)
+    assert abs(parsed.timestamp() - epoch) < 0.001 + 1e-6
+    assert iso_timestamp(parsed) == text
+
+
+def test_iso_timestamp_examples() -> None:
+    assert iso_timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert iso_timestamp(1_700_000_000.1239) == "2023-11-14T22:13:20.123Z"
+    seoul = datetime(2024, 5, 1, 9, 0, 0, 999_999, tzinfo=timezone(timedelta(hours=9)))
+    assert iso_timestamp(seoul) == "2024-05-01T00:00:00.999Z"
+    assert iso_timestamp(datetime(2024, 5, 1, 12, 30)) == "2024-05-01T12:30:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-01T12:30:00Z",
+        "2024-05-01T12:30:00z",
+        "2024-05-01T12:30:00.000Z",
+        "2024-05-01T12:30:00+00:00",
+        "2024-05-01T21:30:00+09:00",
+        "2024-05-01T07:30:00-05:00",
+        "2024-05-01T12:30:00",  # no offset: taken as UTC
+    ],
+)
+def test_parse_timestamp_accepts_rfc3339_forms(text: str) -> None:
+    assert parse_timestamp(text) == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    assert parse_timestamp(text).tzinfo is UTC
+
+
+def test_parse_timestamp_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp("yesterday")
