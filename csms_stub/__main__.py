@@ -127,6 +127,9 @@ async def serve(config: StubConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log_level.upper() != "DEBUG":
+        # One line per connection is noise with thousands of chargers.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -170,6 +170,11 @@ class Station:
         return self.boot_status == "Accepted"
 
     @property
+    def settled(self) -> bool:
+        """Nothing queued and nothing on the wire: the CSMS has acknowledged everything."""
+        return not self._queue and self._in_flight is None
+
+    @property
     def queue_depth(self) -> int:
         """Transaction messages waiting to be sent (the offline queue)."""
         return sum(1 for call in self._queue if call.transactional)

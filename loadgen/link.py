@@ -1,0 +1,903 @@
+"""The WebSocket RPC endpoint a charging station speaks OCPP-J through, on gevent.
+
+Locust runs on gevent, so this is synchronous code for greenlets: :meth:`Link.call` blocks
+the calling greenlet until the CSMS answers, and everything the CSMS sends is read by one
+reader greenlet per connection. The WebSocket is ``websockets``' sans-I/O
+:class:`~websockets.client.ClientProtocol` over a gevent socket (DESIGN.md, "Concurrency
+model": ``websockets``' handshake, framing, close codes and size limits at the asyncio
+floor's cost). No monkey patching is needed. Compression and WebSocket pings are off: OCPP
+messages are small and OCPP has Heartbeat.
+
+What the link guarantees, whatever the CSMS does:
+
+- at most one outstanding CALL per connection; further callers queue FIFO behind it, and a
+  timed-out CALL frees the slot for the next one;
+- every CALL put on the wire is timed from send to reply / CALLERROR / timeout / disconnect
+  and reported to :meth:`CallObserver.call_done`;
+- CSMS-initiated CALLs reach :meth:`CallHandler.on_call` in arrival order, in the reader
+  greenlet, and are always answered (CALLRESULT, or CALLERROR);
+- garbage from the CSMS is counted with :meth:`CallObserver.protocol_error` and never
+  answered when it looks like a reply (that could ping-pong forever);
+- a lost connection fails the waiting caller with :class:`Disconnected` and calls
+  :meth:`CallHandler.on_disconnect` exactly once per connection;
+- the Basic auth password appears in no log line, exception or repr.
+
+Reconnecting (and its back-off) is the station runner's job; :meth:`Link.connect` works again
+on a link that was closed or lost its connection.
+
+Not done yet, the cheaper alternative DESIGN.md measured: instead of a reader greenlet parked
+in ``recv`` (~8.5 KB each), feed the protocol from a gevent I/O watcher callback on the socket
+(~7 KB instead of ~15 KB per idle connection, a few µs less per round trip). Watcher callbacks
+run in the hub and must not block, so ``on_call`` would then need a greenlet of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import functools
+import logging
+import socket
+import ssl
+import time
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import gevent
+import gevent.event
+import gevent.socket
+import gevent.ssl
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, InvalidURI, PayloadTooBig, ProtocolError
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import WebSocketURI, parse_uri
+
+from loadgen import ocppj
+from loadgen.ocppj import CallErrorReply
+from loadgen.protocols import Version, schemas
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CallErrorReply",
+    "CallErrorResponse",
+    "CallFailed",
+    "CallHandler",
+    "CallObserver",
+    "CallTimeout",
+    "ConnectFailed",
+    "Disconnected",
+    "InvalidResponse",
+    "Link",
+    "LinkError",
+]
+
+_perf_counter = time.perf_counter
+
+#: bytes asked of the socket per read; OCPP frames are far smaller, big ones take a few reads
+RECV_SIZE = 65536
+#: reply ids of timed-out CALLs remembered, to tell a late reply from an unknown one
+LATE_REPLY_MEMORY = 16
+
+# observer.call_done outcomes
+RESULT = "result"
+ERROR = "error"
+TIMEOUT = "timeout"
+DISCONNECTED = "disconnected"
+
+# observer.disconnected reasons (a closed set: they become metric labels)
+CLOSED_LOCALLY = "closed"
+CLOSED_BY_SERVER = "closed_by_server"
+CONNECTION_LOST = "connection_lost"
+MESSAGE_TOO_BIG = "message_too_big"
+WEBSOCKET_ERROR = "websocket_protocol_error"
+INTERNAL_ERROR = "internal_error"
+
+#: error codes a CALLERROR may carry that are passed to the observer as they are; anything
+#: else a CSMS invents is reported as "Other" so a metric label cannot explode
+KNOWN_ERROR_CODES = frozenset(
+    value for name, value in vars(ocppj.ErrorCode).items() if not name.startswith("_")
+)
+OTHER_ERROR_CODE = "Other"
+
+
+class CallObserver(Protocol):
+    """Where the link reports what happened; the metrics layer implements it."""
+
+    def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
+        """A CALL of ours ended: outcome is result, error, timeout or disconnected."""
+
+    def message(self, direction: str, kind: str) -> None:
+        """A frame went out or came in: ("sent" | "received", "call" | "result" | "error")."""
+
+    def connect_done(self, outcome: str, seconds: float) -> None:
+        """A connect() ended: "ok" or the :attr:`ConnectFailed.kind` of the failure."""
+
+    def disconnected(self, reason: str) -> None:
+        """A connection ended; reason is one of this module's disconnect reasons."""
+
+    def protocol_error(self, kind: str) -> None:
+        """The CSMS sent something broken: malformed_frame, binary_frame, late_reply, ..."""
+
+
+class CallHandler(Protocol):
+    """The station: answers CSMS-initiated CALLs and hears about disconnects.
+
+    Both run in the link's reader greenlet (``on_disconnect`` after a local :meth:`Link.close`
+    runs in the greenlet that closed): ``on_call`` must not call :meth:`Link.call` (it would
+    wait for the reader it blocks) and neither should block for long (replies to our own
+    CALLs are not read meanwhile). Spawn a greenlet for follow-ups and reconnects.
+    """
+
+    def on_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Return the CALLRESULT payload, or raise :class:`CallErrorReply`."""
+        ...
+
+    def on_disconnect(self, code: int | None, reason: str) -> None:
+        """The connection ended; ``code`` is the close code, None when TCP just dropped."""
+
+
+class _NullObserver:
+    """Observes nothing, so the link never has to ask whether there is an observer."""
+
+    def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
+        pass
+
+    def message(self, direction: str, kind: str) -> None:
+        pass
+
+    def connect_done(self, outcome: str, seconds: float) -> None:
+        pass
+
+    def disconnected(self, reason: str) -> None:
+        pass
+
+    def protocol_error(self, kind: str) -> None:
+        pass
+
+
+NULL_OBSERVER = _NullObserver()
+
+
+class LinkError(Exception):
+    """Base of the errors the link raises on purpose."""
+
+
+class ConnectFailed(LinkError):
+    """The connection could not be opened.
+
+    ``str(exc)`` is a one-line reason for people; ``kind`` a short label for metrics
+    (refused, timeout, dns, network, tls, http_401, handshake, subprotocol).
+    """
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class CallFailed(LinkError):
+    """A CALL of ours got no CALLRESULT; ``action`` says which."""
+
+    def __init__(self, action: str, message: str) -> None:
+        super().__init__(message)
+        self.action = action
+
+
+class CallErrorResponse(CallFailed):
+    """The CSMS answered with a CALLERROR."""
+
+    def __init__(
+        self,
+        action: str,
+        error_code: str,
+        description: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(action, f"{action}: CALLERROR {error_code} {description!r}")
+        self.error_code = error_code
+        self.description = description
+        self.details = details or {}
+
+
+class InvalidResponse(CallFailed):
+    """The CSMS answered with a broken CALLRESULT / CALLERROR, or (``validate=True``) a
+    CALLRESULT that violates its schema; ``error_code`` names the violation."""
+
+    def __init__(self, action: str, error_code: str, description: str) -> None:
+        super().__init__(action, f"{action}: invalid reply ({error_code}): {description}")
+        self.error_code = error_code
+        self.description = description
+
+
+class CallTimeout(CallFailed):
+    """No reply within the timeout. The slot is free again; a late reply is dropped."""
+
+
+class Disconnected(CallFailed):
+    """The link was not connected, or the connection ended before the reply."""
+
+
+class _Secret:
+    """Holds the Authorization header value; shows up as <redacted> anywhere it is printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+    __str__ = __repr__
+
+
+class _Lost:
+    """What a waiting CALL receives when its connection ends."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _Connection:
+    """One WebSocket connection; a Link has a new one per connect()."""
+
+    __slots__ = (
+        "down",
+        "early_events",
+        "failure",
+        "fragment_opcode",
+        "fragments",
+        "reader",
+        "sock",
+        "writing",
+        "ws",
+    )
+
+    def __init__(self, sock: Any, ws: ClientProtocol, early_events: list[Any]) -> None:
+        self.sock = sock
+        self.ws = ws
+        self.early_events = early_events
+        self.reader: gevent.Greenlet | None = None
+        self.down = False
+        #: why a write failed, for the reader to report
+        self.failure: str | None = None
+        self.writing = False
+        self.fragments: list[bytes] | None = None
+        self.fragment_opcode: Opcode | None = None
+
+
+class _Pending:
+    """The one outstanding CALL of ours."""
+
+    __slots__ = ("action", "conn", "message_id", "received_at", "result")
+
+    def __init__(self, message_id: str, action: str, conn: _Connection) -> None:
+        self.message_id = message_id
+        self.action = action
+        self.conn = conn
+        self.result = gevent.event.AsyncResult()
+        self.received_at = 0.0
+
+
+def redact_url(url: str) -> str:
+    """The URL without the password it may carry (``ws://id:secret@host`` -> ``ws://***@host``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP Basic auth (OCPP security profile 1)."""
+    if ":" in username:
+        raise ValueError("a Basic auth user id cannot contain ':'")
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    # One per process: loading the system CA store costs milliseconds and memory.
+    return gevent.ssl.create_default_context()
+
+
+class Link:
+    """One charging station's OCPP-J connection to a CSMS, for greenlets.
+
+    ``connect()`` then ``call()`` from any greenlet of the station; CSMS-initiated CALLs go to
+    ``handler.on_call``. The call timeout covers sending and waiting for the reply, not the
+    time spent queued behind another CALL of this link.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        version: Version,
+        handler: CallHandler,
+        *,
+        observer: CallObserver | None = None,
+        connect_timeout: float = 10.0,
+        call_timeout: float = 30.0,
+        basic_auth: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_size: int = 1 << 20,
+        validate: bool = False,
+        close_timeout: float = 2.0,
+    ) -> None:
+        safe_url = redact_url(url)
+        try:
+            uri = parse_uri(url)
+        except InvalidURI as exc:
+            raise ValueError(f"not a WebSocket URL: {safe_url} ({exc.msg})") from None
+        if uri.user_info is not None:
+            # websockets would send credentials in the URL as Basic auth: do the same, but
+            # keep them only in the redacted header.
+            if basic_auth is None:
+                basic_auth = uri.user_info
+            uri = dataclasses.replace(uri, username=None, password=None)
+        self.url = safe_url
+        self.version = version
+        self.handler = handler
+        self.observer: CallObserver = observer if observer is not None else NULL_OBSERVER
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self.close_timeout = close_timeout
+        self.max_size = max_size
+        self.validate = validate
+        self.ssl_context = ssl_context
+        self._uri: WebSocketURI = uri
+        self._authorization = _Secret(basic_authorization(*basic_auth)) if basic_auth else None
+        self._ids = ocppj.MessageIds()
+        self._conn: _Connection | None = None
+        self._connecting = False
+        self._pending: _Pending | None = None
+        self._timed_out: collections.deque[str] = collections.deque(maxlen=LATE_REPLY_MEMORY)
+        # FIFO hand-off lock for the one-outstanding-CALL rule. gevent's Semaphore does not
+        # promise FIFO order and lets a newcomer barge in ahead of woken waiters.
+        self._busy = False
+        self._waiters: collections.deque[gevent.event.Event] = collections.deque()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<Link {self.url} {self.version.subprotocol} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.down
+
+    @property
+    def subprotocol(self) -> str:
+        return self.version.subprotocol
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open TCP (+TLS) and the WebSocket; raise :class:`ConnectFailed` if it fails.
+
+        Blocks the calling greenlet at most ``connect_timeout`` seconds in all. Works again
+        after a disconnect or close(): each connect() is a new connection.
+        """
+        if self.connected:
+            raise RuntimeError(f"{self!r} is already connected")
+        if self._connecting:
+            raise RuntimeError(f"{self!r}: connect() is already in progress")
+        self._connecting = True
+        started = _perf_counter()
+        try:
+            conn = self._open()
+        except ConnectFailed as exc:
+            self.observer.connect_done(exc.kind, _perf_counter() - started)
+            log.debug("%s: connect failed: %s", self.url, exc)
+            raise
+        finally:
+            self._connecting = False
+        self._conn = conn
+        conn.reader = gevent.spawn(self._read_loop, conn)
+        self.observer.connect_done("ok", _perf_counter() - started)
+
+    def _open(self) -> _Connection:
+        uri = self._uri
+        timer = gevent.Timeout(self.connect_timeout)
+        timer.start()
+        sock: Any = None
+        try:
+            sock = self._open_tcp(uri)
+            if uri.secure:
+                sock = self._start_tls(sock, uri.host)
+            ws = ClientProtocol(
+                uri, subprotocols=[self.version.subprotocol], max_size=self.max_size
+            )
+            request = ws.connect()
+            if self._authorization is not None:
+                request.headers["Authorization"] = self._authorization.reveal()
+            # websockets logs request headers at DEBUG: never log the credentials.
+            debug, ws.debug = ws.debug, False
+            ws.send_request(request)
+            ws.debug = debug
+            try:
+                for chunk in ws.data_to_send():
+                    sock.sendall(chunk)
+            except OSError as exc:
+                raise ConnectFailed(
+                    f"connection lost during the handshake: {exc}", "handshake"
+                ) from None
+            early_events = self._read_handshake(sock, ws)
+            if ws.subprotocol != self.version.subprotocol:
+                raise ConnectFailed(
+                    f"the CSMS did not accept subprotocol {self.version.subprotocol}",
+                    "subprotocol",
+                )
+            return _Connection(sock, ws, early_events)
+        except gevent.Timeout as exc:
+            if sock is not None:
+                sock.close()
+            if exc is not timer:
+                raise
+            raise ConnectFailed(
+                f"no connection within {self.connect_timeout:g} s", "timeout"
+            ) from None
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            timer.close()
+
+    def _open_tcp(self, uri: WebSocketURI) -> Any:
+        where = f"{uri.host}:{uri.port}"
+        try:
+            sock = gevent.socket.create_connection((uri.host, uri.port))
+        except socket.gaierror as exc:
+            raise ConnectFailed(f"cannot resolve {uri.host}: {exc.strerror}", "dns") from None
+        except ConnectionRefusedError:
+            raise ConnectFailed(f"connection refused by {where}", "refused") from None
+        except OSError as exc:
+            raise ConnectFailed(
+                f"cannot connect to {where}: {exc.strerror or exc}", "network"
+            ) from None
+        # Small frames, one at a time: Nagle + delayed ACK would add 40 ms per round trip.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _start_tls(self, sock: Any, host: str) -> Any:
+        context = self.ssl_context or _default_ssl_context()
+        try:
+            # gevent's SSLContext.wrap_socket does exactly this; going through SSLSocket
+            # directly also accepts a plain ssl.SSLContext without blocking the hub.
+            # suppress_ragged_eofs=False: a TLS peer hanging up without close_notify (as
+            # servers that reject a client certificate do) is a TLS error, not a clean EOF.
+            tls = gevent.ssl.SSLSocket(
+                sock=sock,
+                server_hostname=host,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=False,
+                _context=context,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            tls.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            tls.close()
+            raise ConnectFailed(
+                f"TLS: server certificate rejected: {exc.verify_message}", "tls"
+            ) from None
+        except ssl.SSLError as exc:
+            tls.close()
+            raise ConnectFailed(f"TLS handshake failed: {exc.reason or exc}", "tls") from None
+        except OSError as exc:
+            tls.close()
+            raise ConnectFailed(f"TLS handshake failed: {exc.strerror or exc}", "tls") from None
+        except BaseException:
+            tls.close()
+            raise
+        return tls
+
+    def _read_handshake(self, sock: Any, ws: ClientProtocol) -> list[Any]:
+        """Read until the HTTP response; return the frames that came with it."""
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except ssl.SSLEOFError:
+                # TLS 1.3 servers check the client certificate after the client's handshake
+                raise ConnectFailed(
+                    "TLS: the CSMS hung up after the TLS handshake "
+                    "(client certificate missing or rejected?)",
+                    "tls",
+                ) from None
+            except ssl.SSLError as exc:
+                raise ConnectFailed(f"TLS: {exc.reason or exc}", "tls") from None
+            except OSError as exc:
+                raise ConnectFailed(
+                    f"connection lost during the WebSocket handshake: {exc.strerror or exc}",
+                    "handshake",
+                ) from None
+            if data:
+                ws.receive_data(data)
+            else:
+                ws.receive_eof()
+            events = ws.events_received()
+            failure = ws.handshake_exc
+            if isinstance(failure, InvalidStatus):
+                response = failure.response
+                raise ConnectFailed(
+                    f"HTTP {response.status_code} {response.reason_phrase}".rstrip(),
+                    f"http_{response.status_code}",
+                )
+            if failure is not None:
+                cause = f": {failure.__cause__}" if failure.__cause__ else ""
+                raise ConnectFailed(f"WebSocket handshake failed: {failure}{cause}", "handshake")
+            if events:
+                return events[1:]  # events[0] is the 101 response
+            if not data:
+                raise ConnectFailed("connection closed during the WebSocket handshake", "handshake")
+
+    # -- calling -------------------------------------------------------------------------
+
+    def call(
+        self, action: str, payload: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send a CALL and return the CALLRESULT payload.
+
+        Raises :class:`CallErrorResponse`, :class:`CallTimeout`, :class:`Disconnected` or
+        :class:`InvalidResponse`; with ``validate=True`` an invalid payload raises
+        :class:`~loadgen.protocols.schemas.PayloadError` before anything is sent.
+        """
+        if self.validate:
+            schemas.validate(self.version, action, payload)
+        conn = self._conn
+        if conn is None or conn.down:
+            raise Disconnected(action, f"{action}: not connected")
+        if gevent.getcurrent() is conn.reader:
+            raise RuntimeError(
+                "Link.call() from on_call/on_disconnect would wait for the reader greenlet "
+                "it is running in: spawn a greenlet for it"
+            )
+        self._acquire()
+        try:
+            if self._conn is not conn or conn.down:
+                raise Disconnected(action, f"{action}: disconnected while queued")
+            return self._call(conn, action, payload, timeout)
+        finally:
+            self._release()
+
+    def _call(
+        self, conn: _Connection, action: str, payload: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        if conn.ws.state is not State.OPEN:
+            # websockets is failing the connection; the reader is about to report it.
+            raise Disconnected(action, f"{action}: the connection is closing")
+        if timeout is None:
+            timeout = self.call_timeout
+        message_id = self._ids()
+        data = ocppj.Call(message_id, action, payload).encode().encode()
+        pending = _Pending(message_id, action, conn)
+        self._pending = pending
+        observer = self.observer
+        timer = gevent.Timeout(timeout)
+        started = _perf_counter()
+        timer.start()
+        try:
+            conn.ws.send_text(data)
+            self._flush(conn)
+            observer.message("sent", "call")
+            reply = pending.result.get()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            # The reply and the deadline may have come in the same turn of the loop.
+            reply = pending.result.get() if pending.result.ready() else None
+        finally:
+            timer.close()
+            if self._pending is pending:
+                self._pending = None
+        if reply is None:
+            self._timed_out.append(message_id)
+            observer.call_done(action, TIMEOUT, _perf_counter() - started, None)
+            raise CallTimeout(action, f"{action}: no reply within {timeout:g} s")
+        seconds = pending.received_at - started
+        kind = type(reply)
+        if kind is ocppj.CallResult:
+            if self.validate:
+                try:
+                    schemas.validate(self.version, action, reply.payload, response=True)
+                except schemas.PayloadError as exc:
+                    observer.protocol_error("invalid_result")
+                    observer.call_done(action, ERROR, seconds, exc.error_code)
+                    raise InvalidResponse(action, exc.error_code, exc.description) from None
+            observer.call_done(action, RESULT, seconds, None)
+            return reply.payload
+        if kind is ocppj.CallError:
+            code = reply.error_code
+            observer.call_done(
+                action, ERROR, seconds, code if code in KNOWN_ERROR_CODES else OTHER_ERROR_CODE
+            )
+            raise CallErrorResponse(action, code, reply.error_description, reply.error_details)
+        if kind is ocppj.FrameError:
+            observer.call_done(action, ERROR, seconds, reply.error_code)
+            raise InvalidResponse(action, reply.error_code, reply.description)
+        observer.call_done(action, DISCONNECTED, seconds, None)
+        raise Disconnected(action, f"{action}: {reply.reason}")
+
+    def _acquire(self) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        waiter = gevent.event.Event()
+        self._waiters.append(waiter)
+        try:
+            waiter.wait()
+        except BaseException:
+            if waiter.is_set():
+                self._release()  # the slot was handed to us: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # hand the slot over; _busy stays True
+        else:
+            self._busy = False
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (closing handshake, at most ``close_timeout`` seconds).
+
+        A waiting caller gets :class:`Disconnected`; ``handler.on_disconnect`` hears
+        ``(code, reason)`` unless the connection had already ended. Closing a closed link is
+        a no-op.
+        """
+        conn = self._conn
+        if conn is None:
+            return
+        if not conn.down:
+            if conn.ws.state is State.OPEN:
+                try:
+                    conn.ws.send_close(code, reason)
+                except ProtocolError as exc:
+                    raise ValueError(f"cannot close with code {code}: {exc}") from None
+                self._flush(conn)
+            text = f"closed by the station: {code} {reason}".rstrip()
+            self._down(conn, code, text, CLOSED_LOCALLY)
+        reader = conn.reader
+        if reader is None or reader is gevent.getcurrent():
+            return  # the reader finishes the closing handshake itself
+        if not reader.dead:
+            reader.join(self.close_timeout)
+            if not reader.dead:
+                reader.kill(block=False)
+        conn.sock.close()
+
+    # -- the reader ----------------------------------------------------------------------
+
+    def _read_loop(self, conn: _Connection) -> None:
+        sock, ws = conn.sock, conn.ws
+        try:
+            if conn.early_events:
+                events, conn.early_events = conn.early_events, []
+                self._after_receive(conn, events)
+            while ws.state is not State.CLOSED:
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except TimeoutError:
+                    break  # the CSMS did not finish the closing handshake in time
+                except OSError as exc:
+                    reason = conn.failure or f"connection lost: {exc}"
+                    self._down(conn, None, reason, CONNECTION_LOST)
+                    break
+                if data:
+                    ws.receive_data(data)
+                else:
+                    ws.receive_eof()
+                self._after_receive(conn, ws.events_received())
+                if ws.close_expected():
+                    # Closing handshake: wait for the server to close TCP, but not forever.
+                    sock.settimeout(self.close_timeout)
+        except Exception:
+            log.exception("%s: the link's reader failed", self.url)
+            self._down(conn, None, "internal error in the link", INTERNAL_ERROR)
+        finally:
+            self._down(conn, None, "connection lost", CONNECTION_LOST)
+            sock.close()
+
+    def _after_receive(self, conn: _Connection, events: list[Any]) -> None:
+        for event in events:
+            if type(event) is Frame:
+                self._on_frame(conn, event)
+        self._flush(conn)  # pongs, the close frame's echo
+        if not conn.down and conn.ws.state is not State.OPEN:
+            self._down_after_protocol_failure(conn)
+
+    def _on_frame(self, conn: _Connection, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._on_message(conn, opcode, frame.data)
+            else:
+                conn.fragments = [frame.data]
+                conn.fragment_opcode = opcode
+        elif opcode is Opcode.CONT:
+            # websockets checks the order of fragments and the total size (max_size)
+            assert conn.fragments is not None and conn.fragment_opcode is not None
+            conn.fragments.append(frame.data)
+            if frame.fin:
+                data = b"".join(conn.fragments)
+                opcode = conn.fragment_opcode
+                conn.fragments = conn.fragment_opcode = None
+                self._on_message(conn, opcode, data)
+        elif opcode is Opcode.CLOSE:
+            received = conn.ws.close_rcvd
+            code = received.code if received is not None else None
+            text = received.reason if received is not None else ""
+            self._down(conn, code, f"closed by the CSMS: {code} {text}".rstrip(), CLOSED_BY_SERVER)
+        # PING: websockets has queued the PONG already. PONG: nothing asked for one.
+
+    def _on_message(self, conn: _Connection, opcode: Opcode, data: bytes) -> None:
+        if conn.down:
+            return  # closing: nothing can be answered, nobody waits for a reply
+        if opcode is Opcode.BINARY:
+            self.observer.protocol_error("binary_frame")
+            return
+        try:
+            message = ocppj.parse(data)
+        except ocppj.FrameError as exc:
+            self._on_bad_frame(conn, exc)
+            return
+        if type(message) is ocppj.Call:
+            self._on_call(conn, message)
+        else:
+            self._on_reply(conn, message)
+
+    def _on_bad_frame(self, conn: _Connection, exc: ocppj.FrameError) -> None:
+        self.observer.protocol_error("malformed_frame")
+        if exc.message_type in (ocppj.CALLRESULT, ocppj.CALLERROR):
+            # Never answer a reply. If it was meant for our CALL, that CALL has failed.
+            pending = self._pending
+            if (
+                pending is not None
+                and pending.conn is conn
+                and pending.message_id == exc.message_id
+            ):
+                self._complete(pending, exc)
+            return
+        code = self.version.error_code(exc.error_code)
+        error = ocppj.CallError(exc.message_id, code, exc.description[:255])
+        self._send(conn, error.encode(), "error")
+
+    def _on_reply(self, conn: _Connection, message: ocppj.CallResult | ocppj.CallError) -> None:
+        is_result = type(message) is ocppj.CallResult
+        self.observer.message("received", "result" if is_result else "error")
+        pending = self._pending
+        if pending is None or pending.conn is not conn or pending.message_id != message.message_id:
+            late = message.message_id in self._timed_out
+            self.observer.protocol_error("late_reply" if late else "unknown_reply_id")
+            return
+        self._complete(pending, message)
+
+    def _complete(self, pending: _Pending, value: Any) -> None:
+        self._pending = None
+        pending.received_at = _perf_counter()
+        pending.result.set(value)
+
+    def _on_call(self, conn: _Connection, call: ocppj.Call) -> None:
+        self.observer.message("received", "call")
+        text, kind = self._answer(call)
+        if not conn.down:
+            self._send(conn, text, kind)
+
+    def _answer(self, call: ocppj.Call) -> tuple[str, str]:
+        """The encoded reply to a CSMS CALL, and its kind ("result" or "error")."""
+        message_id, action = call.message_id, call.action
+        if self.validate:
+            try:
+                schemas.validate(self.version, action, call.payload)
+            except schemas.UnknownAction:
+                pass  # the handler decides what an unknown action gets
+            except schemas.PayloadError as exc:
+                self.observer.protocol_error("invalid_call")
+                error = ocppj.CallError(message_id, exc.error_code, exc.description[:255])
+                return error.encode(), "error"
+        try:
+            try:
+                result = self.handler.on_call(action, call.payload)
+                if not isinstance(result, dict):
+                    raise TypeError(f"on_call returned {type(result).__name__}, not a dict")
+                return ocppj.CallResult(message_id, result).encode(), "result"
+            except CallErrorReply as exc:
+                code = self.version.error_code(exc.error_code)
+                reply = ocppj.CallError(message_id, code, exc.description[:255], exc.details)
+                return reply.encode(), "error"
+        except Exception:
+            log.exception("%s: the station failed to answer %s", self.url, action)
+            code = self.version.error_code(ocppj.ErrorCode.INTERNAL_ERROR)
+            description = f"the charging station failed to process {action}"[:255]
+            return ocppj.CallError(message_id, code, description).encode(), "error"
+
+    # -- writing and ending --------------------------------------------------------------
+
+    def _send(self, conn: _Connection, text: str, kind: str) -> None:
+        if conn.down or conn.ws.state is not State.OPEN:
+            return
+        conn.ws.send_text(text.encode())
+        self._flush(conn)
+        self.observer.message("sent", kind)
+
+    def _flush(self, conn: _Connection) -> None:
+        """Write what the protocol has queued, in its order, from one greenlet at a time.
+
+        A greenlet that finds another one writing (blocked on a full socket buffer) returns:
+        the writer picks its frames up in order after its own. A write error closes the
+        socket; the reader then ends the connection, so the disconnect is handled in one
+        place and never inside a caller that holds the CALL slot.
+        """
+        if conn.writing:
+            return
+        conn.writing = True
+        try:
+            while True:
+                chunks = conn.ws.data_to_send()
+                if not chunks:
+                    return
+                for chunk in chunks:
+                    if chunk:
+                        conn.sock.sendall(chunk)
+                    else:
+                        conn.sock.shutdown(socket.SHUT_WR)  # websockets' "send EOF"
+        except OSError as exc:
+            self._break(conn, f"connection lost: {exc}")
+        except BaseException:
+            # Interrupted mid-frame (a timeout, a kill): the byte stream is broken for good.
+            self._break(conn, "a write was interrupted")
+            raise
+        finally:
+            conn.writing = False
+
+    def _break(self, conn: _Connection, reason: str) -> None:
+        if conn.failure is None:
+            conn.failure = reason
+        conn.sock.close()  # wakes the reader, which ends the connection
+
+    def _down_after_protocol_failure(self, conn: _Connection) -> None:
+        """websockets failed the connection (bad frame, too big, EOF): say why."""
+        ws = conn.ws
+        failure = ws.parser_exc
+        if isinstance(failure, PayloadTooBig):
+            kind = MESSAGE_TOO_BIG
+        elif failure is None or isinstance(failure, EOFError):
+            kind = CONNECTION_LOST
+        else:
+            kind = WEBSOCKET_ERROR
+        if kind != CONNECTION_LOST:
+            self.observer.protocol_error(kind)
+        code = ws.close_sent.code if ws.close_sent is not None else None
+        self._down(conn, code, f"{kind}: {failure}" if failure else kind, kind)
+
+    def _down(self, conn: _Connection, code: int | None, reason: str, kind: str) -> None:
+        """The connection ended: fail the waiting CALL, tell observer and handler, once."""
+        if conn.down:
+            return
+        conn.down = True
+        pending = self._pending
+        if pending is not None and pending.conn is conn:
+            self._complete(pending, _Lost(reason))
+        log.debug("%s: disconnected (%s): %s", self.url, kind, reason)
+        self.observer.disconnected(kind)
+        try:
+            self.handler.on_disconnect(code, reason)
+        except Exception:
+            log.exception("%s: on_disconnect failed", self.url)

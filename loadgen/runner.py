@@ -1,0 +1,233 @@
+"""Runs a :class:`~loadgen.station.Station` on gevent: the glue between it and its link.
+
+One greenlet per station drives the pure state machine: it connects the
+:class:`~loadgen.link.Link`, hands the station's CALLs to it one at a time, feeds the station
+time (``tick``) and reconnects after any drop with exponential back-off and jitter. The
+link's reader greenlet answers the CSMS's CALLs through :meth:`StationRunner.on_call`.
+Greenlets switch only on I/O, and the station never does I/O, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.event
+
+from loadgen.link import (
+    CallErrorResponse,
+    CallObserver,
+    CallTimeout,
+    ConnectFailed,
+    Disconnected,
+    InvalidResponse,
+    Link,
+)
+from loadgen.physics import ScaledClock
+from loadgen.station import Station
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial * factor**(n-1)`` capped at ``cap``, ± ``jitter``.
+
+    The seed's station waits 1, 2, 4 s ...; jitter spreads a thousand stations that lost
+    the CSMS at the same moment so they do not all come back in the same second.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    cap: float = 60.0
+    jitter: float = 0.2  # fraction of the delay, both ways
+    max_tries: int | None = None  # None: forever (load tests); the seed's station: 5
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        base = min(self.cap, self.initial * self.factor ** max(0, attempt - 1))
+        spread = base * self.jitter
+        return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+
+class StationRunner:
+    """One station's life on gevent. ``start()``; ``stop()`` ends it cleanly."""
+
+    def __init__(
+        self,
+        station: Station,
+        url: str,
+        *,
+        clock: ScaledClock,
+        backoff: Backoff | None = None,
+        observer: CallObserver | None = None,
+        link_factory: Callable[..., Link] = Link,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        **link_options: Any,
+    ) -> None:
+        self.station = station
+        self.url = f"{url.rstrip('/')}/{station.charger.id}"
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.observer = observer
+        self.link_factory = link_factory
+        self.link_options = link_options
+        self.on_event = on_event
+        self.link: Link | None = None
+        self.failed: str | None = None  # why the runner gave up, if it did
+        self.connects = 0
+        self._wake = gevent.event.Event()
+        self._stopping = False
+        self._greenlet: gevent.Greenlet | None = None
+
+    # -- the link's CallHandler ----------------------------------------------------------
+
+    def on_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.station.handle_csms_call(action, payload)
+        finally:
+            self._wake.set()  # the answer may have queued CALLs (a remote start, ...)
+
+    def on_disconnect(self, code: int | None, reason: str) -> None:
+        self._emit("disconnected", {"code": code, "reason": reason})
+        self._wake.set()
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> gevent.Greenlet:
+        self._greenlet = gevent.spawn(self._run)
+        return self._greenlet
+
+    def wake(self) -> None:
+        """Call after driving the station from outside (a profile starting a session)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0, end_transactions: bool = True) -> None:
+        """End running transactions, send what is queued (within ``timeout``), close."""
+        if end_transactions:
+            for evse in self.station.evses.values():
+                if evse.transaction is not None:
+                    self.station.stop_session(evse.id, "Local")
+        self._stopping = True
+        self._wake.set()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            if not self._greenlet.dead:
+                self._greenlet.kill(block=True, timeout=1)
+        if self.link is not None:
+            self.link.close(1000, "station stopped")
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        while True:
+            if self._stopping and not self.station.queue_depth:
+                return
+            link = self.link_factory(
+                self.url, self.station.version, self, observer=self.observer, **self.link_options
+            )
+            try:
+                link.connect()
+            except ConnectFailed as exc:
+                attempt += 1
+                if self._stopping or (
+                    self.backoff.max_tries is not None and attempt >= self.backoff.max_tries
+                ):
+                    self.failed = str(exc)
+                    self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
+                    return
+                delay = self.backoff.delay(attempt)
+                self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
+                self._idle_until(self._real_now() + delay)
+                continue
+            attempt = 0
+            self.connects += 1
+            self.link = link
+            self.station.on_connected()
+            self._emit("connected", {"count": self.connects})
+            try:
+                self._serve(link)
+            finally:
+                self.station.on_disconnected()
+                if link.connected:
+                    link.close(1000, "station stopped" if self._stopping else "reconnecting")
+            if self.station.reset_requested:
+                self.station.reset_requested = None
+                continue  # a reset reboots at once, no back-off
+            if not self._stopping:
+                attempt = 1
+                delay = self.backoff.delay(attempt)
+                self._emit(
+                    "retry", {"attempt": attempt, "delay": delay, "reason": "connection lost"}
+                )
+                self._idle_until(self._real_now() + delay)
+
+    def _serve(self, link: Link) -> None:
+        station = self.station
+        while link.connected:
+            station.tick()
+            call = station.next_call()
+            if call is not None:
+                assert call.payload is not None
+                try:
+                    reply = link.call(call.action, call.payload)
+                except CallErrorResponse as exc:
+                    station.on_call_failed(call, "error", exc.error_code)
+                except InvalidResponse as exc:  # a garbled or schema-breaking reply
+                    station.on_call_failed(call, "error", exc.error_code)
+                except CallTimeout:
+                    station.on_call_failed(call, "timeout")
+                except Disconnected:
+                    station.on_call_failed(call, "disconnected")
+                    return
+                else:
+                    station.on_call_result(call, reply)
+                continue
+            if station.reset_requested:
+                return
+            if self._stopping and not station.queue_depth:
+                return
+            self._wait_for_deadline()
+
+    def _wait_for_deadline(self) -> None:
+        deadline = self.station.next_deadline()
+        timeout = None
+        if deadline is not None:
+            timeout = max(0.0, self.clock.real_seconds(deadline - self.clock.now()))
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+    def _idle_until(self, real_deadline: float) -> None:
+        """Wait while disconnected, still ticking the station (meter values go on, into
+        the offline queue)."""
+        while not self._stopping:
+            remaining = real_deadline - self._real_now()
+            if remaining <= 0:
+                return
+            deadline = self.station.next_deadline()
+            timeout = remaining
+            if deadline is not None:
+                timeout = min(
+                    timeout, max(0.0, self.clock.real_seconds(deadline - self.clock.now()))
+                )
+            self._wake.wait(timeout)
+            self._wake.clear()
+            self.station.tick()
+
+    @staticmethod
+    def _real_now() -> float:
+        import time
+
+        return time.monotonic()
+
+    def _emit(self, kind: str, detail: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, {"charger_id": self.station.charger.id, **detail})
