@@ -72,6 +72,7 @@ __all__ = [
     "InvalidResponse",
     "Link",
     "LinkError",
+    "tls_context",
 ]
 
 _perf_counter = time.perf_counter
@@ -310,6 +311,21 @@ def basic_authorization(username: str, password: str) -> str:
 def _default_ssl_context() -> ssl.SSLContext:
     # One per process: loading the system CA store costs milliseconds and memory.
     return gevent.ssl.create_default_context()
+
+
+def tls_context(
+    ca_bundle: str | None = None, client_cert: str | None = None, client_key: str | None = None
+) -> ssl.SSLContext:
+    """The client TLS context for OCPP security profiles 2 and 3.
+
+    Profile 2: the CSMS's certificate is checked against ``ca_bundle`` (the system's CAs
+    when None). Profile 3 adds the station's own certificate (``client_cert``, with the key
+    in ``client_key`` or in the same PEM file).
+    """
+    context = gevent.ssl.create_default_context(cafile=ca_bundle)
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    return context
 
 
 class Link:

@@ -348,6 +348,9 @@ class Station:
         authorize: bool = False,
     ) -> Transaction | None:
         """Plug in an EV on ``evse_id`` and start a transaction for ``token``."""
+        limit = 20 if self.is16 else 36  # 1.6 idTag is CiString20; 2.0.1 idToken string[36]
+        if not token or len(token) > limit:
+            raise ValueError(f"id token {token!r} must be 1 to {limit} characters")
         evse = self.evses[evse_id]
         if evse.transaction is not None or not evse.operative:
             return None

@@ -60,13 +60,15 @@ def stub(tmp_path: Path):
     process.stop()
 
 
-def test_scenarios_1_to_4(stub: StubProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["2.0.1", "1.6"])
+def test_scenarios_1_to_4(stub: StubProcess, tmp_path: Path, version: str) -> None:
     output = ""
     for which in "1234":
-        output += finish(scenarios(stub, which))
+        output += finish(scenarios(stub, which, "--ocpp-version", version))
     for which in "1234":
         assert re.search(rf"== scenario {which} passed: (\d+)/\1 checks", output), output
-    assert "charging started: " in output and "TransactionEvent sent (Updated): " in output
+    sent = "MeterValues sent: " if version == "1.6" else "TransactionEvent sent (Updated): "
+    assert "charging started: " in output and sent in output
     assert re.search(r"charging stopped: \S+ \(total: \d+\.\d\d kWh\)", output)
     stub.stop()  # graceful: everything acknowledged is now in the database
 
@@ -179,3 +181,63 @@ def test_unreachable_csms_fails_with_a_reason(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert "connection refused" in process.stdout
     assert "scenario 1 FAILED" in process.stdout
+
+
+def test_security_profile_1_with_fleet_passwords(tmp_path: Path) -> None:
+    secret = "s3cret-Pa55"
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        Path(SEED)
+        .read_text()
+        .replace(
+            'serial_pattern = "SN-{id}-001"',
+            f'serial_pattern = "SN-{{id}}-001"\npassword = "{secret}"',
+        )
+    )
+    stub = start_stub_process(tmp_path, "--fleet", str(fleet), "--require-auth")
+    try:
+        good = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loadgen.scenarios",
+                "1",
+                "--csms",
+                stub.ws_url,
+                "--time-scale",
+                "20",
+                "--fleet",
+                str(fleet),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert good.returncode == 0, good.stdout + good.stderr
+        wrong = fleet.read_text().replace(secret, "guessed")
+        (tmp_path / "wrong.toml").write_text(wrong)
+        bad = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loadgen.scenarios",
+                "1",
+                "--csms",
+                stub.ws_url,
+                "--time-scale",
+                "20",
+                "--fleet",
+                str(tmp_path / "wrong.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    finally:
+        stub.stop()
+    assert bad.returncode == 1
+    assert "401" in bad.stdout
+    for output in (good.stdout, good.stderr, bad.stdout, bad.stderr, stub.log()):
+        assert secret not in output and "guessed" not in output

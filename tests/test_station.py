@@ -405,3 +405,13 @@ def test_any_history_keeps_seq_nos_and_registers_in_order(plan, version: Version
         assert len(csms.of("StopTransaction")) == len(station.completed)
         starts = [p["meterStart"] for p in csms.of("StartTransaction")]
         assert starts == sorted(starts)
+
+
+@pytest.mark.parametrize(("version", "limit"), [(OCPP16, 20), (OCPP201, 36)])
+def test_id_tokens_longer_than_the_version_allows_are_refused(version: Version, limit: int) -> None:
+    station, csms, _ = make(version)
+    boot(station, csms)
+    with pytest.raises(ValueError, match=f"1 to {limit} characters"):
+        station.start_session(1, "t" * (limit + 1))
+    assert station.start_session(1, "t" * limit) is not None
+    drive(station, csms)  # the longest allowed token validates

@@ -38,6 +38,10 @@ class Harness:
     out: TextIO | None = None
     fleet: fleets.Fleet = field(default_factory=lambda: fleets.load(fleets.SEED_FLEET))
     version: str = "2.0.1"
+    #: security profile 1: used for chargers whose fleet entry has no password; never logged
+    password: str | None = field(default=None, repr=False)
+    #: security profiles 2 and 3 (wss://)
+    ssl_context: Any = None
     checks: int = 0
     failures: list[str] = field(default_factory=list)
     runners: list[StationRunner] = field(default_factory=list)
@@ -70,12 +74,15 @@ class Harness:
             StationConfig(meter_interval=meter_interval),
             listener=lambda kind, detail: self._narrate(charger_id, kind, detail),
         )
+        password = charger.password or self.password
         runner = StationRunner(
             station,
             self.csms,
             clock=self.clock,
             backoff=backoff or Backoff(),
             on_event=lambda kind, detail: self._narrate(charger_id, kind, detail),
+            basic_auth=(charger.id, password) if password else None,
+            ssl_context=self.ssl_context,
         )
         self.runners.append(runner)
         runner.start()
@@ -91,8 +98,11 @@ class Harness:
         elif kind == "started":
             self.say(f"{prefix} charging started: {detail['transaction'].transaction_id}")
         elif kind == "meter":
+            sent = (
+                "MeterValues sent" if self.version == "1.6" else "TransactionEvent sent (Updated)"
+            )
             self.say(
-                f"{prefix} TransactionEvent sent (Updated): "
+                f"{prefix} {sent}: "
                 f"{(detail['energy_wh'] - detail['transaction'].start_wh) / 1000:.2f} kWh, "
                 f"{detail['power_w'] / 1000:.1f} kW, SoC {detail['soc']:.1f} %"
             )

@@ -114,7 +114,7 @@ def scenario_4(h: Harness) -> None:
         for charger_id in group:
             runner = runners[charger_id]
             transactions[charger_id] = runner.station.start_session(
-                1, f"token_{charger_id}", cars.get(charger_id, EV())
+                1, f"token_user_{len(transactions) + 100}", cars.get(charger_id, EV())
             )
             runner.wake()
         h.sleep(5)
