@@ -1,0 +1,75 @@
+"""StationRunner: a real Station over a real Link, against a hostile CSMS (on gevent)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import gevent
+from websockets.asyncio.server import ServerConnection
+
+from loadgen import fleet as fleets
+from loadgen.physics import ScaledClock
+from loadgen.protocols import OCPP201
+from loadgen.runner import Backoff, StationRunner
+from loadgen.station import Station, StationConfig
+from tests.fake_csms import FakeCsms, wait_for
+
+CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
+NOW = "2026-01-01T00:00:00.000Z"
+
+
+async def hostile(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+    """Boots fine, then answers everything else as badly as it can."""
+    action = call[2]
+    if action == "BootNotification":
+        await csms.answer(ws, call, {"currentTime": NOW, "interval": 1, "status": "Accepted"})
+    elif action == "StatusNotification":
+        await ws.send('[3, "' + call[1] + '", "not an object"]')  # a garbled CALLRESULT
+    elif action == "TransactionEvent":
+        await csms.error(ws, call, "InternalError", "database on fire")
+    elif action == "Heartbeat":
+        await asyncio.sleep(5)  # never in time
+    await ws.send("}{ garbage")  # and some noise after every CALL
+
+
+def test_station_survives_a_hostile_csms_and_reconnects() -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    clock = ScaledClock(10)
+    station = Station(
+        CHARGER,
+        OCPP201,
+        clock,
+        StationConfig(meter_interval=2, max_attempts=2),
+        listener=lambda kind, detail: events.append((kind, detail)),
+    )
+    with FakeCsms(hostile) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=Backoff(initial=0.1, cap=0.2),
+            call_timeout=0.3,
+            on_event=lambda kind, detail: events.append((kind, detail)),
+        )
+        runner.start()
+        wait_for(lambda: station.accepted, timeout=10)
+        station.start_session(1, "token_user_001")
+        runner.wake()
+        # Every TransactionEvent is refused twice, then given up (and reported).
+        wait_for(lambda: sum(kind == "dropped" for kind, _ in events) >= 3, timeout=15)
+        # Garbage did not kill the connection; a heartbeat timed out and nothing hung.
+        assert runner.connects == 1 and station.online
+        csms.close_with(1011, "going down hard")
+        wait_for(lambda: runner.connects == 2 and station.accepted, timeout=10)
+        station.stop_session(1)
+        runner.stop(timeout=5)
+    dropped = [detail for kind, detail in events if kind == "dropped"]
+    assert {d["action"] for d in dropped} == {"TransactionEvent"}
+    assert {d["error_code"] for d in dropped} == {"InternalError"}
+    assert any(kind == "disconnected" and detail["code"] == 1011 for kind, detail in events)
+    answered = csms.frames()
+    assert sum(1 for frame in answered if frame[0] == 2 and frame[2] == "BootNotification") == 2
+    # The garbage was answered as OCPP-J says (a CALLERROR with id "-1"), never crashed.
+    assert any(frame[:3] == [4, "-1", "RpcFrameworkError"] for frame in answered)
+    assert not gevent.getcurrent().dead
