@@ -288,3 +288,35 @@ def _table_lines(text: str) -> dict[tuple[str, int | None], int]:
         elif re.match(r"\s*\[\s*defaults\s*\]", line):
             lines[("defaults", None)] = number
     return lines
+
+
+#: sites for generated fleets: the seed's two on Jeju and a few more across Korea
+_GENERATED_SITES = (
+    Site("emart_jeju_main", "E-Mart Jeju", 33.5115, 126.5220),
+    Site("emart_shinjeju", "E-Mart Shinjeju", 33.4872, 126.4896),
+    Site("seoul_yeouido", "Seoul Yeouido", 37.5219, 126.9245),
+    Site("busan_haeundae", "Busan Haeundae", 35.1631, 129.1636),
+    Site("daejeon_dunsan", "Daejeon Dunsan", 36.3518, 127.3787),
+)
+_GENERATED_RATINGS_W = (50_000.0, 100_000.0, 150_000.0, 22_000.0)
+
+
+def generate(count: int, prefix: str = "CP", sites: int = len(_GENERATED_SITES)) -> Fleet:
+    """A fleet of ``count`` chargers ``<prefix>000001`` ... spread over a few sites, with a
+    mix of ratings: what a load test uses when no fleet file is given."""
+    if count < 1:
+        raise FleetError("a generated fleet needs at least one charger")
+    if not 1 <= sites <= len(_GENERATED_SITES):
+        raise FleetError(f"a generated fleet has 1 to {len(_GENERATED_SITES)} sites")
+    chosen = _GENERATED_SITES[:sites]
+    width = max(6, len(str(count)))
+    chargers = {}
+    for n in range(1, count + 1):
+        charger_id = f"{prefix}{n:0{width}d}"
+        chargers[charger_id] = Charger(
+            id=charger_id,
+            site_id=chosen[n % sites].id,
+            rated_power_w=_GENERATED_RATINGS_W[n % len(_GENERATED_RATINGS_W)],
+            serial_number=f"SN-{charger_id}-001",
+        )
+    return Fleet({site.id: site for site in chosen}, chargers)

@@ -540,7 +540,7 @@ class Station:
                     transaction_data=data,
                 )[1]
 
-            self._transactional("StopTransaction", transaction, build)
+            self._transactional("StopTransaction", transaction, build, self._ended(transaction))
             return
         offline = not (self.online and self.accepted)
         _, payload = v201.transaction_event(
@@ -556,7 +556,16 @@ class Station:
                 v201.meter_value(now, v201.sampled_values(energy, 0.0, soc, "Transaction.End"))
             ],
         )
-        self._transactional("TransactionEvent", transaction, lambda: payload)
+        self._transactional(
+            "TransactionEvent", transaction, lambda: payload, self._ended(transaction)
+        )
+
+    def _ended(self, transaction: Transaction) -> Callable[[dict[str, Any]], None]:
+        def acknowledged(reply: dict[str, Any]) -> None:
+            # The CSMS has the whole transaction: the moment to put it in a run ledger.
+            self._emit("acknowledged", {"transaction": transaction, "reply": reply})
+
+        return acknowledged
 
     # -- what the CSMS asks --------------------------------------------------------------
 

@@ -283,3 +283,18 @@ def test_source_name_of_parse() -> None:
         fleets.parse("chargers = 3")
     with pytest.raises(FleetError, match=r"^inline\.toml:2: sites\[0\]: missing field 'lon'"):
         fleets.parse('\n[[sites]]\nid = "a"\nlat = 1\n' + CHARGER, "inline.toml")
+
+
+def test_generated_fleet_spreads_chargers_over_sites() -> None:
+    generated = fleets.generate(1000)
+    assert len(generated.chargers) == 1000
+    assert len(set(generated.chargers)) == 1000
+    assert all(len(charger_id) <= 48 for charger_id in generated.chargers)
+    by_site = {}
+    for charger in generated.chargers.values():
+        by_site[charger.site_id] = by_site.get(charger.site_id, 0) + 1
+        assert charger.site_id in generated.sites
+    assert len(by_site) == 5 and min(by_site.values()) == 200
+    assert {c.rated_power_w for c in generated.chargers.values()} >= {50_000.0, 100_000.0}
+    with pytest.raises(fleets.FleetError):
+        fleets.generate(0)

@@ -415,3 +415,20 @@ def test_id_tokens_longer_than_the_version_allows_are_refused(version: Version, 
         station.start_session(1, "t" * (limit + 1))
     assert station.start_session(1, "t" * limit) is not None
     drive(station, csms)  # the longest allowed token validates
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_acknowledged_once_the_csms_has_the_whole_transaction(version: Version) -> None:
+    events: list[str] = []
+    station, csms, clock = make(version)
+    station.listener = lambda kind, detail: events.append(kind)
+    boot(station, csms)
+    station.on_disconnected()
+    station.start_session(1, "t")
+    run_for(station, None, clock, 30)
+    station.stop_session(1)
+    assert "acknowledged" not in events  # offline: nothing is acknowledged yet
+    station.on_connected()
+    run_for(station, csms, clock, 60)
+    assert events.count("acknowledged") == 1
+    assert events.index("acknowledged") > events.index("stopped")
