@@ -1,0 +1,175 @@
+"""Locust event hooks: options, the run's shared context, the run id, ledger, leases.
+
+Registered when :mod:`loadgen.locust` is imported (a locustfile imports it). Everything a
+process's users share lives in one :class:`RunContext` on ``environment.ocpp``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import gevent.event
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadgen import coordination
+from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
+from loadgen.physics import ScaledClock
+
+log = logging.getLogger(__name__)
+
+RUN_MESSAGE = "ocpp_run_id"
+
+
+class OcppRequestFailure(Exception):
+    """What Locust's statistics show for a failed CALL: outcome and error code only, so
+    the failure table stays short (one row per action and kind)."""
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    environment: Environment
+    clock: ScaledClock
+    worker_id: str
+    coordinator: coordination.Coordinator | None = None
+    ready: gevent.event.Event = field(default_factory=gevent.event.Event)
+    renewer: gevent.Greenlet | None = None
+    #: this process's live users by charger id
+    users: dict[str, Any] = field(default_factory=dict)
+
+    def use_run(self, run_id: str) -> None:
+        """Make (or re-make) the coordinator for ``run_id``; users wait until it exists."""
+        if self.coordinator is not None and self.coordinator.run_id == run_id:
+            return
+        if self.coordinator is not None:
+            self.coordinator.close()
+        s = self.settings
+        self.coordinator = coordination.create(
+            list(s.fleet.chargers), s.tokens, redis_url=s.redis_url, run_id=run_id
+        )
+        self.ready.set()
+        if self.renewer is None:
+            self.renewer = gevent.spawn(self._renew_leases)
+        log.info("OCPP run %s (%s coordination)", run_id, "Redis" if s.redis_url else "in-process")
+
+    def _renew_leases(self) -> None:
+        while True:
+            coordinator = self.coordinator
+            ttl = getattr(coordinator, "lease_ttl", 30.0)
+            gevent.sleep(ttl / 3)
+            if coordinator is None:
+                continue
+            try:
+                lost = coordinator.renew_all()
+            except coordination.CoordinatorUnavailable as exc:
+                log.warning("cannot renew leases: %s", exc)
+                continue
+            for charger_id in lost.chargers:
+                # Another worker may hold it now: this station must go, at once.
+                user = self.users.pop(charger_id, None)
+                log.error(
+                    "lost the lease of %s (worker stalled longer than the lease "
+                    "TTL?); stopping its station",
+                    charger_id,
+                )
+                if user is not None:
+                    user.lease_lost()
+
+    # -- the link's CallObserver, as Locust statistics -----------------------------------
+
+    def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
+        exception = None
+        if outcome != "result":
+            exception = OcppRequestFailure(f"{outcome} {error_code}" if error_code else outcome)
+        self.environment.events.request.fire(
+            request_type="OCPP",
+            name=action,
+            response_time=seconds * 1000,
+            response_length=0,
+            exception=exception,
+            context={},
+        )
+
+    def message(self, direction: str, kind: str) -> None:
+        pass
+
+    def connect_done(self, outcome: str, seconds: float) -> None:
+        exception = None if outcome == "ok" else OcppRequestFailure(outcome)
+        self.environment.events.request.fire(
+            request_type="WebSocket",
+            name="connect",
+            response_time=seconds * 1000,
+            response_length=0,
+            exception=exception,
+            context={},
+        )
+
+    def disconnected(self, reason: str) -> None:
+        pass
+
+    def protocol_error(self, kind: str) -> None:
+        log.debug("protocol error from the CSMS: %s", kind)
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    add_arguments(parser)
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    options = environment.parsed_options
+    if options is None:
+        return  # an Environment made by hand (tests) calls setup() itself
+    try:
+        setup(environment, options)
+    except SettingsError as exc:
+        sys.stderr.write(f"loadgen: {exc}\n")
+        sys.exit(2)
+
+
+def setup(environment: Environment, options: Any) -> RunContext:
+    """Check the options and attach the run's context to ``environment.ocpp``."""
+    settings = settings_from_options(options)
+    runner = environment.runner
+    distributed = isinstance(runner, (MasterRunner, WorkerRunner))
+    if distributed and not settings.redis_url:
+        raise SettingsError(
+            "--redis-url is required when Locust runs distributed "
+            "(--master / --worker / --processes): workers must share "
+            "charger ids and transaction ids"
+        )
+    worker_id = getattr(runner, "client_id", None) or "local"
+    context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
+    environment.ocpp = context  # type: ignore[attr-defined]
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(RUN_MESSAGE, lambda message, **_: context.use_run(message.data))
+    elif isinstance(runner, MasterRunner):
+
+        @environment.events.test_start.add_listener
+        def _share_run(environment: Environment, **_: Any) -> None:
+            run_id = coordination.new_run_id()
+            context.use_run(run_id)  # the master counts too (reports, reconciliation)
+            runner.send_message(RUN_MESSAGE, run_id)
+    else:
+        context.use_run(coordination.new_run_id())
+    if settings.redis_url and not isinstance(runner, WorkerRunner):
+        log.info(
+            "reconcile afterwards with: python -m loadgen.reconcile --redis-url %s "
+            "--run <run id above> --csms-api http://<csms>:8080",
+            settings.redis_url,
+        )
+    return context
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Environment, **_: Any) -> None:
+    context: RunContext | None = getattr(environment, "ocpp", None)
+    if context is not None and context.coordinator is not None:
+        context.coordinator.close()

@@ -1,0 +1,225 @@
+"""The load generator's command-line options, and their validation (pure).
+
+Options are added to Locust's parser (``events.init_command_line_parser``), so they also
+work from Locust config files, ``LOCUST_*`` environment variables and the web UI.
+:func:`settings_from_options` turns them into a checked :class:`Settings`, or raises
+:class:`SettingsError` with one line for the person running the test.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen import fleet as fleets
+from loadgen.link import tls_context
+from loadgen.profiles import ProfileError, ProfileMix, SessionPlan, parse_profile
+from loadgen.protocols import Version, get_version
+
+
+class SettingsError(ValueError):
+    """An option value that cannot work; the message is one line."""
+
+
+@dataclass
+class Settings:
+    host: str
+    version: Version
+    fleet: fleets.Fleet
+    profile: ProfileMix
+    session_plan: SessionPlan
+    time_scale: float
+    heartbeat_interval: float | None
+    meter_interval: float
+    call_timeout: float
+    connect_timeout: float
+    redis_url: str | None
+    validate: bool
+    reconnect_cap: float
+    reconnect_tries: int | None
+    offline_replay_rate: float
+    tokens: list[str]
+    ssl_context: ssl.SSLContext | None = None
+    #: security profile 1 for chargers without a fleet password; never logged
+    password: str | None = field(default=None, repr=False)
+
+
+def add_arguments(parser: Any) -> None:
+    # On the parser itself, not a group: only those show in the web UI (is_secret too).
+    parser.add_argument(
+        "--ocpp-version",
+        default="2.0.1",
+        choices=["2.0.1", "1.6"],
+        help="OCPP version the stations speak (default 2.0.1)",
+    )
+    parser.add_argument(
+        "--fleet", default="", help="fleet TOML file (default: a generated fleet of --fleet-size)"
+    )
+    parser.add_argument(
+        "--fleet-size",
+        type=int,
+        default=10_000,
+        help="chargers in the generated fleet, the most users a run can have (default 10000)",
+    )
+    # Locust has a --profile of its own (it groups runs), hence the prefix.
+    parser.add_argument(
+        "--ocpp-profile",
+        default="sessions",
+        help="idle | sessions | remote | mixed | mixed:idle=1,sessions=3 (default sessions)",
+    )
+    parser.add_argument(
+        "--session-interarrival",
+        type=float,
+        default=600.0,
+        help="mean simulated seconds between EVs at a station (sessions)",
+    )
+    parser.add_argument(
+        "--session-stay",
+        type=float,
+        default=1800.0,
+        help="mean simulated seconds an EV stays plugged in (sessions)",
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="simulated time runs this many times faster"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=0.0,
+        help="override the CSMS's heartbeat interval (simulated s; 0: use the CSMS's)",
+    )
+    parser.add_argument(
+        "--meter-interval",
+        type=float,
+        default=60.0,
+        help="meter values while charging, every N simulated seconds",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the CSMS's reply to a CALL",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for TCP + TLS + WebSocket handshake",
+    )
+    parser.add_argument(
+        "--reconnect-cap",
+        type=float,
+        default=60.0,
+        help="longest back-off between reconnect attempts, seconds",
+    )
+    parser.add_argument(
+        "--reconnect-tries",
+        type=int,
+        default=0,
+        help="give a station up after N failed connects (0: never)",
+    )
+    parser.add_argument(
+        "--offline-replay-rate",
+        type=float,
+        default=20.0,
+        help="queued transaction messages a station replays per second",
+    )
+    parser.add_argument(
+        "--id-tokens",
+        type=int,
+        default=0,
+        help="size of the idToken pool (default: one per charger)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="",
+        help="Redis for coordination; required with --master/--worker/--processes",
+    )
+    parser.add_argument(
+        "--ocpp-validate",
+        action="store_true",
+        default=False,
+        help="check every message against the OCPP JSON schemas (costs CPU)",
+    )
+    parser.add_argument(
+        "--ca-bundle", default="", help="wss://: CA bundle for the CSMS's certificate (profile 2)"
+    )
+    parser.add_argument(
+        "--client-cert", default="", help="wss://: the stations' certificate, PEM (profile 3)"
+    )
+    parser.add_argument("--client-key", default="", help="its key, if not in --client-cert")
+    parser.add_argument(
+        "--ocpp-password",
+        default="",
+        is_secret=True,
+        help="Basic-auth password for chargers without one in the fleet "
+        "(or $OCPP_BASIC_AUTH_PASSWORD)",
+    )
+
+
+def settings_from_options(options: Any) -> Settings:
+    host = (options.host or "").strip()
+    if not host.startswith(("ws://", "wss://")):
+        raise SettingsError(f"--host must be the CSMS's ws:// or wss:// URL, not {host!r}")
+    try:
+        version = get_version(options.ocpp_version)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    positive = {
+        "--time-scale": options.time_scale,
+        "--meter-interval": options.meter_interval,
+        "--call-timeout": options.call_timeout,
+        "--connect-timeout": options.connect_timeout,
+        "--reconnect-cap": options.reconnect_cap,
+        "--offline-replay-rate": options.offline_replay_rate,
+        "--session-interarrival": options.session_interarrival,
+        "--session-stay": options.session_stay,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            raise SettingsError(f"{name} must be positive, not {value}")
+    for name, value in (
+        ("--heartbeat-interval", options.heartbeat_interval),
+        ("--reconnect-tries", options.reconnect_tries),
+        ("--id-tokens", options.id_tokens),
+    ):
+        if value < 0:
+            raise SettingsError(f"{name} must not be negative, not {value}")
+    try:
+        fleet = fleets.load(options.fleet) if options.fleet else fleets.generate(options.fleet_size)
+        profile = parse_profile(options.ocpp_profile)
+    except (fleets.FleetError, ProfileError) as exc:
+        raise SettingsError(str(exc)) from None
+    ssl_context = None
+    if host.startswith("wss://") or options.ca_bundle or options.client_cert:
+        try:
+            ssl_context = tls_context(
+                options.ca_bundle or None, options.client_cert or None, options.client_key or None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"TLS settings: {exc}") from None
+    token_count = options.id_tokens or len(fleet.chargers)
+    limit = 20 if version.name == "1.6" else 36
+    tokens = [f"tok{n:07d}"[:limit] for n in range(1, token_count + 1)]
+    return Settings(
+        host=host.rstrip("/"),
+        version=version,
+        fleet=fleet,
+        profile=profile,
+        session_plan=SessionPlan(options.session_interarrival, options.session_stay),
+        time_scale=options.time_scale,
+        heartbeat_interval=options.heartbeat_interval or None,
+        meter_interval=options.meter_interval,
+        call_timeout=options.call_timeout,
+        connect_timeout=options.connect_timeout,
+        redis_url=options.redis_url or None,
+        validate=bool(options.ocpp_validate),
+        reconnect_cap=options.reconnect_cap,
+        reconnect_tries=options.reconnect_tries or None,
+        offline_replay_rate=options.offline_replay_rate,
+        tokens=tokens,
+        ssl_context=ssl_context,
+        password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
+    )

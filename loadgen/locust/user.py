@@ -1,0 +1,190 @@
+"""``ChargerUser``: one Locust user is one charging station."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from typing import Any
+
+import gevent
+from locust import User, task
+from locust.exception import StopUser
+from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
+
+from loadgen import coordination
+from loadgen.locust.plugin import RunContext
+from loadgen.runner import Backoff, StationRunner
+from loadgen.station import Station, StationConfig
+
+log = logging.getLogger(__name__)
+
+
+class ChargerUser(User):
+    """Leases a charger id from the fleet, runs its station for as long as the user lives,
+    and on stop ends its transaction, closes the WebSocket and releases the id."""
+
+    #: seconds ``on_stop`` may take to end a transaction and flush the queue
+    stop_timeout_s = 10.0
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.context: RunContext = environment.ocpp
+        self.charger_id: str | None = None
+        self.runner: StationRunner | None = None
+        self.token: str | None = None
+        self.rng = random.Random()
+
+    def on_start(self) -> None:
+        context = self.context
+        if not context.ready.wait(30):
+            log.error("no run id from the master within 30 s; stopping this user")
+            raise StopUser()
+        coordinator = context.coordinator
+        assert coordinator is not None
+        try:
+            self.charger_id = coordinator.lease_charger(context.worker_id)
+        except coordination.CoordinatorUnavailable as exc:
+            self._failure("lease", str(exc))
+            raise StopUser() from None
+        if self.charger_id is None:
+            self._failure("lease", "fleet exhausted: more users than chargers in the fleet")
+            raise StopUser()
+        settings = context.settings
+        charger = settings.fleet.chargers[self.charger_id]
+        station = Station(
+            charger,
+            settings.version,
+            context.clock,
+            StationConfig(
+                heartbeat_interval=settings.heartbeat_interval,
+                meter_interval=settings.meter_interval,
+                offline_replay_rate=settings.offline_replay_rate,
+            ),
+            new_transaction_id=coordinator.next_transaction_id,
+            listener=self._on_station_event,
+        )
+        password = charger.password or settings.password
+        self.runner = StationRunner(
+            station,
+            settings.host,
+            clock=context.clock,
+            backoff=Backoff(cap=settings.reconnect_cap, max_tries=settings.reconnect_tries),
+            observer=context,
+            on_event=self._on_runner_event,
+            call_timeout=settings.call_timeout,
+            connect_timeout=settings.connect_timeout,
+            basic_auth=(charger.id, password) if password else None,
+            ssl_context=settings.ssl_context,
+            validate=settings.validate,
+        )
+        context.users[self.charger_id] = self
+        self.runner.start()
+
+    def lease_lost(self) -> None:
+        """The id was reclaimed (this worker stalled past the lease TTL): drop the
+        connection without ending anything, since another station may now use the id."""
+        if self.runner is not None:
+            gevent.spawn(self.runner.stop, 0, False)
+            self.runner = None
+        self.charger_id = None
+        gevent.spawn(self.stop, True)
+
+    @task
+    def live(self) -> None:
+        """Run the station's profile until Locust stops this user."""
+        profile = self.context.settings.profile.choose(self.rng)
+        if profile == "sessions":
+            while True:
+                self._one_session()
+        # idle and remote: the station heartbeats and answers the CSMS on its own
+        while True:
+            self._sleep(self.context.settings.time_scale * 3600)
+
+    def _one_session(self) -> None:
+        assert self.runner is not None
+        context = self.context
+        plan = context.settings.session_plan
+        self._sleep(plan.next_arrival(self.rng))
+        station = self.runner.station
+        evse = station.free_evse()
+        if evse is None or not station.accepted:
+            return  # busy (a remote start?) or not connected: try at the next arrival
+        try:
+            self.token = context.coordinator.acquire_token() if context.coordinator else None
+        except coordination.CoordinatorUnavailable as exc:
+            self._failure("idToken", str(exc))
+            return
+        if self.token is None:
+            self._failure("idToken", "idToken pool exhausted")
+            return
+        station.start_session(evse.id, self.token, plan.new_ev(self.rng), authorize=plan.authorize)
+        self.runner.wake()
+        self._sleep(plan.next_stay(self.rng))
+        # The driver comes back and ends the session with the same card.
+        station.stop_session(evse.id, "Local", trigger="StopAuthorized")
+        self.runner.wake()
+        self._release_token()
+
+    def _sleep(self, simulated: float) -> None:
+        """Sleep the way Locust's own ``wait()`` does: a stop request kills the user at
+        once (running ``on_stop``) instead of waiting for the profile's next step."""
+        if self._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        self._state = LOCUST_STATE_WAITING
+        gevent.sleep(self.context.clock.real_seconds(simulated))
+        if self._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        self._state = LOCUST_STATE_RUNNING
+
+    def on_stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop(timeout=self.stop_timeout_s)
+        self._release_token()
+        coordinator = self.context.coordinator
+        if self.charger_id is not None and coordinator is not None:
+            self.context.users.pop(self.charger_id, None)
+            try:
+                coordinator.release(self.charger_id)
+            except coordination.CoordinatorUnavailable as exc:
+                log.warning(
+                    "could not release %s (its lease will expire): %s", self.charger_id, exc
+                )
+            self.charger_id = None
+
+    def _release_token(self) -> None:
+        if self.token is not None and self.context.coordinator is not None:
+            with contextlib.suppress(coordination.CoordinatorUnavailable):
+                self.context.coordinator.release_token(self.token)  # else: its lease expires
+            self.token = None
+
+    def _on_station_event(self, kind: str, detail: dict[str, Any]) -> None:
+        if kind == "acknowledged" and self.context.coordinator is not None:
+            station = self.runner.station if self.runner else None
+            assert station is not None
+            self.context.coordinator.record_transaction(
+                coordination.LedgerEntry.from_transaction(
+                    station.charger.id, station.version.name, detail["transaction"]
+                )
+            )
+
+    def _on_runner_event(self, kind: str, detail: dict[str, Any]) -> None:
+        coordinator = self.context.coordinator
+        if coordinator is None:
+            return
+        if kind == "connected":
+            coordinator.station_connected()
+        elif kind == "disconnected":
+            coordinator.station_disconnected()
+
+    def _failure(self, name: str, reason: str) -> None:
+        from loadgen.locust.plugin import OcppRequestFailure
+
+        self.environment.events.request.fire(
+            request_type="Coordination",
+            name=name,
+            response_time=0,
+            response_length=0,
+            exception=OcppRequestFailure(reason),
+            context={},
+        )

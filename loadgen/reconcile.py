@@ -1,0 +1,384 @@
+"""Reconcile a run's ledger with what the CSMS recorded: did the CSMS lose anything?
+
+``python -m loadgen.reconcile --redis-url redis://... --run <id> --csms-api http://...``
+(or ``--database-url ...``) reads every transaction the load generator ended (the run ledger
+in Redis, see :mod:`loadgen.coordination`), looks each one up at the CSMS and prints how many
+matched, are missing (absent, or not closed), duplicated (twice in the ledger or twice at the
+CSMS) or disagree on energy by more than ``--tolerance-wh``. Exit status: 0 when nothing was
+lost, 1 on any missing / duplicated / mismatched transaction, 2 when a source cannot be read.
+
+The CSMS side sits behind :class:`CsmsRecords`, so another CSMS needs one small class: the
+csms_stub HTTP API and a database with csms_stub's ``charger_usage_log`` table are here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+import sqlalchemy as sa
+
+from loadgen.coordination import LedgerEntry, read_ledger
+
+Key = tuple[str, str]  # (charger id, transaction id): how a CSMS identifies a transaction
+
+
+class SourceUnavailable(RuntimeError):
+    """A source (Redis, the CSMS API, the database) cannot be read; one-line message."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class CsmsRow:
+    charger_id: str
+    transaction_id: str
+    closed: bool
+    energy_wh: float
+    event_count: int | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.charger_id, self.transaction_id)
+
+
+class CsmsRecords(Protocol):
+    """What a CSMS recorded for a set of transactions."""
+
+    description: str
+
+    def fetch(self, keys: Collection[Key]) -> list[CsmsRow]:
+        """Every row the CSMS has for these (charger, transaction) keys, duplicates included."""
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+class LedgerSource:
+    """A run's ledger stream in Redis.
+
+    Entries repeated with the same ``entry_id`` are one append retried after a dropped
+    connection, not two transactions: they are dropped (and counted in ``retried``).
+    """
+
+    def __init__(self, redis_url: str, run_id: str) -> None:
+        self.redis_url = redis_url
+        self.run_id = run_id
+        self.retried = 0
+
+    def entries(self) -> list[LedgerEntry]:
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        seen: set[str] = set()
+        entries: list[LedgerEntry] = []
+        try:
+            for data in read_ledger(client, self.run_id):
+                entry_id = data.get("entry_id")
+                if entry_id is not None:
+                    if entry_id in seen:
+                        self.retried += 1
+                        continue
+                    seen.add(entry_id)
+                entries.append(LedgerEntry.from_dict(data))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise SourceUnavailable(
+                f"cannot read Redis at {self.redis_url}: {_one_line(exc)}"
+            ) from exc
+        finally:
+            client.close()
+        return entries
+
+
+# -- the CSMS: csms_stub's HTTP API ----------------------------------------------------------
+
+
+class StubApiRecords:
+    """csms_stub's ``GET /transactions``: one request, or one per charger for big runs."""
+
+    LIMIT = 100_000  # the API's largest page
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.description = f"csms_stub API at {self.base_url}"
+
+    def _get(self, **params: Any) -> list[dict[str, Any]]:
+        url = f"{self.base_url}/transactions?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise SourceUnavailable(f"{url} answered HTTP {exc.code}") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceUnavailable(
+                f"cannot read the CSMS API at {self.base_url}: {_one_line(reason)}"
+            ) from exc
+
+    def fetch(self, keys: Collection[Key]) -> list[CsmsRow]:
+        rows = self._get(limit=self.LIMIT)
+        if len(rows) >= self.LIMIT:  # maybe truncated: ask charger by charger
+            rows = []
+            for charger_id in sorted({charger for charger, _ in keys}):
+                rows += self._get(charger_id=charger_id, limit=self.LIMIT)
+        wanted = set(keys)
+        found = [
+            CsmsRow(
+                str(row["charger_id"]),
+                str(row["transaction_id"]),
+                row.get("end_time") is not None,
+                float(row.get("energy_consumed") or 0.0) * 1000,
+                row.get("event_count"),
+            )
+            for row in rows
+        ]
+        return [row for row in found if row.key in wanted]
+
+
+# -- the CSMS: a database with csms_stub's charger_usage_log ---------------------------------
+
+_usage = sa.Table(
+    "charger_usage_log",
+    sa.MetaData(),
+    sa.Column("charger_id", sa.String),
+    sa.Column("transaction_id", sa.String),
+    sa.Column("end_time", sa.DateTime(timezone=True)),
+    sa.Column("energy_consumed", sa.Float),  # kWh
+    sa.Column("event_count", sa.Integer),
+)
+
+
+def async_database_url(url: str) -> str:
+    """Plain ``postgresql://`` / ``sqlite://`` URLs get the async drivers installed here."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+class DatabaseRecords:
+    """``charger_usage_log`` read with SQLAlchemy (asyncpg / aiosqlite), optionally in a schema."""
+
+    CHUNK = 500  # chargers per query
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = async_database_url(url)
+        self.schema = schema
+        shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        self.description = f"database {shown}" + (f" (schema {schema})" if schema else "")
+
+    def fetch(self, keys: Collection[Key]) -> list[CsmsRow]:
+        try:
+            rows = asyncio.run(self._fetch(sorted({charger for charger, _ in keys})))
+        except (TimeoutError, sa.exc.SQLAlchemyError, OSError) as exc:
+            raise SourceUnavailable(
+                f"cannot read charger_usage_log from {self.description}: {_one_line(exc)}"
+            ) from exc
+        wanted = set(keys)
+        return [row for row in rows if row.key in wanted]
+
+    async def _fetch(self, chargers: list[str]) -> list[CsmsRow]:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.url)
+        if self.schema:
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
+        rows: list[CsmsRow] = []
+        try:
+            async with engine.connect() as connection:
+                for start in range(0, len(chargers), self.CHUNK):
+                    query = sa.select(_usage).where(
+                        _usage.c.charger_id.in_(chargers[start : start + self.CHUNK])
+                    )
+                    for row in await connection.execute(query):
+                        rows.append(
+                            CsmsRow(
+                                str(row.charger_id),
+                                str(row.transaction_id),
+                                row.end_time is not None,
+                                float(row.energy_consumed or 0.0) * 1000,
+                                row.event_count,
+                            )
+                        )
+        finally:
+            await engine.dispose()
+        return rows
+
+
+# -- the comparison --------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    run_id: str
+    csms: str
+    ledger_entries: int = 0
+    retried_appends: int = 0
+    matched: list[Key] = field(default_factory=list)
+    missing: list[tuple[Key, str]] = field(default_factory=list)
+    duplicated: list[tuple[Key, str]] = field(default_factory=list)
+    energy_mismatches: list[tuple[Key, float, float]] = field(default_factory=list)
+    #: information only: the CSMS stored a different number of transaction events
+    message_count_differs: list[tuple[Key, int, int]] = field(default_factory=list)
+
+    @property
+    def transactions(self) -> int:
+        return len(self.matched) + len(self.missing) + len(self.energy_mismatches)
+
+    @property
+    def lost(self) -> bool:
+        return bool(self.missing or self.duplicated or self.energy_mismatches)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "csms": self.csms,
+            "ledger_entries": self.ledger_entries,
+            "transactions": self.transactions,
+            "retried_appends": self.retried_appends,
+            "matched": len(self.matched),
+            "missing": [{"key": list(k), "reason": r} for k, r in self.missing],
+            "duplicated": [{"key": list(k), "reason": r} for k, r in self.duplicated],
+            "energy_mismatches": [
+                {"key": list(k), "ledger_wh": a, "csms_wh": b} for k, a, b in self.energy_mismatches
+            ],
+            "message_count_differs": len(self.message_count_differs),
+            "lost": self.lost,
+        }
+
+    def render(self, details: int = 20) -> str:
+        lines = [
+            f"run {self.run_id}: {self.ledger_entries} ledger entries, "
+            f"{self.transactions} transactions; CSMS: {self.csms}",
+            f"matched: {len(self.matched)}",
+            f"missing: {len(self.missing)}",
+            f"duplicated: {len(self.duplicated)}",
+            f"energy mismatches: {len(self.energy_mismatches)}",
+        ]
+        for (charger, tid), reason in self.missing[:details]:
+            lines.append(f"  - missing {charger} {tid}: {reason}")
+        for (charger, tid), reason in self.duplicated[:details]:
+            lines.append(f"  - duplicated {charger} {tid}: {reason}")
+        for (charger, tid), ledger_wh, csms_wh in self.energy_mismatches[:details]:
+            lines.append(
+                f"  - energy mismatch {charger} {tid}: ledger {ledger_wh:.1f} Wh, "
+                f"CSMS {csms_wh:.1f} Wh"
+            )
+        if self.message_count_differs:
+            lines.append(
+                f"message counts differ (information only): {len(self.message_count_differs)}"
+            )
+        if self.retried_appends:
+            lines.append(f"retried ledger appends ignored: {self.retried_appends}")
+        lines.append("result: LOSS" if self.lost else "result: OK")
+        return "\n".join(lines)
+
+
+def compare(
+    run_id: str,
+    entries: Iterable[LedgerEntry],
+    csms: CsmsRecords,
+    tolerance_wh: float = 1.0,
+    retried_appends: int = 0,
+) -> Report:
+    """Classify each ledger transaction once; duplicates are counted besides that."""
+    entries = list(entries)
+    report = Report(run_id, csms.description, len(entries), retried_appends)
+    by_key: dict[Key, list[LedgerEntry]] = defaultdict(list)
+    for entry in entries:
+        by_key[(entry.charger_id, entry.transaction_id)].append(entry)
+    rows: dict[Key, list[CsmsRow]] = defaultdict(list)
+    for row in csms.fetch(by_key.keys()):
+        rows[row.key].append(row)
+    for key, ledger in by_key.items():
+        found = rows.get(key, [])
+        if len(ledger) > 1:
+            report.duplicated.append((key, f"{len(ledger)} ledger entries"))
+        if len(found) > 1:
+            report.duplicated.append((key, f"{len(found)} rows at the CSMS"))
+        closed = [row for row in found if row.closed]
+        if not found:
+            report.missing.append((key, "not at the CSMS"))
+            continue
+        if not closed:
+            report.missing.append((key, "not closed at the CSMS"))
+            continue
+        entry, row = ledger[0], closed[0]
+        if abs(entry.energy_wh - row.energy_wh) > tolerance_wh:
+            report.energy_mismatches.append((key, entry.energy_wh, row.energy_wh))
+        else:
+            report.matched.append(key)
+        if row.event_count is not None and row.event_count != entry.messages:
+            report.message_count_differs.append((key, entry.messages, row.event_count))
+    return report
+
+
+def reconcile(redis_url: str, run_id: str, csms: CsmsRecords, tolerance_wh: float = 1.0) -> Report:
+    ledger = LedgerSource(redis_url, run_id)
+    entries = ledger.entries()
+    if not entries:
+        raise SourceUnavailable(f"run {run_id} has no ledger entries in Redis at {redis_url}")
+    return compare(run_id, entries, csms, tolerance_wh, ledger.retried)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadgen.reconcile",
+        description="Compare a run's ledger (Redis) with what the CSMS recorded. Exit 0: "
+        "nothing lost; 1: missing, duplicated or energy mismatches; 2: a source is unreadable.",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis of the run (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
+    parser.add_argument("--run", required=True, help="the run id the master created")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csms-api", help="csms_stub's HTTP API, e.g. http://127.0.0.1:8080")
+    source.add_argument(
+        "--database-url", help="the CSMS database (charger_usage_log), SQLAlchemy URL"
+    )
+    parser.add_argument("--database-schema", help="PostgreSQL schema of the tables")
+    parser.add_argument(
+        "--tolerance-wh", type=float, default=1.0, help="energy difference allowed (1 Wh)"
+    )
+    parser.add_argument("--details", type=int, default=20, help="problems listed per kind (20)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    csms: CsmsRecords = (
+        StubApiRecords(args.csms_api)
+        if args.csms_api
+        else DatabaseRecords(args.database_url, args.database_schema)
+    )
+    try:
+        report = reconcile(args.redis_url, args.run, csms, args.tolerance_wh)
+    except SourceUnavailable as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render(args.details))
+    return 1 if report.lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""``python -m loadgen.reconcile`` against a real csms_stub process (its HTTP API and its
+database, SQLite and PostgreSQL) and a real Redis ledger: a clean run, then a run with a
+missing, an unclosed, a duplicated and a mismatched transaction, then unreachable sources."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from loadgen import coordination
+from loadgen import fleet as fleets
+from loadgen.aio_client import OcppClient
+from loadgen.coordination import LedgerEntry, RedisCoordinator, new_run_id
+from loadgen.protocols import v201
+from loadgen.reconcile import LedgerSource
+from loadgen.scripted import SessionRecord, boot, session_16, session_201
+from tests.conftest import REDIS_URL, Database, StubProcess, free_port, start_stub_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runs() -> Iterator[Any]:
+    """``make()``: a RedisCoordinator on a fresh run id; keys deleted at the end."""
+    made: list[RedisCoordinator] = []
+    fleet = fleets.load(fleets.SEED_FLEET)
+
+    def make() -> RedisCoordinator:
+        coordinator = RedisCoordinator(REDIS_URL, f"test-{new_run_id()}", fleet.chargers)
+        made.append(coordinator)
+        return coordinator
+
+    yield make
+    for coordinator in made:
+        coordinator.close()
+        coordinator.cleanup()
+
+
+@pytest.fixture
+def csms(database: Database, tmp_path: Path) -> Iterator[StubProcess]:
+    """csms_stub in its own process, storing into ``database`` (SQLite or PostgreSQL)."""
+    args = ["--database-url", database.url]
+    if database.schema:
+        args += ["--database-schema", database.schema]
+    stub = start_stub_process(tmp_path, *args)
+    yield stub
+    stub.stop()
+
+
+def reconcile(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loadgen.reconcile", "--redis-url", REDIS_URL, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def counts(output: str) -> dict[str, int]:
+    found = {}
+    for line in output.splitlines():
+        name, _, value = line.partition(": ")
+        if name in ("matched", "missing", "duplicated", "energy mismatches"):
+            found[name] = int(value)
+    return found
+
+
+def entry(charger_id: str, record: SessionRecord, version: str, **changes: Any) -> LedgerEntry:
+    values: dict[str, Any] = {
+        "charger_id": charger_id,
+        "transaction_id": record.transaction_id,
+        "ocpp_version": version,
+        "start": record.start_time,
+        "end": record.end_time,
+        "energy_wh": record.stop_wh - record.start_wh,
+        "messages": len(record.power_samples) + 2,  # start, one per sample, end
+    }
+    values.update(changes)
+    return LedgerEntry(**values)
+
+
+async def charge_201(
+    csms: StubProcess, charger: fleets.Charger, transaction_id: str, power_w: list[float]
+) -> SessionRecord:
+    async with await OcppClient.connect(f"{csms.ws_url}/{charger.id}", "ocpp2.0.1") as client:
+        await boot(client, charger)
+        return await session_201(client, transaction_id, power_w, start_wh=1000.0)
+
+
+async def charge_16(csms: StubProcess, charger: fleets.Charger, power_w: list[float]) -> Any:
+    async with await OcppClient.connect(f"{csms.ws_url}/{charger.id}", "ocpp1.6") as client:
+        await boot(client, charger, "1.6")
+        return await session_16(client, power_w, start_wh=500.0)
+
+
+async def start_only(csms: StubProcess, charger: fleets.Charger, transaction_id: str) -> None:
+    """A transaction the CSMS saw start but never end."""
+    now = time.time()
+    async with await OcppClient.connect(f"{csms.ws_url}/{charger.id}", "ocpp2.0.1") as client:
+        await boot(client, charger)
+        await client.call(
+            *v201.transaction_event(
+                "Started",
+                transaction_id,
+                0,
+                now,
+                "Authorized",
+                charging_state="Charging",
+                evse_id=1,
+                connector_id=1,
+                token=v201.id_token("token_user_009"),
+                meter_values=[v201.meter_value(now, v201.sampled_values(0, 7000))],
+            )
+        )
+
+
+async def test_reconcile_finds_every_kind_of_loss(
+    csms: StubProcess, database: Database, runs: Any
+) -> None:
+    fleet = fleets.load(fleets.SEED_FLEET)
+    a, b, c, d, e = list(fleet.chargers.values())[:5]
+    good = runs()
+    record_a = await charge_201(csms, a, good.next_transaction_id(), [7000, 11000, 9000])
+    record_b = await charge_201(csms, b, good.next_transaction_id(), [50_000])
+    record_c = await charge_16(csms, c, [22_000, 22_000])
+    await start_only(csms, e, "never-ended")
+    ledger = [
+        entry(a.id, record_a, "2.0.1"),
+        entry(b.id, record_b, "2.0.1"),
+        entry(c.id, record_c, "1.6", local_id="placeholder-1"),
+    ]
+    for item in ledger:
+        good.record_transaction(item)
+
+    # Everything the load generator ended is at the CSMS: exit 0, through both sources.
+    # (The API reads after the stub's batch writer has flushed, so the database is current.)
+    db_args = ["--database-url", database.url]
+    if database.schema:
+        db_args += ["--database-schema", database.schema]
+    for source in (["--csms-api", csms.api_url], db_args):
+        result = reconcile("--run", good.run_id, *source)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert counts(result.stdout) == {
+            "matched": 3,
+            "missing": 0,
+            "duplicated": 0,
+            "energy mismatches": 0,
+        }
+        assert "result: OK" in result.stdout
+        assert "message counts differ" not in result.stdout  # our counts match the stub's
+
+    # A run with one of each problem.
+    bad = runs()
+    for item in (
+        ledger[0],  # fine
+        ledger[1],  # recorded twice
+        ledger[1],
+        entry(c.id, record_c, "1.6", energy_wh=ledger[2].energy_wh + 10),  # 10 Wh off
+        LedgerEntry(d.id, "lost-in-transit", "2.0.1", 1.0, 2.0, 100.0, 3),  # never arrived
+        LedgerEntry(e.id, "never-ended", "2.0.1", 1.0, 2.0, 0.0, 2),  # not closed
+    ):
+        bad.record_transaction(item)
+    for source in (["--csms-api", csms.api_url], db_args):
+        result = reconcile("--run", bad.run_id, *source)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert counts(result.stdout) == {
+            "matched": 2,
+            "missing": 2,
+            "duplicated": 1,
+            "energy mismatches": 1,
+        }
+        assert f"missing {d.id} lost-in-transit: not at the CSMS" in result.stdout
+        assert f"missing {e.id} never-ended: not closed at the CSMS" in result.stdout
+        assert f"duplicated {b.id} {record_b.transaction_id}: 2 ledger entries" in result.stdout
+        assert f"energy mismatch {c.id} {record_c.transaction_id}" in result.stdout
+        assert "result: LOSS" in result.stdout
+
+    report = json.loads(reconcile("--run", bad.run_id, "--csms-api", csms.api_url, "--json").stdout)
+    assert report["matched"] == 2 and report["lost"] is True
+    assert report["energy_mismatches"][0]["csms_wh"] == pytest.approx(ledger[2].energy_wh)
+    # Within the tolerance an energy difference is not a loss.
+    loose = reconcile("--run", bad.run_id, "--csms-api", csms.api_url, "--tolerance-wh", "20")
+    assert counts(loose.stdout)["energy mismatches"] == 0
+
+
+def test_duplicate_rows_at_the_csms_count(tmp_path: Path, runs: Any) -> None:
+    """Another CSMS's table, without csms_stub's primary key, with one transaction twice."""
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE charger_usage_log (charger_id TEXT, transaction_id TEXT, "
+            "end_time TIMESTAMP, energy_consumed REAL, event_count INTEGER)"
+        )
+        db.executemany(
+            "INSERT INTO charger_usage_log VALUES (?, ?, ?, ?, ?)",
+            [
+                ("emart_jeju_01", "t-1", "2026-01-01 10:00:00.000000", 1.5, 3),
+                ("emart_jeju_01", "t-1", "2026-01-01 10:00:00.000000", 1.5, 3),
+                ("emart_jeju_02", "t-2", "2026-01-01 10:00:00.000000", 0.25, 3),
+            ],
+        )
+    run = runs()
+    run.record_transaction(LedgerEntry("emart_jeju_01", "t-1", "2.0.1", 1, 2, 1500.0, 3))
+    run.record_transaction(LedgerEntry("emart_jeju_02", "t-2", "2.0.1", 1, 2, 250.4, 3))
+    result = reconcile("--run", run.run_id, "--database-url", f"sqlite:///{path}")
+    assert result.returncode == 1
+    assert counts(result.stdout) == {
+        "matched": 2,
+        "missing": 0,
+        "duplicated": 1,
+        "energy mismatches": 0,
+    }
+    assert "duplicated emart_jeju_01 t-1: 2 rows at the CSMS" in result.stdout
+
+
+def test_unreadable_sources_exit_2_with_one_line(runs: Any, tmp_path: Path) -> None:
+    run = runs()
+    run.record_transaction(LedgerEntry("emart_jeju_01", "t-1", "2.0.1", 1, 2, 1500.0, 3))
+    closed = free_port()
+    cases = {
+        "cannot read the CSMS API": ["--csms-api", f"http://127.0.0.1:{closed}"],
+        "cannot read charger_usage_log": [
+            "--database-url",
+            f"postgresql://postgres@127.0.0.1:{closed}/test",
+        ],
+        "no such table": ["--database-url", f"sqlite:///{tmp_path / 'empty.db'}"],
+    }
+    for message, source in cases.items():
+        result = reconcile("--run", run.run_id, *source)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and result.stderr.count("\n") == 1
+        assert result.stdout == ""
+    no_redis = f"redis://127.0.0.1:{closed}/0"
+    result = reconcile("--redis-url", no_redis, "--run", run.run_id, "--csms-api", "http://x")
+    assert result.returncode == 2 and "cannot read Redis" in result.stderr
+    unknown = reconcile("--run", "no-such-run", "--csms-api", "http://127.0.0.1:1")
+    assert unknown.returncode == 2 and "no ledger entries" in unknown.stderr
+
+
+def test_retried_appends_are_not_duplicates(runs: Any) -> None:
+    """A ledger append retried after a dropped connection lands twice with one entry_id."""
+    run = runs()
+    item = LedgerEntry("emart_jeju_01", "t-1", "2.0.1", 1, 2, 1500.0, 3)
+    run.record_transaction(item)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        _, fields = client.xrange(coordination.ledger_key(run.run_id))[0]
+        client.xadd(coordination.ledger_key(run.run_id), fields)  # the same append again
+        source = LedgerSource(REDIS_URL, run.run_id)
+        assert source.entries() == [item]
+        assert source.retried == 1
+    finally:
+        client.close()
