@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The demo: csms_stub on SQLite, the seed fleet's chargers against it, a summary at the end.
+# The demo: csms_stub on SQLite, then a bounded headless Locust run of a few hundred
+# charging stations against it (sessions profile, time 60x faster), Locust's summary, the
+# reconciliation of what the stations sent with what the CSMS stored, and the CSMS's totals.
 source "$(dirname "$0")/_venv.sh"
 
 PORT="${PORT:-9000}"
 API_PORT="${API_PORT:-8080}"
+USERS="${USERS:-300}"
+RUN_TIME="${RUN_TIME:-45s}"
 WORK="$(mktemp -d)"
 python -m csms_stub --host 127.0.0.1 --port "$PORT" --api-host 127.0.0.1 \
-    --api-port "$API_PORT" --database-url "sqlite:///$WORK/demo.db" \
-    --fleet loadgen/fleets/seed.toml --log-level WARNING &
+    --api-port "$API_PORT" --database-url "sqlite:///$WORK/demo.db" --log-level WARNING &
 STUB=$!
 trap 'kill -TERM $STUB 2>/dev/null || true; wait $STUB 2>/dev/null || true' EXIT
 
@@ -16,9 +19,19 @@ for _ in $(seq 100); do
     kill -0 $STUB 2>/dev/null || { echo "csms_stub did not start (ports $PORT/$API_PORT free?)" >&2; exit 1; }
     sleep 0.1
 done
-echo "== csms_stub up: ws://127.0.0.1:$PORT, http://127.0.0.1:$API_PORT, database $WORK/demo.db =="
-python -m loadgen.scripted --csms "ws://127.0.0.1:$PORT" --api "http://127.0.0.1:$API_PORT"
+echo "== csms_stub up: ws://127.0.0.1:$PORT, http://127.0.0.1:$API_PORT, database $WORK/demo.db"
+echo "== $USERS charging stations for $RUN_TIME (simulated time 60x: an hour a minute) =="
+status=0
+locust -f locustfile.py --headless --host "ws://127.0.0.1:$PORT" \
+    --users "$USERS" --spawn-rate 100 --run-time "$RUN_TIME" --stop-timeout 30 \
+    --ocpp-profile sessions --time-scale 60 --meter-interval 60 \
+    --session-interarrival 900 --session-stay 1200 --fleet-size "$USERS" \
+    --csms-api "http://127.0.0.1:$API_PORT" --only-summary --loglevel WARNING || status=$?
+echo
+echo "== the CSMS's totals (GET /stats) =="
+curl -s "http://127.0.0.1:$API_PORT/stats" | python -m json.tool
 kill -TERM $STUB
 wait $STUB
 trap - EXIT
 echo "== csms_stub stopped; its tables are in $WORK/demo.db =="
+exit $status

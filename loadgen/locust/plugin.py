@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,5 +172,51 @@ def setup(environment: Environment, options: Any) -> RunContext:
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_: Any) -> None:
     context: RunContext | None = getattr(environment, "ocpp", None)
-    if context is not None and context.coordinator is not None:
-        context.coordinator.close()
+    if context is None or context.coordinator is None:
+        return
+    context.coordinator.close()  # releases leases, flushes the ledger
+    if context.settings.csms_api and not isinstance(environment.runner, WorkerRunner):
+        report = reconcile_run(context)
+        if report is not None and report.lost:
+            environment.process_exit_code = 1
+
+
+def reconcile_run(context: RunContext, settle_s: float = 10.0) -> Any:
+    """Compare this run's ledger with what the CSMS stored; print and return the report."""
+    from loadgen import reconcile
+
+    coordinator = context.coordinator
+    assert coordinator is not None and context.settings.csms_api is not None
+    csms = reconcile.StubApiRecords(context.settings.csms_api)
+    try:
+        if isinstance(coordinator, coordination.InProcessCoordinator):
+            entries, retried = coordinator.ledger(), 0
+        else:
+            # Workers flush their ledgers as they quit: wait until the stream stops growing.
+            source = reconcile.LedgerSource(context.settings.redis_url or "", coordinator.run_id)
+            entries, deadline = source.entries(), time.monotonic() + settle_s
+            while time.monotonic() < deadline:
+                gevent.sleep(1.0)
+                again = source.entries()
+                if len(again) == len(entries):
+                    break
+                entries = again
+            retried = source.retried
+        report = reconcile.compare(coordinator.run_id, entries, csms, retried_appends=retried)
+    except reconcile.SourceUnavailable as exc:
+        sys.stderr.write(f"loadgen: cannot reconcile: {exc}\n")
+        return None
+    _final_words.append(
+        "\n== reconciliation: the run's ledger against the CSMS ==\n" + report.render()
+    )
+    return report
+
+
+#: printed after Locust's own summary (the ``quit`` event comes after it)
+_final_words: list[str] = []
+
+
+@events.quit.add_listener
+def _on_quit(**_: Any) -> None:
+    while _final_words:
+        print(_final_words.pop(0), flush=True)

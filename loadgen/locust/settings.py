@@ -41,6 +41,7 @@ class Settings:
     reconnect_tries: int | None
     offline_replay_rate: float
     tokens: list[str]
+    csms_api: str | None = None
     ssl_context: ssl.SSLContext | None = None
     #: security profile 1 for chargers without a fleet password; never logged
     password: str | None = field(default=None, repr=False)
@@ -157,6 +158,12 @@ def add_arguments(parser: Any) -> None:
         help="Basic-auth password for chargers without one in the fleet "
         "(or $OCPP_BASIC_AUTH_PASSWORD)",
     )
+    parser.add_argument(
+        "--csms-api",
+        default="",
+        help="csms_stub's HTTP API: at the end, reconcile the run's ledger with what the "
+        "CSMS stored (exit code 1 on any loss)",
+    )
 
 
 def settings_from_options(options: Any) -> Settings:
@@ -220,6 +227,7 @@ def settings_from_options(options: Any) -> Settings:
         reconnect_tries=options.reconnect_tries or None,
         offline_replay_rate=options.offline_replay_rate,
         tokens=tokens,
+        csms_api=options.csms_api.rstrip("/") or None,
         ssl_context=ssl_context,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )
