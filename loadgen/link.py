@@ -864,6 +864,7 @@ class Link:
         if conn.writing:
             return
         conn.writing = True
+        sock = conn.sock
         try:
             while True:
                 chunks = conn.ws.data_to_send()
@@ -871,9 +872,13 @@ class Link:
                     return
                 for chunk in chunks:
                     if chunk:
-                        conn.sock.sendall(chunk)
+                        # send() first: gevent's sendall() costs a getsockopt() system call
+                        # per frame; it is needed only when the socket buffer is full.
+                        sent = sock.send(chunk)
+                        if sent < len(chunk):
+                            sock.sendall(chunk[sent:])
                     else:
-                        conn.sock.shutdown(socket.SHUT_WR)  # websockets' "send EOF"
+                        sock.shutdown(socket.SHUT_WR)  # websockets' "send EOF"
         except OSError as exc:
             self._break(conn, f"connection lost: {exc}")
         except BaseException:
