@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -102,6 +103,21 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
     )
 
 
+def tune_gc() -> None:
+    """Keep the collector's full passes rare and short in a long-running server.
+
+    Holding 10,000 chargers the stub tracks ~900k objects, and every full (generation 2)
+    collection walks them all: a 300-400 ms stall of the event loop, seen as heartbeat
+    latency. Freezing what start-up created (~190k objects: modules, schemas, SQLAlchemy
+    metadata) takes those out of every later pass, and a larger generation-0 threshold lets
+    short-lived objects (queued rows, frames) die before they are promoted, so full passes
+    come far less often. Only the command does this; an embedded Stub leaves gc alone.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def serve(config: StubConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,6 +125,7 @@ async def serve(config: StubConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     stub = Stub(config)
     await stub.start()
+    tune_gc()
     log = logging.getLogger("csms_stub")
     log.info(
         "OCPP on ws://%s:%d/<charger id> (ocpp2.0.1, ocpp1.6); HTTP API on http://%s:%d; "
