@@ -1,0 +1,603 @@
+"""Prometheus metrics: the observer fed by a real station, link and runner; worker snapshots
+merged on the master; the HTTP exporter on gevent; bounded label cardinality; the lag probe.
+
+Everything runs on real sockets on 127.0.0.1 (the fake CSMS, the exporter) and gevent
+without monkey patching, so HTTP clients here are cooperative: gevent sockets in a
+greenlet, or a separate process.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import timeit
+from typing import Any
+
+import gevent
+import gevent.socket
+import gevent.subprocess
+import msgpack
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.server import ServerConnection
+
+from loadgen import fleet as fleets
+from loadgen.metrics import (
+    CALL_BUCKETS,
+    SITE_STATES,
+    SPECS,
+    LagProbe,
+    MergedCollector,
+    Metrics,
+    MetricsObserver,
+    reconnect_reason,
+    serve,
+)
+from loadgen.physics import FakeClock, ScaledClock
+from loadgen.protocols import OCPP201
+from loadgen.runner import Backoff, StationRunner
+from loadgen.station import Station, StationConfig
+from tests.conftest import free_port
+from tests.fake_csms import FakeCsms, csms_call, wait_for
+
+P = "ocpp_loadgen_"
+NOW = "2026-01-01T00:00:00.000Z"
+
+#: DESIGN.md's metric table: the public contract
+DESIGN_METRICS = {
+    "ocpp_loadgen_call_duration_seconds",
+    "ocpp_loadgen_call_errors_total",
+    "ocpp_loadgen_csms_calls_total",
+    "ocpp_loadgen_messages_total",
+    "ocpp_loadgen_connect_duration_seconds",
+    "ocpp_loadgen_chargers_connected",
+    "ocpp_loadgen_chargers_connected_peak",
+    "ocpp_loadgen_chargers_target",
+    "ocpp_loadgen_site_chargers",
+    "ocpp_loadgen_transactions_active",
+    "ocpp_loadgen_transactions_total",
+    "ocpp_loadgen_energy_delivered_wh_total",
+    "ocpp_loadgen_power_w",
+    "ocpp_loadgen_reconnects_total",
+    "ocpp_loadgen_disconnects_total",
+    "ocpp_loadgen_offline_queue_depth",
+    "ocpp_loadgen_schedule_lag_seconds",
+    "ocpp_loadgen_capacity_max_chargers",
+}
+DESIGN_LABELS = {
+    "ocpp_loadgen_call_duration_seconds": ("action", "outcome"),
+    "ocpp_loadgen_call_errors_total": ("action", "error_code"),
+    "ocpp_loadgen_csms_calls_total": ("action", "status"),
+    "ocpp_loadgen_messages_total": ("direction", "type"),
+    "ocpp_loadgen_connect_duration_seconds": ("outcome",),
+    "ocpp_loadgen_site_chargers": ("site", "lat", "lon", "state"),
+    "ocpp_loadgen_transactions_total": ("outcome",),
+    "ocpp_loadgen_energy_delivered_wh_total": ("site",),
+    "ocpp_loadgen_power_w": ("site",),
+    "ocpp_loadgen_reconnects_total": ("reason",),
+    "ocpp_loadgen_disconnects_total": ("reason",),
+    "ocpp_loadgen_schedule_lag_seconds": ("worker",),
+}
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    """A sample of ``metrics``' registry; 0 when the series does not exist (yet)."""
+    found = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def fetch(url_host: str, port: int, path: str = "/metrics") -> tuple[str, str]:
+    """GET over a gevent socket (cooperative without monkey patching): (status line, body)."""
+    sock = gevent.socket.create_connection((url_host, port), timeout=10)
+    try:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {url_host}\r\n\r\n".encode())
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        sock.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(), body.decode()
+
+
+def families(text: str) -> dict[str, Any]:
+    parsed = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        parsed[name] = family
+    return parsed
+
+
+# -- the spec is the contract --------------------------------------------------------------
+
+
+def test_the_specs_hold_every_metric_of_the_design_with_its_labels() -> None:
+    specs = {spec.name: spec for spec in SPECS}
+    assert set(specs) >= DESIGN_METRICS
+    for name in DESIGN_METRICS:
+        assert specs[name].labels == DESIGN_LABELS.get(name, ()), name
+    assert specs[f"{P}call_duration_seconds"].kind == "histogram"
+    assert CALL_BUCKETS[0] == 0.001 and CALL_BUCKETS[-1] == 60.0
+    assert all(not spec.labels or "charger" not in " ".join(spec.labels) for spec in SPECS)
+
+
+# -- the observer, fed the way the Locust layer feeds it -----------------------------------
+
+
+async def friendly(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+    if call[2] == "BootNotification":
+        await csms.answer(ws, call, {"currentTime": NOW, "interval": 300, "status": "Accepted"})
+    elif call[2] == "Heartbeat":
+        await csms.answer(ws, call, {"currentTime": NOW})
+    elif call[2] == "Authorize":
+        await csms.error(ws, call, "SecurityError", "no such card")
+    else:
+        await csms.answer(ws, call, {})
+
+
+def test_observer_follows_a_real_station_over_a_real_link() -> None:
+    fleet = fleets.load(fleets.SEED_FLEET)
+    charger = fleet.chargers["emart_jeju_01"]
+    site = fleet.sites[charger.site_id]
+    metrics = Metrics(worker="w1")
+    observer = MetricsObserver(metrics, fleet.sites)
+    clock = ScaledClock(60)  # meter values every 30 simulated s: every 0.5 s
+    station = Station(
+        charger,
+        OCPP201,
+        clock,
+        StationConfig(meter_interval=30),
+        listener=lambda kind, detail: observer.station_event(charger.id, kind, detail),
+    )
+    observer.add_station(station)
+    where = {"site": site.id, "lat": "33.5115", "lon": "126.522"}  # the fleet's own figures
+    assert (float(where["lat"]), float(where["lon"])) == (site.lat, site.lon)
+
+    def state(name: str) -> float:
+        return value(metrics, f"{P}site_chargers", **where, state=name)
+
+    assert state("offline") == 1
+    with FakeCsms(friendly) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=Backoff(initial=0.05, cap=0.1),
+            call_timeout=2,
+            observer=observer,
+            on_event=lambda kind, detail: observer.runner_event(detail["charger_id"], kind, detail),
+            link_factory=observer.link_factory(),
+        )
+        runner.start()
+        wait_for(lambda: station.accepted and station.settled, timeout=10)
+        assert state("available") == 1 and state("offline") == 0
+        assert value(metrics, f"{P}chargers_connected") == 1
+
+        station.start_session(1, "token_user_001", authorize=True)
+        runner.wake()
+        wait_for(lambda: value(metrics, f"{P}energy_delivered_wh_total", site=site.id) > 0)
+        assert state("charging") == 1
+        assert value(metrics, f"{P}transactions_active") == 1
+        assert value(metrics, f"{P}power_w", site=site.id) > 0
+
+        # The CSMS asks things: one the station does, one it does not know.
+        csms.push(csms_call("m1", "TriggerMessage", {"requestedMessage": "Heartbeat"}))
+        csms.push(csms_call("m2", "NoSuchAction", {}))
+        wait_for(lambda: value(metrics, f"{P}csms_calls_total", action="Other", status="error"))
+        assert value(metrics, f"{P}csms_calls_total", action="TriggerMessage", status="Accepted")
+
+        station.stop_session(1)
+        runner.wake()
+        wait_for(lambda: value(metrics, f"{P}transactions_total", outcome="completed") == 1)
+        assert value(metrics, f"{P}transactions_active") == 0
+        assert value(metrics, f"{P}power_w", site=site.id) == 0
+        energy = value(metrics, f"{P}energy_delivered_wh_total", site=site.id)
+        assert energy == pytest.approx(station.completed[0].energy_wh)
+
+        csms.close_with(1011, "going down")
+        wait_for(lambda: value(metrics, f"{P}reconnects_total", reason="closed_by_server") == 1)
+        wait_for(lambda: station.accepted)
+        runner.stop(timeout=5)
+    observer.remove_station(charger.id)
+
+    assert value(metrics, f"{P}disconnects_total", reason="closed_by_server") == 1
+    assert value(metrics, f"{P}disconnects_total", reason="closed") == 1
+    assert value(metrics, f"{P}chargers_connected") == 0
+    assert value(metrics, f"{P}chargers_connected_peak") == 1
+    assert value(metrics, f"{P}connect_duration_seconds_count", outcome="ok") == 2
+    boots = value(
+        metrics, f"{P}call_duration_seconds_count", action="BootNotification", outcome="result"
+    )
+    assert boots == 2
+    assert value(
+        metrics, f"{P}call_duration_seconds_count", action="Authorize", outcome="error"
+    ) == value(metrics, f"{P}call_errors_total", action="Authorize", error_code="SecurityError")
+    assert value(metrics, f"{P}call_errors_total", action="Authorize", error_code="SecurityError")
+    sent_calls = value(metrics, f"{P}messages_total", direction="sent", type="call")
+    actions = ("BootNotification", "StatusNotification", "Authorize", "TransactionEvent")
+    answered = sum(
+        value(metrics, f"{P}call_duration_seconds_count", action=action, outcome=outcome)
+        for action in (*actions, "Heartbeat")  # the TriggerMessage made one
+        for outcome in ("result", "error")
+    )
+    assert sent_calls == answered
+    assert value(metrics, f"{P}messages_total", direction="received", type="call") == 2
+    assert value(metrics, f"{P}messages_total", direction="sent", type="error") == 1
+    assert all(state(name) == 0 for name in SITE_STATES)  # removed: no longer on the map
+
+
+def test_offline_queue_transactions_dropped_and_unacknowledged() -> None:
+    fleet = fleets.generate(3, sites=1)
+    metrics = Metrics()
+    observer = MetricsObserver(metrics, fleet.sites)
+    clock = FakeClock()
+    stations = {}
+    for charger in fleet.chargers.values():
+        stations[charger.id] = station = Station(
+            charger,
+            OCPP201,
+            clock,
+            StationConfig(meter_interval=60, max_attempts=1),
+            listener=lambda kind, detail, cid=charger.id: observer.station_event(cid, kind, detail),
+        )
+        observer.add_station(station)
+    # Offline: transactions run and their messages queue up.
+    for station in stations.values():
+        station.start_session(1, "tok")
+    clock.advance(120)
+    for station in stations.values():
+        station.tick()
+    expected = sum(station.queue_depth for station in stations.values())
+    assert expected >= 6
+    snapshot = metrics.snapshot()
+    assert snapshot["metrics"][f"{P}offline_queue_depth"] == [[float(expected)]]
+    assert value(metrics, f"{P}transactions_active") == 3
+
+    first, second, third = stations.values()
+    # first: online, its Ended event is refused and given up (max_attempts=1)
+    first.stop_session(1)
+    first.on_connected()
+    boot = first.next_call()
+    assert boot is not None
+    first.on_call_result(boot, {"status": "Accepted", "interval": 300, "currentTime": NOW})
+    while (call := first.next_call()) is not None:
+        if call.action == "TransactionEvent" and call.payload["eventType"] == "Ended":
+            first.on_call_failed(call, "error", "InternalError")
+        else:
+            first.on_call_result(call, {})
+        clock.advance(1)
+    assert value(metrics, f"{P}transactions_total", outcome="dropped") == 1
+    assert value(metrics, f"{P}dropped_messages_total", action="TransactionEvent") == 1
+    # second: ended but never acknowledged before its user went away
+    second.stop_session(1)
+    observer.remove_station(second.charger.id)
+    assert value(metrics, f"{P}transactions_total", outcome="unacknowledged") == 1
+    # third: still running when removed (a lost lease): no longer active
+    observer.remove_station(third.charger.id)
+    assert value(metrics, f"{P}transactions_active") == 0
+    assert value(metrics, f"{P}transactions_total", outcome="completed") == 0
+
+
+def test_reconnect_reasons_come_from_the_links_wording() -> None:
+    assert reconnect_reason("closed by the CSMS: 1011 going down") == "closed_by_server"
+    assert reconnect_reason("closed by the station: 1000 reconnecting") == "reset"
+    assert reconnect_reason("closed by the station: 1000 station stopped") == "closed"
+    assert reconnect_reason("connection lost: [Errno 104] reset by peer") == "connection_lost"
+    assert reconnect_reason("a write was interrupted") == "connection_lost"
+    assert reconnect_reason("message_too_big: over 1 MiB") == "message_too_big"
+    assert reconnect_reason("websocket_protocol_error: bad opcode") == "websocket_protocol_error"
+    assert reconnect_reason("internal error in the link") == "internal_error"
+    assert reconnect_reason("something new") == "other"
+
+
+# -- snapshots and the master's merge ------------------------------------------------------
+
+
+def worker_metrics(worker: str, latencies: list[float], connects: int, drops: int) -> Metrics:
+    metrics = Metrics(worker=worker)
+    observer = MetricsObserver(metrics)
+    for seconds in latencies:
+        observer.call_done("Heartbeat", "result", seconds, None)
+        observer.message("sent", "call")
+        observer.message("received", "result")
+    observer.call_done("Authorize", "error", 0.2, "SecurityError")
+    for _ in range(connects):
+        observer.connect_done("ok", 0.01)
+    for _ in range(drops):
+        observer.disconnected("connection_lost")
+    return metrics
+
+
+def shipped(metrics: Metrics) -> dict[str, Any]:
+    """A snapshot as the master receives it: through msgpack (Locust's wire) and JSON."""
+    snapshot = metrics.snapshot()
+    snapshot = msgpack.loads(msgpack.dumps(snapshot), raw=False, strict_map_key=False)
+    return json.loads(json.dumps(snapshot, allow_nan=False))
+
+
+def bucket(merged: dict[str, Any], name: str, key: tuple[str, ...], le: float) -> float:
+    counts, _ = merged[name][key]
+    return counts[CALL_BUCKETS.index(le)]
+
+
+def test_two_workers_merge_histograms_counters_and_gauges() -> None:
+    a = worker_metrics("a", [0.004, 0.02, 0.3], connects=5, drops=2)  # peak 5, now 3
+    b = worker_metrics("b", [0.004, 45.0], connects=4, drops=0)  # peak 4, now 4
+    master = Metrics(worker="master")
+    master.set_target(100)
+    master.set_capacity(42)
+    merged_collector = MergedCollector(master)
+    merged_collector.update("a", shipped(a))
+    merged_collector.update("b", shipped(b))
+    merged = merged_collector.merged()
+
+    key = ("Heartbeat", "result")
+    counts, total = merged[f"{P}call_duration_seconds"][key]
+    assert counts[-1] == 5  # +Inf: every observation
+    assert bucket(merged, f"{P}call_duration_seconds", key, 0.005) == 2
+    assert bucket(merged, f"{P}call_duration_seconds", key, 0.025) == 3
+    assert bucket(merged, f"{P}call_duration_seconds", key, 30.0) == 4
+    assert total == pytest.approx(0.004 + 0.02 + 0.3 + 0.004 + 45.0)
+    assert merged[f"{P}call_errors_total"][("Authorize", "SecurityError")] == 2
+    assert merged[f"{P}messages_total"][("sent", "call")] == 5
+    assert merged[f"{P}connect_duration_seconds"][("ok",)][0][-1] == 9
+    assert merged[f"{P}disconnects_total"][("connection_lost",)] == 2
+    assert merged[f"{P}chargers_connected"][()] == 7  # gauges add
+    assert merged[f"{P}chargers_connected_peak"][()] == 7  # not 5 + 4: the most at once
+    assert merged[f"{P}chargers_target"][()] == 100  # max: the master's setting
+    assert merged[f"{P}capacity_max_chargers"][()] == 42
+    assert sorted(merged_collector.workers) == ["a", "b"]
+
+
+def counter_total(collector: MergedCollector) -> float:
+    merged = collector.merged()
+    return sum(merged.get(f"{P}messages_total", {}).values()) + sum(
+        counts[-1] for counts, _ in merged.get(f"{P}call_duration_seconds", {}).values()
+    )
+
+
+def test_a_departed_worker_leaves_the_gauges_but_not_the_counters() -> None:
+    now = [1000.0]
+    collector = MergedCollector(stale_after=10.0, clock=lambda: now[0])
+    a = worker_metrics("a", [0.01] * 3, connects=3, drops=0)
+    b = worker_metrics("b", [0.01] * 5, connects=5, drops=0)
+    collector.update("a", shipped(a))
+    collector.update("b", shipped(b))
+    seen = [counter_total(collector)]
+    assert collector.merged()[f"{P}chargers_connected"][()] == 8
+
+    # b stops reporting: after stale_after it no longer counts towards the gauges
+    now[0] += 11
+    collector.update("a", shipped(a))
+    merged = collector.merged()
+    assert collector.workers == ["a"]
+    assert merged[f"{P}chargers_connected"][()] == 3
+    assert merged[f"{P}chargers_connected_peak"][()] == 8  # the run's peak stays
+    assert merged[f"{P}call_duration_seconds"][("Heartbeat", "result")][0][-1] == 8
+    seen.append(counter_total(collector))
+
+    # b (the same process) comes back with more: counted once, not on top of its past
+    observer_b = MetricsObserver(b)
+    observer_b.call_done("Heartbeat", "result", 0.01, None)
+    collector.update("b", shipped(b))
+    merged = collector.merged()
+    assert merged[f"{P}call_duration_seconds"][("Heartbeat", "result")][0][-1] == 9
+    seen.append(counter_total(collector))
+
+    # a quits (forget), and a new process takes its id: its counters start from zero
+    collector.forget("a")
+    assert collector.merged()[f"{P}chargers_connected"][()] == 5
+    seen.append(counter_total(collector))
+    a2 = worker_metrics("a", [0.01], connects=1, drops=0)
+    collector.update("a", shipped(a2))
+    merged = collector.merged()
+    assert merged[f"{P}call_duration_seconds"][("Heartbeat", "result")][0][-1] == 10
+    assert merged[f"{P}chargers_connected"][()] == 6
+    seen.append(counter_total(collector))
+
+    # retain(): the master's list of live workers
+    collector.retain(["a"])
+    assert collector.workers == ["a"]
+    seen.append(counter_total(collector))
+    assert seen == sorted(seen), f"counters went down: {seen}"
+
+
+def test_departed_workers_fold_into_a_base_beyond_the_limit() -> None:
+    collector = MergedCollector(stale_after=None)
+    collector.max_departed = 2
+    for n in range(5):
+        worker = worker_metrics(f"w{n}", [0.01], connects=1, drops=0)
+        collector.update(f"w{n}", shipped(worker))
+        collector.forget(f"w{n}")
+    merged = collector.merged()
+    assert merged[f"{P}call_duration_seconds"][("Heartbeat", "result")][0][-1] == 5
+    assert merged[f"{P}call_errors_total"][("Authorize", "SecurityError")] == 5
+    assert not merged.get(f"{P}chargers_connected")  # no live worker: no gauge values
+    assert merged[f"{P}chargers_connected_peak"][()] == 1
+
+
+def test_broken_snapshots_are_ignored() -> None:
+    collector = MergedCollector()
+    collector.update("x", None)
+    collector.update("x", {"v": 999, "metrics": {}})
+    collector.update("y", {"v": 1, "epoch": "e", "metrics": {f"{P}messages_total": [["sent"]]}})
+    collector.update(
+        "z",
+        {"v": 1, "epoch": "e", "metrics": {f"{P}call_duration_seconds": [["A", "result", [1], 1]]}},
+    )
+    merged = collector.merged()
+    assert not merged.get(f"{P}messages_total") and not merged.get(f"{P}call_duration_seconds")
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+def test_exporter_serves_every_metric_of_the_design() -> None:
+    assert serve(Metrics(), port=0) is None  # --prometheus-port 0
+    a = worker_metrics("a", [0.004, 0.02], connects=2, drops=0)
+    b = worker_metrics("b", [0.5], connects=1, drops=1)
+    observer = MetricsObserver(b, fleets.generate(2).sites)
+    observer.add_station(Station(fleets.generate(2).chargers["CP000001"], OCPP201, FakeClock()))
+    collector = MergedCollector(Metrics(worker="master"))
+    collector.update("a", shipped(a))
+    collector.update("b", shipped(b))
+    port = free_port()
+    exporter = serve(collector, port=port, host="127.0.0.1")
+    assert exporter is not None
+    try:
+        status, body = fetch("127.0.0.1", port)
+        _, only = fetch("127.0.0.1", port, f"/metrics?name[]={P}chargers_target")
+    finally:
+        exporter.stop()
+    assert set(families(only)) == {f"{P}chargers_target"}  # Prometheus' name[] filter
+    assert status.endswith("200 OK")
+    parsed = families(body)
+    assert set(parsed) >= DESIGN_METRICS
+    heartbeat = {
+        sample.labels["le"]: sample.value
+        for sample in parsed[f"{P}call_duration_seconds"].samples
+        if sample.name.endswith("_bucket")
+        and (sample.labels["action"], sample.labels["outcome"]) == ("Heartbeat", "result")
+    }
+    assert heartbeat["0.005"] == 1 and heartbeat["0.025"] == 2 and heartbeat["+Inf"] == 3
+    gauges = {s.name: s.value for s in parsed[f"{P}chargers_connected"].samples}
+    assert gauges == {f"{P}chargers_connected": 2.0}
+    site = [s.labels for s in parsed[f"{P}site_chargers"].samples if s.value == 1]
+    assert site == [
+        {"site": "emart_shinjeju", "lat": "33.4872", "lon": "126.4896", "state": "offline"}
+    ]
+    # no _created series: the master renders from snapshots, and so does a single process
+    assert "_created" not in body
+
+
+def test_a_single_process_serves_its_own_metrics_while_the_hub_is_busy() -> None:
+    metrics = worker_metrics("local", [0.01], connects=1, drops=0)
+    port = free_port()
+    exporter = serve(metrics, port=port, host="127.0.0.1")
+    assert exporter is not None and exporter.url == f"http://127.0.0.1:{port}/metrics"
+    script = (
+        "import sys, urllib.request; "
+        "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())"
+    )
+    try:
+        client = gevent.subprocess.Popen(
+            [sys.executable, "-c", script, exporter.url], stdout=gevent.subprocess.PIPE
+        )
+        # A busy hub: CPU work in 20 ms slices, yielding in between (as chargers do).
+        started = time.monotonic()
+        while client.poll() is None:
+            assert time.monotonic() - started < 30, "no answer from the exporter"
+            until = time.perf_counter() + 0.02
+            while time.perf_counter() < until:
+                pass
+            gevent.sleep(0)
+        body, _ = client.communicate()
+    finally:
+        exporter.stop()
+    assert client.returncode == 0
+    parsed = families(body.decode())
+    assert set(parsed) >= DESIGN_METRICS
+    assert parsed[f"{P}chargers_connected"].samples[0].value == 1
+
+
+# -- cardinality ---------------------------------------------------------------------------
+
+
+def test_label_cardinality_stays_bounded() -> None:
+    rng = random.Random(6)
+    fleet = fleets.generate(10_000)
+    metrics = Metrics(worker="w")
+    observer = MetricsObserver(metrics, fleet.sites)
+    clock = FakeClock()
+    ids = list(fleet.chargers)
+    for charger_id in ids:
+        observer.add_station(Station(fleet.chargers[charger_id], OCPP201, clock))
+
+    def junk() -> str:
+        return "".join(rng.choice("abcdefXYZ_-0123456789") for _ in range(rng.randint(1, 20)))
+
+    actions = ["Heartbeat", "BootNotification", "TransactionEvent", "StatusNotification"]
+    for n, charger_id in enumerate(ids):
+        action = rng.choice(actions) if n % 2 else junk()
+        observer.call_done(action, rng.choice(["result", "error", "timeout", junk()]), 0.01, None)
+        observer.call_done(action, "error", 0.01, rng.choice(["GenericError", junk()]))
+        observer.connect_done(rng.choice(["ok", "refused", f"http_{rng.randint(100, 599)}"]), 0.1)
+        observer.connect_done(junk(), 0.1)
+        observer.disconnected(rng.choice(["closed", junk()]))
+        observer.protocol_error(junk())
+        observer.csms_call(rng.choice(["Reset", junk()]), rng.choice(["Accepted", junk()]))
+        observer.runner_event(charger_id, "connected", {"charger_id": charger_id, "count": 2})
+        observer.station_event(charger_id, "boot", {"status": "Accepted"})
+        status = {"evse_id": 1, "connector_id": 1, "status": rng.choice(["Faulted", junk()])}
+        observer.station_event(charger_id, "status", status)
+        observer.station_event(charger_id, "dropped", {"action": junk(), "payload": {}})
+        reason = f"closed by the CSMS: {rng.randint(1000, 4999)} {junk()}"
+        observer.runner_event(charger_id, "disconnected", {"reason": reason})
+        observer.runner_event(junk(), "connected", {"count": 1})  # unknown chargers: ignored
+        observer.station_event(junk(), "boot", {"status": "Accepted"})
+    snapshot = metrics.snapshot()
+    charger_ids = set(ids)
+    limits = {
+        f"{P}call_duration_seconds": 5 * 4,  # 4 actions + Other, 4 outcomes
+        f"{P}call_errors_total": 5 * 2,
+        f"{P}connect_duration_seconds": 20,
+        f"{P}disconnects_total": 7,
+        f"{P}protocol_errors_total": 1,
+        f"{P}csms_calls_total": 4,
+        f"{P}site_chargers": 5 * len(SITE_STATES),
+        f"{P}reconnects_total": 1,
+        f"{P}dropped_messages_total": 1,
+    }
+    for name, series in snapshot["metrics"].items():
+        assert len(series) <= limits.get(name, 10), (name, len(series))
+        for row in series:
+            assert not charger_ids & {v for v in row if isinstance(v, str)}, name
+    assert sum(row[-1] for row in snapshot["metrics"][f"{P}site_chargers"]) == 10_000
+    assert value(metrics, f"{P}reconnects_total", reason="other") == 10_000
+    # the observer's caches stay bounded too (junk is resolved, never remembered)
+    assert len(observer._durations) <= 4 and len(observer._errors) <= 4
+    assert len(observer._connects) <= 64 and len(observer._csms_calls) <= 1
+
+
+# -- the load generator's own health ------------------------------------------------------
+
+
+def test_lag_probe_sees_a_blocked_hub() -> None:
+    metrics = Metrics(worker="w7")
+    probe = LagProbe(metrics, interval=0.01, cpu_window=0.1).start()
+    try:
+        gevent.sleep(0.05)
+        until = time.perf_counter() + 0.3
+        while time.perf_counter() < until:  # blocks the hub: no greenlet runs
+            pass
+        gevent.sleep(0.05)
+    finally:
+        probe.stop()
+    name = f"{P}schedule_lag_seconds"
+    count = value(metrics, f"{name}_count", worker="w7")
+    assert count >= 3
+    assert value(metrics, f"{name}_sum", worker="w7") >= 0.25
+    assert value(metrics, f"{name}_bucket", worker="w7", le="0.1") < count  # one was late
+    assert value(metrics, f"{P}worker_cpu_ratio", worker="w7") > 0.3
+
+
+def test_hot_path_overhead_is_small() -> None:
+    """A CALL costs the observer one call_done and two message()s; report and bound it."""
+    metrics = Metrics()
+    observer = MetricsObserver(metrics)
+    observer.call_done("Heartbeat", "result", 0.012, None)  # warm the caches
+
+    def one_call() -> None:
+        observer.message("sent", "call")
+        observer.call_done("Heartbeat", "result", 0.012, None)
+        observer.message("received", "result")
+
+    n = 20_000
+    per_call = min(timeit.repeat(one_call, number=n, repeat=3)) / n
+    print(f"metrics per CALL: {per_call * 1e6:.2f} µs")
+    assert per_call < 20e-6  # generous: ~2 µs here; the whole round trip costs ~40 µs
