@@ -52,7 +52,11 @@ class RunContext:
             self.coordinator.close()
         s = self.settings
         self.coordinator = coordination.create(
-            list(s.fleet.chargers), s.tokens, redis_url=s.redis_url, run_id=run_id
+            list(s.fleet.chargers),
+            s.tokens,
+            redis_url=s.redis_url,
+            run_id=run_id,
+            lease_ttl=s.lease_ttl,
         )
         self.ready.set()
         if self.renewer is None:
@@ -132,7 +136,23 @@ def _on_init(environment: Environment, **_: Any) -> None:
         setup(environment, options)
     except SettingsError as exc:
         sys.stderr.write(f"loadgen: {exc}\n")
+        _let_forked_workers_connect(environment, options)
         sys.exit(2)
+
+
+def _let_forked_workers_connect(
+    environment: Environment, options: Any, wait_s: float = 10.0
+) -> None:
+    """With ``--processes`` Locust forks the workers before ``init``; each stops at the same
+    check once it has connected to this master. A master that exits before they connected
+    leaves them retrying for minutes (and Locust does not kill them): wait for them first."""
+    runner = environment.runner
+    if not isinstance(runner, MasterRunner) or not getattr(options, "processes", None):
+        return
+    deadline = time.monotonic() + wait_s
+    while len(runner.clients) < options.expect_workers and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    gevent.sleep(0.2)  # the last worker's acknowledgement is on its way
 
 
 def setup(environment: Environment, options: Any) -> RunContext:
@@ -150,7 +170,8 @@ def setup(environment: Environment, options: Any) -> RunContext:
     context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
     environment.ocpp = context  # type: ignore[attr-defined]
     if isinstance(runner, WorkerRunner):
-        runner.register_message(RUN_MESSAGE, lambda message, **_: context.use_run(message.data))
+        # Locust calls message listeners as ``listener(environment=..., msg=...)``.
+        runner.register_message(RUN_MESSAGE, lambda msg, **_: context.use_run(msg.data))
     elif isinstance(runner, MasterRunner):
 
         @environment.events.test_start.add_listener

@@ -42,6 +42,8 @@ class Settings:
     offline_replay_rate: float
     tokens: list[str]
     csms_api: str | None = None
+    #: seconds a charger id / idToken lease lives unless renewed (renewed every third of it)
+    lease_ttl: float = 30.0
     ssl_context: ssl.SSLContext | None = None
     #: security profile 1 for chargers without a fleet password; never logged
     password: str | None = field(default=None, repr=False)
@@ -139,6 +141,13 @@ def add_arguments(parser: Any) -> None:
         help="Redis for coordination; required with --master/--worker/--processes",
     )
     parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=30.0,
+        help="seconds until a dead worker's charger ids and idTokens are free again "
+        "(leases are renewed every third of it; default 30)",
+    )
+    parser.add_argument(
         "--ocpp-validate",
         action="store_true",
         default=False,
@@ -183,6 +192,7 @@ def settings_from_options(options: Any) -> Settings:
         "--offline-replay-rate": options.offline_replay_rate,
         "--session-interarrival": options.session_interarrival,
         "--session-stay": options.session_stay,
+        "--lease-ttl": options.lease_ttl,
     }
     for name, value in positive.items():
         if not value > 0:
@@ -228,6 +238,7 @@ def settings_from_options(options: Any) -> Settings:
         offline_replay_rate=options.offline_replay_rate,
         tokens=tokens,
         csms_api=options.csms_api.rstrip("/") or None,
+        lease_ttl=options.lease_ttl,
         ssl_context=ssl_context,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )

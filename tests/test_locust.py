@@ -1,0 +1,586 @@
+"""The Locust layer end to end: the real ``locust`` command (alone, as master and workers,
+with ``--processes``) and Locust's Environment API, against a real csms_stub process, the
+machine's Redis and test-owned Redis servers that a test stops and restarts.
+
+Locust monkey-patches the standard library when it is imported, so nothing here imports it:
+the Environment API runs in tests/locust_driver.py, a process of its own that this file
+drives one command at a time. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from loadgen import coordination
+from loadgen import fleet as fleets
+from loadgen.coordination import LedgerEntry, RedisCoordinator
+from loadgen.reconcile import StubApiRecords, compare
+from tests.conftest import REDIS_URL, RedisServer, StubProcess, free_port, start_stub_process
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+#: one simulated minute per second: sessions every ~1 s, lasting ~5 s; heartbeats every 0.5 s
+FAST = ["--time-scale", "60", "--session-interarrival", "60", "--session-stay", "300"]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def locust(*args: str) -> list[str]:
+    return [LOCUST, "-f", "locustfile.py", "--headless", *args]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Background:
+    """A ``locust`` command in the background, in a process group of its own (``--processes``
+    forks workers); stdout and stderr go to a file."""
+
+    def __init__(self, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                locust(*args),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        self.pid = self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"locust still running after {timeout} s:\n{self.tail()}"
+            ) from None
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.output()[-chars:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if group_alive(self.pid):  # workers it forked and left behind
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def run_locust(log_path: Path, *args: str, timeout: float = 60) -> tuple[int, str]:
+    process = Background(log_path, *args)
+    try:
+        return process.wait(timeout), process.output()
+    finally:
+        process.stop()
+
+
+def get(base_url: str, path: str) -> Any:
+    with urllib.request.urlopen(base_url + path, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+def connected(stub: StubProcess) -> int:
+    return int(get(stub.api_url, "/stats")["chargers_connected"])
+
+
+def transactions(stub: StubProcess, state: str | None = None) -> list[dict[str, Any]]:
+    query = f"&state={state}" if state else ""
+    return get(stub.api_url, f"/transactions?limit=100000{query}")
+
+
+def run_id_of(output: str) -> str:
+    match = re.search(r"OCPP run ([0-9a-f]{16}) ", output)
+    assert match, f"no 'OCPP run <id>' line:\n{output[-3000:]}"
+    return match.group(1)
+
+
+def reconciliation(output: str) -> int:
+    """The number of matched transactions of the "== reconciliation" block; asserts OK."""
+    assert "== reconciliation: the run's ledger against the CSMS ==" in output, output[-3000:]
+    assert "result: OK" in output, output[-3000:]
+    assert "result: LOSS" not in output
+    match = re.search(r"^matched: (\d+)$", output, re.MULTILINE)
+    assert match, output[-3000:]
+    return int(match.group(1))
+
+
+def assert_one_boot_per_user(stub: StubProcess, users: int) -> list[str]:
+    """The stub saw exactly ``users`` charger ids, each booted once: no id was shared or
+    handed from one user to another."""
+    chargers = get(stub.api_url, "/chargers")
+    ids = [charger["charger_id"] for charger in chargers]
+    assert len(ids) == users, f"{len(ids)} charger ids at the stub for {users} users"
+    assert len(set(ids)) == users
+    assert [c["charger_id"] for c in chargers if c["boot_count"] != 1] == []
+    return ids
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> Iterator[StubProcess]:
+    process = start_stub_process(tmp_path)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def raw_redis() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+class Driver:
+    """tests/locust_driver.py in its own process: Locust's Environment API, one command at
+    a time over stdin; its log (Locust's and ours) goes to a file."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        self.log_path = directory / "driver.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.locust_driver", *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+                text=True,
+            )
+        self._replies: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.run_id: str = self._reply(30)["run_id"]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("@@ "):
+                self._replies.put(line[3:])
+        self._replies.put(None)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"no answer from the driver in {timeout} s:\n{self.log()}"
+            ) from None
+        if line is None:
+            raise AssertionError(f"the driver ended:\n{self.log()}")
+        return json.loads(line)
+
+    def ask(self, cmd: str, timeout: float = 30, **args: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.process.stdin.flush()
+        return self._reply(timeout)
+
+    def quit(self) -> dict[str, Any]:
+        result = self.ask("quit", timeout=60)
+        assert self.process.wait(15) == 0, self.log()
+        return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def requests(stats: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in stats["requests"] if row["type"] == kind}
+
+
+def errors(stats: dict[str, Any], kind: str, name: str) -> int:
+    return sum(e["count"] for e in stats["errors"] if e["type"] == kind and e["name"] == name)
+
+
+# -- 1. options are checked before anything runs ---------------------------------------------
+
+
+BAD_OPTIONS = {
+    "http host": (["--host", "http://x"], "--host"),
+    "time scale 0": (["--time-scale", "0"], "--time-scale"),
+    "unknown profile": (["--ocpp-profile", "nope"], "'nope'"),
+    "missing fleet": (["--fleet", "no-such-fleet.toml"], "no-such-fleet.toml"),
+    "negative reconnect tries": (["--reconnect-tries", "-1"], "--reconnect-tries"),
+    "lease ttl 0": (["--lease-ttl", "0"], "--lease-ttl"),
+    "processes without redis": (["--processes", "2"], "--redis-url"),
+    "master without redis": (["--master"], "--redis-url"),
+}
+
+
+@pytest.mark.parametrize("args,named", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_a_bad_option_stops_locust_at_start_with_one_line(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    host = [] if "--host" in args else ["--host", "ws://127.0.0.1:9"]
+    port = str(free_port())
+    # Were the options accepted, this would run for a minute: the timeout would fail it.
+    command = [*host, *args, "--users", "1", "--run-time", "60s", "--fleet-size", "10"]
+    if "--master" in args or "--processes" in args:
+        command += ["--master-bind-host", "127.0.0.1", "--master-bind-port", port]
+        command += ["--master-port", port]  # --processes: where its workers connect
+    process = Background(tmp_path / "locust.log", *command)
+    try:
+        code = process.wait(30)
+        output = process.output()
+        assert code != 0, output
+        # Nothing left behind: --processes workers stop too, they do not wait for a master.
+        wait_for(lambda: not group_alive(process.pid), 10, "every locust process ended")
+    finally:
+        process.stop()
+    ours = [line for line in output.splitlines() if line.startswith("loadgen:")]
+    assert ours, output
+    # One line (with --processes each process says it, the same line).
+    assert len(set(ours)) == 1, ours
+    assert named in ours[0], ours
+    assert "Traceback" not in output
+
+
+# -- 2. Locust as a library: Environment API, in-process coordination ------------------------
+
+
+def test_an_environment_api_run_connects_runs_sessions_and_quits_clean(
+    tmp_path: Path, stub: StubProcess
+) -> None:
+    users = 20
+    driver = Driver(tmp_path, "--host", stub.ws_url, *FAST, "--fleet-size", "50")
+    try:
+        assert driver.ask("start", users=users, rate=50) == {"ok": True}
+        wait_for(lambda: connected(stub) == users, 20, f"{users} chargers connected")
+        # Quit while some sessions are over and others still charging.
+        wait_for(
+            lambda: len(transactions(stub, "closed")) >= 5 and transactions(stub, "open"),
+            30,
+            "closed and open transactions at the stub",
+        )
+        result = driver.quit()
+    finally:
+        driver.stop()
+
+    assert result["users"] == 0
+    assert result["held_after_quit"] == 0  # every user released its charger id
+    # Every station ended its transaction on stop: nothing half-open at the CSMS.
+    assert transactions(stub, "open") == []
+    wait_for(lambda: connected(stub) == 0, 10, "every WebSocket closed")
+    assert_one_boot_per_user(stub, users)
+
+    ledger = [LedgerEntry.from_dict(data) for data in result["ledger"]]
+    report = compare(driver.run_id, ledger, StubApiRecords(stub.api_url))
+    assert report.missing == []
+    assert report.duplicated == []
+    assert report.energy_mismatches == []
+    closed = {(row["charger_id"], row["transaction_id"]) for row in transactions(stub)}
+    assert len(report.matched) == len(ledger) == len(closed) >= 5
+    assert {(e.charger_id, e.transaction_id) for e in ledger} == closed
+    assert all(e.transaction_id.startswith(driver.run_id[:8] + "-") for e in ledger)
+
+    ocpp = requests(result, "OCPP")
+    assert {"BootNotification", "StatusNotification", "Heartbeat", "TransactionEvent"} <= set(ocpp)
+    assert ocpp["BootNotification"]["count"] == users
+    assert requests(result, "WebSocket")["connect"]["count"] == users
+    assert [row for row in result["requests"] if row["failures"]] == []
+    assert result["errors"] == []
+    assert result["exceptions"] == []
+
+
+# -- 3. the locust command, reconciled with the CSMS at the end -------------------------------
+
+
+def test_the_locust_command_reconciles_the_run_with_the_csms(
+    tmp_path: Path, stub: StubProcess
+) -> None:
+    users = 30
+    code, output = run_locust(
+        tmp_path / "locust.log",
+        *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", "30"),
+        *("--run-time", "6s", "--fleet-size", "60", "--only-summary", *FAST),
+        *("--csms-api", stub.api_url),
+    )
+    assert code == 0, output[-3000:]
+    matched = reconciliation(output)
+    assert matched > 0
+    assert transactions(stub, "open") == []
+    assert len(transactions(stub, "closed")) == matched
+    assert_one_boot_per_user(stub, users)
+    assert "Traceback" not in output
+
+
+# -- 4. distributed on this machine through the real Redis -----------------------------------
+
+
+def test_a_master_and_two_workers_share_ids_through_redis(
+    tmp_path: Path, stub: StubProcess, raw_redis: redis.Redis
+) -> None:
+    users, port = 200, str(free_port())
+    common = ["--host", stub.ws_url, *FAST, "--fleet-size", "300", "--redis-url", REDIS_URL]
+    common += ["--csms-api", stub.api_url]
+    workers = [
+        Background(
+            tmp_path / f"worker{n}.log",
+            *("--worker", "--master-host", "127.0.0.1", "--master-port", port, *common),
+        )
+        for n in (1, 2)
+    ]
+    master = Background(
+        tmp_path / "master.log",
+        *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
+        *("--expect-workers", "2", "--users", str(users), "--spawn-rate", "100"),
+        *("--run-time", "8s", "--only-summary", *common),
+    )
+    run_id = None
+    try:
+        code = master.wait(90)
+        output = master.output()
+        run_id = run_id_of(output)
+        assert code == 0, master.tail()
+        for worker in workers:
+            assert worker.wait(30) == 0, worker.tail()
+            assert f"OCPP run {run_id} " in worker.output()
+            assert "Traceback" not in worker.output()
+        matched = reconciliation(output)
+        assert matched > 0
+        assert transactions(stub, "open") == []
+        assert_one_boot_per_user(stub, users)
+
+        at_stub = [row["transaction_id"] for row in transactions(stub)]
+        assert len(at_stub) == matched
+        assert [tid for tid, n in Counter(at_stub).items() if n > 1] == []
+        # Who made which id: a ledger entry's entry_id starts with its coordinator's holder,
+        # "<host>:<pid>:<random>".
+        by_pid: dict[int, list[str]] = {}
+        for data in coordination.read_ledger(raw_redis, run_id):
+            pid = int(data["entry_id"].split(":")[1])
+            by_pid.setdefault(pid, []).append(data["transaction_id"])
+        assert set(by_pid) == {worker.pid for worker in workers}, "ids from both workers"
+        ledger_ids = [tid for ids in by_pid.values() for tid in ids]
+        assert sorted(ledger_ids) == sorted(at_stub)
+        assert all(tid.startswith(run_id[:8] + "-") for tid in ledger_ids)
+    finally:
+        for process in (master, *workers):
+            process.stop()
+        if run_id:
+            coordination.delete_run(raw_redis, run_id)
+
+
+def test_processes_with_a_redis_url_run_clean(
+    tmp_path: Path, stub: StubProcess, raw_redis: redis.Redis
+) -> None:
+    users, port = 60, str(free_port())
+    code, output = run_locust(
+        tmp_path / "locust.log",
+        *("--processes", "2", "--master-bind-host", "127.0.0.1"),
+        *("--master-bind-port", port, "--master-port", port),
+        *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", "60"),
+        *("--run-time", "5s", "--fleet-size", "100", "--only-summary", *FAST),
+        *("--redis-url", REDIS_URL, "--csms-api", stub.api_url),
+    )
+    run_id = run_id_of(output)
+    try:
+        assert code == 0, output[-3000:]
+        assert output.count(f"OCPP run {run_id} ") == 3  # the master and both workers
+        assert reconciliation(output) > 0
+        assert "Traceback" not in output
+        assert "ERROR" not in output
+        assert transactions(stub, "open") == []
+        assert_one_boot_per_user(stub, users)
+    finally:
+        coordination.delete_run(raw_redis, run_id)
+
+
+# -- 5. a worker killed mid-run: its leases come back after the TTL --------------------------
+
+
+def test_a_killed_workers_charger_ids_are_free_again_after_the_lease_ttl(
+    tmp_path: Path, stub: StubProcess, raw_redis: redis.Redis
+) -> None:
+    users, ttl, port = 40, 3.0, str(free_port())
+    common = ["--host", stub.ws_url, *FAST, "--ocpp-profile", "idle"]
+    common += ["--fleet-size", str(users), "--redis-url", REDIS_URL, "--lease-ttl", str(ttl)]
+    workers = [
+        Background(
+            tmp_path / f"worker{n}.log",
+            *("--worker", "--master-host", "127.0.0.1", "--master-port", port, *common),
+        )
+        for n in (1, 2)
+    ]
+    master = Background(
+        tmp_path / "master.log",
+        *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
+        *("--expect-workers", "2", "--users", str(users), "--spawn-rate", "40"),
+        *("--run-time", "90s", *common),
+    )
+    run_id = None
+    fresh = None
+    try:
+        wait_for(lambda: connected(stub) == users, 30, f"{users} chargers connected")
+        run_id = run_id_of(master.output())
+        owner_key = f"{coordination.run_prefix(run_id)}:pool:chargers:owner"
+
+        def owners() -> dict[str, int]:  # charger id -> pid of the holding worker
+            return {
+                charger.decode(): int(owner.decode().split(":")[1])
+                for charger, owner in raw_redis.hgetall(owner_key).items()
+            }
+
+        held = owners()
+        assert len(held) == users
+        victim, survivor = workers
+        doomed = {charger for charger, pid in held.items() if pid == victim.pid}
+        kept = {charger for charger, pid in held.items() if pid == survivor.pid}
+        assert doomed and kept and len(doomed) + len(kept) == users
+
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.process.wait(10)
+        # A coordinator of our own in the same run: the fleet is fully leased, and the dead
+        # worker's leases have not expired yet.
+        charger_ids = list(fleets.generate(users).chargers)
+        fresh = RedisCoordinator(
+            REDIS_URL, run_id, charger_ids, [f"t{n}" for n in range(users)], lease_ttl=ttl
+        )
+        assert fresh.lease_charger("test") is None
+        reclaimed: set[str] = set()
+
+        def lease_all() -> bool:
+            while (charger := fresh.lease_charger("test")) is not None:
+                reclaimed.add(charger)
+            return len(reclaimed) >= len(doomed)
+
+        wait_for(lease_all, ttl + 10, "the dead worker's leases expired", interval=0.1)
+        elapsed = time.monotonic() - killed_at
+        assert reclaimed == doomed
+        assert elapsed >= ttl / 3, elapsed  # freed by expiry, not at once
+        assert fresh.lease_charger("test") is None  # nothing of the living worker's
+        # The surviving worker renews its leases and its stations stay connected.
+        time.sleep(ttl)
+        assert {c for c, pid in owners().items() if pid == survivor.pid} == kept
+        assert connected(stub) == len(kept)
+        assert survivor.process.poll() is None and master.process.poll() is None
+    finally:
+        if fresh is not None:
+            fresh.close()
+        for process in (master, *workers):
+            process.stop()
+        if run_id:
+            coordination.delete_run(raw_redis, run_id)
+
+
+# -- 6. Redis stopped and restarted mid-run ---------------------------------------------------
+
+
+def _last_heartbeats(stub: StubProcess) -> dict[str, float]:
+    return {
+        c["charger_id"]: datetime.fromisoformat(c["last_heartbeat_at"]).timestamp()
+        for c in get(stub.api_url, "/chargers")
+        if c["connected"] and c["last_heartbeat_at"]
+    }
+
+
+def test_a_redis_outage_keeps_stations_running_and_fails_new_leases_visibly(
+    tmp_path: Path, stub: StubProcess, redis_server: RedisServer
+) -> None:
+    ttl = 2.0
+    driver = Driver(
+        tmp_path,
+        *("--host", stub.ws_url, "--time-scale", "60", "--ocpp-profile", "idle"),
+        *("--fleet-size", "30", "--redis-url", redis_server.url, "--lease-ttl", str(ttl)),
+    )
+    try:
+        driver.ask("start", users=10, rate=50)
+        wait_for(lambda: len(_last_heartbeats(stub)) == 10, 20, "10 chargers heartbeating")
+        first = set(_last_heartbeats(stub))
+
+        redis_server.stop()
+        down_at = time.time()
+        before = requests(driver.ask("stats"), "OCPP")["Heartbeat"]["count"]
+        # Five more users while Redis is down: each fails to lease, visibly, and stops.
+        driver.ask("start", users=15, rate=50)
+        wait_for(
+            lambda: errors(driver.ask("stats"), "Coordination", "lease") >= 5,
+            15,
+            "5 Coordination lease failures",
+        )
+        time.sleep(ttl + 1)  # longer than a lease lives: renewals have failed meanwhile
+        stats = driver.ask("stats")
+        assert stats["users"] == 10
+        assert errors(stats, "Coordination", "lease") == 5
+        # The ten connected stations carried on: heartbeats answered by the stub.
+        assert requests(stats, "OCPP")["Heartbeat"]["count"] > before
+        assert requests(stats, "OCPP")["Heartbeat"]["failures"] == 0
+        beats = _last_heartbeats(stub)
+        assert set(beats) == first
+        assert all(at > down_at + 1 for at in beats.values()), (down_at, beats)
+        assert connected(stub) == 10
+
+        redis_server.start()  # empty, as after a crash: the run's state is gone
+
+        # New users lease again once the pools are re-created (after a grace of one TTL
+        # in which the living workers re-claim what they hold); until then they fail.
+        def fifteen() -> bool:
+            driver.ask("start", users=15, rate=50)
+            return connected(stub) == 15
+
+        wait_for(fifteen, 20, "15 chargers connected after the restart", interval=1.0)
+        stats = driver.ask("stats")
+        assert stats["users"] == 15
+        assert set(_last_heartbeats(stub)) >= first  # the first ten never went away
+        chargers = get(stub.api_url, "/chargers")
+        assert len(chargers) == 15
+        assert all(c["boot_count"] == 1 for c in chargers)
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            owner_key = f"{coordination.run_prefix(driver.run_id)}:pool:chargers:owner"
+            leased = {key.decode() for key in client.hkeys(owner_key)}
+        finally:
+            client.close()
+        assert leased == {c["charger_id"] for c in chargers}
+        result = driver.quit()
+    finally:
+        driver.stop()
+    assert requests(result, "OCPP")["Heartbeat"]["failures"] == 0
+    assert [row for row in result["requests"] if row["type"] == "OCPP" and row["failures"]] == []
+    assert result["exceptions"] == []
+    wait_for(lambda: connected(stub) == 0, 10, "every WebSocket closed")
