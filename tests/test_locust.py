@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
 #: one simulated minute per second: sessions every ~1 s, lasting ~5 s; heartbeats every 0.5 s
 FAST = ["--time-scale", "60", "--session-interarrival", "60", "--session-stay", "300"]
+FAST += ["--prometheus-port", "0"]  # the metrics test below picks its own port
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -351,10 +352,41 @@ def test_the_locust_command_reconciles_the_run_with_the_csms(
 # -- 4. distributed on this machine through the real Redis -----------------------------------
 
 
+def scrape_until(url: str, connected: int, timeout: float) -> dict[str, Any]:
+    """Scrape ``url`` until ocpp_loadgen_chargers_connected reaches ``connected``; returns
+    a few figures: gauges by name, BootNotification results, lag counts by worker."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout
+    figures: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            time.sleep(0.2)
+            continue
+        figures = {"ocpp_loadgen_schedule_lag_seconds_count": {}}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ocpp_loadgen_chargers_connected":
+                    figures[sample.name] = sample.value
+                elif sample.name == "ocpp_loadgen_call_duration_seconds_count" and (
+                    sample.labels == {"action": "BootNotification", "outcome": "result"}
+                ):
+                    figures["ocpp_loadgen_boots"] = sample.value
+                elif sample.name == "ocpp_loadgen_schedule_lag_seconds_count":
+                    figures[sample.name][sample.labels["worker"]] = sample.value
+        if figures.get("ocpp_loadgen_chargers_connected") == connected:
+            return figures
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never showed {connected} chargers connected: {figures}")
+
+
 def test_a_master_and_two_workers_share_ids_through_redis(
     tmp_path: Path, stub: StubProcess, raw_redis: redis.Redis
 ) -> None:
-    users, port = 200, str(free_port())
+    users, port, metrics_port = 200, str(free_port()), free_port()
     common = ["--host", stub.ws_url, *FAST, "--fleet-size", "300", "--redis-url", REDIS_URL]
     common += ["--csms-api", stub.api_url]
     workers = [
@@ -369,9 +401,16 @@ def test_a_master_and_two_workers_share_ids_through_redis(
         *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
         *("--expect-workers", "2", "--users", str(users), "--spawn-rate", "100"),
         *("--run-time", "8s", "--only-summary", *common),
+        *("--prometheus-port", str(metrics_port)),  # after FAST's 0: the last one wins
     )
     run_id = None
     try:
+        # One scrape of the master covers both workers: their snapshots merged.
+        families = scrape_until(f"http://127.0.0.1:{metrics_port}/metrics", users, timeout=60)
+        assert families["ocpp_loadgen_chargers_connected"] == users
+        assert families["ocpp_loadgen_boots"] == users
+        lags = families["ocpp_loadgen_schedule_lag_seconds_count"]
+        assert {"master"} < set(lags), "every worker's lag probe reaches the master"
         code = master.wait(90)
         output = master.output()
         run_id = run_id_of(output)

@@ -20,6 +20,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
+from loadgen.metrics import LagProbe, MergedCollector, Metrics, MetricsObserver, serve
 from loadgen.physics import ScaledClock
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class RunContext:
     renewer: gevent.Greenlet | None = None
     #: this process's live users by charger id
     users: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics | None = None
+    metrics_observer: MetricsObserver | None = None
 
     def use_run(self, run_id: str) -> None:
         """Make (or re-make) the coordinator for ``run_id``; users wait until it exists."""
@@ -74,6 +77,8 @@ class RunContext:
                 lost = coordinator.renew_all()
             except coordination.CoordinatorUnavailable as exc:
                 log.warning("cannot renew leases: %s", exc)
+                if self.metrics is not None:
+                    self.metrics.coordination_failure("renew")
                 continue
             for charger_id in lost.chargers:
                 # Another worker may hold it now: this station must go, at once.
@@ -92,6 +97,8 @@ class RunContext:
         exception = None
         if outcome != "result":
             exception = OcppRequestFailure(f"{outcome} {error_code}" if error_code else outcome)
+        if self.metrics_observer is not None:
+            self.metrics_observer.call_done(action, outcome, seconds, error_code)
         self.environment.events.request.fire(
             request_type="OCPP",
             name=action,
@@ -102,9 +109,12 @@ class RunContext:
         )
 
     def message(self, direction: str, kind: str) -> None:
-        pass
+        if self.metrics_observer is not None:
+            self.metrics_observer.message(direction, kind)
 
     def connect_done(self, outcome: str, seconds: float) -> None:
+        if self.metrics_observer is not None:
+            self.metrics_observer.connect_done(outcome, seconds)
         exception = None if outcome == "ok" else OcppRequestFailure(outcome)
         self.environment.events.request.fire(
             request_type="WebSocket",
@@ -116,9 +126,12 @@ class RunContext:
         )
 
     def disconnected(self, reason: str) -> None:
-        pass
+        if self.metrics_observer is not None:
+            self.metrics_observer.disconnected(reason)
 
     def protocol_error(self, kind: str) -> None:
+        if self.metrics_observer is not None:
+            self.metrics_observer.protocol_error(kind)
         log.debug("protocol error from the CSMS: %s", kind)
 
 
@@ -169,6 +182,7 @@ def setup(environment: Environment, options: Any) -> RunContext:
     worker_id = getattr(runner, "client_id", None) or "local"
     context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
     environment.ocpp = context  # type: ignore[attr-defined]
+    _setup_metrics(context, runner)
     if isinstance(runner, WorkerRunner):
         # Locust calls message listeners as ``listener(environment=..., msg=...)``.
         runner.register_message(RUN_MESSAGE, lambda msg, **_: context.use_run(msg.data))
@@ -188,6 +202,40 @@ def setup(environment: Environment, options: Any) -> RunContext:
             settings.redis_url,
         )
     return context
+
+
+def _setup_metrics(context: RunContext, runner: Any) -> None:
+    """Collectors in every process; workers ship snapshots in their reports and the
+    master serves the merge, so one scrape target covers every worker."""
+    worker = "master" if isinstance(runner, MasterRunner) else context.worker_id
+    metrics = Metrics(worker=worker)
+    context.metrics = metrics
+    context.metrics_observer = MetricsObserver(metrics, context.settings.fleet.sites)
+    LagProbe(metrics).start()
+    events = context.environment.events
+    port = context.settings.prometheus_port
+    if isinstance(runner, WorkerRunner):
+        events.report_to_master.add_listener(
+            lambda client_id, data, **_: data.__setitem__("ocpp_metrics", metrics.snapshot())
+        )
+        return
+    if isinstance(runner, MasterRunner):
+        merged = MergedCollector(metrics)
+
+        def on_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+            merged.update(client_id, data.get("ocpp_metrics"))
+            merged.retain(runner.clients.keys())  # a worker that left stops counting
+
+        events.worker_report.add_listener(on_report)
+        source: Any = merged
+    else:
+        source = metrics
+    try:
+        exporter = serve(source, port)
+    except OSError as exc:
+        raise SettingsError(f"--prometheus-port {port}: {exc.strerror or exc}") from None
+    if exporter is not None:
+        log.info("Prometheus metrics on %s", exporter.url)
 
 
 @events.quitting.add_listener
@@ -227,9 +275,11 @@ def reconcile_run(context: RunContext, settle_s: float = 10.0) -> Any:
     except reconcile.SourceUnavailable as exc:
         sys.stderr.write(f"loadgen: cannot reconcile: {exc}\n")
         return None
-    _final_words.append(
-        "\n== reconciliation: the run's ledger against the CSMS ==\n" + report.render()
-    )
+    text = "\n== reconciliation: the run's ledger against the CSMS ==\n" + report.render()
+    if not entries:
+        # Nothing to compare is not proof of nothing lost (e.g. workers that never ran).
+        text += "\nwarning: the ledger is empty: no transaction ended during this run"
+    _final_words.append(text)
     return report
 
 

@@ -42,6 +42,7 @@ class Settings:
     offline_replay_rate: float
     tokens: list[str]
     csms_api: str | None = None
+    prometheus_port: int = 9646
     #: seconds a charger id / idToken lease lives unless renewed (renewed every third of it)
     lease_ttl: float = 30.0
     ssl_context: ssl.SSLContext | None = None
@@ -173,6 +174,12 @@ def add_arguments(parser: Any) -> None:
         help="csms_stub's HTTP API: at the end, reconcile the run's ledger with what the "
         "CSMS stored (exit code 1 on any loss)",
     )
+    parser.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=9646,
+        help="serve /metrics here (the master's merges every worker's); 0 turns it off",
+    )
 
 
 def settings_from_options(options: Any) -> Settings:
@@ -197,6 +204,8 @@ def settings_from_options(options: Any) -> Settings:
     for name, value in positive.items():
         if not value > 0:
             raise SettingsError(f"{name} must be positive, not {value}")
+    if not 0 <= options.prometheus_port <= 65535:
+        raise SettingsError(f"--prometheus-port must be 0 to 65535, not {options.prometheus_port}")
     for name, value in (
         ("--heartbeat-interval", options.heartbeat_interval),
         ("--reconnect-tries", options.reconnect_tries),
@@ -238,6 +247,7 @@ def settings_from_options(options: Any) -> Settings:
         offline_replay_rate=options.offline_replay_rate,
         tokens=tokens,
         csms_api=options.csms_api.rstrip("/") or None,
+        prometheus_port=options.prometheus_port,
         lease_ttl=options.lease_ttl,
         ssl_context=ssl_context,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,

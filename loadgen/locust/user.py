@@ -37,19 +37,21 @@ class ChargerUser(User):
 
     def on_start(self) -> None:
         context = self.context
+        # A user that cannot get an id stops quietly in its task: StopUser raised here
+        # would make Locust log a traceback per user (thousands during a Redis outage).
         if not context.ready.wait(30):
-            log.error("no run id from the master within 30 s; stopping this user")
-            raise StopUser()
+            self._failure("lease", "no run id from the master within 30 s")
+            return
         coordinator = context.coordinator
         assert coordinator is not None
         try:
             self.charger_id = coordinator.lease_charger(context.worker_id)
         except coordination.CoordinatorUnavailable as exc:
-            self._failure("lease", str(exc))
-            raise StopUser() from None
+            self._failure("lease", "coordinator unavailable", exc)
+            return
         if self.charger_id is None:
             self._failure("lease", "fleet exhausted: more users than chargers in the fleet")
-            raise StopUser()
+            return
         settings = context.settings
         charger = settings.fleet.chargers[self.charger_id]
         station = Station(
@@ -65,6 +67,12 @@ class ChargerUser(User):
             listener=self._on_station_event,
         )
         password = charger.password or settings.password
+        observer = context.metrics_observer
+        link_options: dict[str, Any] = {}
+        if observer is not None:
+            observer.add_station(station)
+            # counts the CSMS's CALLs with the status the station answered
+            link_options["link_factory"] = observer.link_factory()
         self.runner = StationRunner(
             station,
             settings.host,
@@ -77,6 +85,7 @@ class ChargerUser(User):
             basic_auth=(charger.id, password) if password else None,
             ssl_context=settings.ssl_context,
             validate=settings.validate,
+            **link_options,
         )
         context.users[self.charger_id] = self
         self.runner.start()
@@ -87,12 +96,16 @@ class ChargerUser(User):
         if self.runner is not None:
             gevent.spawn(self.runner.stop, 0, False)
             self.runner = None
+        if self.charger_id is not None and self.context.metrics_observer is not None:
+            self.context.metrics_observer.remove_station(self.charger_id)
         self.charger_id = None
         gevent.spawn(self.stop, True)
 
     @task
     def live(self) -> None:
         """Run the station's profile until Locust stops this user."""
+        if self.runner is None:
+            raise StopUser()  # no charger id (see on_start); already counted as a failure
         profile = self.context.settings.profile.choose(self.rng)
         if profile == "sessions":
             while True:
@@ -113,12 +126,22 @@ class ChargerUser(User):
         try:
             self.token = context.coordinator.acquire_token() if context.coordinator else None
         except coordination.CoordinatorUnavailable as exc:
-            self._failure("idToken", str(exc))
+            self._failure("idToken", "coordinator unavailable", exc)
             return
         if self.token is None:
             self._failure("idToken", "idToken pool exhausted")
             return
-        station.start_session(evse.id, self.token, plan.new_ev(self.rng), authorize=plan.authorize)
+        try:
+            started = station.start_session(
+                evse.id, self.token, plan.new_ev(self.rng), authorize=plan.authorize
+            )
+        except coordination.CoordinatorUnavailable as exc:  # no transaction id block
+            self._failure("transactionId", "coordinator unavailable", exc)
+            self._release_token()
+            return
+        if started is None:
+            self._release_token()
+            return
         self.runner.wake()
         self._sleep(plan.next_stay(self.rng))
         # The driver comes back and ends the session with the same card.
@@ -142,6 +165,8 @@ class ChargerUser(User):
             self.runner.stop(timeout=self.stop_timeout_s)
         self._release_token()
         coordinator = self.context.coordinator
+        if self.charger_id is not None and self.context.metrics_observer is not None:
+            self.context.metrics_observer.remove_station(self.charger_id)
         if self.charger_id is not None and coordinator is not None:
             self.context.users.pop(self.charger_id, None)
             try:
@@ -159,6 +184,9 @@ class ChargerUser(User):
             self.token = None
 
     def _on_station_event(self, kind: str, detail: dict[str, Any]) -> None:
+        observer = self.context.metrics_observer
+        if observer is not None and self.charger_id is not None:
+            observer.station_event(self.charger_id, kind, detail)
         if kind == "acknowledged" and self.context.coordinator is not None:
             station = self.runner.station if self.runner else None
             assert station is not None
@@ -169,6 +197,9 @@ class ChargerUser(User):
             )
 
     def _on_runner_event(self, kind: str, detail: dict[str, Any]) -> None:
+        observer = self.context.metrics_observer
+        if observer is not None:
+            observer.runner_event(detail["charger_id"], kind, detail)
         coordinator = self.context.coordinator
         if coordinator is None:
             return
@@ -177,9 +208,15 @@ class ChargerUser(User):
         elif kind == "disconnected":
             coordinator.station_disconnected()
 
-    def _failure(self, name: str, reason: str) -> None:
+    def _failure(self, name: str, reason: str, cause: Exception | None = None) -> None:
+        """Count a coordination failure once per kind in Locust's table (a fixed text), and
+        log the detail."""
         from loadgen.locust.plugin import OcppRequestFailure
 
+        if cause is not None:
+            log.warning("%s: %s", name, cause)
+        if self.context.metrics is not None:
+            self.context.metrics.coordination_failure(name)
         self.environment.events.request.fire(
             request_type="Coordination",
             name=name,
