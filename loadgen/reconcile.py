@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import redis
 import sqlalchemy as sa
 
+from csms_stub.store import charger_usage_log, normalize_url
 from loadgen.coordination import LedgerEntry, read_ledger
 
 Key = tuple[str, str]  # (charger id, transaction id): how a CSMS identifies a transaction
@@ -150,27 +151,16 @@ class StubApiRecords:
 
 # -- the CSMS: a database with csms_stub's charger_usage_log ---------------------------------
 
-_usage = sa.Table(
-    "charger_usage_log",
-    sa.MetaData(),
-    sa.Column("charger_id", sa.String),
-    sa.Column("transaction_id", sa.String),
-    sa.Column("end_time", sa.DateTime(timezone=True)),
-    sa.Column("energy_consumed", sa.Float),  # kWh
-    sa.Column("event_count", sa.Integer),
+# csms_stub's own table definition and URL rules: one home for the schema. Only the
+# columns compared are read, so any CSMS with such a table can be reconciled.
+_usage = charger_usage_log
+_COMPARED = (
+    _usage.c.charger_id,
+    _usage.c.transaction_id,
+    _usage.c.end_time,
+    _usage.c.energy_consumed,
+    _usage.c.event_count,
 )
-
-
-def async_database_url(url: str) -> str:
-    """Plain ``postgresql://`` / ``sqlite://`` URLs get the async drivers installed here."""
-    for plain, driver in (
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if url.startswith(plain):
-            return driver + url[len(plain) :]
-    return url
 
 
 class DatabaseRecords:
@@ -179,7 +169,7 @@ class DatabaseRecords:
     CHUNK = 500  # chargers per query
 
     def __init__(self, url: str, schema: str | None = None) -> None:
-        self.url = async_database_url(url)
+        self.url = normalize_url(url)
         self.schema = schema
         shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
         self.description = f"database {shown}" + (f" (schema {schema})" if schema else "")
@@ -204,7 +194,7 @@ class DatabaseRecords:
         try:
             async with engine.connect() as connection:
                 for start in range(0, len(chargers), self.CHUNK):
-                    query = sa.select(_usage).where(
+                    query = sa.select(*_COMPARED).where(
                         _usage.c.charger_id.in_(chargers[start : start + self.CHUNK])
                     )
                     for row in await connection.execute(query):

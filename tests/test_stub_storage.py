@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 
 import pytest
 
 from loadgen import scripted
 from loadgen.protocols import v201
-from tests.conftest import Database, eventually
+from tests.conftest import Database, eventually, start_stub_process
 
 T0 = 1_780_000_000.0  # a fixed simulated start time: timestamps in the tables are exact
 
@@ -239,36 +235,11 @@ async def test_graceful_stop_writes_everything_acknowledged(database: Database, 
     from loadgen.aio_client import OcppClient
 
     url = database.url.replace("+aiosqlite", "").replace("+asyncpg", "")
-    command = [
-        sys.executable,
-        "-m",
-        "csms_stub",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--api-port",
-        "-1",
-        "--database-url",
-        url,
-        "--log-level",
-        "INFO",
-    ]
-    if database.schema:
-        command += ["--database-schema", database.schema]
-    process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    schema = ["--database-schema", database.schema] if database.schema else []
+    stub = start_stub_process(tmp_path, "--database-url", url, *schema)
     try:
-        port = None
-        deadline = time.monotonic() + 20
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if "OCPP on ws://" in line:
-                port = int(line.split("ws://")[1].split("/")[0].rsplit(":", 1)[1])
-        assert port, "the stub did not start"
         acknowledged = 0
-        async with await OcppClient.connect(f"ws://127.0.0.1:{port}/burst", "ocpp2.0.1") as c:
+        async with await OcppClient.connect(f"{stub.ws_url}/burst", "ocpp2.0.1") as c:
             for seq_no in range(400):
                 await c.call(
                     *v201.transaction_event(
@@ -284,12 +255,10 @@ async def test_graceful_stop_writes_everything_acknowledged(database: Database, 
                     )
                 )
                 acknowledged += 1
-            process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+            stub.process.send_signal(signal.SIGTERM)
+        assert stub.process.wait(timeout=30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        stub.stop()
     (count,) = await database.rows("SELECT COUNT(*) AS n FROM transaction_event")
     assert count["n"] == acknowledged
     (power,) = await database.rows("SELECT COUNT(*) AS n FROM power_consumption")

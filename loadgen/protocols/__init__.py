@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from loadgen.ocppj import ErrorCode
 
@@ -80,3 +81,22 @@ def parse_timestamp(text: str) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+#: a builder's result: the action and its payload
+Request = tuple[str, dict[str, Any]]
+
+# Measurands, the same in 1.6 and 2.0.1.
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+POWER = "Power.Active.Import"
+SOC = "SoC"
+
+
+def compact(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload without its ``None`` fields: optional fields are left out, not null."""
+    return {key: value for key, value in payload.items() if value is not None}
+
+
+def timestamp_text(timestamp: float | str) -> str:
+    """An epoch time as an OCPP dateTime; text is taken as it is."""
+    return timestamp if isinstance(timestamp, str) else iso_timestamp(timestamp)

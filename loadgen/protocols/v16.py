@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen.protocols import OCPP16, iso_timestamp
+from loadgen.protocols import (
+    ENERGY_REGISTER,
+    OCPP16,
+    POWER,
+    SOC,
+    Request,
+    compact,
+    timestamp_text,
+)
 
 VERSION = OCPP16
-
-Request = tuple[str, dict[str, Any]]
-
-ENERGY_REGISTER = "Energy.Active.Import.Register"
-POWER = "Power.Active.Import"
-SOC = "SoC"
-
-
-def _compact(payload: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in payload.items() if value is not None}
 
 
 def boot_notification(
@@ -30,7 +28,7 @@ def boot_notification(
     serial_number: str | None = None,
     firmware_version: str | None = None,
 ) -> Request:
-    return "BootNotification", _compact(
+    return "BootNotification", compact(
         {
             "chargePointVendor": vendor,
             "chargePointModel": model,
@@ -50,12 +48,12 @@ def status_notification(
     timestamp: float | str | None = None,
     error_code: str = "NoError",
 ) -> Request:
-    return "StatusNotification", _compact(
+    return "StatusNotification", compact(
         {
             "connectorId": connector_id,
             "errorCode": error_code,
             "status": status,
-            "timestamp": None if timestamp is None else _ts(timestamp),
+            "timestamp": None if timestamp is None else timestamp_text(timestamp),
         }
     )
 
@@ -71,12 +69,12 @@ def start_transaction(
     timestamp: float | str,
     reservation_id: int | None = None,
 ) -> Request:
-    return "StartTransaction", _compact(
+    return "StartTransaction", compact(
         {
             "connectorId": connector_id,
             "idTag": id_tag,
             "meterStart": int(meter_start_wh),
-            "timestamp": _ts(timestamp),
+            "timestamp": timestamp_text(timestamp),
             "reservationId": reservation_id,
         }
     )
@@ -104,13 +102,13 @@ def sampled_values(
 
 
 def meter_value(timestamp: float | str, sampled: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"timestamp": _ts(timestamp), "sampledValue": sampled}
+    return {"timestamp": timestamp_text(timestamp), "sampledValue": sampled}
 
 
 def meter_values(
     connector_id: int, values: list[dict[str, Any]], transaction_id: int | None = None
 ) -> Request:
-    return "MeterValues", _compact(
+    return "MeterValues", compact(
         {"connectorId": connector_id, "transactionId": transaction_id, "meterValue": values}
     )
 
@@ -123,11 +121,11 @@ def stop_transaction(
     id_tag: str | None = None,
     transaction_data: list[dict[str, Any]] | None = None,
 ) -> Request:
-    return "StopTransaction", _compact(
+    return "StopTransaction", compact(
         {
             "transactionId": transaction_id,
             "meterStop": int(meter_stop_wh),
-            "timestamp": _ts(timestamp),
+            "timestamp": timestamp_text(timestamp),
             "reason": reason,
             "idTag": id_tag,
             "transactionData": transaction_data,
@@ -138,19 +136,15 @@ def stop_transaction(
 def data_transfer(
     vendor_id: str, message_id: str | None = None, data: str | None = None
 ) -> Request:
-    return "DataTransfer", _compact({"vendorId": vendor_id, "messageId": message_id, "data": data})
+    return "DataTransfer", compact({"vendorId": vendor_id, "messageId": message_id, "data": data})
 
 
 # CSMS -> charge point
 
 
 def remote_start_transaction(id_tag: str, connector_id: int | None = None) -> Request:
-    return "RemoteStartTransaction", _compact({"idTag": id_tag, "connectorId": connector_id})
+    return "RemoteStartTransaction", compact({"idTag": id_tag, "connectorId": connector_id})
 
 
 def remote_stop_transaction(transaction_id: int) -> Request:
     return "RemoteStopTransaction", {"transactionId": transaction_id}
-
-
-def _ts(timestamp: float | str) -> str:
-    return timestamp if isinstance(timestamp, str) else iso_timestamp(timestamp)

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen.protocols import OCPP201, iso_timestamp
+from loadgen.protocols import (
+    ENERGY_REGISTER,
+    OCPP201,
+    POWER,
+    SOC,
+    Request,
+    compact,
+    timestamp_text,
+)
 
 VERSION = OCPP201
-
-Request = tuple[str, dict[str, Any]]
-
-ENERGY_REGISTER = "Energy.Active.Import.Register"
-POWER = "Power.Active.Import"
-SOC = "SoC"
-
-
-def _compact(payload: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in payload.items() if value is not None}
 
 
 def boot_notification(
@@ -31,7 +29,7 @@ def boot_notification(
     firmware_version: str | None = None,
     reason: str = "PowerUp",
 ) -> Request:
-    station = _compact(
+    station = compact(
         {
             "vendorName": vendor,
             "model": model,
@@ -50,7 +48,7 @@ def status_notification(
     evse_id: int, connector_id: int, status: str, timestamp: float | str
 ) -> Request:
     return "StatusNotification", {
-        "timestamp": _ts(timestamp),
+        "timestamp": timestamp_text(timestamp),
         "connectorStatus": status,
         "evseId": evse_id,
         "connectorId": connector_id,
@@ -91,7 +89,7 @@ def sampled_values(
 
 
 def meter_value(timestamp: float | str, sampled: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"timestamp": _ts(timestamp), "sampledValue": sampled}
+    return {"timestamp": timestamp_text(timestamp), "sampledValue": sampled}
 
 
 def transaction_event(
@@ -110,7 +108,7 @@ def transaction_event(
     meter_values: list[dict[str, Any]] | None = None,
     offline: bool = False,
 ) -> Request:
-    transaction_info = _compact(
+    transaction_info = compact(
         {
             "transactionId": transaction_id,
             "chargingState": charging_state,
@@ -120,7 +118,7 @@ def transaction_event(
     )
     payload: dict[str, Any] = {
         "eventType": event_type,
-        "timestamp": _ts(timestamp),
+        "timestamp": timestamp_text(timestamp),
         "triggerReason": trigger_reason,
         "seqNo": seq_no,
         "transactionInfo": transaction_info,
@@ -146,7 +144,11 @@ def meter_values(evse_id: int, values: list[dict[str, Any]]) -> Request:
 def notify_event(
     seq_no: int, timestamp: float | str, events: list[dict[str, Any]], tbc: bool = False
 ) -> Request:
-    payload: dict[str, Any] = {"generatedAt": _ts(timestamp), "seqNo": seq_no, "eventData": events}
+    payload: dict[str, Any] = {
+        "generatedAt": timestamp_text(timestamp),
+        "seqNo": seq_no,
+        "eventData": events,
+    }
     if tbc:
         payload["tbc"] = True
     return "NotifyEvent", payload
@@ -161,7 +163,7 @@ def notify_report(
 ) -> Request:
     payload: dict[str, Any] = {
         "requestId": request_id,
-        "generatedAt": _ts(timestamp),
+        "generatedAt": timestamp_text(timestamp),
         "seqNo": seq_no,
     }
     if report_data:
@@ -174,17 +176,17 @@ def notify_report(
 def security_event_notification(
     event_type: str, timestamp: float | str, tech_info: str | None = None
 ) -> Request:
-    return "SecurityEventNotification", _compact(
-        {"type": event_type, "timestamp": _ts(timestamp), "techInfo": tech_info}
+    return "SecurityEventNotification", compact(
+        {"type": event_type, "timestamp": timestamp_text(timestamp), "techInfo": tech_info}
     )
 
 
 def firmware_status_notification(status: str, request_id: int | None = None) -> Request:
-    return "FirmwareStatusNotification", _compact({"status": status, "requestId": request_id})
+    return "FirmwareStatusNotification", compact({"status": status, "requestId": request_id})
 
 
 def data_transfer(vendor_id: str, message_id: str | None = None, data: Any = None) -> Request:
-    return "DataTransfer", _compact({"vendorId": vendor_id, "messageId": message_id, "data": data})
+    return "DataTransfer", compact({"vendorId": vendor_id, "messageId": message_id, "data": data})
 
 
 # CSMS -> station
@@ -193,14 +195,10 @@ def data_transfer(vendor_id: str, message_id: str | None = None, data: Any = Non
 def request_start_transaction(
     remote_start_id: int, token: dict[str, str], evse_id: int | None = None
 ) -> Request:
-    return "RequestStartTransaction", _compact(
+    return "RequestStartTransaction", compact(
         {"remoteStartId": remote_start_id, "idToken": token, "evseId": evse_id}
     )
 
 
 def request_stop_transaction(transaction_id: str) -> Request:
     return "RequestStopTransaction", {"transactionId": transaction_id}
-
-
-def _ts(timestamp: float | str) -> str:
-    return timestamp if isinstance(timestamp, str) else iso_timestamp(timestamp)
