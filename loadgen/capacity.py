@@ -1,0 +1,537 @@
+"""Capacity search, the pure core: configuration, SLO judgement of one step, and the search.
+
+The question answered: the largest number of concurrent chargers the CSMS holds while its
+answers stay within SLOs. The search steps the chargers up from ``start`` (a factor such as
+``x1.5`` or an increment such as ``+100``) until the first step that fails its SLOs or
+``max_chargers``, then bisects between the last good and the first bad step until they are
+at most ``max(1, resolution)`` apart. A step where the load generator itself was saturated
+(schedule-lag p99 over the guard, or CPU over its guard) stops the search with "limited by
+the load generator (add workers)" and no CSMS figure at all.
+
+Nothing here does I/O or imports Locust / gevent; the caller drives the state machine.
+How a Locust ``LoadTestShape`` would drive it::
+
+    search = CapacitySearch(config)
+    # tick(): at the start of each hold
+    target = search.next_target()          # None: finished -> report search.result()
+    metrics.set_target(target)             # and return (target, spawn_rate) from tick()
+    # ... wait until the chargers are connected, then hold config.hold_seconds (at least one
+    # full heartbeat / meter cycle), remembering the merged histograms / counters at the
+    # start of the hold ...
+    # at the end of the hold: the differences over the hold become one StepMeasurement
+    #   per-action p50/p95/p99: bucket_percentile() over call_duration_seconds{action}
+    #   call_errors: CALLs not answered with a CALLRESULT; connect attempts / failures;
+    #   unexpected disconnects; messages/s; schedule-lag p99 (the worst worker); CPU
+    search.record(measurement)
+    # finished: result = search.result(); metrics.set_capacity(result.max_chargers) when it
+    # is not None; result.summary() for the console; result.to_dict() for the reports
+
+Calling :meth:`CapacitySearch.next_target` again before :meth:`CapacitySearch.record`
+returns the same target, so a shape may ask on every tick.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: why the search stopped (the start of :attr:`CapacityResult.stopped_because`)
+REACHED_MAX = "reached --capacity-max"
+LIMITED_BY_GENERATOR = "limited by the load generator (add workers)"
+START_FAILED = "even the start failed"
+REFINED = "refined by bisection"
+
+_ACTION = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+_NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
+_FACTOR = re.compile(rf"[xX×*]\s*({_NUMBER})\Z")  # noqa: RUF001
+_INCREMENT = re.compile(r"\+\s*([0-9]+)\Z")
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """How the ramp grows: ``factor`` (``x1.5``: times 1.5) or ``increment`` (``+100``)."""
+
+    kind: str  # "factor" | "increment"
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind == "factor":
+            if not (math.isfinite(self.value) and self.value > 1):
+                raise ValueError(f"a step factor must be more than 1, not {self.value:g}")
+        elif self.kind == "increment":
+            if self.value != int(self.value) or self.value < 1:
+                raise ValueError(f"a step increment must be a whole number >= 1, not {self.value}")
+        else:
+            raise ValueError(f"a step is a 'factor' or an 'increment', not {self.kind!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Step:
+        """``x1.5`` (also ``X``, ``*`` or the multiplication sign) or ``+100``; anything
+        else is a ValueError."""
+        stripped = str(text).strip()
+        if match := _FACTOR.match(stripped):
+            return cls("factor", float(match.group(1)))
+        if match := _INCREMENT.match(stripped):
+            return cls("increment", int(match.group(1)))
+        raise ValueError(
+            f"capacity step {text!r}: write a factor like 'x1.5' or an increment like '+100'"
+        )
+
+    def after(self, chargers: int) -> int:
+        """The next target above ``chargers`` (always at least one more)."""
+        if self.kind == "increment":
+            return chargers + int(self.value)
+        # a small tolerance so that 100 x 1.1 is 110, not 111
+        return max(chargers + 1, math.ceil(chargers * self.value - 1e-9))
+
+    def __str__(self) -> str:
+        return f"x{self.value:g}" if self.kind == "factor" else f"+{int(self.value)}"
+
+
+def parse_step(text: str) -> Step:
+    return Step.parse(text)
+
+
+def parse_slo_overrides(text: str, known: Iterable[str] | None = None) -> dict[str, float]:
+    """``BootNotification=2000,Heartbeat=500`` -> ``{"BootNotification": 2000.0, ...}`` (ms).
+
+    Blank text is no overrides. ``known``, when given, is the set of valid action names
+    (``loadgen.metrics.known_actions()``); a name outside it is an error with a suggestion.
+    """
+    overrides: dict[str, float] = {}
+    known_set = frozenset(known) if known is not None else None
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep:
+            raise ValueError(
+                f"SLO override {item!r}: write Action=milliseconds, e.g. Heartbeat=500"
+            )
+        if not _ACTION.match(name):
+            raise ValueError(f"SLO override {item!r}: {name!r} is not an OCPP action name")
+        if known_set is not None and name not in known_set:
+            close = difflib.get_close_matches(name, sorted(known_set), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"SLO override {item!r}: unknown action {name!r}{hint}")
+        if name in overrides:
+            raise ValueError(f"SLO override for {name} given twice")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ValueError(
+                f"SLO override {item!r}: {value!r} is not a number of milliseconds"
+            ) from None
+        if not (math.isfinite(ms) and ms > 0):
+            raise ValueError(f"SLO override {item!r}: the p95 must be a positive number of ms")
+        overrides[name] = ms
+    return overrides
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """What the search does and the SLOs a step is judged against.
+
+    ``step`` and ``p95_ms_by_action`` may be given as text (``"x1.5"``,
+    ``"Heartbeat=500"``); they are parsed here. Ratios are fractions (0.01 = 1 %). A
+    guard that is ``None`` is off. Invalid values raise ValueError with one line.
+    """
+
+    start: int = 100
+    step: Step | str = "x1.5"
+    max_chargers: int = 100_000
+    hold_seconds: float = 300.0
+    #: the default p95 SLO per action (ms); None: only the per-action overrides apply
+    p95_ms: float | None = 1000.0
+    p95_ms_by_action: Mapping[str, float] | str = field(default_factory=dict)
+    #: CALLs not answered with a CALLRESULT / CALLs sent during the hold
+    max_call_error_ratio: float | None = 0.01
+    #: failed connection attempts / attempts during the hold
+    max_connect_failure_ratio: float | None = 0.01
+    #: connections the CSMS closed or lost during the hold / chargers
+    max_disconnect_ratio: float | None = 0.01
+    #: saturation guard: the load generator's schedule-lag p99 (worst worker), ms
+    max_schedule_lag_p99_ms: float | None = 100.0
+    #: saturation guard: CPU of the busiest load-generator process (1.0 = one core)
+    max_generator_cpu: float | None = None
+    #: stop bisecting when bad - good <= max(1, resolution)
+    resolution: int = 1
+
+    def __post_init__(self) -> None:
+        step = self.step if isinstance(self.step, Step) else Step.parse(self.step)
+        object.__setattr__(self, "step", step)
+        overrides = self.p95_ms_by_action
+        if isinstance(overrides, str):
+            overrides = parse_slo_overrides(overrides)
+        else:
+            overrides = dict(overrides)
+            for name, ms in overrides.items():
+                if not (isinstance(ms, int | float) and math.isfinite(ms) and ms > 0):
+                    raise ValueError(f"the p95 SLO for {name} must be a positive number of ms")
+        object.__setattr__(self, "p95_ms_by_action", overrides)
+        if not (isinstance(self.start, int) and self.start >= 1):
+            raise ValueError(f"--capacity-start must be a whole number >= 1, not {self.start}")
+        if not (isinstance(self.max_chargers, int) and self.max_chargers >= self.start):
+            raise ValueError(
+                f"--capacity-max ({self.max_chargers}) must be a whole number "
+                f">= --capacity-start ({self.start})"
+            )
+        if not (math.isfinite(self.hold_seconds) and self.hold_seconds > 0):
+            raise ValueError(f"--capacity-hold must be positive, not {self.hold_seconds}")
+        if self.p95_ms is not None and not (math.isfinite(self.p95_ms) and self.p95_ms > 0):
+            raise ValueError(f"--slo-p95-ms must be positive, not {self.p95_ms}")
+        for name, ratio in (
+            ("the CALL error ratio", self.max_call_error_ratio),
+            ("the connect failure ratio", self.max_connect_failure_ratio),
+            ("the disconnect ratio", self.max_disconnect_ratio),
+        ):
+            if ratio is not None and not 0 <= ratio <= 1:
+                raise ValueError(f"{name} SLO must be between 0 and 1, not {ratio}")
+        for name, value in (
+            ("the schedule-lag guard", self.max_schedule_lag_p99_ms),
+            ("the CPU guard", self.max_generator_cpu),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, not {value}")
+        if not (isinstance(self.resolution, int) and self.resolution >= 0):
+            raise ValueError(f"the resolution must be a whole number >= 0, not {self.resolution}")
+
+    def p95_slo_ms(self, action: str) -> float | None:
+        """The p95 SLO of one action (ms), None when it has none."""
+        return self.p95_ms_by_action.get(action, self.p95_ms)  # type: ignore[union-attr]
+
+
+# -- measurement and judgement --------------------------------------------------------------
+
+
+def percentile(samples: Iterable[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``samples``, interpolated linearly between the
+    closest ranks (numpy's default). Empty samples or q outside 0..100: ValueError."""
+    ordered = sorted(samples)
+    if not ordered:
+        raise ValueError("percentile of no samples")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be between 0 and 100, not {q}")
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def bucket_percentile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The ``q``-th percentile (0..100) from a cumulative histogram, the way Prometheus's
+    ``histogram_quantile`` does it: ``buckets`` are ``(upper bound, cumulative count)``
+    sorted by bound, the last one ``+Inf``; linear interpolation inside the bucket (from 0
+    for the first). A rank in the +Inf bucket gives the largest finite bound. None when the
+    histogram is empty.
+
+    For a hold, pass the differences of the cumulative counts between its end and start.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be between 0 and 100, not {q}")
+    if not buckets:
+        return None
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = total * q / 100
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank and count > lower_count:
+            if math.isinf(bound):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        if not math.isinf(bound):
+            lower_bound = bound
+        lower_count = count
+    return lower_bound
+
+
+@dataclass(frozen=True)
+class ActionStats:
+    """One action's CALLs during a hold: how many were sent, and latency percentiles (ms)."""
+
+    count: int
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+    @classmethod
+    def from_samples(cls, samples_ms: Iterable[float]) -> ActionStats:
+        values = list(samples_ms)
+        if not values:
+            return cls(0)
+        return cls(
+            len(values),
+            percentile(values, 50),
+            percentile(values, 95),
+            percentile(values, 99),
+        )
+
+
+@dataclass(frozen=True)
+class StepMeasurement:
+    """What one hold of ``chargers`` (the target asked for) measured.
+
+    ``actions``: per-action :class:`ActionStats` (or a list of latency samples in ms, turned
+    into stats here); ``count`` is every CALL sent, whatever its outcome. ``call_errors``:
+    CALLs not answered with a CALLRESULT (CALLERROR, invalid reply, timeout, connection
+    lost). ``unexpected_disconnects``: connections the CSMS closed or lost (not the load
+    generator's own). ``schedule_lag_p99_ms`` / ``cpu``: the worst worker's.
+    """
+
+    chargers: int
+    actions: Mapping[str, ActionStats] = field(default_factory=dict)
+    call_errors: int = 0
+    connect_attempts: int = 0
+    connect_failures: int = 0
+    unexpected_disconnects: int = 0
+    messages_per_s: float = 0.0
+    schedule_lag_p99_ms: float | None = None
+    cpu: float | None = None
+    connected: int | None = None
+
+    def __post_init__(self) -> None:
+        stats = {
+            name: value if isinstance(value, ActionStats) else ActionStats.from_samples(value)
+            for name, value in self.actions.items()
+        }
+        object.__setattr__(self, "actions", stats)
+
+    @property
+    def calls(self) -> int:
+        return sum(stats.count for stats in self.actions.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chargers": self.chargers,
+            "connected": self.connected,
+            "actions": {
+                name: {"count": s.count, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms}
+                for name, s in sorted(self.actions.items())
+            },
+            "calls": self.calls,
+            "call_errors": self.call_errors,
+            "connect_attempts": self.connect_attempts,
+            "connect_failures": self.connect_failures,
+            "unexpected_disconnects": self.unexpected_disconnects,
+            "messages_per_s": self.messages_per_s,
+            "schedule_lag_p99_ms": self.schedule_lag_p99_ms,
+            "cpu": self.cpu,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``ok``: the step held every SLO and the load generator was not saturated.
+    ``reasons``: one line per violated SLO or guard (the saturation guard's first)."""
+
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    generator_saturated: bool = False
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.3g}%"
+
+
+def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
+    """Judge one step against the SLOs; a saturated load generator is never the CSMS's
+    failure (``generator_saturated``: the search stops without a CSMS figure)."""
+    saturation: list[str] = []
+    lag, lag_guard = step.schedule_lag_p99_ms, config.max_schedule_lag_p99_ms
+    if lag is not None and lag_guard is not None and lag > lag_guard:
+        saturation.append(
+            f"load generator saturated: schedule lag p99 {_ms(lag)} ms > {_ms(lag_guard)} ms"
+        )
+    cpu, cpu_guard = step.cpu, config.max_generator_cpu
+    if cpu is not None and cpu_guard is not None and cpu > cpu_guard:
+        saturation.append(f"load generator saturated: CPU {cpu:.2f} > {cpu_guard:.2f}")
+
+    reasons: list[str] = []
+    for action, stats in sorted(step.actions.items()):
+        slo = config.p95_slo_ms(action)
+        if slo is not None and stats.p95_ms is not None and stats.p95_ms > slo:
+            reasons.append(f"p95 {action} {_ms(stats.p95_ms)} ms > {_ms(slo)} ms")
+    calls = step.calls
+    if calls == 0:
+        reasons.append(f"no CALLs measured at {step.chargers} chargers")
+    elif config.max_call_error_ratio is not None:
+        ratio = step.call_errors / calls
+        if ratio > config.max_call_error_ratio:
+            reasons.append(
+                f"CALL error ratio {_pct(ratio)} ({step.call_errors}/{calls}) "
+                f"> {_pct(config.max_call_error_ratio)}"
+            )
+    if config.max_connect_failure_ratio is not None and step.connect_attempts > 0:
+        ratio = step.connect_failures / step.connect_attempts
+        if ratio > config.max_connect_failure_ratio:
+            reasons.append(
+                f"connect failure ratio {_pct(ratio)} "
+                f"({step.connect_failures}/{step.connect_attempts}) "
+                f"> {_pct(config.max_connect_failure_ratio)}"
+            )
+    if config.max_disconnect_ratio is not None and step.chargers > 0:
+        ratio = step.unexpected_disconnects / step.chargers
+        if ratio > config.max_disconnect_ratio:
+            reasons.append(
+                f"unexpected disconnect ratio {_pct(ratio)} "
+                f"({step.unexpected_disconnects}/{step.chargers} chargers) "
+                f"> {_pct(config.max_disconnect_ratio)}"
+            )
+    return Verdict(not saturation and not reasons, saturation + reasons, bool(saturation))
+
+
+# -- the search -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """``max_chargers``: the most chargers that held every SLO, None when there is no CSMS
+    figure (the start failed, or the load generator was the limit)."""
+
+    max_chargers: int | None
+    limited_by_generator: bool
+    stopped_because: str
+    steps: list[tuple[int, Verdict]]
+
+    def summary(self) -> str:
+        """One line for the console."""
+        if self.max_chargers is None:
+            return f"capacity: no answer: {self.stopped_because}"
+        return f"capacity: {self.max_chargers} chargers ({self.stopped_because})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_chargers": self.max_chargers,
+            "limited_by_generator": self.limited_by_generator,
+            "stopped_because": self.stopped_because,
+            "steps": [
+                {
+                    "chargers": chargers,
+                    "ok": verdict.ok,
+                    "generator_saturated": verdict.generator_saturated,
+                    "reasons": list(verdict.reasons),
+                }
+                for chargers, verdict in self.steps
+            ],
+        }
+
+
+class CapacitySearch:
+    """The search as a state machine: :meth:`next_target`, hold, :meth:`record`, repeat
+    until :meth:`next_target` is None, then :meth:`result`.
+
+    Ramp: ``start``, then ``step.after(previous)`` capped at ``max_chargers``, while the
+    steps hold. Bisection: the midpoint of the last good and first bad targets, until they
+    are at most ``max(1, resolution)`` apart. Targets are never repeated.
+    """
+
+    def __init__(self, config: CapacityConfig) -> None:
+        self.config = config
+        self.steps: list[tuple[int, Verdict]] = []
+        self.measurements: list[StepMeasurement] = []
+        self.good: int | None = None  # the largest target that held
+        self.bad: int | None = None  # the smallest target that failed
+        self._pending: int | None = config.start
+        self._result: CapacityResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    @property
+    def phase(self) -> str:
+        """ "ramp", "bisect" or "done"."""
+        if self.done:
+            return "done"
+        return "ramp" if self.bad is None else "bisect"
+
+    def next_target(self) -> int | None:
+        """The chargers to hold next; None when the search is over. Asking again before
+        :meth:`record` gives the same target."""
+        return None if self.done else self._pending
+
+    def record(self, measurement: StepMeasurement) -> Verdict:
+        """The measurement of the pending target's hold; returns its verdict."""
+        if self.done:
+            raise RuntimeError("the capacity search is over; nothing to record")
+        target = self._pending
+        assert target is not None
+        if measurement.chargers != target:
+            raise ValueError(
+                f"a measurement of {measurement.chargers} chargers, but the target is {target}"
+            )
+        verdict = judge(measurement, self.config)
+        self.steps.append((target, verdict))
+        self.measurements.append(measurement)
+        if verdict.generator_saturated:
+            self._finish(
+                None,
+                f"{LIMITED_BY_GENERATOR} at {target} chargers: " + "; ".join(verdict.reasons),
+                limited_by_generator=True,
+            )
+        elif verdict.ok:
+            self.good = target
+            self._advance()
+        else:
+            self.bad = target
+            if self.good is None:
+                self._finish(
+                    None,
+                    f"{START_FAILED} ({target} chargers): " + "; ".join(verdict.reasons),
+                )
+            else:
+                self._advance()
+        return verdict
+
+    def result(self) -> CapacityResult:
+        """The answer; while the search runs, the answer so far (``stopped_because``
+        says it is unfinished)."""
+        if self._result is not None:
+            return self._result
+        return CapacityResult(
+            self.good, False, f"unfinished (next target {self._pending})", list(self.steps)
+        )
+
+    def _advance(self) -> None:
+        config = self.config
+        good = self.good
+        assert good is not None
+        if self.bad is None:  # ramp
+            if good >= config.max_chargers:
+                self._finish(good, f"{REACHED_MAX} ({config.max_chargers} chargers held)")
+                return
+            self._pending = min(config.step.after(good), config.max_chargers)
+            return
+        bad = self.bad
+        if bad - good <= max(1, config.resolution):
+            failed = next(v for chargers, v in self.steps if chargers == bad)
+            self._finish(
+                good,
+                f"{REFINED}: {good} held, {bad} failed ({'; '.join(failed.reasons)})",
+            )
+            return
+        self._pending = (good + bad) // 2
+
+    def _finish(self, chargers: int | None, why: str, limited_by_generator: bool = False) -> None:
+        self._pending = None
+        self._result = CapacityResult(chargers, limited_by_generator, why, list(self.steps))

@@ -1,0 +1,546 @@
+"""The capacity search's pure core: parsing, judging a step, and the search against a
+simulated CSMS with a known ceiling (no sockets, no time, deterministic)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loadgen.capacity import (
+    LIMITED_BY_GENERATOR,
+    REACHED_MAX,
+    START_FAILED,
+    ActionStats,
+    CapacityConfig,
+    CapacityResult,
+    CapacitySearch,
+    Step,
+    StepMeasurement,
+    bucket_percentile,
+    judge,
+    parse_slo_overrides,
+    parse_step,
+    percentile,
+)
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("x1.5", "factor", 1.5),
+        ("X2", "factor", 2.0),
+        (" ×1.25 ", "factor", 1.25),  # noqa: RUF001
+        ("*3", "factor", 3.0),
+        ("x 1.5", "factor", 1.5),
+        ("+100", "increment", 100),
+        ("+1", "increment", 1),
+    ],
+)
+def test_parse_step(text: str, kind: str, value: float) -> None:
+    step = parse_step(text)
+    assert (step.kind, step.value) == (kind, value)
+    assert Step.parse(str(step)) == step
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "write a factor like 'x1.5' or an increment like '+100'"),
+        ("1.5", "write a factor"),
+        ("100", "write a factor"),
+        ("-10", "write a factor"),
+        ("+1.5", "write a factor"),
+        ("xabc", "write a factor"),
+        ("x", "write a factor"),
+        ("xnan", "write a factor"),
+        ("x1", "must be more than 1"),
+        ("x0.5", "must be more than 1"),
+        ("+0", "whole number >= 1"),
+    ],
+)
+def test_parse_step_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("+", r"\+").replace(".", r"\.")):
+        parse_step(text)
+
+
+def test_step_after() -> None:
+    assert Step.parse("x1.5").after(10) == 15
+    assert Step.parse("x1.5").after(11) == 17  # rounded up
+    assert Step.parse("x1.1").after(100) == 110  # no float noise: not 111
+    assert Step.parse("x1.01").after(1) == 2  # always at least one more
+    assert Step.parse("+100").after(50) == 150
+
+
+def test_parse_slo_overrides() -> None:
+    assert parse_slo_overrides("BootNotification=2000,Heartbeat=500") == {
+        "BootNotification": 2000.0,
+        "Heartbeat": 500.0,
+    }
+    assert parse_slo_overrides(" TransactionEvent = 250.5 , ") == {"TransactionEvent": 250.5}
+    assert parse_slo_overrides("") == {}
+    assert parse_slo_overrides("  ") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Heartbeat", "write Action=milliseconds"),
+        ("Heartbeat=abc", "'abc' is not a number of milliseconds"),
+        ("Heartbeat=", "'' is not a number of milliseconds"),
+        ("Heartbeat=-1", "must be a positive number of ms"),
+        ("Heartbeat=0", "must be a positive number of ms"),
+        ("Heartbeat=inf", "must be a positive number of ms"),
+        ("=500", "'' is not an OCPP action name"),
+        ("Heart beat=500", "'Heart beat' is not an OCPP action name"),
+        ("Heartbeat=500,Heartbeat=600", "SLO override for Heartbeat given twice"),
+    ],
+)
+def test_parse_slo_overrides_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_slo_overrides(text)
+
+
+def test_parse_slo_overrides_known_actions() -> None:
+    known = {"Heartbeat", "BootNotification"}
+    assert parse_slo_overrides("Heartbeat=500", known) == {"Heartbeat": 500.0}
+    with pytest.raises(
+        ValueError, match=r"unknown action 'HeartBeat' \(did you mean Heartbeat\?\)"
+    ):
+        parse_slo_overrides("HeartBeat=500", known)
+
+
+def test_config_parses_text_and_validates() -> None:
+    config = CapacityConfig(step="+50", p95_ms_by_action="Heartbeat=200")
+    assert config.step == Step("increment", 50)
+    assert config.p95_slo_ms("Heartbeat") == 200
+    assert config.p95_slo_ms("Authorize") == 1000
+    assert CapacityConfig(p95_ms=None).p95_slo_ms("Authorize") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"start": 0}, "--capacity-start must be a whole number >= 1"),
+        ({"start": 10, "max_chargers": 5}, r"--capacity-max \(5\) must be"),
+        ({"hold_seconds": 0}, "--capacity-hold must be positive"),
+        ({"p95_ms": -5}, "--slo-p95-ms must be positive"),
+        ({"max_call_error_ratio": 1.5}, "the CALL error ratio SLO must be between 0 and 1"),
+        ({"max_connect_failure_ratio": -0.1}, "the connect failure ratio SLO"),
+        ({"max_disconnect_ratio": 2}, "the disconnect ratio SLO"),
+        ({"max_schedule_lag_p99_ms": 0}, "the schedule-lag guard must be positive"),
+        ({"max_generator_cpu": -1}, "the CPU guard must be positive"),
+        ({"resolution": -1}, "the resolution must be a whole number >= 0"),
+        ({"step": "1.5"}, "write a factor like 'x1.5'"),
+        ({"p95_ms_by_action": "Heartbeat"}, "write Action=milliseconds"),
+        (
+            {"p95_ms_by_action": {"Heartbeat": 0}},
+            "the p95 SLO for Heartbeat must be a positive number",
+        ),
+    ],
+)
+def test_config_rejects(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CapacityConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# -- percentiles ----------------------------------------------------------------------------
+
+
+def test_percentile() -> None:
+    samples = list(range(1, 101))  # 1..100
+    assert percentile(samples, 0) == 1
+    assert percentile(samples, 100) == 100
+    assert percentile(samples, 50) == pytest.approx(50.5)
+    assert percentile(samples, 95) == pytest.approx(95.05)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([3, 1, 2], 50) == 2  # order does not matter
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        percentile([1], 101)
+
+
+def test_bucket_percentile_like_histogram_quantile() -> None:
+    inf = math.inf
+    # 100 observations: 50 in (0, 10], 40 in (10, 100], 10 in (100, +Inf)
+    buckets = [(10.0, 50), (100.0, 90), (inf, 100)]
+    assert bucket_percentile(buckets, 50) == pytest.approx(10.0)
+    assert bucket_percentile(buckets, 25) == pytest.approx(5.0)
+    assert bucket_percentile(buckets, 70) == pytest.approx(55.0)
+    assert bucket_percentile(buckets, 95) == 100.0  # in +Inf: the largest finite bound
+    # empty buckets in between are skipped
+    assert bucket_percentile([(1.0, 0), (2.0, 0), (4.0, 10), (inf, 10)], 50) == pytest.approx(3.0)
+    assert bucket_percentile([(1.0, 0), (inf, 0)], 95) is None
+    assert bucket_percentile([], 95) is None
+
+
+def test_action_stats_from_samples() -> None:
+    stats = ActionStats.from_samples(range(1, 101))
+    assert stats.count == 100
+    assert stats.p95_ms == pytest.approx(95.05)
+    assert ActionStats.from_samples([]) == ActionStats(0)
+    # samples given straight to a measurement become stats
+    step = StepMeasurement(10, {"Heartbeat": [5.0, 5.0, 7.0]})
+    assert step.actions["Heartbeat"].count == 3
+    assert step.calls == 3
+
+
+# -- judge ----------------------------------------------------------------------------------
+
+
+def healthy(chargers: int, **changes: object) -> StepMeasurement:
+    fields: dict[str, object] = {
+        "chargers": chargers,
+        "actions": {
+            "Heartbeat": ActionStats(chargers, 20, 40, 60),
+            "TransactionEvent": ActionStats(2 * chargers, 30, 80, 120),
+        },
+        "call_errors": 0,
+        "connect_attempts": chargers,
+        "connect_failures": 0,
+        "unexpected_disconnects": 0,
+        "messages_per_s": chargers / 10,
+        "schedule_lag_p99_ms": 5.0,
+        "cpu": 0.3,
+    }
+    fields.update(changes)
+    return StepMeasurement(**fields)  # type: ignore[arg-type]
+
+
+CONFIG = CapacityConfig(
+    start=100,
+    p95_ms=1000,
+    p95_ms_by_action={"TransactionEvent": 500},
+    max_call_error_ratio=0.01,
+    max_connect_failure_ratio=0.02,
+    max_disconnect_ratio=0.05,
+    max_schedule_lag_p99_ms=100,
+    max_generator_cpu=0.9,
+)
+
+
+def test_judge_healthy_step() -> None:
+    assert judge(healthy(100), CONFIG) == judge(healthy(100), CONFIG)
+    verdict = judge(healthy(100), CONFIG)
+    assert verdict.ok and verdict.reasons == [] and not verdict.generator_saturated
+
+
+def test_judge_p95_default_and_override() -> None:
+    step = healthy(
+        100,
+        actions={
+            "Heartbeat": ActionStats(100, 10, 900, 990),  # under the default 1000
+            "TransactionEvent": ActionStats(200, 100, 812.4, 900),  # over its 500
+            "Authorize": ActionStats(50, 100, 1500, 2000),  # over the default
+        },
+    )
+    verdict = judge(step, CONFIG)
+    assert not verdict.ok and not verdict.generator_saturated
+    assert verdict.reasons == [
+        "p95 Authorize 1500 ms > 1000 ms",
+        "p95 TransactionEvent 812 ms > 500 ms",
+    ]
+
+
+def test_judge_p95_exactly_at_slo_holds_and_no_default() -> None:
+    at = healthy(100, actions={"TransactionEvent": ActionStats(10, 1, 500, 600)})
+    assert judge(at, CONFIG).ok
+    only_overrides = CapacityConfig(p95_ms=None, p95_ms_by_action="Heartbeat=50")
+    slow = healthy(100, actions={"Authorize": ActionStats(10, 1, 9999, 9999)})
+    assert judge(slow, only_overrides).ok
+    slow_heartbeat = healthy(100, actions={"Heartbeat": ActionStats(10, 1, 60, 70)})
+    assert judge(slow_heartbeat, only_overrides).reasons == ["p95 Heartbeat 60 ms > 50 ms"]
+
+
+def test_judge_call_errors() -> None:
+    verdict = judge(healthy(100, call_errors=9), CONFIG)  # 9/300 = 3 %
+    assert verdict.reasons == ["CALL error ratio 3% (9/300) > 1%"]
+    assert judge(healthy(100, call_errors=3), CONFIG).ok  # 1 %: at the limit
+
+
+def test_judge_connect_failures() -> None:
+    verdict = judge(healthy(100, connect_failures=5), CONFIG)
+    assert verdict.reasons == ["connect failure ratio 5% (5/100) > 2%"]
+    # no connection attempted during the hold (bisecting down): nothing to judge
+    assert judge(healthy(100, connect_attempts=0, connect_failures=0), CONFIG).ok
+
+
+def test_judge_unexpected_disconnects() -> None:
+    verdict = judge(healthy(100, unexpected_disconnects=10), CONFIG)
+    assert verdict.reasons == ["unexpected disconnect ratio 10% (10/100 chargers) > 5%"]
+
+
+def test_judge_no_calls_is_a_failure() -> None:
+    verdict = judge(healthy(100, actions={}), CONFIG)
+    assert verdict.reasons == ["no CALLs measured at 100 chargers"]
+
+
+def test_judge_guards_off() -> None:
+    config = CapacityConfig(
+        p95_ms=None,
+        max_call_error_ratio=None,
+        max_connect_failure_ratio=None,
+        max_disconnect_ratio=None,
+        max_schedule_lag_p99_ms=None,
+    )
+    bad = healthy(
+        100,
+        call_errors=300,
+        connect_failures=100,
+        unexpected_disconnects=100,
+        schedule_lag_p99_ms=5000,
+        cpu=4.0,
+    )
+    assert judge(bad, config).ok
+
+
+def test_judge_generator_saturated() -> None:
+    lagging = judge(healthy(100, schedule_lag_p99_ms=250), CONFIG)
+    assert not lagging.ok and lagging.generator_saturated
+    assert lagging.reasons == ["load generator saturated: schedule lag p99 250 ms > 100 ms"]
+    busy = judge(healthy(100, cpu=0.97), CONFIG)
+    assert busy.generator_saturated
+    assert busy.reasons == ["load generator saturated: CPU 0.97 > 0.90"]
+    # CSMS SLO violations are still listed, after the saturation
+    both = judge(healthy(100, schedule_lag_p99_ms=250, call_errors=30), CONFIG)
+    assert both.generator_saturated
+    assert both.reasons[0].startswith("load generator saturated")
+    assert both.reasons[1].startswith("CALL error ratio")
+
+
+def test_judge_without_generator_figures() -> None:
+    assert judge(healthy(100, schedule_lag_p99_ms=None, cpu=None), CONFIG).ok
+
+
+# -- the search against a simulated CSMS ----------------------------------------------------
+
+
+def csms_with_ceiling(
+    ceiling: int, saturate_above: int | None = None
+) -> Callable[[int], StepMeasurement]:
+    """A CSMS that answers within 50 ms up to ``ceiling`` chargers and whose p95 explodes
+    above; a load generator that lags above ``saturate_above``."""
+
+    def measure(chargers: int) -> StepMeasurement:
+        p95 = 50.0 if chargers <= ceiling else 2000.0 + 10.0 * (chargers - ceiling)
+        lag = 2.0 if saturate_above is None or chargers <= saturate_above else 400.0
+        return healthy(
+            chargers,
+            actions={"Heartbeat": ActionStats(chargers, p95 / 2, p95, p95 * 1.5)},
+            schedule_lag_p99_ms=lag,
+        )
+
+    return measure
+
+
+def run(
+    search: CapacitySearch, measure: Callable[[int], StepMeasurement], limit: int = 10_000
+) -> tuple[CapacityResult, list[int]]:
+    targets: list[int] = []
+    while (target := search.next_target()) is not None:
+        assert search.next_target() == target  # asking again gives the same target
+        targets.append(target)
+        assert len(targets) <= limit, "the search does not terminate"
+        search.record(measure(target))
+    assert search.next_target() is None and search.phase == "done"
+    return search.result(), targets
+
+
+def step_bound(config: CapacityConfig) -> int:
+    """Ramp steps plus bisection steps: an upper bound on the number of holds."""
+    step = config.step
+    assert isinstance(step, Step)
+    if step.kind == "factor":
+        ramp = 1
+        n = config.start
+        while n < config.max_chargers:
+            n = min(step.after(n), config.max_chargers)
+            ramp += 1
+    else:
+        ramp = 1 + math.ceil((config.max_chargers - config.start) / step.value)
+    # the first bad is at most one step above the last good
+    widest = max(step.after(config.max_chargers) - config.max_chargers, 1)
+    return ramp + math.ceil(math.log2(widest)) + 1
+
+
+def test_search_factor_then_bisect() -> None:
+    config = CapacityConfig(start=100, step="x2", max_chargers=10_000, p95_ms=500)
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(1234))
+    assert targets[:6] == [100, 200, 400, 800, 1600, 1200]
+    assert result.max_chargers == 1234
+    assert not result.limited_by_generator
+    assert result.stopped_because.startswith("refined by bisection: 1234 held, 1235 failed (p95")
+    assert [c for c, _ in result.steps] == targets
+    assert result.summary() == f"capacity: 1234 chargers ({result.stopped_because})"
+
+
+def test_search_increment_with_resolution() -> None:
+    config = CapacityConfig(start=100, step="+100", max_chargers=1000, p95_ms=500, resolution=10)
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(537))
+    assert targets[:6] == [100, 200, 300, 400, 500, 600]
+    assert result.max_chargers is not None
+    assert 0 <= 537 - result.max_chargers < 10
+    good = [c for c, v in result.steps if v.ok]
+    bad = [c for c, v in result.steps if not v.ok]
+    assert min(bad) - max(good) <= 10
+
+
+def test_search_start_fails() -> None:
+    config = CapacityConfig(start=100, step="x1.5", max_chargers=1000, p95_ms=500)
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(40))
+    assert targets == [100]
+    assert result.max_chargers is None and not result.limited_by_generator
+    assert result.stopped_because.startswith(f"{START_FAILED} (100 chargers): p95 Heartbeat")
+    assert result.summary().startswith("capacity: no answer: even the start failed")
+
+
+def test_search_reaches_max() -> None:
+    config = CapacityConfig(start=100, step="x1.5", max_chargers=500, p95_ms=500)
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(10_000))
+    assert targets == [100, 150, 225, 338, 500]  # the last step is capped at the max
+    assert result.max_chargers == 500
+    assert result.stopped_because == f"{REACHED_MAX} (500 chargers held)"
+    assert all(v.ok for _, v in result.steps)
+
+
+def test_search_start_equals_max() -> None:
+    config = CapacityConfig(start=50, max_chargers=50)
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(100))
+    assert targets == [50] and result.max_chargers == 50
+
+
+def test_search_generator_saturated_while_ramping() -> None:
+    config = CapacityConfig(start=100, step="x2", max_chargers=10_000, p95_ms=500)
+    # the CSMS would hold 5000 but the generator lags above 700
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(5000, saturate_above=700))
+    assert targets == [100, 200, 400, 800]
+    assert result.max_chargers is None
+    assert result.limited_by_generator
+    assert result.stopped_because == (
+        f"{LIMITED_BY_GENERATOR} at 800 chargers: "
+        "load generator saturated: schedule lag p99 400 ms > 100 ms"
+    )
+    assert result.steps[-1][1].generator_saturated
+    assert result.to_dict()["max_chargers"] is None
+
+
+def test_search_generator_saturated_while_bisecting() -> None:
+    config = CapacityConfig(start=100, step="x2", max_chargers=10_000, p95_ms=500)
+    # 1600 fails on the CSMS side, then the bisection's 1200 saturates the generator
+    csms = csms_with_ceiling(1000)
+
+    def measure(chargers: int) -> StepMeasurement:
+        step = csms(chargers)
+        if chargers == 1200:  # say the CSMS was slow to close sockets and the generator stalled
+            return healthy(chargers, actions=step.actions, schedule_lag_p99_ms=300)
+        return step
+
+    result, targets = run(CapacitySearch(config), measure)
+    assert targets == [100, 200, 400, 800, 1600, 1200]
+    assert result.max_chargers is None and result.limited_by_generator
+
+
+def test_search_generator_saturated_at_start() -> None:
+    config = CapacityConfig(start=100)
+    result, _ = run(CapacitySearch(config), csms_with_ceiling(5000, saturate_above=10))
+    assert result.max_chargers is None and result.limited_by_generator
+
+
+def test_search_record_checks() -> None:
+    search = CapacitySearch(CapacityConfig(start=100, max_chargers=100))
+    with pytest.raises(ValueError, match="a measurement of 99 chargers, but the target is 100"):
+        search.record(healthy(99))
+    assert search.result().stopped_because == "unfinished (next target 100)"
+    assert search.phase == "ramp"
+    search.record(healthy(100))
+    with pytest.raises(RuntimeError, match="over"):
+        search.record(healthy(100))
+
+
+def test_result_to_dict() -> None:
+    config = CapacityConfig(start=10, step="+10", max_chargers=100, p95_ms=500)
+    result, _ = run(CapacitySearch(config), csms_with_ceiling(25))
+    data = result.to_dict()
+    assert data["max_chargers"] == 25
+    assert data["steps"][0] == {
+        "chargers": 10,
+        "ok": True,
+        "generator_saturated": False,
+        "reasons": [],
+    }
+    assert data["steps"][2]["reasons"] == ["p95 Heartbeat 2050 ms > 500 ms"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    start=st.integers(1, 500),
+    factor=st.sampled_from(["x1.1", "x1.25", "x1.5", "x2", "x3", "x10"]),
+    span=st.integers(0, 20_000),
+    ceiling_fraction=st.floats(0, 1),
+    resolution=st.integers(0, 50),
+)
+def test_search_finds_the_ceiling_factor(
+    start: int, factor: str, span: int, ceiling_fraction: float, resolution: int
+) -> None:
+    max_chargers = start + span
+    ceiling = start + int(span * ceiling_fraction)
+    check_search(
+        CapacityConfig(start, factor, max_chargers, p95_ms=500, resolution=resolution), ceiling
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(1, 500),
+    increment=st.integers(1, 1000),
+    span=st.integers(0, 5000),
+    ceiling=st.integers(0, 6000),
+    resolution=st.integers(0, 50),
+)
+def test_search_finds_the_ceiling_increment(
+    start: int, increment: int, span: int, ceiling: int, resolution: int
+) -> None:
+    config = CapacityConfig(start, f"+{increment}", start + span, p95_ms=500, resolution=resolution)
+    check_search(config, ceiling)
+
+
+def check_search(config: CapacityConfig, ceiling: int) -> None:
+    result, targets = run(CapacitySearch(config), csms_with_ceiling(ceiling))
+    assert len(targets) == len(set(targets)), f"a target measured twice: {targets}"
+    assert len(targets) <= step_bound(config)
+    assert all(config.start <= t <= config.max_chargers for t in targets)
+    assert not result.limited_by_generator
+    if ceiling < config.start:
+        assert result.max_chargers is None
+        assert result.stopped_because.startswith(START_FAILED)
+        assert targets == [config.start]
+    elif ceiling >= config.max_chargers:
+        assert result.max_chargers == config.max_chargers
+        assert result.stopped_because.startswith(REACHED_MAX)
+    else:
+        # within one resolution step below the true ceiling, never above it
+        assert result.max_chargers is not None
+        assert result.max_chargers <= ceiling
+        assert ceiling - result.max_chargers < max(1, config.resolution)
+        # every verdict is the truth about its target
+    for chargers, verdict in result.steps:
+        assert verdict.ok == (chargers <= ceiling)
+
+
+def test_module_is_pure() -> None:
+    """No Locust, gevent or I/O libraries behind the import (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, loadgen.capacity\n"
+        "bad = {'gevent', 'locust', 'socket', 'prometheus_client'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
