@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from csms_stub import store as tables
 from csms_stub.store import Store
 from loadgen.fleet import Fleet
-from loadgen.protocols import parse_timestamp
+from loadgen.protocols import parse_timestamp, v16, v201
 
 log = logging.getLogger(__name__)
 
@@ -526,8 +526,6 @@ class Service:
         id_token: str,
         wait_for_transaction: float = 5.0,
     ) -> dict[str, Any]:
-        from loadgen.protocols import v16, v201
-
         connection = self._live_connection(charger_id)
         remote_start_id = next(self._remote_start_ids)
         if connection.version_name == "1.6":
@@ -561,8 +559,6 @@ class Service:
         }
 
     async def remote_stop(self, charger_id: str, transaction_id: str) -> dict[str, Any]:
-        from loadgen.protocols import v16, v201
-
         connection = self._live_connection(charger_id)
         transaction = self.transactions.get((charger_id, transaction_id))
         if transaction is None:
