@@ -20,7 +20,15 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
-from loadgen.metrics import LagProbe, MergedCollector, Metrics, MetricsObserver, serve
+from loadgen.metrics import (
+    LagProbe,
+    MergedCollector,
+    Metrics,
+    MetricsObserver,
+    known_actions,
+    known_statuses,
+    serve,
+)
 from loadgen.physics import ScaledClock
 
 log = logging.getLogger(__name__)
@@ -209,6 +217,10 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
     master serves the merge, so one scrape target covers every worker."""
     worker = "master" if isinstance(runner, MasterRunner) else context.worker_id
     metrics = Metrics(worker=worker)
+    # Load the label vocabularies (the ocpp package's enums) now, not in the middle of the
+    # ramp: done lazily it stalled the hub ~200 ms at the first request.
+    known_actions()
+    known_statuses()
     context.metrics = metrics
     context.metrics_observer = MetricsObserver(metrics, context.settings.fleet.sites)
     LagProbe(metrics).start()
