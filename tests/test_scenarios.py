@@ -41,6 +41,17 @@ def scenarios(stub: StubProcess, which: str, *extra: str) -> subprocess.Popen[st
     )
 
 
+def run_scenarios(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m loadgen.scenarios ARGS`` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "loadgen.scenarios", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output
@@ -150,33 +161,18 @@ def test_scenario_5_survives_a_killed_csms(stub: StubProcess, tmp_path: Path) ->
 
 
 def test_scenario_3_without_api_fails_clearly(stub: StubProcess) -> None:
-    process = subprocess.run(
-        [sys.executable, "-m", "loadgen.scenarios", "3", "--csms", stub.ws_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    process = run_scenarios("3", "--csms", stub.ws_url)
     assert process.returncode == 1
     assert "scenario 3 needs the CSMS's HTTP API: pass --api" in process.stdout
 
 
 def test_unreachable_csms_fails_with_a_reason(tmp_path: Path) -> None:
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadgen.scenarios",
-            "1",
-            "--csms",
-            "ws://127.0.0.1:9",
-            "--time-scale",
-            "20",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+    process = run_scenarios(
+        "1",
+        "--csms",
+        "ws://127.0.0.1:9",
+        "--time-scale",
+        "20",
     )
     assert process.returncode == 1
     assert "connection refused" in process.stdout
@@ -196,44 +192,26 @@ def test_security_profile_1_with_fleet_passwords(tmp_path: Path) -> None:
     )
     stub = start_stub_process(tmp_path, "--fleet", str(fleet), "--require-auth")
     try:
-        good = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "loadgen.scenarios",
-                "1",
-                "--csms",
-                stub.ws_url,
-                "--time-scale",
-                "20",
-                "--fleet",
-                str(fleet),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
+        good = run_scenarios(
+            "1",
+            "--csms",
+            stub.ws_url,
+            "--time-scale",
+            "20",
+            "--fleet",
+            str(fleet),
         )
         assert good.returncode == 0, good.stdout + good.stderr
         wrong = fleet.read_text().replace(secret, "guessed")
         (tmp_path / "wrong.toml").write_text(wrong)
-        bad = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "loadgen.scenarios",
-                "1",
-                "--csms",
-                stub.ws_url,
-                "--time-scale",
-                "20",
-                "--fleet",
-                str(tmp_path / "wrong.toml"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
+        bad = run_scenarios(
+            "1",
+            "--csms",
+            stub.ws_url,
+            "--time-scale",
+            "20",
+            "--fleet",
+            str(tmp_path / "wrong.toml"),
         )
     finally:
         stub.stop()
