@@ -9,10 +9,27 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from csms_stub.app import Stub, StubConfig
 from csms_stub.store import DEFAULT_DATABASE_URL
 from loadgen import fleet as fleets
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _non_negative(kind: Callable[[str], _Number]) -> Callable[[str], _Number]:
+    """An argparse type: ``kind``, refusing negative values (0 means off for these)."""
+
+    def parse(text: str) -> _Number:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +94,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to wait for a charger's reply to a CSMS CALL",
     )
+    ceiling = parser.add_argument_group(
+        "capacity ceiling",
+        "make the stub saturate at a known load, to give a capacity search a known ceiling",
+    )
+    ceiling.add_argument(
+        "--max-connections",
+        type=_non_negative(int),
+        default=0,
+        metavar="N",
+        help="refuse new WebSocket handshakes with HTTP 503 while N chargers are connected "
+        "(a charger replacing its own connection is let in); 0: no limit (default)",
+    )
+    ceiling.add_argument(
+        "--slow-above",
+        type=_non_negative(int),
+        default=0,
+        metavar="N",
+        help="with --slow-ms-per-charger: delay replies while more than N chargers are "
+        "connected (0)",
+    )
+    ceiling.add_argument(
+        "--slow-ms-per-charger",
+        type=_non_negative(float),
+        default=0.0,
+        metavar="MS",
+        help="delay every reply by MS milliseconds per charger connected above --slow-above "
+        "(other chargers are not held up); 0: off (default)",
+    )
+    ceiling.add_argument(
+        "--slow-max-ms",
+        type=_non_negative(float),
+        default=60_000.0,
+        metavar="MS",
+        help="cap of that added delay in milliseconds (60000)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -100,6 +152,10 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         blocked_tokens=tuple(args.blocked_token),
         max_message_size=args.max_message_size,
         call_timeout=args.call_timeout,
+        max_connections=args.max_connections,
+        slow_above=args.slow_above,
+        slow_ms_per_charger=args.slow_ms_per_charger,
+        slow_max_ms=args.slow_max_ms,
     )
 
 
@@ -136,6 +192,15 @@ async def serve(config: StubConfig) -> None:
         stub.api_port if config.api_port >= 0 else -1,
         stub.store.dialect,
     )
+    if config.max_connections or config.slow_ms_per_charger:
+        log.info(
+            "capacity ceiling: at most %s connections; replies +%g ms per charger above %d "
+            "(at most %g ms)",
+            config.max_connections or "unlimited",
+            config.slow_ms_per_charger,
+            config.slow_above,
+            config.slow_max_ms,
+        )
     await stop.wait()
     log.info("stopping: closing connections and writing queued rows")
     await stub.stop()

@@ -41,6 +41,14 @@ class StubConfig:
     call_timeout: float = 30.0
     ping_interval: float = 0.0
     flush_interval: float = 0.05
+    # A known capacity ceiling, for testing a capacity search against the stub:
+    #: refuse handshakes (HTTP 503) while this many chargers are connected; 0: no limit
+    max_connections: int = 0
+    #: delay every reply by (connected - slow_above) * slow_ms_per_charger ms, at most
+    #: slow_max_ms; off while slow_ms_per_charger is 0
+    slow_above: int = 0
+    slow_ms_per_charger: float = 0.0
+    slow_max_ms: float = 60_000.0
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

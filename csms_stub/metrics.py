@@ -64,6 +64,11 @@ class StubMetrics:
         self.chargers_connected = Gauge(
             "csms_stub_chargers_connected", "Chargers with an open OCPP connection", registry=r
         )
+        self.reply_delay_seconds = Gauge(
+            "csms_stub_reply_delay_seconds",
+            "Delay added to every reply by --slow-above / --slow-ms-per-charger",
+            registry=r,
+        )
         self.csms_calls = Counter(
             "csms_stub_csms_calls",
             "CALLs the stub sent to chargers, by action and outcome",

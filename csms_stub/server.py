@@ -14,6 +14,7 @@ import binascii
 import hmac
 import logging
 import time
+from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -66,6 +67,9 @@ class ChargerConnection:
         self._ids = ocppj.MessageIds()
         self._call_lock = asyncio.Lock()  # one outstanding CSMS CALL at a time
         self._pending: tuple[str, str, asyncio.Future[ocppj.Message]] | None = None
+        # --slow-above: replies waiting for their time, in order, and the task sending them
+        self._delayed: deque[tuple[float, str]] = deque()
+        self._sender: asyncio.Task[None] | None = None
 
     # -- CSMS -> charger ---------------------------------------------------------------
 
@@ -110,10 +114,42 @@ class ChargerConnection:
     # -- charger -> CSMS ---------------------------------------------------------------
 
     async def run(self) -> None:
-        async for frame in self.ws:
-            reply = self.receive(frame)
-            if reply is not None:
+        try:
+            async for frame in self.ws:
+                reply = self.receive(frame)
+                if reply is None:
+                    continue
+                delay = self.stub.ocpp.reply_delay
+                if delay > 0 or self._delayed:
+                    self._send_later(reply, delay)
+                else:
+                    await self.ws.send(reply)
+        finally:
+            if self._sender is not None:
+                self._sender.cancel()
+
+    def _send_later(self, reply: str, delay: float) -> None:
+        """Queue a reply for ``delay`` s from now without holding up this connection's reader
+        (a charger's answers to CSMS CALLs still arrive on time) or anyone else."""
+        self._delayed.append((asyncio.get_running_loop().time() + delay, reply))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_delayed())
+
+    async def _send_delayed(self) -> None:
+        """Send queued replies in arrival order, each no earlier than it is due."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._delayed:
+                due, reply = self._delayed[0]
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
                 await self.ws.send(reply)
+                # Dequeue only once sent, so a reply that is not delayed cannot overtake it.
+                self._delayed.popleft()
+        except ConnectionClosed:
+            self._delayed.clear()  # the reader sees the close and ends the connection
+        finally:
+            self._sender = None
 
     def receive(self, frame: str | bytes) -> str | None:
         """Handle one frame; return the text to send back, if any."""
@@ -230,6 +266,11 @@ class OcppServer:
         self.server: Server | None = None
         self._subprotocols = [version.subprotocol for version in SUPPORTED_VERSIONS]
         self._closing: set[asyncio.Task[None]] = set()
+        # --max-connections: handshakes let through but not yet handed to _handle, so that
+        # concurrent handshakes cannot all squeeze past the cap.
+        self._opening: dict[ServerConnection, str] = {}
+        #: seconds added to every reply, from --slow-above / --slow-ms-per-charger
+        self.reply_delay = 0.0
 
     async def start(self, host: str, port: int, **kwargs: Any) -> None:
         config = self.stub.config
@@ -288,7 +329,45 @@ class OcppServer:
             return connection.respond(
                 HTTPStatus.CONFLICT, f"charger {charger_id} is already connected\n"
             )
+        limit = stub.config.max_connections
+        if limit > 0:
+            if self._is_new(charger_id) and self._occupied() >= limit:
+                stub.metrics.connections.labels("max_connections").inc()
+                log.debug("refused %s: --max-connections %d reached", charger_id, limit)
+                return connection.respond(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"csms_stub: --max-connections {limit} reached\n",
+                )
+            self._opening[connection] = charger_id
+            # A handshake that fails after this point never reaches _handle: free its slot.
+            connection.connection_lost_waiter.add_done_callback(
+                lambda _: self._opening.pop(connection, None)
+            )
         return None
+
+    def _is_new(self, charger_id: str) -> bool:
+        """False for a charger replacing its own connection: that takes no extra slot."""
+        return charger_id not in self.stub.service.connections and (
+            charger_id not in self._opening.values()
+        )
+
+    def _occupied(self) -> int:
+        """Chargers connected, counting those whose handshake is still under way."""
+        connections = self.stub.service.connections
+        opening = {cid for cid in self._opening.values() if cid not in connections}
+        return len(connections) + len(opening)
+
+    def _connections_changed(self) -> None:
+        """Refresh the connected gauge and the reply delay that depends on it."""
+        config = self.stub.config
+        connected = len(self.stub.service.connections)
+        self.stub.metrics.chargers_connected.set(connected)
+        delay = 0.0
+        if config.slow_ms_per_charger > 0 and connected > config.slow_above:
+            excess_ms = (connected - config.slow_above) * config.slow_ms_per_charger
+            delay = min(excess_ms, config.slow_max_ms) / 1000
+        self.reply_delay = delay
+        self.stub.metrics.reply_delay_seconds.set(delay)
 
     def _check_basic_auth(self, charger_id: str, headers: Headers) -> str | None:
         """None when the request carries this charger's credentials, else why not."""
@@ -310,6 +389,9 @@ class OcppServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         stub = self.stub
+        # From here the charger counts in service.connections (registered below, with no
+        # await in between) or has gone: either way its handshake slot is done.
+        self._opening.pop(ws, None)
         charger_id = charger_id_from_path(ws.request.path if ws.request else "")
         if ws.subprotocol is None:
             stub.metrics.connections.labels("no_subprotocol").inc()
@@ -338,7 +420,7 @@ class OcppServer:
             task.add_done_callback(self._closing.discard)
         stub.metrics.connections.labels("accepted").inc()
         stub.service.connected(connection)
-        stub.metrics.chargers_connected.set(len(stub.service.connections))
+        self._connections_changed()
         code: int | None = None
         reason = ""
         try:
@@ -355,4 +437,4 @@ class OcppServer:
             code, reason = 1011, "internal error"
         finally:
             stub.service.disconnected(connection, code, reason)
-            stub.metrics.chargers_connected.set(len(stub.service.connections))
+            self._connections_changed()

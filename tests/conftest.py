@@ -18,13 +18,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms_stub.app import Stub, StubConfig
 from loadgen import fleet as fleets
 from loadgen.aio_client import OcppClient
+from loadgen.protocols import OCPP201, Version, schemas
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -147,6 +150,58 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: f
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+# -- helpers for tests that talk to a stub of their own (make_stub) ----------------------
+
+Dial = Callable[..., Awaitable[OcppClient]]
+
+
+@pytest.fixture
+async def dial() -> AsyncIterator[Dial]:
+    """``await dial(stub, charger_id, subprotocol, **kw)``: a client to a stub of our own."""
+    clients: list[OcppClient] = []
+
+    async def make(
+        stub: Stub,
+        charger_id: str = "emart_jeju_01",
+        subprotocol: str | None = "ocpp2.0.1",
+        **kwargs: Any,
+    ) -> OcppClient:
+        client = await OcppClient.connect(f"{stub.url}/{charger_id}", subprotocol, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def metrics_text(stub: Stub) -> str:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{stub.api_url}/metrics")
+    assert response.status_code == 200
+    return response.text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the exposition ``text`` (0 when it is absent)."""
+    for family in text_string_to_metric_families(text):
+        for metric in family.samples:
+            if metric.name == name and all(metric.labels.get(k) == v for k, v in labels.items()):
+                return metric.value
+    return 0.0
+
+
+async def closed(client: OcppClient, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Wait until the server has closed ``client``; its close code and reason."""
+    await asyncio.wait_for(client.ws.wait_closed(), timeout)
+    return client.ws.close_code, client.ws.close_reason
+
+
+async def heartbeat_ok(client: OcppClient, version: Version = OCPP201) -> None:
+    reply = await client.call("Heartbeat", {})
+    schemas.validate(version, "Heartbeat", reply, response=True)
 
 
 # -- csms_stub as a separate process (tests of the gevent side: tests/test_link.py) -------------

@@ -7,78 +7,33 @@ order on one connection, so "no reply" is checked by a Heartbeat round trip afte
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
 from csms_stub.app import Stub
 from csms_stub.handlers import HANDLERS
 from loadgen import fleet as fleets
 from loadgen import ocppj
-from loadgen.aio_client import CallErrorReply, OcppClient
+from loadgen.aio_client import CallErrorReply
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas, v16, v201
-from tests.conftest import ClientFactory, StubFactory, eventually
+from tests.conftest import (
+    ClientFactory,
+    Dial,
+    StubFactory,
+    closed,
+    eventually,
+    heartbeat_ok,
+    metrics_text,
+    sample,
+)
 
 VERSIONS = pytest.mark.parametrize("version", [OCPP201, OCPP16], ids=["2.0.1", "1.6"])
-
-Dial = Callable[..., Awaitable[OcppClient]]
-
-
-@pytest.fixture
-async def dial() -> AsyncIterator[Dial]:
-    """``await dial(stub, charger_id, subprotocol, **kw)``: a client to a stub of our own."""
-    clients: list[OcppClient] = []
-
-    async def make(
-        stub: Stub,
-        charger_id: str = "emart_jeju_01",
-        subprotocol: str | None = "ocpp2.0.1",
-        **kwargs: Any,
-    ) -> OcppClient:
-        client = await OcppClient.connect(f"{stub.url}/{charger_id}", subprotocol, **kwargs)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
-
-
-async def metrics_text(stub: Stub) -> str:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"{stub.api_url}/metrics")
-    assert response.status_code == 200
-    return response.text
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the exposition ``text`` (0 when it is absent)."""
-    for family in text_string_to_metric_families(text):
-        for metric in family.samples:
-            if metric.name == name and all(metric.labels.get(k) == v for k, v in labels.items()):
-                return metric.value
-    return 0.0
-
-
-async def closed(client: OcppClient, timeout: float = 5.0) -> tuple[int | None, str | None]:
-    """Wait until the server has closed ``client``; its close code and reason."""
-    await asyncio.wait_for(client.ws.wait_closed(), timeout)
-    return client.ws.close_code, client.ws.close_reason
-
-
-async def heartbeat_ok(client: OcppClient, version: Version = OCPP201) -> None:
-    reply = await client.call("Heartbeat", {})
-    schemas.validate(version, "Heartbeat", reply, response=True)
-
 
 # -- every handler answers a valid CALLRESULT --------------------------------------------
 
