@@ -4,9 +4,9 @@ The question answered: the largest number of concurrent chargers the CSMS holds 
 answers stay within SLOs. The search steps the chargers up from ``start`` (a factor such as
 ``x1.5`` or an increment such as ``+100``) until the first step that fails its SLOs or
 ``max_chargers``, then bisects between the last good and the first bad step until they are
-at most ``max(1, resolution)`` apart. A step where the load generator itself was saturated
-(schedule-lag p99 over the guard, or CPU over its guard) stops the search with "limited by
-the load generator (add workers)" and no CSMS figure at all.
+at most ``max(1, resolution, resolution_ratio * good)`` apart. A step where the load
+generator itself was saturated (schedule-lag p99 over the guard, or CPU over its guard)
+stops the search with "limited by the load generator (add workers)" and no CSMS figure.
 
 Nothing here does I/O or imports Locust / gevent; the caller drives the state machine.
 How a Locust ``LoadTestShape`` would drive it::
@@ -137,6 +137,43 @@ def parse_slo_overrides(text: str, known: Iterable[str] | None = None) -> dict[s
     return overrides
 
 
+def parse_p95_slo(
+    text: str, known: Iterable[str] | None = None
+) -> tuple[float | None, dict[str, float]]:
+    """``--slo-p95-ms``: ``1000`` (every action), ``1000,Heartbeat=500`` (with overrides),
+    ``Heartbeat=500`` (only that action has a latency SLO) or ``none``.
+
+    Returns ``(default ms or None, overrides)``.
+    """
+    default: float | None = None
+    rest: list[str] = []
+    seen_default = False
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" in item:
+            rest.append(item)
+            continue
+        if seen_default:
+            raise ValueError(f"--slo-p95-ms {text!r}: give the default p95 only once")
+        seen_default = True
+        if item.lower() == "none":
+            continue
+        try:
+            default = float(item)
+        except ValueError:
+            raise ValueError(
+                f"--slo-p95-ms {text!r}: {item!r} is not a number of milliseconds "
+                "(write e.g. 1000 or 1000,Heartbeat=500)"
+            ) from None
+        if not (math.isfinite(default) and default > 0):
+            raise ValueError(f"--slo-p95-ms must be positive, not {item}")
+    if not seen_default and not rest:
+        raise ValueError("--slo-p95-ms is empty: give milliseconds (1000), overrides or none")
+    return default, parse_slo_overrides(",".join(rest), known)
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
@@ -166,8 +203,9 @@ class CapacityConfig:
     max_schedule_lag_p99_ms: float | None = 100.0
     #: saturation guard: CPU of the busiest load-generator process (1.0 = one core)
     max_generator_cpu: float | None = None
-    #: stop bisecting when bad - good <= max(1, resolution)
+    #: stop bisecting when bad - good <= max(1, resolution, resolution_ratio * good)
     resolution: int = 1
+    resolution_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         step = self.step if isinstance(self.step, Step) else Step.parse(self.step)
@@ -207,6 +245,12 @@ class CapacityConfig:
                 raise ValueError(f"{name} must be positive, not {value}")
         if not (isinstance(self.resolution, int) and self.resolution >= 0):
             raise ValueError(f"the resolution must be a whole number >= 0, not {self.resolution}")
+        if not (math.isfinite(self.resolution_ratio) and 0 <= self.resolution_ratio < 1):
+            raise ValueError(f"the resolution ratio must be 0 to 1, not {self.resolution_ratio}")
+
+    def resolution_at(self, good: int) -> int:
+        """How close the bisection gets: good and bad at most this far apart."""
+        return max(1, self.resolution, math.ceil(self.resolution_ratio * good - 1e-9))
 
     def p95_slo_ms(self, action: str) -> float | None:
         """The p95 SLO of one action (ms), None when it has none."""
@@ -261,6 +305,25 @@ def bucket_percentile(buckets: Sequence[tuple[float, float]], q: float) -> float
     return lower_bound
 
 
+def count_percentile(counts: Mapping[float, float], q: float) -> float | None:
+    """The ``q``-th percentile (0..100, nearest rank) of values given as ``{value: count}``
+    (Locust's ``StatsEntry.response_times``: ms rounded to 2 significant digits above
+    100). None when there are none."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be between 0 and 100, not {q}")
+    items = sorted((value, n) for value, n in counts.items() if n > 0)
+    total = sum(n for _, n in items)
+    if total <= 0:
+        return None
+    rank = max(1.0, math.ceil(total * q / 100 - 1e-9))
+    seen = 0.0
+    for value, n in items:
+        seen += n
+        if seen >= rank:
+            return float(value)
+    return float(items[-1][0])
+
+
 @dataclass(frozen=True)
 class ActionStats:
     """One action's CALLs during a hold: how many were sent, and latency percentiles (ms)."""
@@ -269,6 +332,8 @@ class ActionStats:
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    #: CALLs of this action not answered with a CALLRESULT
+    errors: int = 0
 
     @classmethod
     def from_samples(cls, samples_ms: Iterable[float]) -> ActionStats:
@@ -303,7 +368,13 @@ class StepMeasurement:
     messages_per_s: float = 0.0
     schedule_lag_p99_ms: float | None = None
     cpu: float | None = None
+    #: chargers connected at the end of the hold (None: not measured)
     connected: int | None = None
+    #: seconds the measurement covers
+    seconds: float | None = None
+    #: CALLs not answered with a CALLRESULT, by error code (CALLERROR codes, or the outcome:
+    #: "timeout", "disconnected")
+    error_codes: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         stats = {
@@ -311,6 +382,7 @@ class StepMeasurement:
             for name, value in self.actions.items()
         }
         object.__setattr__(self, "actions", stats)
+        object.__setattr__(self, "error_codes", dict(self.error_codes))
 
     @property
     def calls(self) -> int:
@@ -320,12 +392,20 @@ class StepMeasurement:
         return {
             "chargers": self.chargers,
             "connected": self.connected,
+            "seconds": self.seconds,
             "actions": {
-                name: {"count": s.count, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms}
+                name: {
+                    "count": s.count,
+                    "errors": s.errors,
+                    "p50_ms": s.p50_ms,
+                    "p95_ms": s.p95_ms,
+                    "p99_ms": s.p99_ms,
+                }
                 for name, s in sorted(self.actions.items())
             },
             "calls": self.calls,
             "call_errors": self.call_errors,
+            "error_codes": dict(sorted(self.error_codes.items())),
             "connect_attempts": self.connect_attempts,
             "connect_failures": self.connect_failures,
             "unexpected_disconnects": self.unexpected_disconnects,
@@ -389,6 +469,20 @@ def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
                 f"({step.connect_failures}/{step.connect_attempts}) "
                 f"> {_pct(config.max_connect_failure_ratio)}"
             )
+    if (
+        config.max_connect_failure_ratio is not None
+        and step.connected is not None
+        and step.chargers > 0
+    ):
+        # a CSMS that stops accepting may leave chargers waiting in back-off, attempting
+        # nothing during the hold: count who is not there, too
+        missing = max(0, step.chargers - step.connected)
+        if missing / step.chargers > config.max_connect_failure_ratio:
+            reasons.append(
+                f"only {step.connected} of {step.chargers} chargers connected "
+                f"(missing {_pct(missing / step.chargers)} "
+                f"> {_pct(config.max_connect_failure_ratio)})"
+            )
     if config.max_disconnect_ratio is not None and step.chargers > 0:
         ratio = step.unexpected_disconnects / step.chargers
         if ratio > config.max_disconnect_ratio:
@@ -442,7 +536,7 @@ class CapacitySearch:
 
     Ramp: ``start``, then ``step.after(previous)`` capped at ``max_chargers``, while the
     steps hold. Bisection: the midpoint of the last good and first bad targets, until they
-    are at most ``max(1, resolution)`` apart. Targets are never repeated.
+    are at most :meth:`CapacityConfig.resolution_at` apart. Targets are never repeated.
     """
 
     def __init__(self, config: CapacityConfig) -> None:
@@ -523,7 +617,7 @@ class CapacitySearch:
             self._pending = min(config.step.after(good), config.max_chargers)
             return
         bad = self.bad
-        if bad - good <= max(1, config.resolution):
+        if bad - good <= config.resolution_at(good):
             failed = next(v for chargers, v in self.steps if chargers == bad)
             self._finish(
                 good,

@@ -46,9 +46,11 @@ from a real thread (prometheus_client's own threaded server, say).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
+import math
 import threading
 import time
 import uuid
@@ -67,6 +69,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from loadgen import link as links
+from loadgen.capacity import ActionStats, StepMeasurement, bucket_percentile
 from loadgen.fleet import Site
 
 log = logging.getLogger(__name__)
@@ -106,7 +109,8 @@ class Spec:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
-    #: gauges only: "sum" over workers, or "max" (peaks, run-wide settings)
+    #: gauges only: "sum" over workers, "max" (peaks), or "local": what the master (or
+    #: the single process) set, workers' values ignored (run-wide settings and answers)
     merge: str = "sum"
 
 
@@ -129,7 +133,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(f"{_P}chargers_connected", "gauge", "Chargers with an open WebSocket"),
     Spec(f"{_P}chargers_connected_peak", "gauge",
          "Most chargers connected at once during the run", merge="max"),
-    Spec(f"{_P}chargers_target", "gauge", "Chargers the load shape asks for", merge="max"),
+    Spec(f"{_P}chargers_target", "gauge", "Chargers the load shape asks for", merge="local"),
     Spec(f"{_P}site_chargers", "gauge", "Chargers per site and state (fleet map)",
          ("site", "lat", "lon", "state")),
     Spec(f"{_P}transactions_active", "gauge", "Transactions running on the chargers"),
@@ -151,8 +155,11 @@ SPECS: tuple[Spec, ...] = (
          ("worker",), LAG_BUCKETS),
     Spec(f"{_P}capacity_max_chargers", "gauge",
          "The last capacity search's answer: most chargers the CSMS held within SLOs",
-         merge="max"),
+         merge="local"),
     # not in DESIGN.md's table, added for load-generator health and diagnosis
+    Spec(f"{_P}capacity_limited_by_generator", "gauge",
+         "1 when the last capacity search stopped because the load generator was saturated "
+         "(its answer is then no CSMS figure: add workers)", merge="local"),
     Spec(f"{_P}worker_cpu_ratio", "gauge",
          "CPU seconds per second used by a load generator process (1 = one core busy)",
          ("worker",)),
@@ -166,6 +173,7 @@ SPECS: tuple[Spec, ...] = (
 )  # fmt: skip
 
 SPEC_BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
+_LOCAL_SPECS = tuple(spec for spec in SPECS if spec.merge == "local")
 
 # -- label values: closed sets ------------------------------------------------------------
 
@@ -298,6 +306,11 @@ class Metrics:
 
     def __init__(self, worker: str = "local", registry: CollectorRegistry | None = None) -> None:
         self.worker = worker
+        #: the run id, exported as a ``run`` label on every series (dashboards select a run
+        #: by it); None until the run starts
+        self.run_id: str | None = None
+        #: the chargers asked for (see :meth:`set_target`)
+        self.target = 0
         self.registry = registry if registry is not None else CollectorRegistry()
         #: changes when the process (or this object) is new: the master tells a restarted
         #: worker (counters from zero) from one that comes back after a pause
@@ -334,6 +347,7 @@ class Metrics:
         self.offline_queue_depth = c[f"{_P}offline_queue_depth"]
         self.schedule_lag = c[f"{_P}schedule_lag_seconds"]
         self.capacity_max_chargers = c[f"{_P}capacity_max_chargers"]
+        self.capacity_limited = c[f"{_P}capacity_limited_by_generator"]
         self.worker_cpu = c[f"{_P}worker_cpu_ratio"]
         self.coordination_failures = c[f"{_P}coordination_failures_total"]
         self.protocol_errors = c[f"{_P}protocol_errors_total"]
@@ -344,11 +358,13 @@ class Metrics:
     def set_target(self, chargers: int) -> None:
         """The number of chargers the load shape / the user count asks for (master or
         single process)."""
+        self.target = chargers
         self.chargers_target.set(chargers)
 
-    def set_capacity(self, chargers: int) -> None:
-        """The capacity search's answer."""
-        self.capacity_max_chargers.set(chargers)
+    def set_capacity(self, chargers: int | None, limited_by_generator: bool = False) -> None:
+        """The capacity search's answer; None (no CSMS figure) exports NaN."""
+        self.capacity_max_chargers.set(math.nan if chargers is None else chargers)
+        self.capacity_limited.set(1 if limited_by_generator else 0)
 
     def coordination_failure(self, operation: str) -> None:
         """A Coordinator call failed (lease, release, renew, idToken, transaction_id,
@@ -868,7 +884,8 @@ class MergedCollector:
     """The master's view: its own :class:`Metrics` plus the latest snapshot of each worker.
 
     Counters and histograms add over live and departed workers; gauges add over live
-    workers only (``merge="max"`` gauges take the maximum). ``chargers_connected_peak`` is
+    workers only (``merge="max"`` gauges take the maximum; ``merge="local"`` ones are the
+    master's own). ``chargers_connected_peak`` is
     the highest merged ``chargers_connected`` seen, and never below any worker's own peak.
 
     A worker departs when :meth:`forget` is called (e.g. it quit) or when it has not
@@ -980,12 +997,20 @@ class MergedCollector:
             for source in live:
                 _accumulate(result, source.metrics, gauges=True)
             result[f"{_P}chargers_connected_peak"] = {(): self._peak}
+            if local is not None:
+                for spec in _LOCAL_SPECS:
+                    result[spec.name] = {
+                        tuple(str(v) for v in series[:-1]): float(series[-1])
+                        for series in local["metrics"].get(spec.name, ())
+                    }
             return result
 
     def collect(self) -> Iterator[Metric]:
         merged = self.merged()
+        run_id = self.local.run_id if self.local is not None else None
+        constant = {"run": run_id} if run_id else {}
         for spec in SPECS:
-            yield _family(spec, merged.get(spec.name, {}))
+            yield _family(spec, merged.get(spec.name, {}), constant)
 
     def describe(self) -> Iterator[Metric]:
         for spec in SPECS:
@@ -1037,7 +1062,16 @@ def _accumulate_merged(
         _accumulate(into, {name: rows}, gauges=False)
 
 
-def _family(spec: Spec, series: Mapping[tuple[str, ...], Any]) -> Metric:
+def _family(
+    spec: Spec, series: Mapping[tuple[str, ...], Any], constant: Mapping[str, str] | None = None
+) -> Metric:
+    """One metric family; ``constant`` labels (the run id) are added to every series."""
+    if constant:
+        extra_names, extra_values = tuple(constant), tuple(constant.values())
+        spec = dataclasses.replace(spec, labels=spec.labels + extra_names)
+        series = {key + extra_values: value for key, value in series.items()}
+        if not series and spec.kind != "histogram" and len(spec.labels) == len(extra_names):
+            series = {extra_values: 0.0}  # an unlabelled gauge / counter is always there
     labels = list(spec.labels)
     if spec.kind == "counter":
         family: Any = CounterMetricFamily(spec.name, spec.help, labels=labels)
@@ -1106,3 +1140,127 @@ def serve(source: Any, port: int = DEFAULT_PORT, host: str = "0.0.0.0") -> Expor
     except OSError as exc:
         raise OSError(exc.errno, f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
     return Exporter(server)
+
+
+# -- measuring an interval (a capacity hold, a report window) ------------------------------
+
+Merged = Mapping[str, Mapping[tuple[str, ...], Any]]
+#: outcomes whose duration is a reply time of the CSMS (a timeout is the slowest answer);
+#: the time until a connection dropped is not
+_LATENCY_OUTCOMES = (links.RESULT, links.ERROR, links.TIMEOUT)
+
+
+def _delta_histogram(before: Any, after: Any) -> list[float]:
+    counts = list(after[0])
+    if before is None:
+        return counts
+    return [max(0.0, a - b) for a, b in zip(counts, before[0], strict=True)]
+
+
+def _counter_deltas(before: Merged, after: Merged, name: str) -> dict[tuple[str, ...], float]:
+    earlier = before.get(name, {})
+    return {
+        key: max(0.0, value - earlier.get(key, 0.0)) for key, value in after.get(name, {}).items()
+    }
+
+
+def _bounds(name: str) -> list[float]:
+    return [*SPEC_BY_NAME[name].buckets, math.inf]
+
+
+def measure(
+    before: Merged,
+    after: Merged,
+    *,
+    chargers: int,
+    seconds: float,
+    cpu: float | None = None,
+) -> StepMeasurement:
+    """What happened between two :meth:`MergedCollector.merged` views: the deltas of the
+    counters and histogram buckets over the interval, as a capacity
+    :class:`~loadgen.capacity.StepMeasurement` (``chargers``: the target then).
+
+    Percentiles are computed from the histogram buckets the way Prometheus's
+    ``histogram_quantile`` does, so the report and the dashboards agree. On the master the
+    workers' snapshots arrive every few seconds: an interval's edges are that fuzzy.
+    ``cpu``: the load generator's CPU over the interval if the caller tracked it, else the
+    busiest process's latest reading.
+    """
+    name = f"{_P}call_duration_seconds"
+    bounds = _bounds(name)
+    per_action: dict[str, list[float]] = {}
+    latency: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    error_codes: dict[str, int] = {}
+    earlier = before.get(name, {})
+    for (action, outcome), value in after.get(name, {}).items():
+        counts = _delta_histogram(earlier.get((action, outcome)), value)
+        total = per_action.setdefault(action, [0.0] * len(counts))
+        per_action[action] = [a + b for a, b in zip(total, counts, strict=True)]
+        if outcome in _LATENCY_OUTCOMES:
+            kept = latency.setdefault(action, [0.0] * len(counts))
+            latency[action] = [a + b for a, b in zip(kept, counts, strict=True)]
+        if outcome != links.RESULT and counts[-1] > 0:
+            errors[action] = errors.get(action, 0) + int(counts[-1])
+            if outcome != links.ERROR:  # CALLERROR codes come from call_errors_total
+                error_codes[outcome] = error_codes.get(outcome, 0) + int(counts[-1])
+    for (_action, code), value in _counter_deltas(before, after, f"{_P}call_errors_total").items():
+        if value > 0:
+            error_codes[code] = error_codes.get(code, 0) + int(value)
+    actions: dict[str, ActionStats] = {}
+    for action, counts in per_action.items():
+        count = int(counts[-1])
+        if count <= 0:
+            continue
+        cumulative = list(zip(bounds, latency.get(action, [0.0] * len(counts)), strict=True))
+        p50, p95, p99 = (bucket_percentile(cumulative, q) for q in (50, 95, 99))
+        actions[action] = ActionStats(
+            count,
+            None if p50 is None else p50 * 1000,
+            None if p95 is None else p95 * 1000,
+            None if p99 is None else p99 * 1000,
+            errors.get(action, 0),
+        )
+
+    connects = f"{_P}connect_duration_seconds"
+    attempts = failures = 0
+    earlier = before.get(connects, {})
+    for (outcome,), value in after.get(connects, {}).items():
+        n = int(_delta_histogram(earlier.get((outcome,)), value)[-1])
+        attempts += n
+        if outcome != "ok":
+            failures += n
+    unexpected = sum(
+        value
+        for (reason,), value in _counter_deltas(before, after, f"{_P}disconnects_total").items()
+        if reason != links.CLOSED_LOCALLY
+    )
+    messages = sum(_counter_deltas(before, after, f"{_P}messages_total").values())
+
+    lag_name = f"{_P}schedule_lag_seconds"
+    lag_bounds = _bounds(lag_name)
+    worst_lag: float | None = None
+    earlier = before.get(lag_name, {})
+    for key, value in after.get(lag_name, {}).items():
+        counts = _delta_histogram(earlier.get(key), value)
+        p99 = bucket_percentile(list(zip(lag_bounds, counts, strict=True)), 99)
+        if p99 is not None:
+            worst_lag = max(worst_lag or 0.0, p99 * 1000)
+    if cpu is None:
+        readings = after.get(f"{_P}worker_cpu_ratio", {}).values()
+        cpu = max(readings) if readings else None
+    connected = sum(after.get(f"{_P}chargers_connected", {}).values())
+    return StepMeasurement(
+        chargers=chargers,
+        actions=actions,
+        call_errors=sum(errors.values()),
+        connect_attempts=attempts,
+        connect_failures=failures,
+        unexpected_disconnects=int(unexpected),
+        messages_per_s=messages / seconds if seconds > 0 else 0.0,
+        schedule_lag_p99_ms=worst_lag,
+        cpu=cpu,
+        connected=int(connected),
+        seconds=seconds,
+        error_codes=error_codes,
+    )

@@ -80,6 +80,7 @@ class StationRunner:
         self.failed: str | None = None  # why the runner gave up, if it did
         self.connects = 0
         self._wake = gevent.event.Event()
+        self._retry = False
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
 
@@ -103,6 +104,12 @@ class StationRunner:
 
     def wake(self) -> None:
         """Call after driving the station from outside (a profile starting a session)."""
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """Cut a reconnect back-off short: a capacity step wants every one of its chargers
+        trying, not waiting out the back-off a failed step above put them in."""
+        self._retry = True
         self._wake.set()
 
     def stop(self, timeout: float = 10.0, end_transactions: bool = True) -> None:
@@ -208,9 +215,11 @@ class StationRunner:
     def _idle_until(self, real_deadline: float) -> None:
         """Wait while disconnected, still ticking the station (meter values go on, into
         the offline queue)."""
+        self._retry = False
         while not self._stopping:
             remaining = real_deadline - self._real_now()
-            if remaining <= 0:
+            if remaining <= 0 or self._retry:
+                self._retry = False
                 return
             deadline = self.station.next_deadline()
             timeout = remaining

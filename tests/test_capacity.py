@@ -21,7 +21,9 @@ from loadgen.capacity import (
     Step,
     StepMeasurement,
     bucket_percentile,
+    count_percentile,
     judge,
+    parse_p95_slo,
     parse_slo_overrides,
     parse_step,
     percentile,
@@ -477,6 +479,10 @@ def test_result_to_dict() -> None:
     assert data["steps"][2]["reasons"] == ["p95 Heartbeat 2050 ms > 500 ms"]
 
 
+#: resolution ratios the property tests mix in (0: the absolute resolution alone)
+RATIOS = st.one_of(st.just(0.0), st.sampled_from([0.01, 0.05, 0.1, 0.5]), st.floats(0, 0.99))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     start=st.integers(1, 500),
@@ -484,15 +490,17 @@ def test_result_to_dict() -> None:
     span=st.integers(0, 20_000),
     ceiling_fraction=st.floats(0, 1),
     resolution=st.integers(0, 50),
+    ratio=RATIOS,
 )
 def test_search_finds_the_ceiling_factor(
-    start: int, factor: str, span: int, ceiling_fraction: float, resolution: int
+    start: int, factor: str, span: int, ceiling_fraction: float, resolution: int, ratio: float
 ) -> None:
     max_chargers = start + span
     ceiling = start + int(span * ceiling_fraction)
-    check_search(
-        CapacityConfig(start, factor, max_chargers, p95_ms=500, resolution=resolution), ceiling
+    config = CapacityConfig(
+        start, factor, max_chargers, p95_ms=500, resolution=resolution, resolution_ratio=ratio
     )
+    check_search(config, ceiling)
 
 
 @settings(max_examples=200, deadline=None)
@@ -502,11 +510,19 @@ def test_search_finds_the_ceiling_factor(
     span=st.integers(0, 5000),
     ceiling=st.integers(0, 6000),
     resolution=st.integers(0, 50),
+    ratio=RATIOS,
 )
 def test_search_finds_the_ceiling_increment(
-    start: int, increment: int, span: int, ceiling: int, resolution: int
+    start: int, increment: int, span: int, ceiling: int, resolution: int, ratio: float
 ) -> None:
-    config = CapacityConfig(start, f"+{increment}", start + span, p95_ms=500, resolution=resolution)
+    config = CapacityConfig(
+        start,
+        f"+{increment}",
+        start + span,
+        p95_ms=500,
+        resolution=resolution,
+        resolution_ratio=ratio,
+    )
     check_search(config, ceiling)
 
 
@@ -525,10 +541,26 @@ def check_search(config: CapacityConfig, ceiling: int) -> None:
         assert result.stopped_because.startswith(REACHED_MAX)
     else:
         # within one resolution step below the true ceiling, never above it
-        assert result.max_chargers is not None
-        assert result.max_chargers <= ceiling
-        assert ceiling - result.max_chargers < max(1, config.resolution)
-        # every verdict is the truth about its target
+        good = result.max_chargers
+        assert good is not None
+        assert good <= ceiling
+        assert ceiling - good < config.resolution_at(good)
+        assert config.resolution_at(good) >= max(1, config.resolution)
+        # the bisection stopped as soon as good and bad were that close, not before
+        bad = min(c for c, v in result.steps if not v.ok)
+        assert good < bad <= good + config.resolution_at(good)
+        assert result.stopped_because.startswith(f"refined by bisection: {good} held, {bad}")
+        # ... and went on while they were further apart
+        known_good: int | None = None
+        known_bad: int | None = None
+        for chargers, verdict in result.steps[:-1]:
+            if verdict.ok:
+                known_good = chargers
+            else:
+                known_bad = chargers
+            if known_good is not None and known_bad is not None:
+                assert known_bad - known_good > config.resolution_at(known_good)
+    # every verdict is the truth about its target
     for chargers, verdict in result.steps:
         assert verdict.ok == (chargers <= ceiling)
 
@@ -544,3 +576,257 @@ def test_module_is_pure() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- nearest-rank percentiles of Locust's response times -----------------------------------
+
+
+def test_count_percentile_nearest_rank() -> None:
+    # 100 values: 90 x 20 ms, 5 x 140 ms, 5 x 900 ms
+    counts = {140: 5, 20: 90, 900: 5}  # order does not matter
+    assert count_percentile(counts, 50) == 20.0
+    assert count_percentile(counts, 90) == 20.0  # rank 90: the last of the 20s
+    assert count_percentile(counts, 91) == 140.0
+    assert count_percentile(counts, 95) == 140.0  # rank 95: the last of the 140s
+    assert count_percentile(counts, 95.5) == 900.0
+    assert count_percentile(counts, 100) == 900.0
+    assert count_percentile(counts, 0) == 20.0  # rank 1 at least: the smallest
+    assert isinstance(count_percentile(counts, 50), float)
+    assert count_percentile({140: 100}, 95) == 140.0  # no interpolation towards a bound
+    assert count_percentile({7.5: 1}, 99) == 7.5
+
+
+def test_count_percentile_ignores_empty_and_negative_counts() -> None:
+    assert count_percentile({}, 95) is None
+    assert count_percentile({10: 0, 20: 0}, 95) is None
+    assert count_percentile({10: 0, 20: 3, 5000: -2}, 99) == 20.0  # deltas may dip below 0
+    assert count_percentile({10: -5}, 50) is None
+
+
+def test_count_percentile_float_ranks() -> None:
+    # 3 values: p50 is rank ceil(1.5) = 2; p(100/3) is rank 1 exactly, not 2 (float noise)
+    counts = {1: 1, 2: 1, 3: 1}
+    assert count_percentile(counts, 50) == 2.0
+    assert count_percentile(counts, 100 / 3) == 1.0
+    assert count_percentile(counts, 200 / 3) == 2.0
+
+
+@pytest.mark.parametrize("q", [-1, 100.5, math.inf])
+def test_count_percentile_rejects_q(q: float) -> None:
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        count_percentile({1: 1}, q)
+
+
+# -- --slo-p95-ms ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "overrides"),
+    [
+        ("1000", 1000.0, {}),
+        (" 250.5 ", 250.5, {}),
+        ("1000,Heartbeat=500", 1000.0, {"Heartbeat": 500.0}),
+        ("Heartbeat=500, 1000", 1000.0, {"Heartbeat": 500.0}),  # the default anywhere
+        ("Heartbeat=500", None, {"Heartbeat": 500.0}),
+        (
+            "Heartbeat=500,BootNotification=2000",
+            None,
+            {"Heartbeat": 500.0, "BootNotification": 2000.0},
+        ),
+        ("none", None, {}),
+        ("None", None, {}),
+        ("NONE,Heartbeat=500", None, {"Heartbeat": 500.0}),
+        ("1000,", 1000.0, {}),
+    ],
+)
+def test_parse_p95_slo(text: str, default: float | None, overrides: dict[str, float]) -> None:
+    assert parse_p95_slo(text) == (default, overrides)
+    assert parse_p95_slo(text, {"Heartbeat", "BootNotification"}) == (default, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", r"'abc' is not a number of milliseconds \(write e\.g\. 1000"),
+        ("1000ms", "'1000ms' is not a number of milliseconds"),
+        ("1000,2000", "give the default p95 only once"),
+        ("none,1000", "give the default p95 only once"),
+        ("1000,none", "give the default p95 only once"),
+        ("0", "--slo-p95-ms must be positive, not 0"),
+        ("-5", "--slo-p95-ms must be positive, not -5"),
+        ("inf", "must be positive"),
+        ("nan", "must be positive"),
+        ("1000,Heartbeat=0", "must be a positive number of ms"),
+        ("1000,Heartbeat=500,Heartbeat=600", "SLO override for Heartbeat given twice"),
+        ("1000,Heart beat=5", "'Heart beat' is not an OCPP action name"),
+    ],
+)
+def test_parse_p95_slo_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_p95_slo(text)
+
+
+def test_parse_p95_slo_known_actions() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown action 'HeartBeat' \(did you mean Heartbeat\?\)"
+    ):
+        parse_p95_slo("1000,HeartBeat=500", {"Heartbeat"})
+    default, overrides = parse_p95_slo("800,Heartbeat=500", {"Heartbeat"})
+    config = CapacityConfig(p95_ms=default, p95_ms_by_action=overrides)
+    assert config.p95_slo_ms("Heartbeat") == 500 and config.p95_slo_ms("Authorize") == 800
+
+
+# -- the resolution ratio -------------------------------------------------------------------
+
+
+def test_resolution_at() -> None:
+    assert CapacityConfig().resolution_at(1000) == 1  # the defaults: exact
+    assert CapacityConfig(resolution=10).resolution_at(1000) == 10
+    ratio = CapacityConfig(resolution_ratio=0.05)
+    assert ratio.resolution_at(1000) == 50
+    assert ratio.resolution_at(1010) == 51  # rounded up
+    assert ratio.resolution_at(10) == 1  # never below 1
+    assert ratio.resolution_at(0) == 1
+    assert CapacityConfig(resolution_ratio=0.1).resolution_at(1000) == 100  # not 101: no noise
+    assert CapacityConfig(resolution_ratio=0.07).resolution_at(100) == 7
+    both = CapacityConfig(resolution=20, resolution_ratio=0.01)
+    assert both.resolution_at(1000) == 20  # the larger of the two
+    assert both.resolution_at(5000) == 50
+
+
+@pytest.mark.parametrize("ratio", [-0.01, 1.0, 1.5, math.nan, math.inf])
+def test_config_rejects_resolution_ratio(ratio: float) -> None:
+    with pytest.raises(ValueError, match="the resolution ratio must be 0 to 1"):
+        CapacityConfig(resolution_ratio=ratio)
+
+
+def test_search_with_resolution_ratio_stops_early() -> None:
+    config = CapacityConfig(start=100, step="x2", max_chargers=100_000, p95_ms=500)
+    exact, exact_targets = run(CapacitySearch(config), csms_with_ceiling(12_345))
+    coarse_config = CapacityConfig(
+        start=100, step="x2", max_chargers=100_000, p95_ms=500, resolution_ratio=0.05
+    )
+    coarse, coarse_targets = run(CapacitySearch(coarse_config), csms_with_ceiling(12_345))
+    assert exact.max_chargers == 12_345
+    assert coarse_targets[:9] == exact_targets[:9] == [
+        100, 200, 400, 800, 1600, 3200, 6400, 12800, 9600,
+    ]  # fmt: skip
+    # 12400 - 12000 = 400 <= 5 % of 12000 = 600: done, 9 holds fewer than the exact search
+    assert coarse_targets[9:] == [11200, 12000, 12400]
+    assert len(exact_targets) == len(coarse_targets) + 9
+    assert coarse.max_chargers == 12000
+    assert coarse_config.resolution_at(12000) == 600
+    assert coarse.stopped_because.startswith("refined by bisection: 12000 held, 12400 failed")
+
+
+# -- the new measurement fields --------------------------------------------------------------
+
+
+def test_step_measurement_to_dict() -> None:
+    step = StepMeasurement(
+        chargers=100,
+        actions={
+            "TransactionEvent": ActionStats(200, 30, 80, 120, errors=2),
+            "Heartbeat": ActionStats(100, 20, 40, 60),
+        },
+        call_errors=2,
+        connect_attempts=10,
+        connect_failures=1,
+        unexpected_disconnects=3,
+        messages_per_s=12.5,
+        schedule_lag_p99_ms=4.0,
+        cpu=0.25,
+        connected=97,
+        seconds=300.0,
+        error_codes={"timeout": 1, "GenericError": 1},
+    )
+    assert step.to_dict() == {
+        "chargers": 100,
+        "connected": 97,
+        "seconds": 300.0,
+        "actions": {
+            "Heartbeat": {"count": 100, "errors": 0, "p50_ms": 20, "p95_ms": 40, "p99_ms": 60},
+            "TransactionEvent": {
+                "count": 200,
+                "errors": 2,
+                "p50_ms": 30,
+                "p95_ms": 80,
+                "p99_ms": 120,
+            },
+        },
+        "calls": 300,
+        "call_errors": 2,
+        "error_codes": {"GenericError": 1, "timeout": 1},
+        "connect_attempts": 10,
+        "connect_failures": 1,
+        "unexpected_disconnects": 3,
+        "messages_per_s": 12.5,
+        "schedule_lag_p99_ms": 4.0,
+        "cpu": 0.25,
+    }
+    assert list(step.to_dict()["actions"]) == ["Heartbeat", "TransactionEvent"]
+    assert list(step.to_dict()["error_codes"]) == ["GenericError", "timeout"]
+    # defaults: not measured
+    bare = StepMeasurement(5).to_dict()
+    assert (bare["connected"], bare["seconds"], bare["error_codes"]) == (None, None, {})
+    assert bare["actions"] == {} and bare["calls"] == 0
+
+
+def test_step_measurement_copies_error_codes() -> None:
+    codes = {"timeout": 1}
+    step = StepMeasurement(5, error_codes=codes)
+    codes["timeout"] = 99
+    assert step.error_codes == {"timeout": 1}
+
+
+# -- judge: chargers that never connected ---------------------------------------------------
+
+
+def test_judge_missing_chargers() -> None:
+    # CONFIG allows 2 % connect failures; nobody attempted during the hold (back-off)
+    verdict = judge(healthy(100, connected=97, connect_attempts=0), CONFIG)
+    assert not verdict.ok and not verdict.generator_saturated
+    assert verdict.reasons == ["only 97 of 100 chargers connected (missing 3% > 2%)"]
+    assert judge(healthy(100, connected=98), CONFIG).ok  # 2 %: at the limit
+    assert judge(healthy(100, connected=100), CONFIG).ok
+    assert judge(healthy(100, connected=None), CONFIG).ok  # not measured
+    assert judge(healthy(100, connected=130), CONFIG).ok  # a step down, still closing
+    nobody = judge(healthy(40, connected=0, connect_attempts=0), CONFIG)
+    assert nobody.reasons == ["only 0 of 40 chargers connected (missing 100% > 2%)"]
+    one_of_three = judge(healthy(3, connected=2, connect_attempts=0), CONFIG)
+    assert one_of_three.reasons == ["only 2 of 3 chargers connected (missing 33.3% > 2%)"]
+
+
+def test_judge_missing_chargers_with_other_reasons() -> None:
+    verdict = judge(healthy(100, connected=90, connect_failures=10, call_errors=30), CONFIG)
+    assert verdict.reasons == [
+        "CALL error ratio 10% (30/300) > 1%",
+        "connect failure ratio 10% (10/100) > 2%",
+        "only 90 of 100 chargers connected (missing 10% > 2%)",
+    ]
+
+
+def test_judge_missing_chargers_guard_off() -> None:
+    config = CapacityConfig(max_connect_failure_ratio=None)
+    assert judge(healthy(100, connected=1), config).ok
+    strict = CapacityConfig(max_connect_failure_ratio=0)
+    assert judge(healthy(100, connected=99), strict).reasons == [
+        "only 99 of 100 chargers connected (missing 1% > 0%)"
+    ]
+
+
+def test_search_against_a_connection_ceiling() -> None:
+    """A CSMS that accepts at most 730 connections and answers the rest quickly: the
+    search finds 730 from the missing chargers alone."""
+
+    def measure(chargers: int) -> StepMeasurement:
+        return healthy(chargers, connected=min(chargers, 730), connect_attempts=0)
+
+    config = CapacityConfig(start=100, step="x2", max_chargers=10_000, max_connect_failure_ratio=0)
+    result, targets = run(CapacitySearch(config), measure)
+    assert targets[:5] == [100, 200, 400, 800, 600]
+    assert result.max_chargers == 730
+    assert result.stopped_because == (
+        "refined by bisection: 730 held, 731 failed "
+        "(only 730 of 731 chargers connected (missing 0.137% > 0%))"
+    )

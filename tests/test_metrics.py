@@ -8,7 +8,9 @@ greenlet, or a separate process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import random
 import sys
 import time
@@ -20,18 +22,22 @@ import gevent.socket
 import gevent.subprocess
 import msgpack
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.server import ServerConnection
 
 from loadgen import fleet as fleets
+from loadgen.capacity import ActionStats, bucket_percentile
 from loadgen.metrics import (
     CALL_BUCKETS,
+    LAG_BUCKETS,
     SITE_STATES,
     SPECS,
     LagProbe,
     MergedCollector,
     Metrics,
     MetricsObserver,
+    measure,
     reconnect_reason,
     serve,
 )
@@ -601,3 +607,236 @@ def test_hot_path_overhead_is_small() -> None:
     per_call = min(timeit.repeat(one_call, number=n, repeat=3)) / n
     print(f"metrics per CALL: {per_call * 1e6:.2f} µs")
     assert per_call < 20e-6  # generous: ~2 µs here; the whole round trip costs ~40 µs
+
+
+# -- measuring an interval: two merged views -> one capacity step ---------------------------
+
+
+def expected_ms(samples: list[float], q: float, bounds: tuple[float, ...] = CALL_BUCKETS) -> float:
+    """The percentile ``measure`` must report for ``samples`` (seconds): Prometheus's
+    cumulative buckets of them, interpolated by ``capacity.bucket_percentile``, in ms."""
+    cumulative = [(bound, float(sum(s <= bound for s in samples))) for bound in bounds]
+    cumulative.append((math.inf, float(len(samples))))
+    found = bucket_percentile(cumulative, q)
+    assert found is not None
+    return found * 1000
+
+
+def observe_lag(metrics: Metrics, samples: list[float]) -> None:
+    child = metrics.schedule_lag.labels(metrics.worker)
+    for seconds in samples:
+        child.observe(seconds)
+
+
+def test_measure_turns_two_merged_views_into_a_step() -> None:
+    local = Metrics(worker="master")
+    observer = MetricsObserver(local)
+    w2 = Metrics(worker="w2")
+    w2_observer = MetricsObserver(w2)
+    collector = MergedCollector(local, stale_after=None)
+
+    # before the interval: none of this may count
+    for _ in range(5):
+        observer.call_done("Heartbeat", "result", 0.01, None)
+        observer.connect_done("ok", 0.01)
+        observer.message("sent", "call")
+    observer.call_done("Authorize", "error", 0.2, "SecurityError")
+    observer.call_done("Heartbeat", "timeout", 30.0, None)
+    observer.connect_done("refused", 0.01)
+    observer.disconnected("connection_lost")
+    observe_lag(local, [2.0] * 10)  # a terrible lag, but before the interval
+    w2_observer.call_done("Heartbeat", "result", 0.01, None)
+    observe_lag(w2, [0.5])
+    collector.update("w2", shipped(w2))
+    before = collector.merged()
+
+    # the interval
+    heartbeat_results = [0.004] * 17 + [0.02, 0.3, 0.3]
+    for seconds in heartbeat_results:
+        observer.call_done("Heartbeat", "result", seconds, None)
+    observer.call_done("Heartbeat", "timeout", 30.0, None)  # a reply time: the slowest
+    observer.call_done("Heartbeat", "disconnected", 0.5, None)  # not a reply time
+    observer.call_done("Authorize", "error", 0.2, "SecurityError")
+    observer.call_done("Authorize", "error", 0.2, "SecurityError")
+    observer.call_done("Authorize", "error", 0.06, "GenericError")
+    observer.call_done("Authorize", "result", 0.08, None)
+    observer.call_done("NoSuchAction", "result", 0.01, None)  # labelled Other
+    for outcome in ("ok", "ok", "ok", "refused", "refused", "http_503"):
+        observer.connect_done(outcome, 0.02)
+    for reason in ("closed", "connection_lost", "connection_lost", "closed_by_server"):
+        observer.disconnected(reason)
+    for _ in range(30):
+        observer.message("sent", "call")
+    for _ in range(10):
+        observer.message("received", "result")
+    local_lag = [0.002] * 99 + [0.03]
+    observe_lag(local, local_lag)
+    local.worker_cpu.labels("master").set(0.4)
+
+    for _ in range(4):
+        w2_observer.call_done("Heartbeat", "result", 0.05, None)
+    w2_observer.connect_done("ok", 0.01)
+    w2_observer.connect_done("ok", 0.01)
+    w2_lag = [0.004] * 95 + [0.08] * 5  # the worst worker's p99
+    observe_lag(w2, [*w2_lag])
+    w2.worker_cpu.labels("w2").set(0.7)
+    collector.update("w2", shipped(w2))
+
+    # a worker that joins during the interval: all of it counts
+    w3 = Metrics(worker="w3")
+    w3_observer = MetricsObserver(w3)
+    w3_observer.call_done("Heartbeat", "result", 1.0, None)
+    w3_observer.call_done("Heartbeat", "result", 1.0, None)
+    for _ in range(8):
+        w3_observer.message("sent", "call")
+    w3_lag = [0.003] * 5
+    observe_lag(w3, w3_lag)
+    collector.update("w3", shipped(w3))
+    after = collector.merged()
+
+    step = measure(before, after, chargers=50, seconds=8.0)
+
+    heartbeat = [*heartbeat_results, 30.0, 0.05, 0.05, 0.05, 0.05, 1.0, 1.0]
+    authorize = [0.2, 0.2, 0.06, 0.08]
+
+    def stats(samples: list[float], count: int, errors: int) -> ActionStats:
+        p50, p95, p99 = (expected_ms(samples, q) for q in (50, 95, 99))
+        return ActionStats(count, p50, p95, p99, errors)
+
+    assert step.actions == {
+        "Heartbeat": stats(heartbeat, count=28, errors=2),  # + the disconnected one
+        "Authorize": stats(authorize, count=4, errors=3),
+        "Other": stats([0.01], count=1, errors=0),
+    }
+    # what the buckets say, not the samples: 0.004 s lies in (2.5 ms, 5 ms]
+    assert step.actions["Heartbeat"].p50_ms == pytest.approx(2.5 + 2.5 * 13.5 / 17)
+    assert step.actions["Heartbeat"].p99_ms == pytest.approx(20_000 + 10_000 * 0.73)
+    assert step.call_errors == 5
+    assert step.error_codes == {"SecurityError": 2, "GenericError": 1, "timeout": 1,
+                                "disconnected": 1}  # fmt: skip
+    assert step.connect_attempts == 8 and step.connect_failures == 3
+    assert step.unexpected_disconnects == 3  # "closed" is the load generator's own
+    assert step.messages_per_s == (30 + 10 + 8) / 8.0
+    lags = [expected_ms(samples, 99, LAG_BUCKETS) for samples in (local_lag, w2_lag, w3_lag)]
+    assert step.schedule_lag_p99_ms == max(lags) == lags[1]
+    assert step.cpu == 0.7  # the busiest process's latest reading
+    assert step.connected == (5 - 1) + (3 - 4) + 2
+    assert (step.chargers, step.seconds) == (50, 8.0)
+    assert step.calls == 33
+
+    # the caller's CPU figure wins; the views are not modified
+    again = measure(before, after, chargers=50, seconds=8.0, cpu=0.33)
+    assert again.cpu == 0.33
+    assert dataclasses.replace(again, cpu=0.7) == step
+
+
+def test_measure_an_idle_interval() -> None:
+    metrics = worker_metrics("local", [0.01, 0.02], connects=3, drops=1)
+    collector = MergedCollector(metrics, stale_after=None)
+    view = collector.merged()
+    step = measure(view, collector.merged(), chargers=10, seconds=0.0)
+    assert step.actions == {} and step.calls == 0
+    assert (step.call_errors, step.error_codes) == (0, {})
+    assert (step.connect_attempts, step.connect_failures, step.unexpected_disconnects) == (0, 0, 0)
+    assert step.messages_per_s == 0.0  # no division by zero
+    assert step.schedule_lag_p99_ms is None
+    assert step.cpu is None  # no process reported its CPU
+    assert step.connected == 2
+    # from nothing: everything so far
+    first = measure({}, view, chargers=10, seconds=2.0)
+    assert first.actions["Heartbeat"].count == 2 and first.actions["Authorize"].errors == 1
+    assert first.error_codes == {"SecurityError": 1}
+    assert (first.connect_attempts, first.unexpected_disconnects) == (3, 1)
+    assert first.messages_per_s == 4 / 2.0
+
+
+# -- the run id, the capacity answer and the target ----------------------------------------
+
+
+def exported(source: Any) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(source)
+    return generate_latest(registry).decode()
+
+
+UNLABELLED_GAUGES = [spec.name for spec in SPECS if spec.kind == "gauge" and not spec.labels]
+
+
+def test_the_run_id_labels_every_exported_series() -> None:
+    metrics = worker_metrics("master", [0.01], connects=1, drops=0)
+    metrics.run_id = "run-42"
+    metrics.set_target(7)
+    collector = MergedCollector(metrics, stale_after=None)
+    collector.update("w2", shipped(worker_metrics("w2", [0.5], connects=2, drops=1)))
+    text = exported(collector)
+    parsed = families(text)
+    assert set(parsed) >= DESIGN_METRICS
+    samples = [sample for family in parsed.values() for sample in family.samples]
+    assert len(samples) > 50
+    assert all(sample.labels.get("run") == "run-42" for sample in samples)
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert all('run="run-42"' in line for line in lines)
+    assert len(UNLABELLED_GAUGES) >= 7
+    for name in UNLABELLED_GAUGES:  # only the run label: always there
+        assert [sample.labels for sample in parsed[name].samples] == [{"run": "run-42"}], name
+    values = {name: parsed[name].samples[0].value for name in UNLABELLED_GAUGES}
+    assert values[f"{P}chargers_target"] == 7
+    assert values[f"{P}chargers_connected"] == 1 + 1
+    assert values[f"{P}capacity_max_chargers"] == 0
+    heartbeat = [
+        s for s in parsed[f"{P}call_duration_seconds"].samples if s.name.endswith("_count")
+    ]
+    assert {"action": "Heartbeat", "outcome": "result", "run": "run-42"} in [
+        s.labels for s in heartbeat
+    ]
+
+    # a single process serves its Metrics with the label, too
+    port = free_port()
+    exporter = serve(metrics, port=port, host="127.0.0.1")
+    assert exporter is not None
+    try:
+        _, body = fetch("127.0.0.1", port)
+    finally:
+        exporter.stop()
+    served = [s for family in families(body).values() for s in family.samples]
+    assert served and all(s.labels.get("run") == "run-42" for s in served)
+
+    # no run yet: no run label
+    metrics.run_id = None
+    assert "run=" not in exported(MergedCollector(metrics, stale_after=None))
+
+
+def test_no_capacity_answer_exports_nan() -> None:
+    metrics = Metrics(worker="local")
+    metrics.set_capacity(420)
+    assert (
+        families(exported(MergedCollector(metrics)))[f"{P}capacity_max_chargers"].samples[0].value
+        == 420
+    )
+    metrics.set_capacity(None, True)
+    parsed = families(exported(MergedCollector(metrics)))
+    assert math.isnan(parsed[f"{P}capacity_max_chargers"].samples[0].value)
+    assert parsed[f"{P}capacity_limited_by_generator"].samples[0].value == 1
+    metrics.set_capacity(300)
+    parsed = families(exported(MergedCollector(metrics)))
+    assert parsed[f"{P}capacity_max_chargers"].samples[0].value == 300
+    assert parsed[f"{P}capacity_limited_by_generator"].samples[0].value == 0
+
+
+def test_no_capacity_answer_exports_nan_on_a_master_with_workers() -> None:
+    master = Metrics(worker="master")
+    master.set_capacity(None, True)
+    collector = MergedCollector(master)
+    collector.update("w1", shipped(worker_metrics("w1", [0.01], connects=1, drops=0)))
+    parsed = families(exported(collector))
+    assert parsed[f"{P}capacity_limited_by_generator"].samples[0].value == 1
+    assert math.isnan(parsed[f"{P}capacity_max_chargers"].samples[0].value)
+
+
+def test_target_follows_set_target() -> None:
+    metrics = Metrics()
+    assert metrics.target == 0
+    for chargers in (100, 150, 125, 0):
+        metrics.set_target(chargers)
+        assert metrics.target == chargers
+        assert value(metrics, f"{P}chargers_target") == chargers

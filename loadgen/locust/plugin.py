@@ -19,7 +19,10 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination
+from loadgen.capacity import CapacityResult
+from loadgen.locust.recorder import RunRecorder, redacted_host, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
+from loadgen.locust.shape import LOCAL_MIN_SETTLE_S, LOCAL_STALL_S, CapacityShape
 from loadgen.metrics import (
     LagProbe,
     MergedCollector,
@@ -30,10 +33,13 @@ from loadgen.metrics import (
     serve,
 )
 from loadgen.physics import ScaledClock
+from loadgen.report import write_reports
 
 log = logging.getLogger(__name__)
 
 RUN_MESSAGE = "ocpp_run_id"
+#: master -> workers: a capacity step began; chargers in reconnect back-off retry now
+RETRY_MESSAGE = "ocpp_retry_now"
 
 
 class OcppRequestFailure(Exception):
@@ -54,6 +60,12 @@ class RunContext:
     users: dict[str, Any] = field(default_factory=dict)
     metrics: Metrics | None = None
     metrics_observer: MetricsObserver | None = None
+    #: the run-wide metrics (master: every worker's merged; single process: its own)
+    merged: MergedCollector | None = None
+    shape: CapacityShape | None = None
+    recorder: RunRecorder | None = None
+    #: the heartbeat interval the CSMS gave, as each worker last reported it
+    worker_heartbeats: dict[str, float] = field(default_factory=dict)
 
     def use_run(self, run_id: str) -> None:
         """Make (or re-make) the coordinator for ``run_id``; users wait until it exists."""
@@ -69,6 +81,8 @@ class RunContext:
             run_id=run_id,
             lease_ttl=s.lease_ttl,
         )
+        if self.metrics is not None:
+            self.metrics.run_id = run_id
         self.ready.set()
         if self.renewer is None:
             self.renewer = gevent.spawn(self._renew_leases)
@@ -98,6 +112,35 @@ class RunContext:
                 )
                 if user is not None:
                     user.lease_lost()
+
+    def retry_now(self) -> None:
+        """Every station of this process waiting out a reconnect back-off tries now."""
+        for user in list(self.users.values()):
+            runner = getattr(user, "runner", None)
+            if runner is not None and (runner.link is None or not runner.link.connected):
+                runner.retry_now()
+
+    def heartbeat_interval(self) -> float:
+        """Simulated seconds between heartbeats: the override, else the longest the CSMS
+        gave this process's stations (or, on the master, any worker's)."""
+        if self.settings.heartbeat_interval:
+            return self.settings.heartbeat_interval
+        local = max(
+            (
+                user.runner.station.heartbeat_interval
+                for user in list(self.users.values())
+                if getattr(user, "runner", None) is not None
+            ),
+            default=0.0,
+        )
+        return max(local, *self.worker_heartbeats.values(), 0.0)
+
+    def cycle_seconds(self) -> float:
+        """Real seconds of one full heartbeat / meter cycle: a capacity hold is never
+        shorter, so every charger has sent what it sends periodically."""
+        s = self.settings
+        meter = s.meter_interval if set(s.profile.weights) - {"idle"} else 0.0
+        return max(self.heartbeat_interval(), meter) / s.time_scale
 
     # -- the link's CallObserver, as Locust statistics -----------------------------------
 
@@ -191,9 +234,12 @@ def setup(environment: Environment, options: Any) -> RunContext:
     context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
+    if not isinstance(runner, WorkerRunner):
+        _setup_capacity_and_reports(context, environment, options)
     if isinstance(runner, WorkerRunner):
         # Locust calls message listeners as ``listener(environment=..., msg=...)``.
         runner.register_message(RUN_MESSAGE, lambda msg, **_: context.use_run(msg.data))
+        runner.register_message(RETRY_MESSAGE, lambda msg, **_: context.retry_now())
     elif isinstance(runner, MasterRunner):
 
         @environment.events.test_start.add_listener
@@ -227,9 +273,12 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
     events = context.environment.events
     port = context.settings.prometheus_port
     if isinstance(runner, WorkerRunner):
-        events.report_to_master.add_listener(
-            lambda client_id, data, **_: data.__setitem__("ocpp_metrics", metrics.snapshot())
-        )
+
+        def report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+            data["ocpp_metrics"] = metrics.snapshot()
+            data["ocpp_heartbeat_interval"] = context.heartbeat_interval()
+
+        events.report_to_master.add_listener(report)
         return
     if isinstance(runner, MasterRunner):
         merged = MergedCollector(metrics)
@@ -237,17 +286,141 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
         def on_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
             merged.update(client_id, data.get("ocpp_metrics"))
             merged.retain(runner.clients.keys())  # a worker that left stops counting
+            interval = data.get("ocpp_heartbeat_interval")
+            if isinstance(interval, int | float):
+                context.worker_heartbeats[client_id] = float(interval)
 
         events.worker_report.add_listener(on_report)
-        source: Any = merged
     else:
-        source = metrics
+        merged = MergedCollector(metrics, stale_after=None)
+    context.merged = merged
+
+    def follow_users() -> None:
+        if context.shape is None and runner is not None:  # the shape sets its own
+            metrics.set_target(getattr(runner, "target_user_count", 0) or 0)
+
+    metrics.add_refresher(follow_users)
     try:
-        exporter = serve(source, port)
+        exporter = serve(merged, port)
     except OSError as exc:
         raise SettingsError(f"--prometheus-port {port}: {exc.strerror or exc}") from None
     if exporter is not None:
         log.info("Prometheus metrics on %s", exporter.url)
+
+
+def _setup_capacity_and_reports(
+    context: RunContext, environment: Environment, options: Any
+) -> None:
+    """The capacity shape (``--capacity-search``) and the run's recorder (reports)."""
+    settings, metrics, merged = context.settings, context.metrics, context.merged
+    assert metrics is not None and merged is not None
+    config = settings.capacity
+    if config is not None:
+        if environment.shape_class is not None:
+            raise SettingsError(
+                f"--capacity-search: the locustfile has a load shape of its own "
+                f"({type(environment.shape_class).__name__}); use one or the other"
+            )
+
+        def done(result: CapacityResult) -> None:
+            metrics.set_capacity(result.max_chargers, result.limited_by_generator)
+            _final_words.append(result.summary())
+            # Refused connections and failed CALLs are what a search provokes: the exit
+            # code says whether there is an answer (and, as always, no exceptions).
+            runner = environment.runner
+            found = result.max_chargers is not None
+            environment.process_exit_code = 0 if found and not runner.exceptions else 1
+
+        def retry_now(target: int) -> None:
+            context.retry_now()
+            if isinstance(environment.runner, MasterRunner):
+                environment.runner.send_message(RETRY_MESSAGE, target)
+
+        shape = CapacityShape(
+            config,
+            merged=merged.merged,
+            set_target=metrics.set_target,
+            spawn_rate=settings.capacity_spawn_rate,
+            connect_timeout=settings.connect_timeout,
+            reconnect_cap=settings.reconnect_cap,
+            cycle=context.cycle_seconds,
+            linger=settings.capacity_linger,
+            on_target=retry_now,
+            **(
+                {}
+                if isinstance(environment.runner, MasterRunner)
+                else {"min_settle": LOCAL_MIN_SETTLE_S, "stall": LOCAL_STALL_S}
+            ),
+            latencies=lambda: {
+                name: entry.response_times
+                for (name, method), entry in environment.stats.entries.items()
+                if method == "OCPP"
+            },
+            on_done=done,
+        )
+        shape.runner = environment.runner
+        environment.shape_class = shape
+        context.shape = shape
+    if settings.report_dir is None and config is None:
+        return
+    recorder = RunRecorder(merged.merged, lambda: metrics.target)
+    context.recorder = recorder
+    events = environment.events
+
+    @events.test_start.add_listener
+    def _record(**_: Any) -> None:
+        recorder.start()
+
+    @events.test_stop.add_listener
+    def _report(**_: Any) -> None:
+        recorder.stop_sampling()
+        shape = context.shape
+        if shape is not None and shape.phase not in ("linger", "done"):
+            so_far = shape.result.max_chargers
+            _final_words.append(
+                "capacity: no answer: the run ended before the search did"
+                + (f" ({so_far} chargers held so far)" if so_far is not None else "")
+            )
+        if settings.report_dir is None:
+            return
+        try:
+            recorder.sample()
+            report = recorder.build(
+                run=_run_facts(context, environment),
+                settings=report_settings(options),
+                steps=list(shape.steps) if shape is not None else [],
+                capacity=shape.result if shape is not None else None,
+                capacity_config=config,
+                peak=int(merged.merged().get(_PEAK, {}).get((), 0)),
+            )
+            json_path, html_path = write_reports(report, settings.report_dir)
+        except Exception as exc:  # the run's figures are still in Locust's and Prometheus's
+            log.exception("writing the report failed")
+            _final_words.append(f"loadgen: could not write the report: {exc}")
+            return
+        _final_words.append(f"reports: {html_path}\n         {json_path}")
+
+
+_PEAK = "ocpp_loadgen_chargers_connected_peak"
+
+
+def _run_facts(context: RunContext, environment: Environment) -> dict[str, Any]:
+    import locust
+
+    import loadgen
+
+    runner = environment.runner
+    s = context.settings
+    return {
+        "run_id": context.coordinator.run_id if context.coordinator else "",
+        "host": redacted_host(s.host),
+        "ocpp_version": s.version.name,
+        "profile": getattr(environment.parsed_options, "ocpp_profile", ""),
+        "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 1,
+        "locust_version": locust.__version__,
+        "loadgen_version": getattr(loadgen, "__version__", ""),
+        "exit_code": None,
+    }
 
 
 @events.quitting.add_listener

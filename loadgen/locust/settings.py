@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen import fleet as fleets
+from loadgen.capacity import CapacityConfig, parse_p95_slo
 from loadgen.link import tls_context
+from loadgen.metrics import known_actions
 from loadgen.profiles import ProfileError, ProfileMix, SessionPlan, parse_profile
 from loadgen.protocols import Version, get_version
 
@@ -46,6 +48,14 @@ class Settings:
     #: seconds a charger id / idToken lease lives unless renewed (renewed every third of it)
     lease_ttl: float = 30.0
     ssl_context: ssl.SSLContext | None = None
+    #: the capacity search's settings; None: a plain run of --users
+    capacity: CapacityConfig | None = None
+    #: users started per second by the capacity search (Locust's --spawn-rate, or 100)
+    capacity_spawn_rate: float = 100.0
+    #: seconds to keep serving the answer after the search (for Prometheus to scrape it)
+    capacity_linger: float = 15.0
+    #: write JSON + HTML reports here at the end of every run
+    report_dir: str | None = None
     #: security profile 1 for chargers without a fleet password; never logged
     password: str | None = field(default=None, repr=False)
 
@@ -175,6 +185,89 @@ def add_arguments(parser: Any) -> None:
         "CSMS stored (exit code 1 on any loss)",
     )
     parser.add_argument(
+        "--report-dir",
+        default="",
+        help="write a JSON and a self-contained HTML report here at the end of every run",
+    )
+    # the capacity search: a load shape instead of --users
+    parser.add_argument(
+        "--capacity-search",
+        action="store_true",
+        default=False,
+        help="find the most chargers the CSMS holds within the SLOs: step the chargers up "
+        "from --capacity-start, hold, judge, bisect (replaces --users)",
+    )
+    parser.add_argument(
+        "--capacity-start", type=int, default=100, help="chargers of the first step (100)"
+    )
+    parser.add_argument(
+        "--capacity-step",
+        default="x1.5",
+        help="how steps grow: a factor like x1.5 or an increment like +100 (x1.5)",
+    )
+    parser.add_argument(
+        "--capacity-max",
+        type=int,
+        default=0,
+        help="stop stepping up here (default: the fleet's size)",
+    )
+    parser.add_argument(
+        "--capacity-hold",
+        type=float,
+        default=60.0,
+        help="seconds to hold each step once its chargers are connected; extended to one "
+        "full heartbeat / meter cycle when that is longer (60)",
+    )
+    parser.add_argument(
+        "--capacity-resolution",
+        default="5%",
+        help="bisect until the last good and first bad step are this close: chargers (10) "
+        "or a share of the answer (5%%, the default)",
+    )
+    parser.add_argument(
+        "--capacity-linger",
+        type=float,
+        default=15.0,
+        help="seconds to keep serving /metrics after the search, so Prometheus scrapes the "
+        "answer (15)",
+    )
+    parser.add_argument(
+        "--slo-p95-ms",
+        default="1000",
+        help="p95 SLO per OCPP action, ms: 1000, or with overrides: 1000,Heartbeat=500,"
+        "BootNotification=3000 (none: no latency SLO)",
+    )
+    parser.add_argument(
+        "--slo-error-ratio",
+        type=float,
+        default=0.01,
+        help="most CALLs not answered with a CALLRESULT, as a share (0.01)",
+    )
+    parser.add_argument(
+        "--slo-connect-failure-ratio",
+        type=float,
+        default=0.01,
+        help="most failed connection attempts (and chargers not connected), as a share (0.01)",
+    )
+    parser.add_argument(
+        "--slo-disconnect-ratio",
+        type=float,
+        default=0.01,
+        help="most connections the CSMS closes or loses during a hold, per charger (0.01)",
+    )
+    parser.add_argument(
+        "--capacity-max-lag-ms",
+        type=float,
+        default=100.0,
+        help="saturation guard: the load generator's timer lag p99 (worst worker), ms (100)",
+    )
+    parser.add_argument(
+        "--capacity-max-cpu",
+        type=float,
+        default=0.9,
+        help="saturation guard: CPU of the busiest load-generator process, 1 = a core (0.9)",
+    )
+    parser.add_argument(
         "--prometheus-port",
         type=int,
         default=9646,
@@ -226,6 +319,7 @@ def settings_from_options(options: Any) -> Settings:
             )
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(f"TLS settings: {exc}") from None
+    capacity = _capacity_config(options, len(fleet.chargers))
     token_count = options.id_tokens or len(fleet.chargers)
     limit = 20 if version.name == "1.6" else 36
     tokens = [f"tok{n:07d}"[:limit] for n in range(1, token_count + 1)]
@@ -250,5 +344,56 @@ def settings_from_options(options: Any) -> Settings:
         prometheus_port=options.prometheus_port,
         lease_ttl=options.lease_ttl,
         ssl_context=ssl_context,
+        capacity=capacity,
+        capacity_spawn_rate=float(getattr(options, "spawn_rate", None) or 100.0),
+        capacity_linger=options.capacity_linger,
+        report_dir=options.report_dir or None,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )
+
+
+def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:
+    if not options.capacity_search:
+        return None
+    resolution_text = str(options.capacity_resolution).strip()
+    try:
+        if resolution_text.endswith("%"):
+            resolution, ratio = 1, float(resolution_text[:-1]) / 100
+        else:
+            resolution, ratio = int(resolution_text), 0.0
+    except ValueError:
+        raise SettingsError(
+            f"--capacity-resolution {resolution_text!r}: write chargers (10) or a share (5%)"
+        ) from None
+    maximum = options.capacity_max or fleet_size
+    if maximum > fleet_size:
+        raise SettingsError(
+            f"--capacity-max {maximum} is more than the fleet's {fleet_size} chargers "
+            "(raise --fleet-size or use a larger --fleet)"
+        )
+    if options.capacity_linger < 0:
+        raise SettingsError(
+            f"--capacity-linger must not be negative, not {options.capacity_linger}"
+        )
+    spawn_rate = getattr(options, "spawn_rate", None)
+    if spawn_rate is not None and not spawn_rate > 0:
+        raise SettingsError(f"--spawn-rate must be positive, not {spawn_rate}")
+    try:
+        p95_ms, overrides = parse_p95_slo(options.slo_p95_ms, known_actions())
+        return CapacityConfig(
+            start=options.capacity_start,
+            step=options.capacity_step,
+            max_chargers=maximum,
+            hold_seconds=options.capacity_hold,
+            p95_ms=p95_ms,
+            p95_ms_by_action=overrides,
+            max_call_error_ratio=options.slo_error_ratio,
+            max_connect_failure_ratio=options.slo_connect_failure_ratio,
+            max_disconnect_ratio=options.slo_disconnect_ratio,
+            max_schedule_lag_p99_ms=options.capacity_max_lag_ms or None,
+            max_generator_cpu=options.capacity_max_cpu or None,
+            resolution=resolution,
+            resolution_ratio=ratio,
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None

@@ -1,0 +1,170 @@
+"""What a run's report is made of, gathered on the master (or the single process).
+
+:class:`RunRecorder` remembers the merged metrics when a run starts, measures a window
+every ``window`` seconds (the report's timeline: chargers, latency, errors over time),
+collects the capacity search's steps, and at the end of the run writes the JSON and HTML
+reports (:mod:`loadgen.report`) into ``--report-dir``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import gevent
+
+from loadgen import report as reports
+from loadgen.capacity import CapacityConfig, CapacityResult
+from loadgen.metrics import Merged, measure
+
+log = logging.getLogger(__name__)
+
+#: option names never copied into a report, whatever their value
+_SECRET_WORDS = ("password", "secret", "private", "api_key", "token_value")
+
+
+def redacted_host(url: str) -> str:
+    """The CSMS URL without credentials (``ws://user:pw@host`` -> ``ws://host``)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def report_settings(options: Any) -> dict[str, Any]:
+    """The run's options as plain values for the report; secrets left out."""
+    settings: dict[str, Any] = {}
+    for name, value in sorted(vars(options).items()):
+        if any(word in name.lower() for word in _SECRET_WORDS):
+            continue
+        if name == "host" and isinstance(value, str):
+            value = redacted_host(value)
+        if value is None or isinstance(value, bool | int | float | str):
+            settings[name] = value
+        elif isinstance(value, list | tuple) and all(
+            isinstance(v, str | int | float) for v in value
+        ):
+            settings[name] = list(value)
+    return settings
+
+
+def capacity_config_dict(config: CapacityConfig) -> dict[str, Any]:
+    return {
+        "start": config.start,
+        "step": str(config.step),
+        "max_chargers": config.max_chargers,
+        "hold_seconds": config.hold_seconds,
+        "p95_ms": config.p95_ms,
+        "p95_ms_by_action": dict(config.p95_ms_by_action),  # type: ignore[arg-type]
+        "max_call_error_ratio": config.max_call_error_ratio,
+        "max_connect_failure_ratio": config.max_connect_failure_ratio,
+        "max_disconnect_ratio": config.max_disconnect_ratio,
+        "max_schedule_lag_p99_ms": config.max_schedule_lag_p99_ms,
+        "max_generator_cpu": config.max_generator_cpu,
+        "resolution": config.resolution,
+        "resolution_ratio": config.resolution_ratio,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+class RunRecorder:
+    """One per master / single process; :meth:`start` and :meth:`finish` per run."""
+
+    def __init__(
+        self,
+        merged: Callable[[], Merged],
+        target: Callable[[], int],
+        *,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.merged = merged
+        self.target = target
+        self.window = window
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.timeline: list[dict[str, Any]] = []
+        self._greenlet: gevent.Greenlet | None = None
+        self._started = self._wall_started = 0.0
+        self._start_view: Merged = {}
+        self._window_view: Merged = {}
+        self._window_started = 0.0
+
+    def start(self) -> None:
+        self.stop_sampling()
+        self.timeline = []
+        self._started, self._wall_started = self.clock(), self.wall_clock()
+        self._start_view = self._window_view = self.merged()
+        self._window_started = self._started
+        self._greenlet = gevent.spawn(self._sample_forever)
+
+    def stop_sampling(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def sample(self) -> None:
+        """Close the current timeline window (also called at the end of the run)."""
+        now = self.clock()
+        if now - self._window_started <= 0.5:
+            return
+        view = self.merged()
+        window = measure(
+            self._window_view, view, chargers=self.target(), seconds=now - self._window_started
+        ).to_dict()
+        window["t_s"] = now - self._started
+        self.timeline.append(window)
+        self._window_view, self._window_started = view, now
+
+    def _sample_forever(self) -> None:
+        while True:
+            gevent.sleep(self.window)
+            try:
+                self.sample()
+            except Exception:  # a report is not worth a dead run
+                log.exception("sampling the report's timeline failed")
+
+    def build(
+        self,
+        *,
+        run: dict[str, Any],
+        settings: dict[str, Any],
+        steps: list[dict[str, Any]],
+        capacity: CapacityResult | None,
+        capacity_config: CapacityConfig | None,
+        peak: int,
+    ) -> dict[str, Any]:
+        """The report of the run so far (call :meth:`sample` first for the last window)."""
+        now = self.clock()
+        totals = measure(
+            self._start_view, self.merged(), chargers=peak, seconds=now - self._started
+        ).to_dict()
+        capacity_dict = None
+        if capacity is not None:
+            capacity_dict = capacity.to_dict()
+            if capacity_config is not None:
+                capacity_dict["config"] = capacity_config_dict(capacity_config)
+        return reports.build_report(
+            run={
+                **run,
+                "started": _iso(self._wall_started),
+                "ended": _iso(self.wall_clock()),
+                "duration_s": now - self._started,
+            },
+            settings=settings,
+            steps=steps,
+            timeline=self.timeline,
+            totals=totals,
+            capacity=capacity_dict,
+        )

@@ -1,0 +1,282 @@
+"""The capacity search as a Locust load shape (``--capacity-search``).
+
+:class:`~loadgen.capacity.CapacitySearch` decides; this drives it from Locust's shape
+greenlet (``tick()`` about once a second on the master or the single process):
+
+1. **step**: ask for the search's next target (``chargers_target`` follows it);
+2. **settle**: wait until the chargers are there (connected and Locust's user count at the
+   target) or until a timeout, since a CSMS that refuses connections never gets there and
+   that is a finding, not a reason to wait for ever;
+3. **hold**: remember the merged metrics, wait ``max(--capacity-hold, one heartbeat / meter
+   cycle)``, and turn the differences into a :class:`~loadgen.capacity.StepMeasurement`
+   (:func:`loadgen.metrics.measure`); the search judges it;
+4. when the search is over: the answer goes to ``ocpp_loadgen_capacity_max_chargers``, the
+   console and the reports; the shape keeps the load for ``--capacity-linger`` seconds so
+   Prometheus scrapes the answer, then ends the run.
+
+The clock is injectable so the state machine can be tested without waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from locust import LoadTestShape
+
+from loadgen.capacity import (
+    CapacityConfig,
+    CapacityResult,
+    CapacitySearch,
+    StepMeasurement,
+    count_percentile,
+)
+from loadgen.metrics import Merged, measure
+
+log = logging.getLogger(__name__)
+
+#: the least time between a step's change and its hold: Locust workers report every 3 s,
+#: so the master's merged view needs that long to show the new step (a single process
+#: sees its own at once: LOCAL_MIN_SETTLE_S)
+MIN_SETTLE_S = 7.0
+LOCAL_MIN_SETTLE_S = 2.0
+#: a step whose connected chargers stopped growing this long (all users spawned) is held:
+#: the CSMS refuses the rest, which the hold measures
+STALL_S = 10.0
+LOCAL_STALL_S = 5.0
+#: how long the chargers of a step may take to connect beyond the spawn time (at least a
+#: full reconnect back-off: chargers refused at a failed step retry only after theirs)
+SETTLE_GRACE_S = 30.0
+
+
+class CapacityShape(LoadTestShape):
+    """Steps the chargers up, holds, judges, bisects; see the module's docstring.
+
+    ``merged`` returns the run-wide metrics (:meth:`MergedCollector.merged`), ``cycle``
+    the seconds of one heartbeat / meter cycle as known now, ``on_step`` and ``on_done``
+    are told about every judged step and the final answer.
+    """
+
+    # Locust instantiates every non-abstract shape it finds in a locustfile; this one is
+    # set up by the plugin only with --capacity-search.
+    abstract = True
+    use_common_options = True  # --spawn-rate and --run-time still apply
+
+    def __init__(
+        self,
+        config: CapacityConfig,
+        *,
+        merged: Callable[[], Merged],
+        set_target: Callable[[int], None],
+        spawn_rate: float = 100.0,
+        connect_timeout: float = 10.0,
+        reconnect_cap: float = 60.0,
+        cycle: Callable[[], float] = lambda: 0.0,
+        linger: float = 15.0,
+        latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
+        on_target: Callable[[int], None] = lambda target: None,
+        on_step: Callable[[dict[str, Any]], None] = lambda step: None,
+        on_done: Callable[[CapacityResult], None] = lambda result: None,
+        clock: Callable[[], float] = time.monotonic,
+        min_settle: float = MIN_SETTLE_S,
+        stall: float = STALL_S,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.merged = merged
+        self.set_target = set_target
+        self.on_target = on_target
+        self.latencies = latencies
+        self.spawn_rate = spawn_rate
+        self.connect_timeout = connect_timeout
+        self.reconnect_cap = reconnect_cap
+        self.cycle = cycle
+        self.linger = linger
+        self.on_step = on_step
+        self.on_done = on_done
+        self.clock = clock
+        self.min_settle = min_settle
+        self.stall = stall
+        self._restart()
+
+    def _restart(self) -> None:
+        self.search = CapacitySearch(self.config)
+        self.phase = "step"  # step | settle | hold | linger | done
+        self.target: int | None = None
+        self.previous = 0
+        self.steps: list[dict[str, Any]] = []
+        self.run_started = self.clock()
+        self._since = self.run_started
+        self._hold_seconds = 0.0
+        self._baseline: Merged = {}
+        self._latency_baseline: dict[str, dict[float, int]] = {}
+        self._cpu: list[float] = []
+        self._connected = -1.0
+        self._retried = False
+        self._connected_since = self.run_started
+
+    def reset_time(self) -> None:
+        """Locust calls this when a run starts: a second run (web UI) searches anew."""
+        super().reset_time()
+        self._restart()
+
+    # -- the shape ---------------------------------------------------------------------
+
+    def tick(self) -> tuple[int, float] | None:
+        now = self.clock()
+        if self.phase == "done":
+            return None
+        if self.phase == "linger":
+            if now - self._since >= self.linger:
+                self.phase = "done"
+                return None
+            return self._current()
+        if self.phase == "step":
+            target = self.search.next_target()
+            if target is None:
+                self._finish(now)
+                return None if self.phase == "done" else self._current()
+            self.previous, self.target = self.target or 0, target
+            self.phase, self._since = "settle", now
+            self.set_target(target)
+            self._retried = False
+            log.info("capacity search (%s): %d chargers", self.search.phase, target)
+            return self._current()
+        if self.phase == "settle":
+            if self._settled(now):
+                self.phase, self._since = "hold", now
+                self._baseline = self.merged()
+                self._latency_baseline = self._latency_view()
+                self._cpu = []
+                self._hold_seconds = max(self.config.hold_seconds, self.cycle())
+                log.info(
+                    "capacity search: holding %d chargers for %.0f s",
+                    self.target,
+                    self._hold_seconds,
+                )
+            return self._current()
+        # hold
+        after = self.merged()
+        readings = after.get("ocpp_loadgen_worker_cpu_ratio", {}).values()
+        if readings:
+            self._cpu.append(max(readings))
+        if now - self._since >= self._hold_seconds:
+            self._judge(now, after)
+        return self._current()
+
+    def _current(self) -> tuple[int, float]:
+        return (self.target or 0, self.spawn_rate)
+
+    def _settled(self, now: float) -> bool:
+        """The step's chargers are there, or they had their time."""
+        waited = now - self._since
+        assert self.target is not None
+        change = abs(self.target - self.previous)
+        grace = max(SETTLE_GRACE_S, self.reconnect_cap) + self.connect_timeout
+        if waited >= change / self.spawn_rate + grace:
+            if not self._retried:
+                self._retried = True
+                self.on_target(self.target)
+            log.warning(
+                "capacity search: %d chargers asked for, not all there after %.0f s; "
+                "holding anyway (the CSMS refusing them is a finding)",
+                self.target,
+                waited,
+            )
+            return True
+        if waited < self.min_settle:
+            return False
+        connected = sum(self.merged().get("ocpp_loadgen_chargers_connected", {}).values())
+        if connected != self._connected:
+            self._connected, self._connected_since = connected, now
+        users = self.runner.user_count if self.runner is not None else self.target
+        if users != self.target:
+            return False
+        if not self._retried:
+            # Only now: the users of a step down are gone and their connections free.
+            self._retried = True
+            self.on_target(self.target)
+            self._connected, self._connected_since = connected, now
+        # Down a step too: every remaining charger connected and the stopped ones gone.
+        if connected == self.target:
+            return True
+        if connected < self.target and now - self._connected_since >= self.stall:
+            log.info(
+                "capacity search: %d of %d chargers connected, no more for %.0f s; holding",
+                connected,
+                self.target,
+                now - self._connected_since,
+            )
+            return True
+        return False
+
+    def _judge(self, now: float, after: Merged) -> None:
+        assert self.target is not None
+        cpu = sum(self._cpu) / len(self._cpu) if self._cpu else None
+        measurement: StepMeasurement = measure(
+            self._baseline, after, chargers=self.target, seconds=now - self._since, cpu=cpu
+        )
+        if self.latencies is not None:
+            measurement = self._precise(measurement)
+        phase = self.search.phase
+        verdict = self.search.record(measurement)
+        step = {
+            **measurement.to_dict(),
+            "phase": phase,
+            "ok": verdict.ok,
+            "generator_saturated": verdict.generator_saturated,
+            "reasons": list(verdict.reasons),
+            "started_s": self._since - self.run_started,
+        }
+        self.steps.append(step)
+        worst = max(
+            (s.p95_ms for s in measurement.actions.values() if s.p95_ms is not None),
+            default=None,
+        )
+        log.info(
+            "capacity step %d chargers: %s (%d CALLs, %d errors, worst p95 %s)",
+            self.target,
+            "held" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
+            measurement.calls,
+            measurement.call_errors,
+            "-" if worst is None else f"{worst:.0f} ms",
+        )
+        self.on_step(step)
+        self.phase = "step"
+
+    def _latency_view(self) -> dict[str, dict[float, int]]:
+        if self.latencies is None:
+            return {}
+        return {action: dict(counts) for action, counts in self.latencies().items()}
+
+    def _precise(self, measurement: StepMeasurement) -> StepMeasurement:
+        """Percentiles from Locust's own response times (ms to 2 significant digits)
+        instead of the Prometheus buckets, which are too coarse to judge an SLO by (a
+        reply of 140 ms in the 100-250 ms bucket reads as a p95 of 242 ms)."""
+        before, after = self._latency_baseline, self._latency_view()
+        actions = dict(measurement.actions)
+        for action, stats in measurement.actions.items():
+            start = before.get(action, {})
+            delta = {v: n - start.get(v, 0) for v, n in after.get(action, {}).items()}
+            if sum(n for n in delta.values() if n > 0) == 0:
+                continue
+            actions[action] = dataclasses.replace(
+                stats,
+                p50_ms=count_percentile(delta, 50),
+                p95_ms=count_percentile(delta, 95),
+                p99_ms=count_percentile(delta, 99),
+            )
+        return dataclasses.replace(measurement, actions=actions)
+
+    def _finish(self, now: float) -> None:
+        result = self.search.result()
+        log.info("%s", result.summary())
+        self.on_done(result)
+        self.phase, self._since = ("linger", now) if self.linger > 0 else ("done", now)
+
+    @property
+    def result(self) -> CapacityResult:
+        return self.search.result()

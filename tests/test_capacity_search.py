@@ -1,0 +1,193 @@
+"""The capacity search end to end: the real ``locust`` command with ``--capacity-search``
+against a real csms_stub given a known ceiling (``--max-connections``, or replies that slow
+down as chargers are added), alone and as a master with a worker. The answer must be within
+one step of the ceiling, and it must reach the console, ``/metrics`` and the reports.
+
+Bounded: a few dozen chargers on 127.0.0.1, short holds; each run stops by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from loadgen.metrics import known_actions
+from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
+from tests.test_locust import Background, wait_for
+
+#: chargers heartbeat every 2 s (a hold of 3 s sees every one of them)
+QUICK = ["--ocpp-profile", "idle", "--heartbeat-interval", "2", "--fleet-size", "80"]
+QUICK += ["--spawn-rate", "50", "--capacity-hold", "3", "--reconnect-cap", "2"]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def gauge(text: str, name: str) -> float | None:
+    match = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def answer_of(output: str) -> int:
+    match = re.search(r"^capacity: (\d+) chargers \(", output, re.MULTILINE)
+    assert match, f"no capacity line:\n{output[-4000:]}"
+    return int(match.group(1))
+
+
+def reports_in(directory: Path) -> tuple[dict, str]:
+    json_files = sorted(directory.glob("ocpp-report-*.json"))
+    html_files = sorted(directory.glob("ocpp-report-*.html"))
+    assert len(json_files) == 1 and len(html_files) == 1, list(directory.iterdir())
+    return json.loads(json_files[0].read_text()), html_files[0].read_text()
+
+
+def run_search(tmp_path: Path, stub: StubProcess, *args: str, timeout: float = 150) -> tuple:
+    """Run a search; while it lingers, scrape its answer from /metrics."""
+    port = free_port()
+    process = Background(
+        tmp_path / "locust.log",
+        *("--host", stub.ws_url, "--capacity-search", "--capacity-linger", "4"),
+        *("--prometheus-port", str(port), "--report-dir", str(tmp_path / "reports")),
+        *QUICK,
+        *args,
+    )
+    try:
+        scraped = wait_for(
+            lambda: (
+                (text := _try_scrape(port))
+                and gauge(text, "ocpp_loadgen_capacity_max_chargers")
+                and text
+            ),
+            timeout,
+            "the capacity answer on /metrics",
+            interval=0.5,
+        )
+        code = process.wait(30)
+        return code, process.output(), scraped
+    finally:
+        process.stop()
+
+
+def _try_scrape(port: int) -> str | None:
+    try:
+        return scrape(port)
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def capped_stub(tmp_path: Path):
+    process = start_stub_process(tmp_path, "--max-connections", "30")
+    yield process
+    process.stop()
+
+
+def test_the_search_finds_a_connection_ceiling_within_one_step(
+    tmp_path: Path, capped_stub: StubProcess
+) -> None:
+    step = 10
+    code, output, scraped = run_search(
+        tmp_path,
+        capped_stub,
+        *("--capacity-start", "10", "--capacity-step", f"+{step}", "--capacity-max", "60"),
+        *("--capacity-resolution", str(step)),  # bisection: the latency test below
+    )
+    assert code == 0, output[-4000:]
+    answer = answer_of(output)
+    assert answer == 30, output[-4000:]  # within one step, and here exactly
+    assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == answer
+    assert gauge(scraped, "ocpp_loadgen_capacity_limited_by_generator") == 0
+    run = re.search(r'run="([0-9a-f]{16})"', scraped)
+    assert run, "the series carry no run label"
+    # the step above the ceiling failed for the right reason
+    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
+
+    report, html = reports_in(tmp_path / "reports")
+    assert report["run"]["run_id"] == run.group(1)
+    assert report["capacity"]["max_chargers"] == answer
+    assert report["capacity"]["config"]["step"] == f"+{step}"
+    targets = [s["chargers"] for s in report["steps"]]
+    assert targets == [10, 20, 30, 40]
+    assert all(s["ok"] == (s["chargers"] <= 30) for s in report["steps"]), report["steps"]
+    held = [s for s in report["steps"] if s["ok"]]
+    assert all(s["actions"]["Heartbeat"]["count"] >= s["chargers"] for s in held)
+    assert report["timeline"], "no timeline windows"
+    assert str(answer) in html and "Heartbeat" in html and "<svg" in html
+    assert "Traceback" not in output
+
+
+def test_the_search_finds_a_latency_ceiling_within_one_step(tmp_path: Path) -> None:
+    # replies slow down by 20 ms per charger above 20: with a p95 SLO of 150 ms the CSMS
+    # holds 27 chargers (140 ms), not 28 (160 ms)
+    stub = start_stub_process(tmp_path, "--slow-above", "20", "--slow-ms-per-charger", "20")
+    try:
+        code, output, _ = run_search(
+            tmp_path,
+            stub,
+            *("--capacity-start", "10", "--capacity-step", "+10", "--capacity-max", "60"),
+            *("--slo-p95-ms", "150", "--capacity-resolution", "1"),
+        )
+    finally:
+        stub.stop()
+    assert code == 0, output[-4000:]
+    answer = answer_of(output)
+    assert 17 < answer <= 27, output[-4000:]
+    assert answer >= 26, f"bisection to 1 should end at the ceiling, 27: {answer}"
+    assert "p95 Heartbeat" in output  # the failing steps say which SLO broke
+
+
+@pytest.mark.timeout(180)
+def test_a_master_and_a_worker_search_together(tmp_path: Path, capped_stub: StubProcess) -> None:
+    master_port = free_port()
+    worker = Background(
+        tmp_path / "worker.log",
+        *("--worker", "--master-port", str(master_port), "--redis-url", REDIS_URL),
+        *("--host", capped_stub.ws_url, *QUICK),
+    )
+    try:
+        code, output, scraped = run_search(
+            tmp_path,
+            capped_stub,
+            *("--master", "--expect-workers", "1", "--master-bind-port", str(master_port)),
+            *("--redis-url", REDIS_URL),
+            *("--capacity-start", "20", "--capacity-step", "+10", "--capacity-max", "60"),
+            *("--capacity-resolution", "10"),
+            timeout=150,
+        )
+        assert worker.wait(30) == 0, worker.output()[-3000:]
+    finally:
+        worker.stop()
+    assert code == 0, output[-4000:]
+    assert answer_of(output) == 30, output[-4000:]
+    assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == 30
+    # the master judged the worker's chargers: 40 asked for, the CSMS took 30
+    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
+
+
+def test_bad_capacity_options_stop_locust_with_one_line(tmp_path: Path) -> None:
+    cases = {
+        ("--capacity-step", "x0.5"): "step factor must be more than 1",
+        ("--capacity-step", "ten"): "write a factor like 'x1.5'",
+        ("--slo-p95-ms", "1000,Heartbeet=500"): "did you mean Heartbeat?",
+        ("--capacity-max", "500"): "more than the fleet's 80 chargers",
+        ("--capacity-resolution", "lots"): "--capacity-resolution 'lots'",
+    }
+    assert "Heartbeat" in known_actions()
+    for args, message in cases.items():
+        process = Background(
+            tmp_path / "bad.log", "--host", "ws://127.0.0.1:9", "--capacity-search", *QUICK, *args
+        )
+        try:
+            code = process.wait(30)
+        finally:
+            process.stop()
+        output = process.output()
+        lines = [line for line in output.splitlines() if line.startswith("loadgen: ")]
+        assert code == 2, output[-2000:]
+        assert len(lines) == 1 and message in lines[0], (args, output[-2000:])

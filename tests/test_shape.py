@@ -1,0 +1,483 @@
+"""The capacity search as a Locust load shape (loadgen/locust/shape.py), driven tick by tick
+with a fake clock against a simulated fleet whose metrics go through a real
+:class:`~loadgen.metrics.Metrics` and :class:`~loadgen.metrics.MergedCollector`.
+
+Importing loadgen.locust.shape imports Locust, which monkey-patches the standard library
+(gevent), and tests/test_link.py checks that nothing patched pytest's process. So the cases
+below run in one child process (``import locust`` first, then this module), which answers
+with each case's traceback or nothing; the tests here only look at those answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadgen.capacity import CapacityConfig, CapacityResult
+from loadgen.metrics import MergedCollector, Metrics, MetricsObserver
+from loadgen.physics import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: the cases, run in the child process: name -> function
+CASES: dict[str, Callable[[], None]] = {}
+
+
+def case(function: Callable[[], None]) -> Callable[[], None]:
+    CASES[function.__name__] = function
+    return function
+
+
+# -- the simulated fleet --------------------------------------------------------------------
+
+
+class World:
+    """Chargers against a CSMS that accepts at most ``ceiling`` connections.
+
+    The users follow the shape's ``(target, rate)`` the way Locust's runner does (at most
+    ``max_users`` of them); each user opens a connection, refused above the ceiling (once:
+    the charger then waits in its back-off and attempts nothing more); every connected
+    charger sends one Heartbeat a second, answered in ``latency(now)`` seconds. It all goes
+    through a real MetricsObserver; the shape sees it through ``MergedCollector.merged``.
+    The world also stands in for Locust's runner (``user_count``) and stats
+    (``latencies``: ms -> count, like ``StatsEntry.response_times``) and records the
+    shape's callbacks.
+    """
+
+    def __init__(
+        self,
+        ceiling: int = 1_000_000,
+        latency: Callable[[float], float] = lambda now: 0.02,
+        max_users: int | None = None,
+        cpu: Callable[[float], float] | None = None,
+    ) -> None:
+        self.clock = FakeClock(start=5000.0)
+        self.metrics = Metrics(worker="local")
+        self.observer = MetricsObserver(self.metrics)
+        self.collector = MergedCollector(self.metrics, stale_after=None)
+        self.ceiling = ceiling
+        self.latency = latency
+        self.max_users = max_users
+        self.cpu = cpu
+        self.users = 0.0
+        self.want = 0
+        self.rate = 0.0
+        self.connected = 0
+        self.waiting = 0  # refused, in back-off
+        self.response_times: dict[str, dict[int, int]] = {}
+        #: (time, connected) whenever the connected chargers changed
+        self.changes: list[tuple[float, int]] = [(self.clock.now(), 0)]
+        #: the shape's callbacks: (time, ...)
+        self.targets: list[int] = []
+        self.target_times: list[float] = []
+        self.on_targets: list[tuple[float, int, int]] = []
+        self.steps: list[dict[str, Any]] = []
+        self.results: list[tuple[float, CapacityResult]] = []
+
+    # Locust's side
+    @property
+    def user_count(self) -> int:
+        return int(self.users)
+
+    def latencies(self) -> dict[str, dict[int, int]]:
+        return self.response_times  # live, as Locust's are
+
+    def merged(self) -> Any:
+        return self.collector.merged()
+
+    # the shape's callbacks
+    def set_target(self, chargers: int) -> None:
+        self.targets.append(chargers)
+        self.target_times.append(self.clock.now())
+        self.metrics.set_target(chargers)
+
+    def on_target(self, chargers: int) -> None:
+        self.on_targets.append((self.clock.now(), chargers, self.user_count))
+
+    def on_step(self, step: dict[str, Any]) -> None:
+        self.steps.append(step)
+
+    def on_done(self, result: CapacityResult) -> None:
+        self.results.append((self.clock.now(), result))
+
+    # one second (or more) of the fleet
+    def follow(self, tick: tuple[int, float] | None) -> None:
+        self.want, self.rate = (0, 0.0) if tick is None else tick
+
+    def advance(self, seconds: float = 1.0) -> None:
+        now = self.clock.advance(seconds)
+        if self.users < self.want:
+            self.users = min(float(self.want), self.users + self.rate * seconds)
+        else:
+            self.users = max(float(self.want), self.users - self.rate * seconds)
+        if self.max_users is not None:
+            self.users = min(self.users, float(self.max_users))
+        users = self.user_count
+        before = self.connected
+        while self.connected > users:
+            self.observer.disconnected("closed")  # a stopped user: the generator's own
+            self.connected -= 1
+        while self.connected < min(users, self.ceiling):
+            self.observer.connect_done("ok", 0.01)
+            self.connected += 1
+        self.waiting = min(self.waiting, users - self.connected)
+        while self.waiting < users - self.connected:
+            self.observer.connect_done("refused", 0.001)
+            self.waiting += 1
+        if self.connected != before:
+            self.changes.append((now, self.connected))
+        if self.cpu is not None:
+            self.metrics.worker_cpu.labels("local").set(self.cpu(now))
+        times = self.response_times.setdefault("Heartbeat", {})
+        for _ in range(int(self.connected * seconds)):
+            reply = self.latency(now)
+            self.observer.message("sent", "call")
+            self.observer.call_done("Heartbeat", "result", reply, None)
+            self.observer.message("received", "result")
+            ms = round(reply * 1000)
+            times[ms] = times.get(ms, 0) + 1
+
+    def connected_at(self, when: float) -> int:
+        return [count for at, count in self.changes if at <= when][-1]
+
+    def last_change(self, when: float) -> float:
+        return [at for at, _ in self.changes if at <= when][-1]
+
+
+def make_shape(world: World, config: CapacityConfig, runner: bool = True, **options: Any) -> Any:
+    """A CapacityShape wired to ``world`` (Locust is imported here: in the child only)."""
+    from loadgen.locust.shape import CapacityShape
+
+    settings: dict[str, Any] = {
+        "merged": world.merged,
+        "set_target": world.set_target,
+        "on_target": world.on_target,
+        "on_step": world.on_step,
+        "on_done": world.on_done,
+        "clock": world.clock.now,
+        "spawn_rate": 5.0,
+        "connect_timeout": 10.0,
+        "reconnect_cap": 30.0,
+        "min_settle": 2.0,
+        "stall": 5.0,
+        "linger": 0.0,
+    }
+    settings.update(options)
+    shape = CapacityShape(config, **settings)
+    if runner:
+        shape.runner = world  # user_count: the world's users
+    return shape
+
+
+Tick = tuple[float, "tuple[int, float] | None", str]
+
+
+def drive(shape: Any, world: World, max_ticks: int = 20_000) -> list[Tick]:
+    """Locust's shape greenlet: a tick a second, the users follow, until tick() is None."""
+    ticks: list[Tick] = []
+    for _ in range(max_ticks):
+        result = shape.tick()
+        ticks.append((world.clock.now(), result, shape.phase))
+        if result is None:
+            return ticks
+        world.follow(result)
+        world.advance(1.0)
+    raise AssertionError(f"the shape did not end within {max_ticks} ticks")
+
+
+def hold_started(shape: Any, step: dict[str, Any]) -> float:
+    return shape.run_started + step["started_s"]
+
+
+def config(**changes: Any) -> CapacityConfig:
+    settings: dict[str, Any] = {
+        "start": 10,
+        "step": "x2",
+        "max_chargers": 1000,
+        "hold_seconds": 20.0,
+        "p95_ms": 1000.0,
+        "max_connect_failure_ratio": 0.01,
+        "max_schedule_lag_p99_ms": None,
+    }
+    settings.update(changes)
+    return CapacityConfig(**settings)
+
+
+# -- the cases ------------------------------------------------------------------------------
+
+
+@case
+def full_search_against_a_connection_ceiling() -> None:
+    world = World(ceiling=137)
+    search = config(resolution_ratio=0.05)
+    shape = make_shape(world, search, linger=15.0)
+    ticks = drive(shape, world)
+
+    targets = [step["chargers"] for step in world.steps]
+    # 160 and 140 fail; 135 - 130 = 5 <= ceil(5 % of 135) = 7: done
+    assert targets == [10, 20, 40, 80, 160, 120, 140, 130, 135], targets
+    assert world.targets == targets  # set_target follows every target
+    assert world.metrics.target == 135
+    assert [s["phase"] for s in world.steps] == ["ramp"] * 5 + ["bisect"] * 4
+    assert [s["ok"] for s in world.steps] == [c <= 137 for c in targets]
+    assert shape.steps == world.steps
+    started = [s["started_s"] for s in world.steps]
+    assert started == sorted(started) and started[0] > 0
+    for step in world.steps:
+        assert step["seconds"] == 20.0  # the hold
+        assert step["generator_saturated"] is False
+        assert step["connected"] == min(step["chargers"], 137)
+        assert step["connect_attempts"] == 0  # the refused ones wait in back-off
+        assert step["unexpected_disconnects"] == 0  # stopped users close themselves
+        assert step["actions"]["Heartbeat"]["count"] == 20 * step["connected"]
+        assert step["call_errors"] == 0 and step["error_codes"] == {}
+        assert step["messages_per_s"] == 2 * step["connected"]
+        if step["ok"]:
+            assert step["reasons"] == []
+    failed = {s["chargers"]: s["reasons"] for s in world.steps if not s["ok"]}
+    assert failed == {
+        160: ["only 137 of 160 chargers connected (missing 14.4% > 1%)"],
+        140: ["only 137 of 140 chargers connected (missing 2.14% > 1%)"],
+    }
+
+    # connected stalled below the target: the hold started `stall` seconds after the last
+    # change (or after the users were all there, whichever came later), long before the
+    # settle timeout
+    for step, asked in zip(world.steps, world.target_times, strict=True):
+        start = hold_started(shape, step)
+        on_target = next(t for t, c, _ in world.on_targets if c == step["chargers"])
+        assert world.connected_at(start) == min(step["chargers"], 137)
+        if step["chargers"] > 137:
+            assert start == max(world.last_change(start), on_target) + 5.0
+        else:  # held as soon as all were there (and min_settle had passed)
+            assert start == on_target == max(asked + 2.0, world.last_change(start))
+        assert start - asked < step["chargers"] / 5.0 + 30 + 10  # no settle timeout
+
+    # on_target: once per step, in order, and only when the users were there
+    assert [c for _, c, _ in world.on_targets] == targets
+    assert all(users == target for _, target, users in world.on_targets)
+
+    # the answer: within the resolution of the ceiling, never above it
+    assert len(world.results) == 1
+    done_at, result = world.results[0]
+    assert result is shape.result
+    assert result.max_chargers == 135
+    assert 0 <= 137 - 135 < search.resolution_at(135)
+    assert result.stopped_because == (
+        "refined by bisection: 135 held, 140 failed "
+        "(only 137 of 140 chargers connected (missing 2.14% > 1%))"
+    )
+    assert [c for c, _ in result.steps] == targets
+
+    # linger: the same (target, rate) for 15 s, then None, and None from then on
+    after = [(at, tick) for at, tick, _ in ticks if at >= done_at]
+    assert after == [(done_at + n, (135, 5.0)) for n in range(15)] + [(done_at + 15, None)]
+    assert ticks[-1][2] == "done"
+    assert shape.tick() is None and shape.tick() is None
+
+
+@case
+def settle_waits_min_settle() -> None:
+    world = World()
+    shape = make_shape(
+        world, config(start=50, max_chargers=50), spawn_rate=1000.0, min_settle=7.0, stall=3.0
+    )
+    drive(shape, world)
+    (step,) = world.steps
+    assert world.changes[1][1] == 50  # all there after one second
+    assert step["started_s"] == 7.0 and step["ok"]
+    assert [t - shape.run_started for t, _, _ in world.on_targets] == [7.0]
+
+
+@case
+def settle_waits_for_connected_to_reach_the_target() -> None:
+    # no runner: the user count is taken as the target; the chargers connect 2 a second,
+    # never stalling for 5 s, all there after 25 s
+    world = World()
+    shape = make_shape(world, config(start=50, max_chargers=50), runner=False, spawn_rate=2.0)
+    drive(shape, world)
+    (step,) = world.steps
+    assert step["started_s"] == 25.0
+    assert world.connected_at(hold_started(shape, step)) == 50
+    assert world.last_change(hold_started(shape, step)) == hold_started(shape, step)
+    assert [t - shape.run_started for t, _, _ in world.on_targets] == [2.0]  # min_settle
+    assert [users for _, _, users in world.on_targets] == [4]  # no runner: not checked
+    assert step["ok"] and step["connected"] == 50
+
+
+@case
+def hold_is_at_least_one_cycle() -> None:
+    for cycle, expected in ((45.0, 45.0), (5.0, 20.0), (0.0, 20.0)):
+        world = World()
+        shape = make_shape(world, config(start=20, max_chargers=20), cycle=lambda c=cycle: c)
+        drive(shape, world)
+        (step,) = world.steps
+        assert step["seconds"] == expected, (cycle, step["seconds"])
+        assert step["actions"]["Heartbeat"]["count"] == 20 * expected
+
+
+@case
+def settle_timeout_starts_the_hold() -> None:
+    # the second step (50 -> 100) never gets its users (at most 80): it is held once the
+    # spawn time (50 / 10 s) plus max(30, reconnect_cap) + connect_timeout have passed
+    for reconnect_cap, grace in ((45.0, 45.0), (20.0, 30.0)):
+        world = World(max_users=80)
+        search = config(start=50, step="+50", max_chargers=100)
+        shape = make_shape(
+            world,
+            search,
+            spawn_rate=10.0,
+            connect_timeout=5.0,
+            reconnect_cap=reconnect_cap,
+            stall=3.0,
+        )
+        drive(shape, world)
+        first, second = world.steps[:2]
+        assert first["ok"] and second["chargers"] == 100
+        waited = hold_started(shape, second) - world.target_times[1]
+        assert waited == 50 / 10 + grace + 5.0, (reconnect_cap, waited)
+        assert second["reasons"] == ["only 80 of 100 chargers connected (missing 20% > 1%)"]
+        # on_target for every step: once its users are all there, or at the timeout
+        assert [c for _, c, _ in world.on_targets] == [s["chargers"] for s in world.steps]
+        assert world.results[0][1].max_chargers == 80
+
+
+@case
+def linger_then_none_and_reset_time_restarts() -> None:
+    world = World()
+    shape = make_shape(world, config(start=10, max_chargers=10, hold_seconds=5.0), linger=15.0)
+    ticks = drive(shape, world)
+    ((done_at, result),) = world.results
+    assert result.max_chargers == 10 and result.stopped_because.startswith("reached")
+    lingering = [tick for at, tick, _ in ticks if at >= done_at]
+    assert lingering == [(10, 5.0)] * 15 + [None]
+    assert shape.phase == "done" and shape.tick() is None
+
+    # Locust starts a new run: a new search from the start
+    world.clock.advance(100)
+    shape.reset_time()
+    assert shape.run_started == world.clock.now()
+    assert shape.phase == "step" and shape.steps == [] and shape.result.steps == []
+    assert shape.tick() == (10, 5.0)
+    assert world.targets == [10, 10]
+    drive(shape, world)
+    assert len(world.steps) == 2 and len(shape.steps) == 1
+    assert shape.steps[0]["started_s"] == world.steps[0]["started_s"]
+    assert [r.max_chargers for _, r in world.results] == [10, 10]
+
+    # no linger: None as soon as the search is over
+    world = World()
+    shape = make_shape(world, config(start=10, max_chargers=10, hold_seconds=5.0), linger=0.0)
+    ticks = drive(shape, world)
+    assert ticks[-1][0] == world.results[0][0] and ticks[-1][1] is None
+
+
+@case
+def latencies_replace_the_bucket_percentiles() -> None:
+    def latency(now: float) -> float:  # slow while connecting, 140 ms during the hold
+        return 0.9 if now < 5003.0 else 0.14
+
+    search = config(start=10, max_chargers=10, hold_seconds=10.0, p95_ms=150.0)
+    answers = {}
+    for precise in (False, True):
+        world = World(latency=latency)
+        options = {"latencies": world.latencies} if precise else {}
+        shape = make_shape(world, search, spawn_rate=100.0, min_settle=5.0, **options)
+        drive(shape, world)
+        (step,) = world.steps
+        answers[precise] = (step, world.results[0][1])
+        assert step["actions"]["Heartbeat"]["count"] == 100  # the hold's replies only
+        assert world.response_times["Heartbeat"][900] == 20  # before the hold: not counted
+
+    coarse, coarse_result = answers[False]
+    # every reply in the (100 ms, 250 ms] bucket: p95 interpolated to 242.5 ms
+    assert coarse["actions"]["Heartbeat"]["p95_ms"] == 100 + 150 * 0.95
+    assert coarse["reasons"] == ["p95 Heartbeat 242 ms > 150 ms"]
+    assert coarse_result.max_chargers is None
+
+    precise, precise_result = answers[True]
+    heartbeat = precise["actions"]["Heartbeat"]
+    assert (heartbeat["p50_ms"], heartbeat["p95_ms"], heartbeat["p99_ms"]) == (140, 140, 140)
+    assert precise["ok"] and precise["reasons"] == []
+    assert precise_result.max_chargers == 10
+
+
+@case
+def cpu_over_the_hold_is_averaged() -> None:
+    world = World(cpu=lambda now: 0.5 if now % 2 else 1.4)
+    search = config(start=10, max_chargers=40, hold_seconds=10.0, max_generator_cpu=0.9)
+    shape = make_shape(world, search)
+    drive(shape, world)
+    (step,) = world.steps  # the first step saturates the generator: no CSMS figure
+    assert math.isclose(step["cpu"], (0.5 + 1.4) / 2)
+    assert step["generator_saturated"] and step["reasons"] == [
+        "load generator saturated: CPU 0.95 > 0.90"
+    ]
+    result = world.results[0][1]
+    assert result.max_chargers is None and result.limited_by_generator
+
+
+# -- running the cases in a child process ---------------------------------------------------
+
+
+def run_cases(names: list[str]) -> None:
+    """In the child (Locust imported first): run the cases, answer in one line."""
+    failures: dict[str, str | None] = {}
+    for name in names:
+        try:
+            CASES[name]()
+            failures[name] = None
+        except BaseException:
+            failures[name] = traceback.format_exc()
+    sys.stdout.write("@@ " + json.dumps(failures) + "\n")
+
+
+@pytest.fixture(scope="module")
+def failures(request: pytest.FixtureRequest) -> dict[str, str | None]:
+    here = Path(__file__).resolve()
+    wanted = sorted(
+        {
+            item.callspec.params["name"]
+            for item in request.session.items
+            if Path(str(item.path)).resolve() == here and hasattr(item, "callspec")
+        }
+    )
+    code = (
+        "import json, sys\n"
+        "import locust  # patches the standard library before anything else is imported\n"
+        "from tests.test_shape import run_cases\n"
+        "run_cases(json.loads(sys.argv[1]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(wanted)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    answers = [line[3:] for line in done.stdout.splitlines() if line.startswith("@@ ")]
+    assert done.returncode == 0 and answers, f"the child failed:\n{done.stderr[-5000:]}"
+    return json.loads(answers[-1])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_shape(name: str, failures: dict[str, str | None]) -> None:
+    failure = failures[name]
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+
+
+def test_pytest_itself_is_not_patched() -> None:
+    """The point of the child process: nothing here imported Locust."""
+    import gevent.monkey
+
+    assert "locust" not in sys.modules
+    assert not gevent.monkey.is_module_patched("socket")
