@@ -19,6 +19,7 @@ import gevent
 
 from loadgen import report as reports
 from loadgen.capacity import CapacityConfig, CapacityResult
+from loadgen.locust.settings import option_names
 from loadgen.metrics import Merged, measure
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,28 @@ def redacted_host(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+#: Locust's own options worth a line in a report (the rest is about Locust's UI, files, ...)
+_LOCUST_OPTIONS = (
+    "host",
+    "num_users",
+    "spawn_rate",
+    "run_time",
+    "master",
+    "expect_workers",
+    "processes",
+    "locustfile",
+)
+
+
 def report_settings(options: Any) -> dict[str, Any]:
-    """The run's options as plain values for the report; secrets left out."""
+    """The run's options as plain values for the report: ours and Locust's main ones;
+    secrets left out."""
     settings: dict[str, Any] = {}
-    for name, value in sorted(vars(options).items()):
+    values = vars(options)
+    for name in (*_LOCUST_OPTIONS, *option_names()):
+        if name not in values:
+            continue
+        value = values[name]
         if any(word in name.lower() for word in _SECRET_WORDS):
             continue
         if name == "host" and isinstance(value, str):
@@ -53,24 +72,6 @@ def report_settings(options: Any) -> dict[str, Any]:
         ):
             settings[name] = list(value)
     return settings
-
-
-def capacity_config_dict(config: CapacityConfig) -> dict[str, Any]:
-    return {
-        "start": config.start,
-        "step": str(config.step),
-        "max_chargers": config.max_chargers,
-        "hold_seconds": config.hold_seconds,
-        "p95_ms": config.p95_ms,
-        "p95_ms_by_action": dict(config.p95_ms_by_action),  # type: ignore[arg-type]
-        "max_call_error_ratio": config.max_call_error_ratio,
-        "max_connect_failure_ratio": config.max_connect_failure_ratio,
-        "max_disconnect_ratio": config.max_disconnect_ratio,
-        "max_schedule_lag_p99_ms": config.max_schedule_lag_p99_ms,
-        "max_generator_cpu": config.max_generator_cpu,
-        "resolution": config.resolution,
-        "resolution_ratio": config.resolution_ratio,
-    }
 
 
 def _iso(timestamp: float) -> str:
@@ -151,10 +152,8 @@ class RunRecorder:
             self._start_view, self.merged(), chargers=peak, seconds=now - self._started
         ).to_dict()
         capacity_dict = None
-        if capacity is not None:
-            capacity_dict = capacity.to_dict()
-            if capacity_config is not None:
-                capacity_dict["config"] = capacity_config_dict(capacity_config)
+        if capacity is not None and capacity_config is not None:
+            capacity_dict = reports.capacity_dict(capacity, capacity_config)
         return reports.build_report(
             run={
                 **run,

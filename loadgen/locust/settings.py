@@ -275,6 +275,18 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+def option_names() -> list[str]:
+    """The ``options`` attribute of each of our options, in the order they are added."""
+    names: list[str] = []
+
+    class _Recorder:
+        def add_argument(self, *flags: str, **_: Any) -> None:
+            names.append(flags[0].lstrip("-").replace("-", "_"))
+
+    add_arguments(_Recorder())
+    return names
+
+
 def settings_from_options(options: Any) -> Settings:
     host = (options.host or "").strip()
     if not host.startswith(("ws://", "wss://")):

@@ -35,6 +35,7 @@ from loadgen.capacity import (
     count_percentile,
 )
 from loadgen.metrics import Merged, measure
+from loadgen.report import step_dict
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +224,9 @@ class CapacityShape(LoadTestShape):
             measurement = self._precise(measurement)
         phase = self.search.phase
         verdict = self.search.record(measurement)
-        step = {
-            **measurement.to_dict(),
-            "phase": phase,
-            "ok": verdict.ok,
-            "generator_saturated": verdict.generator_saturated,
-            "reasons": list(verdict.reasons),
-            "started_s": self._since - self.run_started,
-        }
+        step = step_dict(
+            measurement, verdict, phase=phase, started_s=self._since - self.run_started
+        )
         self.steps.append(step)
         worst = max(
             (s.p95_ms for s in measurement.actions.values() if s.p95_ms is not None),
