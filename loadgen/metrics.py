@@ -213,6 +213,8 @@ COORDINATION_OPERATIONS = frozenset(
 TRANSACTION_OUTCOMES = ("completed", "dropped", "unacknowledged")
 MESSAGE_DIRECTIONS = ("sent", "received")
 MESSAGE_TYPES = ("call", "result", "error")
+#: fleets with up to this many sites export every site's series from the start
+MAX_PRESET_SITES = 1000
 _UNAVAILABLE = frozenset({"Unavailable", "Faulted", "Inoperative"})
 
 
@@ -352,6 +354,14 @@ class Metrics:
         self.coordination_failures = c[f"{_P}coordination_failures_total"]
         self.protocol_errors = c[f"{_P}protocol_errors_total"]
         self.dropped_messages = c[f"{_P}dropped_messages_total"]
+        # Counters of closed label sets exist from the start at 0: a series that first
+        # appears with its value already 1 shows no increase in rate() / increase().
+        for reason in sorted(RECONNECT_REASONS):
+            self.reconnects.labels(reason)
+        for kind in sorted(PROTOCOL_ERROR_KINDS | {"other"}):
+            self.protocol_errors.labels(kind)
+        for operation in sorted(COORDINATION_OPERATIONS | {"other"}):
+            self.coordination_failures.labels(operation)
 
     # -- run-wide values, set by the Locust layer ----------------------------------------
 
@@ -520,6 +530,12 @@ class MetricsObserver:
             outcome: m.transactions.labels(outcome) for outcome in TRANSACTION_OUTCOMES
         }
         self._csms_calls: dict[tuple[str, str], Any] = {}
+        if len(self.sites) <= MAX_PRESET_SITES:
+            # every site of the fleet on the map from the start, not once a charger is there
+            for site in self.sites:
+                self._site_state(site, "offline")
+                self._site_power_entry(site)
+                self._energy_child(site)
         self._station_handlers: dict[str, Callable[[_Charger, str, Mapping[str, Any]], None]] = {
             "boot": self._on_boot,
             "status": self._on_status,

@@ -30,7 +30,10 @@ from loadgen import fleet as fleets
 from loadgen.capacity import ActionStats, bucket_percentile
 from loadgen.metrics import (
     CALL_BUCKETS,
+    COORDINATION_OPERATIONS,
     LAG_BUCKETS,
+    PROTOCOL_ERROR_KINDS,
+    RECONNECT_REASONS,
     SITE_STATES,
     SPECS,
     LagProbe,
@@ -553,10 +556,12 @@ def test_label_cardinality_stays_bounded() -> None:
         f"{P}call_errors_total": 5 * 2,
         f"{P}connect_duration_seconds": 20,
         f"{P}disconnects_total": 7,
-        f"{P}protocol_errors_total": 1,
+        # closed label sets, all exported from the start at 0
+        f"{P}protocol_errors_total": len(PROTOCOL_ERROR_KINDS) + 1,
+        f"{P}coordination_failures_total": len(COORDINATION_OPERATIONS) + 1,
         f"{P}csms_calls_total": 4,
         f"{P}site_chargers": 5 * len(SITE_STATES),
-        f"{P}reconnects_total": 1,
+        f"{P}reconnects_total": len(RECONNECT_REASONS),
         f"{P}dropped_messages_total": 1,
     }
     for name, series in snapshot["metrics"].items():
@@ -840,3 +845,18 @@ def test_target_follows_set_target() -> None:
         metrics.set_target(chargers)
         assert metrics.target == chargers
         assert value(metrics, f"{P}chargers_target") == chargers
+
+
+def test_closed_label_sets_and_every_fleet_site_are_exported_from_the_start() -> None:
+    """rate() sees a burst only if the series existed before it; the fleet map shows
+    every site, not only those with a charger already."""
+    metrics = Metrics()
+    sites = fleets.generate(10).sites
+    MetricsObserver(metrics, sites)
+    snapshot = metrics.snapshot()["metrics"]
+    assert {row[0] for row in snapshot[f"{P}reconnects_total"]} == set(RECONNECT_REASONS)
+    assert {row[0] for row in snapshot[f"{P}protocol_errors_total"]} >= PROTOCOL_ERROR_KINDS
+    assert all(row[-1] == 0 for row in snapshot[f"{P}reconnects_total"])
+    on_map = {(row[0], row[3]) for row in snapshot[f"{P}site_chargers"]}
+    assert on_map == {(site, state) for site in sites for state in SITE_STATES}
+    assert {row[0] for row in snapshot[f"{P}power_w"]} == set(sites)
