@@ -170,6 +170,35 @@ def test_a_master_and_a_worker_search_together(tmp_path: Path, capped_stub: Stub
     assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
 
 
+def test_a_saturated_load_generator_gives_no_csms_figure(
+    tmp_path: Path, capped_stub: StubProcess
+) -> None:
+    # a lag guard no process can meet: the first hold trips it
+    port = free_port()
+    process = Background(
+        tmp_path / "locust.log",
+        *("--host", capped_stub.ws_url, "--capacity-search", "--capacity-linger", "0"),
+        *("--capacity-start", "10", "--capacity-max-lag-ms", "0.000001"),
+        *("--prometheus-port", str(port), "--report-dir", str(tmp_path / "reports")),
+        *QUICK,
+    )
+    try:
+        code = process.wait(60)
+    finally:
+        process.stop()
+    output = process.output()
+    assert code == 1, output[-4000:]
+    line = re.search(r"^capacity: no answer: (.*)$", output, re.MULTILINE)
+    assert line, output[-4000:]
+    assert line.group(1).startswith("limited by the load generator (add workers) at 10 chargers")
+    assert "schedule lag p99" in line.group(1)
+    report, html = reports_in(tmp_path / "reports")
+    assert report["capacity"]["max_chargers"] is None
+    assert report["capacity"]["limited_by_generator"] is True
+    assert report["steps"][0]["generator_saturated"] is True
+    assert "add workers" in html
+
+
 def test_bad_capacity_options_stop_locust_with_one_line(tmp_path: Path) -> None:
     cases = {
         ("--capacity-step", "x0.5"): "step factor must be more than 1",

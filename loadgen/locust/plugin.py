@@ -398,6 +398,7 @@ def _setup_capacity_and_reports(
             log.exception("writing the report failed")
             _final_words.append(f"loadgen: could not write the report: {exc}")
             return
+        log.info("reports written: %s and %s", html_path, json_path)
         _final_words.append(f"reports: {html_path}\n         {json_path}")
 
 

@@ -152,7 +152,16 @@ class CapacityShape(LoadTestShape):
                 self._baseline = self.merged()
                 self._latency_baseline = self._latency_view()
                 self._cpu = []
-                self._hold_seconds = max(self.config.hold_seconds, self.cycle())
+                cycle = self.cycle()
+                self._hold_seconds = max(self.config.hold_seconds, cycle)
+                if cycle > self.config.hold_seconds and not self.steps:
+                    log.info(
+                        "capacity search: holds last %.0f s, one full heartbeat / meter "
+                        "cycle (--capacity-hold %.0f is shorter; --heartbeat-interval "
+                        "shortens the cycle)",
+                        cycle,
+                        self.config.hold_seconds,
+                    )
                 log.info(
                     "capacity search: holding %d chargers for %.0f s",
                     self.target,
