@@ -24,12 +24,23 @@ def _non_negative(kind: Callable[[str], _Number]) -> Callable[[str], _Number]:
 
     def parse(text: str) -> _Number:
         value = kind(text)
-        if value < 0:
+        if not value >= 0:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
     return parse
+
+
+def _share(text: str) -> float:
+    """An argparse type: a float from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
+_share.__name__ = "float"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="cap of that added delay in milliseconds (60000)",
     )
+    ceiling.add_argument(
+        "--error-ratio",
+        type=_share,
+        default=0.0,
+        metavar="R",
+        help="answer a share R (0 to 1) of the chargers' CALLs with a CALLERROR InternalError "
+        "instead of handling them (nothing is stored for those), while more than "
+        "--errors-above chargers are connected; 0: off (default)",
+    )
+    ceiling.add_argument(
+        "--errors-above",
+        type=_non_negative(int),
+        default=0,
+        metavar="N",
+        help="with --error-ratio: inject errors only while more than N chargers are connected (0)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -156,6 +183,8 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         slow_above=args.slow_above,
         slow_ms_per_charger=args.slow_ms_per_charger,
         slow_max_ms=args.slow_max_ms,
+        error_ratio=args.error_ratio,
+        errors_above=args.errors_above,
     )
 
 
@@ -200,6 +229,13 @@ async def serve(config: StubConfig) -> None:
             config.slow_ms_per_charger,
             config.slow_above,
             config.slow_max_ms,
+        )
+    if config.error_ratio:
+        log.info(
+            "capacity ceiling: CALLERROR InternalError for %g of CALLs while more than %d "
+            "chargers are connected",
+            config.error_ratio,
+            config.errors_above,
         )
     await stop.wait()
     log.info("stopping: closing connections and writing queued rows")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,12 @@ class StubConfig:
     slow_above: int = 0
     slow_ms_per_charger: float = 0.0
     slow_max_ms: float = 60_000.0
+    #: while more than errors_above chargers are connected, answer this share (0..1) of the
+    #: chargers' CALLs with a CALLERROR InternalError instead of handling them; 0: off
+    error_ratio: float = 0.0
+    errors_above: int = 0
+    #: seeds the draw of which CALLs get that error (tests); None: unpredictable
+    error_seed: int | None = None
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -65,6 +72,8 @@ class Stub:
     def __init__(self, config: StubConfig) -> None:
         self.config = config
         self.metrics = StubMetrics()
+        #: draws the CALLs that --error-ratio answers with a CALLERROR
+        self.random = random.Random(config.error_seed)
         self.store = Store(
             config.database_url,
             schema=config.database_schema,

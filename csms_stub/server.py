@@ -3,7 +3,8 @@
 ``ws://host:9000/<charger id>`` (any prefix before the last path segment is ignored).
 Every frame is answered the way OCPP-J prescribes and nothing a charger sends can raise out
 of here: broken frames get CALLERRORs, payloads are validated against the version's schemas,
-handler failures become InternalError, and each case is counted in the stub's metrics.
+handler failures become InternalError (as does a share of CALLs with ``--error-ratio``),
+and each case is counted in the stub's metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: close code for "a newer connection for this charger took over"
 CLOSE_REPLACED = 4000
+#: the csms_stub_messages_total outcome of a CALL that --error-ratio answered with an error
+INJECTED_ERROR = "injected_error"
 
 
 class _RedactingLogger(logging.LoggerAdapter):
@@ -214,6 +217,16 @@ class ChargerConnection:
                 ocppj.ErrorCode.SECURITY_ERROR,
                 "not accepted by this CSMS: only a BootNotification is answered",
             )
+        error_ratio = self.stub.ocpp.error_ratio
+        if error_ratio > 0 and self.stub.random.random() < error_ratio:
+            # --error-ratio: a CALL the stub would handle is refused instead, so nothing is
+            # stored (not even an event_log row: under load, a write per refusal).
+            metrics.messages.labels(self.version_name, action, INJECTED_ERROR).inc()
+            return self._error(
+                ocppj.CallError(
+                    call.message_id, ocppj.ErrorCode.INTERNAL_ERROR, "csms_stub --error-ratio"
+                )
+            )
         try:
             result = handler(service, self.charger_id, call.payload)
         except Exception:
@@ -271,6 +284,8 @@ class OcppServer:
         self._opening: dict[ServerConnection, str] = {}
         #: seconds added to every reply, from --slow-above / --slow-ms-per-charger
         self.reply_delay = 0.0
+        #: share of CALLs answered with a CALLERROR now, from --error-ratio / --errors-above
+        self.error_ratio = 0.0
 
     async def start(self, host: str, port: int, **kwargs: Any) -> None:
         config = self.stub.config
@@ -358,7 +373,7 @@ class OcppServer:
         return len(connections) + len(opening)
 
     def _connections_changed(self) -> None:
-        """Refresh the connected gauge and the reply delay that depends on it."""
+        """Refresh the connected gauge and the reply delay and error share that depend on it."""
         config = self.stub.config
         connected = len(self.stub.service.connections)
         self.stub.metrics.chargers_connected.set(connected)
@@ -368,6 +383,7 @@ class OcppServer:
             delay = min(excess_ms, config.slow_max_ms) / 1000
         self.reply_delay = delay
         self.stub.metrics.reply_delay_seconds.set(delay)
+        self.error_ratio = config.error_ratio if connected > config.errors_above else 0.0
 
     def _check_basic_auth(self, charger_id: str, headers: Headers) -> str | None:
         """None when the request carries this charger's credentials, else why not."""

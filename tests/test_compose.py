@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from loadgen import fleet as fleets
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 PROMETHEUS_FILE = REPO / "prometheus" / "prometheus.yml"
@@ -253,6 +255,24 @@ def test_locust_commands(services: dict[str, dict[str, Any]], locust_help: str) 
     assert (redis.hostname, redis.port) == ("redis", 6379)
 
 
+def test_one_fleet_file_for_the_stub_and_locust(services: dict[str, dict[str, Any]]) -> None:
+    """The stub preloads the chargers Locust simulates, so charger_info has every charger's
+    site and coordinates (the fleet map); a file in the image, big enough for a load test."""
+    paths = {
+        name: option_value(command(services[name]), "--fleet")
+        for name in ("csms-stub", "locust-master", "locust-worker")
+    }
+    assert len(set(paths.values())) == 1 and None not in paths.values(), paths
+    path = paths["csms-stub"]
+    assert path is not None
+    source = source_in_image(path)
+    assert source is not None, f"{path} is not a file the Dockerfile copies into the image"
+    fleet = fleets.load(source)
+    assert len(fleet.chargers) == 10_000  # Locust's default --fleet-size
+    assert fleet.sites == fleets.generate(1).sites  # every site with its coordinates
+    assert all(charger.site_id in fleet.sites for charger in fleet.chargers.values())
+
+
 def test_worker_scales(services: dict[str, dict[str, Any]]) -> None:
     worker = services["locust-worker"]
     assert "container_name" not in worker, "a fixed name stops --scale locust-worker=N"
@@ -408,6 +428,29 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
             keyword, _, rest = line.partition(" ")
             out.append((keyword.upper(), rest.strip()))
     return out
+
+
+def source_in_image(container_path: str) -> Path | None:
+    """The repository file the Dockerfile's COPY puts at ``container_path``, if any."""
+    workdir = PurePosixPath("/")
+    found = None
+    target = PurePosixPath(container_path)
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "WORKDIR":
+            workdir = workdir / rest
+        elif keyword == "COPY":
+            *sources, dest = [arg for arg in shlex.split(rest) if not arg.startswith("--")]
+            for source in sources:
+                copied = workdir / dest
+                if not (REPO / source).is_dir():
+                    copied = copied / PurePosixPath(source).name if dest.endswith("/") else copied
+                    if copied == target:
+                        found = REPO / source
+                elif target.is_relative_to(copied):
+                    candidate = REPO / source / target.relative_to(copied)
+                    if candidate.is_file():
+                        found = candidate
+    return found
 
 
 def test_dockerfile() -> None:

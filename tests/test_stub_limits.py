@@ -1,4 +1,5 @@
-"""csms_stub's capacity ceiling over real sockets: --max-connections and --slow-above.
+"""csms_stub's capacity ceiling over real sockets: --max-connections, --slow-above and
+--error-ratio / --errors-above.
 
 These knobs give a capacity search a CSMS whose limit is known in advance. Timings are
 asserted as lower bounds (the machine is shared); "not held up" is shown by ordering or by
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,9 +20,11 @@ from websockets.exceptions import InvalidStatus
 from csms_stub.__main__ import build_parser, config_from_args
 from csms_stub.app import Stub
 from loadgen import ocppj
-from loadgen.aio_client import OcppClient
-from loadgen.protocols import OCPP16
+from loadgen.aio_client import CallErrorReply, OcppClient
+from loadgen.ocppj import ErrorCode
+from loadgen.protocols import OCPP16, v201
 from tests.conftest import (
+    Database,
     Dial,
     StubFactory,
     closed,
@@ -200,6 +204,144 @@ async def test_delayed_replies_keep_their_order_on_a_connection(
     await heartbeat_ok(client)  # and the connection carries on
 
 
+# -- --error-ratio / --errors-above ----------------------------------------------------------
+
+INJECTED = "csms_stub --error-ratio"
+
+
+async def injected(client: OcppClient, action: str = "Heartbeat", payload: Any = None) -> None:
+    """Send one CALL; expect the injected CALLERROR InternalError."""
+    with pytest.raises(CallErrorReply) as caught:
+        await client.call(action, {} if payload is None else payload)
+    assert (caught.value.error_code, caught.value.description) == (
+        ErrorCode.INTERNAL_ERROR,
+        INJECTED,
+    )
+
+
+async def answered(client: OcppClient) -> bool:
+    """One Heartbeat: True for a CALLRESULT, False for the injected CALLERROR."""
+    try:
+        await heartbeat_ok(client)
+    except CallErrorReply as exc:
+        assert (exc.error_code, exc.description) == (ErrorCode.INTERNAL_ERROR, INJECTED)
+        return False
+    return True
+
+
+async def test_error_ratio_1_answers_every_call_with_internal_error(
+    make_stub: StubFactory, dial: Dial
+) -> None:
+    stub = await make_stub(error_ratio=1)
+    client, old = await dial(stub, "err_1"), await dial(stub, "err_2", "ocpp1.6")
+    for _ in range(10):
+        await injected(client)
+        await injected(old)
+    # Only CALLs the stub would handle: a broken one still gets its own error.
+    await client.send_raw(ocppj.Call("moon", "FlyToTheMoon", {}).encode())
+    reply = await client.next_unmatched()
+    assert isinstance(reply, ocppj.CallError)
+    assert reply.error_code == ErrorCode.NOT_IMPLEMENTED
+    text = await metrics_text(stub)
+    for version in ("2.0.1", "1.6"):
+        labels = {"version": version, "action": "Heartbeat"}
+        assert sample(text, "csms_stub_messages_total", **labels, outcome="injected_error") == 10
+        assert sample(text, "csms_stub_messages_total", **labels, outcome="result") == 0
+    assert sample(text, "csms_stub_call_errors_total", error_code="InternalError") == 20
+
+
+async def test_error_ratio_is_a_share_of_the_calls(make_stub: StubFactory, dial: Dial) -> None:
+    stub = await make_stub(error_ratio=0.5, error_seed=1234)
+    client = await dial(stub, "err_1")
+    outcomes = [await answered(client) for _ in range(200)]
+    errors = outcomes.count(False)
+    assert 60 <= errors <= 140, errors
+    text = await metrics_text(stub)
+    labels = {"version": "2.0.1", "action": "Heartbeat"}
+    assert sample(text, "csms_stub_messages_total", **labels, outcome="injected_error") == errors
+    assert sample(text, "csms_stub_messages_total", **labels, outcome="result") == 200 - errors
+    # The same seed draws the same CALLs.
+    again = await make_stub(error_ratio=0.5, error_seed=1234)
+    client = await dial(again, "err_1")
+    assert [await answered(client) for _ in range(200)] == outcomes
+
+
+async def test_errors_start_above_the_threshold(make_stub: StubFactory, dial: Dial) -> None:
+    stub = await make_stub(error_ratio=1, errors_above=2)
+    clients = [await dial(stub, f"err_{i}") for i in range(2)]
+    for client in clients:
+        for _ in range(5):
+            await heartbeat_ok(client)  # at the threshold: no errors
+
+    clients.append(await dial(stub, "err_2"))
+    for client in clients:  # the third connection makes every charger's CALLs fail
+        for _ in range(5):
+            await injected(client)
+
+    # Back at the threshold, every CALL is answered again.
+    await clients[2].close()
+    await eventually(lambda: len(stub.service.connections) == 2)
+    for client in clients[:2]:
+        await heartbeat_ok(client)
+    text = await metrics_text(stub)
+    labels = {"version": "2.0.1", "action": "Heartbeat"}
+    assert sample(text, "csms_stub_messages_total", **labels, outcome="injected_error") == 15
+    assert sample(text, "csms_stub_messages_total", **labels, outcome="result") == 12
+
+
+async def test_a_refused_call_stores_nothing_and_the_stub_stays_healthy(
+    make_stub: StubFactory, dial: Dial, database: Database
+) -> None:
+    """A refused BootNotification leaves the charger unbooted, a refused TransactionEvent
+    leaves no trace; resent once errors stop, each is handled once."""
+    stub = await make_stub(error_ratio=1, errors_above=1)
+    first = await dial(stub, "emart_jeju_01")
+    boot = v201.boot_notification("ABB", "ABB Terra 53", "SN-emart_jeju_02-001", "1.0.0")
+    assert (await first.call(*boot))["status"] == "Accepted"
+    second = await dial(stub, "emart_jeju_02")  # two connected: above the threshold
+    started = v201.transaction_event(
+        "Started",
+        "inj-1",
+        0,
+        time.time(),
+        "Authorized",
+        evse_id=1,
+        connector_id=1,
+        meter_values=[v201.meter_value(time.time(), v201.sampled_values(1000, 0))],
+    )
+    await injected(second, *boot)
+    await injected(second, *started)
+    async with httpx.AsyncClient(base_url=stub.api_url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        charger = (await http.get("/chargers/emart_jeju_02")).json()
+        assert charger["connected"] is True
+    assert stub.service.chargers["emart_jeju_02"].boot_status is None
+    await stub.store.flush()
+    refused_rows = await database.rows(
+        "SELECT kind FROM event_log WHERE charger_id = 'emart_jeju_02' AND kind <> 'connect'"
+    )
+    assert refused_rows == []
+    assert await database.rows("SELECT * FROM transaction_event") == []
+    (info,) = await database.rows(
+        "SELECT boot_count FROM charger_info WHERE charger_id = 'emart_jeju_02'"
+    )
+    assert info["boot_count"] == 0
+
+    # Errors stop at the threshold: the charger's resends are handled, and stored once.
+    await first.close()
+    await eventually(lambda: len(stub.service.connections) == 1)
+    assert (await second.call(*boot))["status"] == "Accepted"
+    await second.call(*started)
+    await second.call(*started)  # a duplicate seqNo: answered, stored once
+    await stub.store.flush()
+    events = await database.rows("SELECT seq_no FROM transaction_event")
+    assert [row["seq_no"] for row in events] == [0]
+    (info,) = await database.rows(
+        "SELECT boot_count FROM charger_info WHERE charger_id = 'emart_jeju_02'"
+    )
+    assert info["boot_count"] == 1
+
+
 # -- the command line ------------------------------------------------------------------------
 
 
@@ -231,6 +373,28 @@ def test_options_parse_into_the_config() -> None:
             parse([option, "-1"])
 
 
+def test_error_options_parse_and_refuse_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
+    parse = build_parser().parse_args
+    config = config_from_args(parse([]))
+    assert (config.error_ratio, config.errors_above, config.error_seed) == (0, 0, None)
+    config = config_from_args(parse(["--error-ratio", "0.25", "--errors-above", "10"]))
+    assert (config.error_ratio, config.errors_above) == (0.25, 10)
+    assert config_from_args(parse(["--error-ratio", "1"])).error_ratio == 1
+    bad = {
+        ("--error-ratio", "1.5"): "argument --error-ratio: must be from 0 to 1, not 1.5",
+        ("--error-ratio", "-0.1"): "argument --error-ratio: must be from 0 to 1, not -0.1",
+        ("--error-ratio", "nan"): "argument --error-ratio: must be from 0 to 1, not nan",
+        ("--error-ratio", "lots"): "argument --error-ratio: invalid float value: 'lots'",
+        ("--errors-above", "-1"): "argument --errors-above: must be 0 or more, not -1",
+        ("--errors-above", "2.5"): "argument --errors-above: invalid int value: '2.5'",
+    }
+    for argv, message in bad.items():
+        with pytest.raises(SystemExit) as caught:
+            parse(list(argv))
+        assert caught.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"csms_stub: error: {message}"
+
+
 async def test_the_command_enforces_max_connections(tmp_path: Path) -> None:
     process = await asyncio.to_thread(start_stub_process, tmp_path, "--max-connections", "1")
     try:
@@ -243,3 +407,21 @@ async def test_the_command_enforces_max_connections(tmp_path: Path) -> None:
     finally:
         await asyncio.to_thread(process.stop)
     assert "capacity ceiling: at most 1 connections" in process.log()
+
+
+async def test_the_command_injects_errors(tmp_path: Path) -> None:
+    process = await asyncio.to_thread(
+        start_stub_process, tmp_path, "--error-ratio", "1", "--errors-above", "1"
+    )
+    try:
+        async with await OcppClient.connect(f"{process.ws_url}/cli_1") as client:
+            await heartbeat_ok(client)
+            async with await OcppClient.connect(f"{process.ws_url}/cli_2") as other:
+                await injected(client)
+                await injected(other)
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert (
+        "capacity ceiling: CALLERROR InternalError for 1 of CALLs while more than 1 chargers"
+        in process.log()
+    )
