@@ -51,7 +51,14 @@ from websockets.typing import Subprotocol
 from csms_stub.metrics import StubMetrics
 from loadgen import fleet as fleets
 from loadgen.metrics import SPECS
-from tests.conftest import POSTGRES_URL, Database, StubProcess, free_port, start_stub_process
+from tests.conftest import (
+    POSTGRES_URL,
+    Database,
+    StubProcess,
+    free_port,
+    start_stub_process,
+    terminate,
+)
 from tests.test_locust import FAST, Background, get, run_id_of, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -377,13 +384,7 @@ class PrometheusServer:
         return body["data"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        terminate(self.process)
 
 
 def prometheus_config(locust_target: str, stub_target: str) -> dict[str, Any]:

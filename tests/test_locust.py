@@ -366,13 +366,15 @@ def scrape_until(url: str, connected: int, timeout: float) -> dict[str, Any]:
         except OSError:
             time.sleep(0.2)
             continue
-        figures = {"ocpp_loadgen_schedule_lag_seconds_count": {}}
+        figures = {"ocpp_loadgen_schedule_lag_seconds_count": {}, "run": set()}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
+                figures["run"].add(sample.labels.get("run"))
                 if sample.name == "ocpp_loadgen_chargers_connected":
                     figures[sample.name] = sample.value
                 elif sample.name == "ocpp_loadgen_call_duration_seconds_count" and (
-                    sample.labels == {"action": "BootNotification", "outcome": "result"}
+                    sample.labels.get("action") == "BootNotification"
+                    and sample.labels.get("outcome") == "result"
                 ):
                     figures["ocpp_loadgen_boots"] = sample.value
                 elif sample.name == "ocpp_loadgen_schedule_lag_seconds_count":
@@ -415,6 +417,7 @@ def test_a_master_and_two_workers_share_ids_through_redis(
         output = master.output()
         run_id = run_id_of(output)
         assert code == 0, master.tail()
+        assert families["run"] == {run_id}, "every series carries the run's label"
         for worker in workers:
             assert worker.wait(30) == 0, worker.tail()
             assert f"OCPP run {run_id} " in worker.output()
