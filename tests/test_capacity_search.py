@@ -118,6 +118,10 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
     held = [s for s in report["steps"] if s["ok"]]
     assert all(s["actions"]["Heartbeat"]["count"] >= s["chargers"] for s in held)
     assert report["timeline"], "no timeline windows"
+    assert all(w["connected"] <= 30 for w in report["timeline"])
+    totals = report["totals"]["actions"]["Heartbeat"]
+    assert totals["count"] >= sum(s["actions"]["Heartbeat"]["count"] for s in held)
+    assert totals["p95_ms"] < 100  # Locust's exact figures: a loopback heartbeat is quick
     assert str(answer) in html and "Heartbeat" in html and "<svg" in html
     assert "Traceback" not in output
 
@@ -156,7 +160,7 @@ def test_a_master_and_a_worker_search_together(tmp_path: Path, capped_stub: Stub
             capped_stub,
             *("--master", "--expect-workers", "1", "--master-bind-port", str(master_port)),
             *("--redis-url", REDIS_URL),
-            *("--capacity-start", "20", "--capacity-step", "+10", "--capacity-max", "60"),
+            *("--capacity-start", "30", "--capacity-step", "+10", "--capacity-max", "60"),
             *("--capacity-resolution", "10"),
             timeout=150,
         )

@@ -315,6 +315,15 @@ def _setup_capacity_and_reports(
     settings, metrics, merged = context.settings, context.metrics, context.merged
     assert metrics is not None and merged is not None
     config = settings.capacity
+
+    def latencies() -> dict[str, Any]:
+        """Locust's response-time counts per OCPP action (the master's: every worker's)."""
+        return {
+            name: entry.response_times
+            for (name, method), entry in environment.stats.entries.items()
+            if method == "OCPP"
+        }
+
     if config is not None:
         if environment.shape_class is not None:
             raise SettingsError(
@@ -351,11 +360,7 @@ def _setup_capacity_and_reports(
                 if isinstance(environment.runner, MasterRunner)
                 else {"min_settle": LOCAL_MIN_SETTLE_S, "stall": LOCAL_STALL_S}
             ),
-            latencies=lambda: {
-                name: entry.response_times
-                for (name, method), entry in environment.stats.entries.items()
-                if method == "OCPP"
-            },
+            latencies=latencies,
             on_done=done,
         )
         shape.runner = environment.runner
@@ -363,7 +368,7 @@ def _setup_capacity_and_reports(
         context.shape = shape
     if settings.report_dir is None and config is None:
         return
-    recorder = RunRecorder(merged.merged, lambda: metrics.target)
+    recorder = RunRecorder(merged.merged, lambda: metrics.target, latencies=latencies)
     context.recorder = recorder
     events = environment.events
 

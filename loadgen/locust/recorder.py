@@ -1,9 +1,10 @@
 """What a run's report is made of, gathered on the master (or the single process).
 
 :class:`RunRecorder` remembers the merged metrics when a run starts, measures a window
-every ``window`` seconds (the report's timeline: chargers, latency, errors over time),
-collects the capacity search's steps, and at the end of the run writes the JSON and HTML
-reports (:mod:`loadgen.report`) into ``--report-dir``.
+every ``window`` seconds (the report's timeline: chargers, latency, errors over time;
+percentiles from Locust's response times, as the capacity search judges them), collects
+the capacity search's steps, and at the end of the run writes the JSON and HTML reports
+(:mod:`loadgen.report`) into ``--report-dir``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 
 from loadgen import report as reports
-from loadgen.capacity import CapacityConfig, CapacityResult
+from loadgen.capacity import CapacityConfig, CapacityResult, with_count_percentiles
 from loadgen.locust.settings import option_names
+from loadgen.locust.shape import latency_view
 from loadgen.metrics import Merged, measure
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class RunRecorder:
         merged: Callable[[], Merged],
         target: Callable[[], int],
         *,
+        latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
         window: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -93,6 +96,9 @@ class RunRecorder:
         self.merged = merged
         self.target = target
         self.window = window
+        self.latencies = latencies
+        self._start_latency: dict[str, dict[float, int]] = {}
+        self._window_latency: dict[str, dict[float, int]] = {}
         self.clock = clock
         self.wall_clock = wall_clock
         self.timeline: list[dict[str, Any]] = []
@@ -107,6 +113,7 @@ class RunRecorder:
         self.timeline = []
         self._started, self._wall_started = self.clock(), self.wall_clock()
         self._start_view = self._window_view = self.merged()
+        self._start_latency = self._window_latency = self._latency_view()
         self._window_started = self._started
         self._greenlet = gevent.spawn(self._sample_forever)
 
@@ -120,13 +127,17 @@ class RunRecorder:
         now = self.clock()
         if now - self._window_started <= 0.5:
             return
-        view = self.merged()
-        window = measure(
+        view, latency = self.merged(), self._latency_view()
+        measured = measure(
             self._window_view, view, chargers=self.target(), seconds=now - self._window_started
-        ).to_dict()
+        )
+        window = with_count_percentiles(measured, self._window_latency, latency).to_dict()
         window["t_s"] = now - self._started
         self.timeline.append(window)
-        self._window_view, self._window_started = view, now
+        self._window_view, self._window_latency, self._window_started = view, latency, now
+
+    def _latency_view(self) -> dict[str, dict[float, int]]:
+        return latency_view(self.latencies) if self.latencies is not None else {}
 
     def _sample_forever(self) -> None:
         while True:
@@ -148,8 +159,10 @@ class RunRecorder:
     ) -> dict[str, Any]:
         """The report of the run so far (call :meth:`sample` first for the last window)."""
         now = self.clock()
-        totals = measure(
-            self._start_view, self.merged(), chargers=peak, seconds=now - self._started
+        totals = with_count_percentiles(
+            measure(self._start_view, self.merged(), chargers=peak, seconds=now - self._started),
+            self._start_latency,
+            self._latency_view(),
         ).to_dict()
         capacity_dict = None
         if capacity is not None and capacity_config is not None:

@@ -19,7 +19,6 @@ The clock is injectable so the state machine can be tested without waiting.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +31,7 @@ from loadgen.capacity import (
     CapacityResult,
     CapacitySearch,
     StepMeasurement,
-    count_percentile,
+    with_count_percentiles,
 )
 from loadgen.metrics import Merged, measure
 from loadgen.report import step_dict
@@ -51,6 +50,13 @@ LOCAL_STALL_S = 5.0
 #: how long the chargers of a step may take to connect beyond the spawn time (at least a
 #: full reconnect back-off: chargers refused at a failed step retry only after theirs)
 SETTLE_GRACE_S = 30.0
+
+
+def latency_view(
+    latencies: Callable[[], Mapping[str, Mapping[float, int]]],
+) -> dict[str, dict[float, int]]:
+    """A copy of the response-time counts now (Locust's dicts keep growing)."""
+    return {action: dict(counts) for action, counts in latencies().items()}
 
 
 class CapacityShape(LoadTestShape):
@@ -253,28 +259,10 @@ class CapacityShape(LoadTestShape):
         self.phase = "step"
 
     def _latency_view(self) -> dict[str, dict[float, int]]:
-        if self.latencies is None:
-            return {}
-        return {action: dict(counts) for action, counts in self.latencies().items()}
+        return latency_view(self.latencies) if self.latencies is not None else {}
 
     def _precise(self, measurement: StepMeasurement) -> StepMeasurement:
-        """Percentiles from Locust's own response times (ms to 2 significant digits)
-        instead of the Prometheus buckets, which are too coarse to judge an SLO by (a
-        reply of 140 ms in the 100-250 ms bucket reads as a p95 of 242 ms)."""
-        before, after = self._latency_baseline, self._latency_view()
-        actions = dict(measurement.actions)
-        for action, stats in measurement.actions.items():
-            start = before.get(action, {})
-            delta = {v: n - start.get(v, 0) for v, n in after.get(action, {}).items()}
-            if sum(n for n in delta.values() if n > 0) == 0:
-                continue
-            actions[action] = dataclasses.replace(
-                stats,
-                p50_ms=count_percentile(delta, 50),
-                p95_ms=count_percentile(delta, 95),
-                p99_ms=count_percentile(delta, 99),
-            )
-        return dataclasses.replace(measurement, actions=actions)
+        return with_count_percentiles(measurement, self._latency_baseline, self._latency_view())
 
     def _finish(self, now: float) -> None:
         result = self.search.result()
