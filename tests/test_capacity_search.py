@@ -203,6 +203,27 @@ def test_a_saturated_load_generator_gives_no_csms_figure(
     assert "add workers" in html
 
 
+def test_a_run_time_shorter_than_the_search_says_so(
+    tmp_path: Path, capped_stub: StubProcess
+) -> None:
+    process = Background(
+        tmp_path / "locust.log",
+        *("--host", capped_stub.ws_url, "--capacity-search", "--capacity-start", "10"),
+        *("--run-time", "8s", "--prometheus-port", "0", *QUICK),
+    )
+    try:
+        code = process.wait(60)
+    finally:
+        process.stop()
+    output = process.output()
+    assert code == 1, output[-4000:]
+    assert re.search(
+        r"^capacity: no answer: the run ended before the search did \(10 chargers held so far\)$",
+        output,
+        re.MULTILINE,
+    ), output[-4000:]
+
+
 def test_bad_capacity_options_stop_locust_with_one_line(tmp_path: Path) -> None:
     cases = {
         ("--capacity-step", "x0.5"): "step factor must be more than 1",

@@ -22,7 +22,13 @@ from loadgen import coordination
 from loadgen.capacity import CapacityResult
 from loadgen.locust.recorder import RunRecorder, redacted_host, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
-from loadgen.locust.shape import LOCAL_MIN_SETTLE_S, LOCAL_STALL_S, CapacityShape
+from loadgen.locust.shape import (
+    LOCAL_MIN_SETTLE_S,
+    LOCAL_STALL_S,
+    MIN_SETTLE_S,
+    STALL_S,
+    CapacityShape,
+)
 from loadgen.metrics import (
     LagProbe,
     MergedCollector,
@@ -324,6 +330,8 @@ def _setup_capacity_and_reports(
             if method == "OCPP"
         }
 
+    distributed = isinstance(environment.runner, MasterRunner)
+    events = environment.events
     if config is not None:
         if environment.shape_class is not None:
             raise SettingsError(
@@ -355,22 +363,31 @@ def _setup_capacity_and_reports(
             cycle=context.cycle_seconds,
             linger=settings.capacity_linger,
             on_target=retry_now,
-            **(
-                {}
-                if isinstance(environment.runner, MasterRunner)
-                else {"min_settle": LOCAL_MIN_SETTLE_S, "stall": LOCAL_STALL_S}
-            ),
+            # a single process sees its own metrics at once; a master waits for reports
+            min_settle=MIN_SETTLE_S if distributed else LOCAL_MIN_SETTLE_S,
+            stall=STALL_S if distributed else LOCAL_STALL_S,
             latencies=latencies,
+            run_time=getattr(options, "run_time", None) or None,
             on_done=done,
         )
         shape.runner = environment.runner
         environment.shape_class = shape
         context.shape = shape
-    if settings.report_dir is None and config is None:
+
+        @events.test_stop.add_listener
+        def _unfinished(**_: Any) -> None:
+            if not shape.search.done:
+                so_far = shape.result.max_chargers
+                _final_words.append(
+                    "capacity: no answer: the run ended before the search did"
+                    + (f" ({so_far} chargers held so far)" if so_far is not None else "")
+                )
+                environment.process_exit_code = 1
+
+    if settings.report_dir is None:
         return
     recorder = RunRecorder(merged.merged, lambda: metrics.target, latencies=latencies)
     context.recorder = recorder
-    events = environment.events
 
     @events.test_start.add_listener
     def _record(**_: Any) -> None:
@@ -380,14 +397,6 @@ def _setup_capacity_and_reports(
     def _report(**_: Any) -> None:
         recorder.stop_sampling()
         shape = context.shape
-        if shape is not None and shape.phase not in ("linger", "done"):
-            so_far = shape.result.max_chargers
-            _final_words.append(
-                "capacity: no answer: the run ended before the search did"
-                + (f" ({so_far} chargers held so far)" if so_far is not None else "")
-            )
-        if settings.report_dir is None:
-            return
         try:
             recorder.sample()
             report = recorder.build(

@@ -70,7 +70,7 @@ class CapacityShape(LoadTestShape):
     # Locust instantiates every non-abstract shape it finds in a locustfile; this one is
     # set up by the plugin only with --capacity-search.
     abstract = True
-    use_common_options = True  # --spawn-rate and --run-time still apply
+    use_common_options = True  # --spawn-rate and --run-time (``run_time``) still apply
 
     def __init__(
         self,
@@ -90,6 +90,7 @@ class CapacityShape(LoadTestShape):
         clock: Callable[[], float] = time.monotonic,
         min_settle: float = MIN_SETTLE_S,
         stall: float = STALL_S,
+        run_time: float | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -107,6 +108,7 @@ class CapacityShape(LoadTestShape):
         self.clock = clock
         self.min_settle = min_settle
         self.stall = stall
+        self.run_time = run_time
         self._restart()
 
     def _restart(self) -> None:
@@ -135,6 +137,12 @@ class CapacityShape(LoadTestShape):
     def tick(self) -> tuple[int, float] | None:
         now = self.clock()
         if self.phase == "done":
+            return None
+        if self.run_time is not None and now - self.run_started >= self.run_time:
+            # Locust leaves --run-time to the shape (it joins the shape's greenlet first)
+            if self.phase != "linger":
+                log.warning("capacity search: --run-time is up before the search ended")
+            self.phase = "done"
             return None
         if self.phase == "linger":
             if now - self._since >= self.linger:
