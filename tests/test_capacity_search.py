@@ -9,7 +9,9 @@ Bounded: a few dozen chargers on 127.0.0.1, short holds; each run stops by itsel
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 
 from loadgen.metrics import known_actions
 from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
-from tests.test_locust import Background, wait_for
+from tests.test_locust import ROOT, Background, locust, wait_for
 
 #: chargers heartbeat every 2 s (a hold of 3 s sees every one of them)
 QUICK = ["--ocpp-profile", "idle", "--heartbeat-interval", "2", "--fleet-size", "80"]
@@ -245,3 +247,17 @@ def test_bad_capacity_options_stop_locust_with_one_line(tmp_path: Path) -> None:
         lines = [line for line in output.splitlines() if line.startswith("loadgen: ")]
         assert code == 2, output[-2000:]
         assert len(lines) == 1 and message in lines[0], (args, output[-2000:])
+
+
+def test_options_also_come_from_locust_environment_variables() -> None:
+    env = {**os.environ, "LOCUST_CAPACITY_SEARCH": "true", "LOCUST_CAPACITY_STEP": "ten"}
+    done = subprocess.run(
+        locust("--host", "ws://127.0.0.1:9", *QUICK),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "loadgen: capacity step 'ten': write a factor like 'x1.5'" in done.stderr

@@ -158,6 +158,7 @@ from locust.argument_parser import get_parser
 argvs = json.load(sys.stdin)
 parser = get_parser()
 options = sorted(s for action in parser._actions for s in action.option_strings)
+env_vars = sorted(a.env_var for a in parser._actions if getattr(a, "env_var", None))
 errors = []
 for argv in argvs:
     err = io.StringIO()
@@ -167,7 +168,7 @@ for argv in argvs:
         errors.append("")
     except SystemExit:
         errors.append(err.getvalue().strip() or "parse error")
-json.dump({"options": options, "errors": errors}, sys.stdout)
+json.dump({"options": options, "env_vars": env_vars, "errors": errors}, sys.stdout)
 """
 
 
@@ -253,6 +254,17 @@ def test_locust_commands(services: dict[str, dict[str, Any]], locust_help: str) 
     assert str(api.port) == option_value(stub_argv, "--api-port", default="8080")
     redis = urlsplit(option_value(master, "--redis-url") or "")
     assert (redis.hostname, redis.port) == ("redis", 6379)
+
+
+def test_the_master_passes_through_option_variables(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Each LOCUST_* variable the master takes from the host is one its parser reads."""
+    environment = services["locust-master"].get("environment") or []
+    passed = [entry.split("=", 1)[0] for entry in environment if entry.startswith("LOCUST_")]
+    assert "LOCUST_CAPACITY_SEARCH" in passed
+    readable = set(locust_parse([])["env_vars"])
+    assert [name for name in passed if name not in readable] == []
 
 
 def test_one_fleet_file_for_the_stub_and_locust(services: dict[str, dict[str, Any]]) -> None:

@@ -61,213 +61,210 @@ class Settings:
 
 
 def add_arguments(parser: Any) -> None:
+    """Our options on Locust's parser; each also reads ``LOCUST_<NAME>`` from the
+    environment (``--capacity-search``: ``LOCUST_CAPACITY_SEARCH=true``), as Locust's own do."""
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        name = flags[0].lstrip("-").replace("-", "_").upper()
+        parser.add_argument(*flags, env_var=f"LOCUST_{name}", **kwargs)
+
     # On the parser itself, not a group: only those show in the web UI (is_secret too).
-    parser.add_argument(
+    add(
         "--ocpp-version",
         default="2.0.1",
         choices=["2.0.1", "1.6"],
         help="OCPP version the stations speak (default 2.0.1)",
     )
-    parser.add_argument(
-        "--fleet", default="", help="fleet TOML file (default: a generated fleet of --fleet-size)"
-    )
-    parser.add_argument(
+    add("--fleet", default="", help="fleet TOML file (default: a generated fleet of --fleet-size)")
+    add(
         "--fleet-size",
         type=int,
         default=10_000,
         help="chargers in the generated fleet, the most users a run can have (default 10000)",
     )
     # Locust has a --profile of its own (it groups runs), hence the prefix.
-    parser.add_argument(
+    add(
         "--ocpp-profile",
         default="sessions",
         help="idle | sessions | remote | mixed | mixed:idle=1,sessions=3 (default sessions)",
     )
-    parser.add_argument(
+    add(
         "--session-interarrival",
         type=float,
         default=600.0,
         help="mean simulated seconds between EVs at a station (sessions)",
     )
-    parser.add_argument(
+    add(
         "--session-stay",
         type=float,
         default=1800.0,
         help="mean simulated seconds an EV stays plugged in (sessions)",
     )
-    parser.add_argument(
-        "--time-scale", type=float, default=1.0, help="simulated time runs this many times faster"
-    )
-    parser.add_argument(
+    add("--time-scale", type=float, default=1.0, help="simulated time runs this many times faster")
+    add(
         "--heartbeat-interval",
         type=float,
         default=0.0,
         help="override the CSMS's heartbeat interval (simulated s; 0: use the CSMS's)",
     )
-    parser.add_argument(
+    add(
         "--meter-interval",
         type=float,
         default=60.0,
         help="meter values while charging, every N simulated seconds",
     )
-    parser.add_argument(
+    add(
         "--call-timeout",
         type=float,
         default=30.0,
         help="seconds to wait for the CSMS's reply to a CALL",
     )
-    parser.add_argument(
+    add(
         "--connect-timeout",
         type=float,
         default=10.0,
         help="seconds for TCP + TLS + WebSocket handshake",
     )
-    parser.add_argument(
+    add(
         "--reconnect-cap",
         type=float,
         default=60.0,
         help="longest back-off between reconnect attempts, seconds",
     )
-    parser.add_argument(
+    add(
         "--reconnect-tries",
         type=int,
         default=0,
         help="give a station up after N failed connects (0: never)",
     )
-    parser.add_argument(
+    add(
         "--offline-replay-rate",
         type=float,
         default=20.0,
         help="queued transaction messages a station replays per second",
     )
-    parser.add_argument(
+    add(
         "--id-tokens",
         type=int,
         default=0,
         help="size of the idToken pool (default: one per charger)",
     )
-    parser.add_argument(
+    add(
         "--redis-url",
         default="",
         help="Redis for coordination; required with --master/--worker/--processes",
     )
-    parser.add_argument(
+    add(
         "--lease-ttl",
         type=float,
         default=30.0,
         help="seconds until a dead worker's charger ids and idTokens are free again "
         "(leases are renewed every third of it; default 30)",
     )
-    parser.add_argument(
+    add(
         "--ocpp-validate",
         action="store_true",
         default=False,
         help="check every message against the OCPP JSON schemas (costs CPU)",
     )
-    parser.add_argument(
-        "--ca-bundle", default="", help="wss://: CA bundle for the CSMS's certificate (profile 2)"
-    )
-    parser.add_argument(
-        "--client-cert", default="", help="wss://: the stations' certificate, PEM (profile 3)"
-    )
-    parser.add_argument("--client-key", default="", help="its key, if not in --client-cert")
-    parser.add_argument(
+    add("--ca-bundle", default="", help="wss://: CA bundle for the CSMS's certificate (profile 2)")
+    add("--client-cert", default="", help="wss://: the stations' certificate, PEM (profile 3)")
+    add("--client-key", default="", help="its key, if not in --client-cert")
+    add(
         "--ocpp-password",
         default="",
         is_secret=True,
         help="Basic-auth password for chargers without one in the fleet "
         "(or $OCPP_BASIC_AUTH_PASSWORD)",
     )
-    parser.add_argument(
+    add(
         "--csms-api",
         default="",
         help="csms_stub's HTTP API: at the end, reconcile the run's ledger with what the "
         "CSMS stored (exit code 1 on any loss)",
     )
-    parser.add_argument(
+    add(
         "--report-dir",
         default="",
         help="write a JSON and a self-contained HTML report here at the end of every run",
     )
     # the capacity search: a load shape instead of --users
-    parser.add_argument(
+    add(
         "--capacity-search",
         action="store_true",
         default=False,
         help="find the most chargers the CSMS holds within the SLOs: step the chargers up "
         "from --capacity-start, hold, judge, bisect (replaces --users)",
     )
-    parser.add_argument(
-        "--capacity-start", type=int, default=100, help="chargers of the first step (100)"
-    )
-    parser.add_argument(
+    add("--capacity-start", type=int, default=100, help="chargers of the first step (100)")
+    add(
         "--capacity-step",
         default="x1.5",
         help="how steps grow: a factor like x1.5 or an increment like +100 (x1.5)",
     )
-    parser.add_argument(
+    add(
         "--capacity-max",
         type=int,
         default=0,
         help="stop stepping up here (default: the fleet's size)",
     )
-    parser.add_argument(
+    add(
         "--capacity-hold",
         type=float,
         default=60.0,
         help="seconds to hold each step once its chargers are connected; extended to one "
         "full heartbeat / meter cycle when that is longer (60)",
     )
-    parser.add_argument(
+    add(
         "--capacity-resolution",
         default="5%",
         help="bisect until the last good and first bad step are this close: chargers (10) "
         "or a share of the answer (5%%, the default)",
     )
-    parser.add_argument(
+    add(
         "--capacity-linger",
         type=float,
         default=15.0,
         help="seconds to keep serving /metrics after the search, so Prometheus scrapes the "
         "answer (15)",
     )
-    parser.add_argument(
+    add(
         "--slo-p95-ms",
         default="1000",
         help="p95 SLO per OCPP action, ms: 1000, or with overrides: 1000,Heartbeat=500,"
         "BootNotification=3000 (none: no latency SLO)",
     )
-    parser.add_argument(
+    add(
         "--slo-error-ratio",
         type=float,
         default=0.01,
         help="most CALLs not answered with a CALLRESULT, as a share (0.01)",
     )
-    parser.add_argument(
+    add(
         "--slo-connect-failure-ratio",
         type=float,
         default=0.01,
         help="most failed connection attempts (and chargers not connected), as a share (0.01)",
     )
-    parser.add_argument(
+    add(
         "--slo-disconnect-ratio",
         type=float,
         default=0.01,
         help="most connections the CSMS closes or loses during a hold, per charger (0.01)",
     )
-    parser.add_argument(
+    add(
         "--capacity-max-lag-ms",
         type=float,
         default=100.0,
         help="saturation guard: the load generator's timer lag p99 (worst worker), ms (100)",
     )
-    parser.add_argument(
+    add(
         "--capacity-max-cpu",
         type=float,
         default=0.9,
         help="saturation guard: CPU of the busiest load-generator process, 1 = a core (0.9)",
     )
-    parser.add_argument(
+    add(
         "--prometheus-port",
         type=int,
         default=9646,
