@@ -12,8 +12,9 @@ outstanding CALL per connection, for ``--warmup`` + ``--duration`` seconds. Meas
 
 Two clients, each in a fresh process, same server, same payloads:
 
-- ``gevent Link``: :class:`loadgen.link.Link` (``websockets`` sans-I/O on gevent, one reader
-  greenlet per connection) with a null observer, ``call()`` from one greenlet per link;
+- ``gevent Link``: :class:`loadgen.link.Link` (``websockets`` sans-I/O on gevent, fed by an
+  I/O watcher callback, no reader greenlet) with a null observer, ``call()`` from one
+  greenlet per link;
 - ``asyncio (raw)``, the baseline: ``_common.Charger``, the thinnest ``websockets`` asyncio
   client (``send`` then ``recv`` until the reply, no reader task) on the default event loop.
 

@@ -10,7 +10,7 @@ connection. Kinds, each in its own process so that no run reuses another's freed
 - ``raw socket``: a gevent socket that did the WebSocket handshake by hand, nothing else
   (no protocol object, no greenlet): the floor of any client;
 - ``Link``: a bare :class:`loadgen.link.Link`, connected (``websockets`` sans-I/O protocol,
-  one reader greenlet), no station: what the link costs;
+  an I/O watcher, no greenlet), no station: what the link costs;
 - ``Station``: a real :class:`~loadgen.station.Station` driven by a
   :class:`~loadgen.runner.StationRunner` over its link: booted (Accepted), StatusNotification
   sent, heartbeats every ``--heartbeat-interval`` seconds (long: the station is idle);

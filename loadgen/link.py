@@ -1,8 +1,10 @@
 """The WebSocket RPC endpoint a charging station speaks OCPP-J through, on gevent.
 
 Locust runs on gevent, so this is synchronous code for greenlets: :meth:`Link.call` blocks
-the calling greenlet until the CSMS answers, and everything the CSMS sends is read by one
-reader greenlet per connection. The WebSocket is ``websockets``' sans-I/O
+the calling greenlet until the CSMS answers. Everything the CSMS sends is read by a libev I/O
+watcher callback on the socket, in the hub, not by a reader greenlet: a parked greenlet costs
+~8.5 KB, the watcher almost nothing (DESIGN.md, "Concurrency model": ~7 instead of ~15 KB per
+idle connection, and a few µs less per round trip). The WebSocket is ``websockets``' sans-I/O
 :class:`~websockets.client.ClientProtocol` over a gevent socket (DESIGN.md, "Concurrency
 model": ``websockets``' handshake, framing, close codes and size limits at the asyncio
 floor's cost). No monkey patching is needed. Compression and WebSocket pings are off: OCPP
@@ -14,8 +16,9 @@ What the link guarantees, whatever the CSMS does:
   timed-out CALL frees the slot for the next one;
 - every CALL put on the wire is timed from send to reply / CALLERROR / timeout / disconnect
   and reported to :meth:`CallObserver.call_done`;
-- CSMS-initiated CALLs reach :meth:`CallHandler.on_call` in arrival order, in the reader
-  greenlet, and are always answered (CALLRESULT, or CALLERROR);
+- CSMS-initiated CALLs reach :meth:`CallHandler.on_call` in arrival order, in a greenlet
+  that lives only while there are some (a watcher callback must not block), and are always
+  answered (CALLRESULT, or CALLERROR);
 - garbage from the CSMS is counted with :meth:`CallObserver.protocol_error` and never
   answered when it looks like a reply (that could ping-pong forever);
 - a lost connection fails the waiting caller with :class:`Disconnected` and calls
@@ -24,11 +27,6 @@ What the link guarantees, whatever the CSMS does:
 
 Reconnecting (and its back-off) is the station runner's job; :meth:`Link.connect` works again
 on a link that was closed or lost its connection.
-
-Not done yet, the cheaper alternative DESIGN.md measured: instead of a reader greenlet parked
-in ``recv`` (~8.5 KB each), feed the protocol from a gevent I/O watcher callback on the socket
-(~7 KB instead of ~15 KB per idle connection, a few µs less per round trip). Watcher callbacks
-run in the hub and must not block, so ``on_call`` would then need a greenlet of its own.
 """
 
 from __future__ import annotations
@@ -126,10 +124,12 @@ class CallObserver(Protocol):
 class CallHandler(Protocol):
     """The station: answers CSMS-initiated CALLs and hears about disconnects.
 
-    Both run in the link's reader greenlet (``on_disconnect`` after a local :meth:`Link.close`
-    runs in the greenlet that closed): ``on_call`` must not call :meth:`Link.call` (it would
-    wait for the reader it blocks) and neither should block for long (replies to our own
-    CALLs are not read meanwhile). Spawn a greenlet for follow-ups and reconnects.
+    Both run, in arrival order, in a greenlet the link spawns while there are CSMS CALLs or a
+    disconnect to hand over (``on_disconnect`` after a local :meth:`Link.close` runs in the
+    greenlet that closed, unless CSMS CALLs are still queued before it). ``on_call`` must not
+    call :meth:`Link.call` (the CSMS may not answer ours before it has its answer) and
+    neither should block for long (later CSMS CALLs wait meanwhile; replies to our own CALLs
+    are read regardless). Spawn a greenlet for follow-ups and reconnects.
     """
 
     def on_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -251,13 +251,19 @@ class _Connection:
     """One WebSocket connection; a Link has a new one per connect()."""
 
     __slots__ = (
+        "closer",
+        "closing_timer",
+        "dispatcher",
         "down",
         "early_events",
         "failure",
+        "finished",
         "fragment_opcode",
         "fragments",
-        "reader",
+        "inbox",
         "sock",
+        "tls",
+        "watcher",
         "writing",
         "ws",
     )
@@ -266,13 +272,25 @@ class _Connection:
         self.sock = sock
         self.ws = ws
         self.early_events = early_events
-        self.reader: gevent.Greenlet | None = None
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        #: the libev read watcher feeding ``ws``; None before connect() ends and once finished
+        self.watcher: Any = None
+        #: ends a closing handshake the CSMS does not finish (a libev timer), once started
+        self.closing_timer: Any = None
         self.down = False
-        #: why a write failed, for the reader to report
+        #: the socket is closed and the watcher gone
+        self.finished = False
+        #: set when finished, for a close() waiting for the closing handshake
+        self.closer: gevent.event.Event | None = None
+        #: why a write failed, reported when the connection ends
         self.failure: str | None = None
         self.writing = False
         self.fragments: list[bytes] | None = None
         self.fragment_opcode: Opcode | None = None
+        #: CSMS CALLs and the disconnect notice for the handler, in order, and the short-lived
+        #: greenlet that works through them (both None while there is nothing to do)
+        self.inbox: list[Any] | None = None
+        self.dispatcher: gevent.Greenlet | None = None
 
 
 class _Pending:
@@ -420,7 +438,13 @@ class Link:
         finally:
             self._connecting = False
         self._conn = conn
-        conn.reader = gevent.spawn(self._read_loop, conn)
+        hub = gevent.get_hub()
+        conn.watcher = hub.loop.io(conn.sock.fileno(), 1)
+        conn.watcher.start(self._on_readable, conn)
+        if conn.early_events or conn.tls:
+            # Frames that came with the handshake, or TLS records the handshake's read left
+            # decrypted inside OpenSSL (the socket would not say they are there).
+            hub.loop.run_callback(self._on_readable, conn)
         self.observer.connect_done("ok", _perf_counter() - started)
 
     def _open(self) -> _Connection:
@@ -577,10 +601,11 @@ class Link:
         conn = self._conn
         if conn is None or conn.down:
             raise Disconnected(action, f"{action}: not connected")
-        if gevent.getcurrent() is conn.reader:
+        if gevent.getcurrent() is conn.dispatcher:
             raise RuntimeError(
-                "Link.call() from on_call/on_disconnect would wait for the reader greenlet "
-                "it is running in: spawn a greenlet for it"
+                "Link.call() from on_call/on_disconnect would hold up the CSMS's CALLs "
+                "queued behind it (a CSMS may not answer ours until it has its answer): "
+                "spawn a greenlet for it"
             )
         self._acquire()
         try:
@@ -594,7 +619,7 @@ class Link:
         self, conn: _Connection, action: str, payload: dict[str, Any], timeout: float | None
     ) -> dict[str, Any]:
         if conn.ws.state is not State.OPEN:
-            # websockets is failing the connection; the reader is about to report it.
+            # websockets is failing the connection; the watcher is about to report it.
             raise Disconnected(action, f"{action}: the connection is closing")
         if timeout is None:
             timeout = self.call_timeout
@@ -689,55 +714,105 @@ class Link:
                     raise ValueError(f"cannot close with code {code}: {exc}") from None
                 self._flush(conn)
             text = f"closed by the station: {code} {reason}".rstrip()
-            self._down(conn, code, text, CLOSED_LOCALLY)
-        reader = conn.reader
-        if reader is None or reader is gevent.getcurrent():
-            return  # the reader finishes the closing handshake itself
-        if not reader.dead:
-            reader.join(self.close_timeout)
-            if not reader.dead:
-                reader.kill(block=False)
-        conn.sock.close()
+            self._down(conn, code, text, CLOSED_LOCALLY, notify_here=True)
+        if conn.finished:
+            return
+        self._start_closing_timer(conn)  # the CSMS has close_timeout s to hang up
+        if gevent.getcurrent() is conn.dispatcher:
+            return  # the watcher and the timer finish the closing handshake
+        if conn.closer is None:
+            conn.closer = gevent.event.Event()
+        conn.closer.wait(self.close_timeout + 1)
+        self._finish(conn)
 
-    # -- the reader ----------------------------------------------------------------------
+    # -- reading: a libev watcher callback, in the hub -----------------------------------
 
-    def _read_loop(self, conn: _Connection) -> None:
-        sock, ws = conn.sock, conn.ws
+    def _on_readable(self, conn: _Connection) -> None:
+        """Feed what the socket has to the protocol and act on it, without blocking.
+
+        This runs in the hub (a watcher callback), not in a greenlet: a parked reader
+        greenlet per connection costs ~8.5 KB (DESIGN.md). So nothing here may block or
+        switch: replies wake their caller through its AsyncResult, the CSMS's CALLs and the
+        disconnect notice go to a short-lived greenlet (:meth:`_dispatch`), and frames
+        websockets wants sent (pongs, the close echo, CALLERRORs) to one (:meth:`_flush`).
+        """
+        if conn.finished:
+            return
+        ws = conn.ws
         try:
             if conn.early_events:
                 events, conn.early_events = conn.early_events, []
                 self._after_receive(conn, events)
             while ws.state is not State.CLOSED:
-                try:
-                    data = sock.recv(RECV_SIZE)
-                except TimeoutError:
-                    break  # the CSMS did not finish the closing handshake in time
-                except OSError as exc:
-                    reason = conn.failure or f"connection lost: {exc}"
-                    self._down(conn, None, reason, CONNECTION_LOST)
-                    break
+                data = self._read(conn)
+                if data is None:
+                    break  # nothing more for now
                 if data:
                     ws.receive_data(data)
                 else:
                     ws.receive_eof()
                 self._after_receive(conn, ws.events_received())
-                if ws.close_expected():
-                    # Closing handshake: wait for the server to close TCP, but not forever.
-                    sock.settimeout(self.close_timeout)
+                if not conn.tls:
+                    break  # level-triggered: the watcher fires again if more is there
+            if ws.state is State.CLOSED:
+                self._finish(conn)
+            elif ws.close_expected():
+                self._start_closing_timer(conn)  # wait for the CSMS to hang up, not forever
+        except OSError as exc:
+            reason = conn.failure or f"connection lost: {exc}"
+            self._down(conn, None, reason, CONNECTION_LOST)
+            self._finish(conn)
         except Exception:
             log.exception("%s: the link's reader failed", self.url)
             self._down(conn, None, "internal error in the link", INTERNAL_ERROR)
+            self._finish(conn)
+
+    @staticmethod
+    def _read(conn: _Connection) -> bytes | None:
+        """What the socket has (b"" at EOF), or None when it would block.
+
+        A gevent socket with timeout 0 raises instead of waiting for its own watcher; for
+        TLS that is SSLWantReadError, and the caller keeps reading until it comes, since
+        OpenSSL may hold decrypted bytes the socket no longer signals.
+        """
+        sock = conn.sock
+        sock.settimeout(0.0)
+        try:
+            return sock.recv(RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
         finally:
-            self._down(conn, None, "connection lost", CONNECTION_LOST)
-            sock.close()
+            sock.settimeout(None)
 
     def _after_receive(self, conn: _Connection, events: list[Any]) -> None:
         for event in events:
             if type(event) is Frame:
                 self._on_frame(conn, event)
-        self._flush(conn)  # pongs, the close frame's echo
+        if conn.ws.writes and not conn.writing:
+            gevent.spawn(self._flush, conn)  # pongs, the close frame's echo, CALLERRORs
         if not conn.down and conn.ws.state is not State.OPEN:
             self._down_after_protocol_failure(conn)
+
+    def _start_closing_timer(self, conn: _Connection) -> None:
+        if conn.closing_timer is None and not conn.finished:
+            conn.closing_timer = gevent.get_hub().loop.timer(self.close_timeout)
+            conn.closing_timer.start(self._finish, conn)
+
+    def _finish(self, conn: _Connection) -> None:
+        """The connection is over for good: stop watching, close the socket, once."""
+        if conn.finished:
+            return
+        conn.finished = True
+        # libev must stop watching the descriptor before it is closed (and maybe reused).
+        for watcher in (conn.watcher, conn.closing_timer):
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
+        conn.watcher = conn.closing_timer = None
+        self._down(conn, None, conn.failure or "connection lost", CONNECTION_LOST)
+        conn.sock.close()
+        if conn.closer is not None:
+            conn.closer.set()
 
     def _on_frame(self, conn: _Connection, frame: Frame) -> None:
         opcode = frame.opcode
@@ -775,7 +850,8 @@ class Link:
             self._on_bad_frame(conn, exc)
             return
         if type(message) is ocppj.Call:
-            self._on_call(conn, message)
+            self.observer.message("received", "call")
+            self._hand_over(conn, message)
         else:
             self._on_reply(conn, message)
 
@@ -793,7 +869,7 @@ class Link:
             return
         code = self.version.error_code(exc.error_code)
         error = ocppj.CallError(exc.message_id, code, exc.description[:255])
-        self._send(conn, error.encode(), "error")
+        self._queue(conn, error.encode(), "error")
 
     def _on_reply(self, conn: _Connection, message: ocppj.CallResult | ocppj.CallError) -> None:
         is_result = type(message) is ocppj.CallResult
@@ -810,11 +886,30 @@ class Link:
         pending.received_at = _perf_counter()
         pending.result.set(value)
 
-    def _on_call(self, conn: _Connection, call: ocppj.Call) -> None:
-        self.observer.message("received", "call")
-        text, kind = self._answer(call)
-        if not conn.down:
-            self._send(conn, text, kind)
+    # -- the handler's greenlet -----------------------------------------------------------
+
+    def _hand_over(self, conn: _Connection, item: Any) -> None:
+        """Queue a CSMS CALL (or the disconnect notice) for the handler, which may block:
+        it runs in a greenlet that lives only while there is something to hand over."""
+        if conn.inbox is None:
+            conn.inbox = [item]
+        else:
+            conn.inbox.append(item)
+        if conn.dispatcher is None:
+            conn.dispatcher = gevent.spawn(self._dispatch, conn)
+
+    def _dispatch(self, conn: _Connection) -> None:
+        try:
+            while conn.inbox:
+                item = conn.inbox.pop(0)
+                if type(item) is ocppj.Call:
+                    text, kind = self._answer(item)
+                    self._send(conn, text, kind)
+                else:
+                    self._notify_down(*item)
+        finally:
+            conn.inbox = None
+            conn.dispatcher = None
 
     def _answer(self, call: ocppj.Call) -> tuple[str, str]:
         """The encoded reply to a CSMS CALL, and its kind ("result" or "error")."""
@@ -846,20 +941,25 @@ class Link:
 
     # -- writing and ending --------------------------------------------------------------
 
-    def _send(self, conn: _Connection, text: str, kind: str) -> None:
+    def _queue(self, conn: _Connection, text: str, kind: str) -> bool:
+        """Hand a frame to the protocol (not to the socket yet); False if too late."""
         if conn.down or conn.ws.state is not State.OPEN:
-            return
+            return False
         conn.ws.send_text(text.encode())
-        self._flush(conn)
         self.observer.message("sent", kind)
+        return True
+
+    def _send(self, conn: _Connection, text: str, kind: str) -> None:
+        if self._queue(conn, text, kind):
+            self._flush(conn)
 
     def _flush(self, conn: _Connection) -> None:
         """Write what the protocol has queued, in its order, from one greenlet at a time.
 
         A greenlet that finds another one writing (blocked on a full socket buffer) returns:
-        the writer picks its frames up in order after its own. A write error closes the
-        socket; the reader then ends the connection, so the disconnect is handled in one
-        place and never inside a caller that holds the CALL slot.
+        the writer picks its frames up in order after its own. Never called in the hub (it
+        may block). A write error ends the connection from the hub, so the disconnect is
+        handled in one place and never inside a caller that holds the CALL slot.
         """
         if conn.writing:
             return
@@ -891,7 +991,11 @@ class Link:
     def _break(self, conn: _Connection, reason: str) -> None:
         if conn.failure is None:
             conn.failure = reason
-        conn.sock.close()  # wakes the reader, which ends the connection
+            gevent.get_hub().loop.run_callback(self._lost, conn)
+
+    def _lost(self, conn: _Connection) -> None:
+        self._down(conn, None, conn.failure or "connection lost", CONNECTION_LOST)
+        self._finish(conn)
 
     def _down_after_protocol_failure(self, conn: _Connection) -> None:
         """websockets failed the connection (bad frame, too big, EOF): say why."""
@@ -908,8 +1012,20 @@ class Link:
         code = ws.close_sent.code if ws.close_sent is not None else None
         self._down(conn, code, f"{kind}: {failure}" if failure else kind, kind)
 
-    def _down(self, conn: _Connection, code: int | None, reason: str, kind: str) -> None:
-        """The connection ended: fail the waiting CALL, tell observer and handler, once."""
+    def _down(
+        self,
+        conn: _Connection,
+        code: int | None,
+        reason: str,
+        kind: str,
+        notify_here: bool = False,
+    ) -> None:
+        """The connection ended: fail the waiting CALL, tell observer and handler, once.
+
+        The handler hears it after the CSMS CALLs that came before, in the handler's
+        greenlet; ``notify_here`` (a local close) tells it in this greenlet if none is
+        queued.
+        """
         if conn.down:
             return
         conn.down = True
@@ -918,6 +1034,12 @@ class Link:
             self._complete(pending, _Lost(reason))
         log.debug("%s: disconnected (%s): %s", self.url, kind, reason)
         self.observer.disconnected(kind)
+        if notify_here and conn.dispatcher is None:
+            self._notify_down(code, reason)
+        else:
+            self._hand_over(conn, (code, reason))
+
+    def _notify_down(self, code: int | None, reason: str) -> None:
         try:
             self.handler.on_disconnect(code, reason)
         except Exception:

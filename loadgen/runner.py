@@ -3,7 +3,8 @@
 One greenlet per station drives the pure state machine: it connects the
 :class:`~loadgen.link.Link`, hands the station's CALLs to it one at a time, feeds the station
 time (``tick``) and reconnects after any drop with exponential back-off and jitter. The
-link's reader greenlet answers the CSMS's CALLs through :meth:`StationRunner.on_call`.
+link answers the CSMS's CALLs through :meth:`StationRunner.on_call`, from a greenlet it
+spawns only while there are some.
 Greenlets switch only on I/O, and the station never does I/O, so no locks are needed.
 """
 

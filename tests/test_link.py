@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import gc
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import greenlet
 import orjson
 import pytest
 import trustme
@@ -635,6 +637,39 @@ def test_csms_calls_are_answered_in_order_whatever_the_handler_does(links) -> No
     assert [r[2] for r in replies[2:5]] == ["InternalError"] * 3
     assert replies[5][:3] == [4, "6", "NotImplemented"]
     assert [a for a, _ in station.calls] == [a for _, a, _ in script]
+
+
+def test_an_idle_link_holds_no_greenlet_and_a_slow_handler_does_not_hold_up_replies(
+    links,
+) -> None:
+    """The link is fed by an I/O watcher (DESIGN.md: a parked greenlet costs ~8.5 KB); the
+    greenlet that runs the handler exists only while the CSMS's CALLs are being answered."""
+
+    def greenlets() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and o)
+
+    def slow(payload: dict[str, Any]) -> dict[str, Any]:
+        gevent.sleep(0.5)
+        return {"status": "Accepted"}
+
+    station = Station({"Reset": slow})
+    with FakeCsms() as csms:
+        first = links(csms.url)
+        first.connect()  # the hub and the resolver's greenlets start on the first connect
+        first.call("Heartbeat", {})
+        before = greenlets()
+        link = links(csms.url, handler=station)
+        link.connect()
+        assert link.call("Heartbeat", {}) == {"echo": {}}
+        assert greenlets() == before
+        csms.push(csms_call("slow", "Reset", {"type": "OnIdle"}))
+        wait_for(lambda: station.calls)
+        started = time.perf_counter()
+        assert link.call("Heartbeat", {"n": 1}) == {"echo": {"n": 1}}  # read meanwhile
+        assert time.perf_counter() - started < 0.4
+        wait_for(lambda: any(f[1] == "slow" for f in csms.frames()))
+        wait_for(lambda: greenlets() == before)
+        assert link.connected
 
 
 def test_validation_of_both_directions(links) -> None:
