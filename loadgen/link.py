@@ -638,9 +638,13 @@ class Link:
             reply = pending.result.get()
         except gevent.Timeout as exc:
             if exc is not timer:
+                self._timed_out.append(message_id)  # cut short: its reply comes late
                 raise
             # The reply and the deadline may have come in the same turn of the loop.
             reply = pending.result.get() if pending.result.ready() else None
+        except BaseException:
+            self._timed_out.append(message_id)  # killed (a stopping user): the same
+            raise
         finally:
             timer.close()
             if self._pending is pending:

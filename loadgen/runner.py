@@ -1,6 +1,8 @@
 """Runs a :class:`~loadgen.station.Station` on gevent: the glue between it and its link.
 
-One greenlet per station drives the pure state machine: it connects the
+One greenlet per station drives the pure state machine: a greenlet of its own
+(:meth:`StationRunner.start`) or the caller's (:meth:`StationRunner.run`: a Locust user
+whose profile has nothing else to do saves a parked greenlet, ~8.5 KB). It connects the
 :class:`~loadgen.link.Link`, hands the station's CALLs to it one at a time, feeds the station
 time (``tick``) and reconnects after any drop with exponential back-off and jitter. The
 link answers the CSMS's CALLs through :meth:`StationRunner.on_call`, from a greenlet it
@@ -84,6 +86,12 @@ class StationRunner:
         self._retry = False
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
+        #: the loop runs in the caller's greenlet (run()), not one of its own (start())
+        self._inline = False
+        #: run() was killed before stop(): stop() resumes the loop (on the open link)
+        self._interrupted = False
+        #: stop(timeout=0): drop everything at once, flush nothing
+        self._abandon = False
 
     # -- the link's CallHandler ----------------------------------------------------------
 
@@ -103,6 +111,22 @@ class StationRunner:
         self._greenlet = gevent.spawn(self._run)
         return self._greenlet
 
+    def run(self) -> None:
+        """Run the station in the calling greenlet instead of :meth:`start`'s own, until
+        it stops (or gives up).
+
+        Killing the caller (Locust stopping its user) leaves the connection open, a CALL
+        cut short is sent again like a timed-out one: :meth:`stop`, from the same greenlet
+        (``on_stop``), then resumes the loop to end transactions and flush the queue.
+        """
+        self._inline = True
+        try:
+            self._run()
+        except BaseException:
+            if not self._stopping:
+                self._interrupted = True
+            raise
+
     def wake(self) -> None:
         """Call after driving the station from outside (a profile starting a session)."""
         self._wake.set()
@@ -120,11 +144,16 @@ class StationRunner:
                 if evse.transaction is not None:
                     self.station.stop_session(evse.id, "Local")
         self._stopping = True
+        self._abandon = timeout <= 0
         self._wake.set()
         if self._greenlet is not None:
             self._greenlet.join(timeout)
             if not self._greenlet.dead:
                 self._greenlet.kill(block=True, timeout=1)
+        elif self._interrupted and not self._abandon:
+            with gevent.Timeout(timeout, False):
+                self._run()
+            self._interrupted = False
         if self.link is not None:
             self.link.close(1000, "station stopped")
 
@@ -137,36 +166,46 @@ class StationRunner:
     def _run(self) -> None:
         attempt = 0
         while True:
-            if self._stopping and not self.station.queue_depth:
+            if self._stopping and (self._abandon or not self.station.queue_depth):
                 return
-            link = self.link_factory(
-                self.url, self.station.version, self, observer=self.observer, **self.link_options
-            )
-            try:
-                link.connect()
-            except ConnectFailed as exc:
-                attempt += 1
-                if self._stopping or (
-                    self.backoff.max_tries is not None and attempt >= self.backoff.max_tries
-                ):
-                    self.failed = str(exc)
-                    self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
-                    return
-                delay = self.backoff.delay(attempt)
-                self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
-                self._idle_until(self._real_now() + delay)
-                continue
-            attempt = 0
-            self.connects += 1
-            self.link = link
-            self.station.on_connected()
-            self._emit("connected", {"count": self.connects})
+            if self._interrupted and self.link is not None and self.link.connected:
+                link = self.link  # resume where a kill left run()
+            else:
+                link = self.link_factory(
+                    self.url,
+                    self.station.version,
+                    self,
+                    observer=self.observer,
+                    **self.link_options,
+                )
+                try:
+                    link.connect()
+                except ConnectFailed as exc:
+                    attempt += 1
+                    if self._stopping or (
+                        self.backoff.max_tries is not None and attempt >= self.backoff.max_tries
+                    ):
+                        self.failed = str(exc)
+                        self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
+                        return
+                    delay = self.backoff.delay(attempt)
+                    self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
+                    self._idle_until(self._real_now() + delay)
+                    continue
+                attempt = 0
+                self.connects += 1
+                self.link = link
+                self.station.on_connected()
+                self._emit("connected", {"count": self.connects})
+            self._interrupted = False
             try:
                 self._serve(link)
-            finally:
-                self.station.on_disconnected()
-                if link.connected:
-                    link.close(1000, "station stopped" if self._stopping else "reconnecting")
+            except BaseException:
+                if self._inline and not self._stopping and link.connected:
+                    raise  # killed: stop() resumes on this connection
+                self._end_connection(link)
+                raise
+            self._end_connection(link)
             if self.station.reset_requested:
                 self.station.reset_requested = None
                 continue  # a reset reboots at once, no back-off
@@ -178,9 +217,14 @@ class StationRunner:
                 )
                 self._idle_until(self._real_now() + delay)
 
+    def _end_connection(self, link: Link) -> None:
+        self.station.on_disconnected()
+        if link.connected:
+            link.close(1000, "station stopped" if self._stopping else "reconnecting")
+
     def _serve(self, link: Link) -> None:
         station = self.station
-        while link.connected:
+        while link.connected and not self._abandon:
             station.tick()
             call = station.next_call()
             if call is not None:
@@ -196,12 +240,17 @@ class StationRunner:
                 except Disconnected:
                     station.on_call_failed(call, "disconnected")
                     return
+                except BaseException:
+                    # Killed mid-CALL (run() in a stopping Locust user): send it again
+                    # when resumed, as after a timeout (same seqNo; the CSMS deduplicates).
+                    station.on_call_failed(call, "timeout")
+                    raise
                 else:
                     station.on_call_result(call, reply)
                 continue
             if station.reset_requested:
                 return
-            if self._stopping and not station.queue_depth:
+            if self._stopping and (self._abandon or not station.queue_depth):
                 return
             self._wait_for_deadline()
 

@@ -73,3 +73,52 @@ def test_station_survives_a_hostile_csms_and_reconnects() -> None:
     # The garbage was answered as OCPP-J says (a CALLERROR with id "-1"), never crashed.
     assert any(frame[:3] == [4, "-1", "RpcFrameworkError"] for frame in answered)
     assert not gevent.getcurrent().dead
+
+
+def test_run_in_a_killed_greenlet_resumes_in_stop_and_ends_the_transaction() -> None:
+    """run() is how a Locust user runs its station without a second greenlet: Locust kills
+    the user (maybe mid-CALL), then its on_stop calls stop() in the same greenlet."""
+    held: list[str] = []
+
+    async def slow_first_event(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+        action = call[2]
+        if action == "BootNotification":
+            reply = {"currentTime": NOW, "interval": 300, "status": "Accepted"}
+        elif action == "Heartbeat":
+            reply = {"currentTime": NOW}
+        else:
+            reply = {}
+        if action == "TransactionEvent" and not held:
+            held.append(call[1])
+            await asyncio.sleep(0.5)  # the user is killed while this CALL waits
+        await csms.answer(ws, call, reply)
+
+    clock = ScaledClock(1)
+    station = Station(CHARGER, OCPP201, clock, StationConfig(meter_interval=600))
+    with FakeCsms(slow_first_event) as csms:
+        runner = StationRunner(station, csms.url.rsplit("/", 1)[0], clock=clock, call_timeout=5)
+
+        def user() -> None:  # what Locust does with ChargerUser.live and on_stop
+            try:
+                runner.run()
+            except gevent.GreenletExit:
+                runner.stop(timeout=5)
+
+        greenlet = gevent.spawn(user)
+        wait_for(lambda: station.accepted)
+        station.start_session(1, "token_user_001")
+        runner.wake()
+        wait_for(lambda: held and held[0] in csms.open_calls)
+        greenlet.kill(block=True, timeout=10)
+        assert greenlet.dead and runner.link is not None and not runner.link.connected
+    events = [
+        frame[3] for frame in csms.frames() if frame[0] == 2 and frame[2] == "TransactionEvent"
+    ]
+    # Started cut short, sent again (same seqNo) on the same connection, then Ended.
+    assert [(e["eventType"], e["seqNo"]) for e in events] == [
+        ("Started", 0),
+        ("Started", 0),
+        ("Ended", 1),
+    ]
+    assert runner.connects == 1 and len(csms.connections) == 1
+    assert station.queue_depth == 0

@@ -36,6 +36,7 @@ class ChargerUser(User):
         self.context: RunContext = environment.ocpp
         self.charger_id: str | None = None
         self.runner: StationRunner | None = None
+        self.profile: str | None = None
         self.token: str | None = None
 
     def on_start(self) -> None:
@@ -91,7 +92,9 @@ class ChargerUser(User):
             **link_options,
         )
         context.users[self.charger_id] = self
-        self.runner.start()
+        self.profile = settings.profile.choose(self.rng)
+        if self.profile == "sessions":
+            self.runner.start()  # its own greenlet: this one sleeps between sessions
 
     def lease_lost(self) -> None:
         """The id was reclaimed (this worker stalled past the lease TTL): drop the
@@ -109,12 +112,18 @@ class ChargerUser(User):
         """Run the station's profile until Locust stops this user."""
         if self.runner is None:
             raise StopUser()  # no charger id (see on_start); already counted as a failure
-        profile = self.context.settings.profile.choose(self.rng)
-        if profile == "sessions":
+        if self.profile == "sessions":
             while True:
                 self._one_session()
-        # idle and remote: the station heartbeats and answers the CSMS on its own
-        while True:
+        # idle and remote: the station heartbeats and answers the CSMS on its own, so its
+        # loop runs in this greenlet (a second one would cost ~8.5 KB per charger). Waiting,
+        # as in _sleep: a stop request kills the user at once; on_stop resumes the loop.
+        if self._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        self._state = LOCUST_STATE_WAITING
+        self.runner.run()
+        self._state = LOCUST_STATE_RUNNING
+        while True:  # the runner gave up (reconnect tries exhausted)
             self._sleep(self.context.settings.time_scale * 3600)
 
     def _one_session(self) -> None:
