@@ -109,8 +109,8 @@ def _number(value: Any) -> int | float | None:
 
 
 def _redact(value: Any, key: str = "") -> Any:
-    """Secrets out of settings: values of secret-sounding names, and user information in
-    URLs. The Locust layer drops secrets already; a report is shared widely, so twice."""
+    """Secrets out of the run facts and settings: values of secret-sounding names, and user
+    information in URLs. The one place a report's secrets are handled."""
     if _SECRET_NAME.search(key):
         return REDACTED
     if isinstance(value, dict):

@@ -20,7 +20,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination
 from loadgen.capacity import CapacityResult
-from loadgen.locust.recorder import RunRecorder, redacted_host, report_settings
+from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
 from loadgen.locust.shape import (
     LOCAL_MIN_SETTLE_S,
@@ -428,7 +428,7 @@ def _run_facts(context: RunContext, environment: Environment) -> dict[str, Any]:
     s = context.settings
     return {
         "run_id": context.coordinator.run_id if context.coordinator else "",
-        "host": redacted_host(s.host),
+        "host": s.host,  # credentials in it are redacted by report.build_report
         "ocpp_version": s.version.name,
         "profile": getattr(environment.parsed_options, "ocpp_profile", ""),
         "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 1,

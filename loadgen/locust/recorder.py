@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 
@@ -25,21 +24,6 @@ from loadgen.locust.shape import latency_view
 from loadgen.metrics import Merged, measure
 
 log = logging.getLogger(__name__)
-
-#: option names never copied into a report, whatever their value
-_SECRET_WORDS = ("password", "secret", "private", "api_key", "token_value")
-
-
-def redacted_host(url: str) -> str:
-    """The CSMS URL without credentials (``ws://user:pw@host`` -> ``ws://host``)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
 
 #: Locust's own options worth a line in a report (the rest is about Locust's UI, files, ...)
 _LOCUST_OPTIONS = (
@@ -55,18 +39,14 @@ _LOCUST_OPTIONS = (
 
 
 def report_settings(options: Any) -> dict[str, Any]:
-    """The run's options as plain values for the report: ours and Locust's main ones;
-    secrets left out."""
+    """The run's options as plain values for the report: ours and Locust's main ones.
+    Secrets are redacted in one place, :func:`loadgen.report.build_report`."""
     settings: dict[str, Any] = {}
     values = vars(options)
     for name in (*_LOCUST_OPTIONS, *option_names()):
         if name not in values:
             continue
         value = values[name]
-        if any(word in name.lower() for word in _SECRET_WORDS):
-            continue
-        if name == "host" and isinstance(value, str):
-            value = redacted_host(value)
         if value is None or isinstance(value, bool | int | float | str):
             settings[name] = value
         elif isinstance(value, list | tuple) and all(
