@@ -547,6 +547,8 @@ class RedisCoordinator:
     creates the pools; a worker with a different fleet size is refused). ``block_size``
     transaction numbers are fetched per Redis call; the next block is fetched when half of
     the current one is used, so a short Redis outage does not stop new transactions.
+    The process's users share at most ``max_connections`` connections to Redis, waiting
+    up to ``command_timeout`` for one.
 
     Safe for threads and greenlets. Under gevent, create it after monkey-patching (Locust
     patches at start-up) so that its locks are gevent's and the socket I/O cooperative.
