@@ -441,7 +441,9 @@ return {'ok', meta[1], popped[1]}
 
 # KEYS: meta, free, expiry, owner. ARGV: holder prefix, ttl ms, then (id, owner value) pairs.
 # Extends leases still ours; takes back ids that are free (reclaimed but not re-leased, or
-# the pool was re-created after Redis lost its data); returns the rest as lost.
+# the pool was re-created after Redis lost its data); returns the rest as lost. Then frees
+# leases that expired (a dead worker's): leasing reclaims them too, but only when someone
+# leases, and until then Redis (and anyone reading it) shows a dead worker's ids as held.
 _RENEW = (
     """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -463,6 +465,12 @@ for i = 3, #ARGV, 2 do
   else
     out[#out + 1] = id
   end
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZADD', KEYS[2], now, id)
 end
 return out
 """
@@ -539,6 +547,8 @@ class RedisCoordinator:
     creates the pools; a worker with a different fleet size is refused). ``block_size``
     transaction numbers are fetched per Redis call; the next block is fetched when half of
     the current one is used, so a short Redis outage does not stop new transactions.
+    The process's users share at most ``max_connections`` connections to Redis, waiting
+    up to ``command_timeout`` for one.
 
     Safe for threads and greenlets. Under gevent, create it after monkey-patching (Locust
     patches at start-up) so that its locks are gevent's and the socket I/O cooperative.
@@ -557,6 +567,7 @@ class RedisCoordinator:
         connect_timeout: float = 2.0,
         command_timeout: float = 5.0,
         max_pending_ledger: int = 200_000,
+        max_connections: int = 50,
     ) -> None:
         if block_size < 1:
             raise ValueError("block_size must be at least 1")
@@ -593,13 +604,21 @@ class RedisCoordinator:
         self._pending_delta = 0  # connected +/- not yet in Redis
         self._applied = 0  # what this coordinator has added to ``connected``
         self._down_until = 0.0
-        self.client = redis.Redis.from_url(
+        # Thousands of users call at once when they spawn or a worker's users are re-sent:
+        # they queue for one of ``max_connections`` connections (at most ``command_timeout``)
+        # rather than each opening its own (redis-py's plain pool then fails with "Too many
+        # connections" past 100, and every connection is one more open file).
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=command_timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=command_timeout,
             # One quick retry: a pooled connection to a Redis that restarted fails once.
             retry=Retry(NoBackoff(), 1),
+            client_name=f"ocpp-loadgen:{self.holder}",  # CLIENT LIST shows whose it is
         )
+        self.client = redis.Redis(connection_pool=pool)
         self._where = self._describe(url)
         self._s_init = self.client.register_script(_INIT)
         self._s_lease = self.client.register_script(_LEASE)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
+import errno
 import functools
 import logging
 import socket
@@ -53,10 +54,13 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from loadgen import ocppj
+from loadgen.logutil import RateLimitedLog
 from loadgen.ocppj import CallErrorReply
 from loadgen.protocols import Version, schemas
 
 log = logging.getLogger(__name__)
+#: a process out of file descriptors fails every connect at once: one line per interval
+quiet = RateLimitedLog(log)
 
 __all__ = [
     "CallErrorReply",
@@ -504,6 +508,11 @@ class Link:
         except ConnectionRefusedError:
             raise ConnectFailed(f"connection refused by {where}", "refused") from None
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # This process (or the machine) is out of files, not the CSMS: say so once.
+                reason = "too many open files (raise ulimit -n, or run fewer chargers per process)"
+                quiet.error("emfile", "connect failed", reason)
+                raise ConnectFailed(reason, "too_many_open_files") from None
             raise ConnectFailed(
                 f"cannot connect to {where}: {exc.strerror or exc}", "network"
             ) from None

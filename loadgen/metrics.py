@@ -193,6 +193,7 @@ DISCONNECT_REASONS = frozenset(
 RECONNECT_REASONS = DISCONNECT_REASONS | {"reset", "other"}
 CONNECT_OUTCOMES = frozenset(
     {"ok", "refused", "timeout", "dns", "network", "tls", "handshake", "subprotocol"}
+    | {"too_many_open_files"}
     | {f"http_{code}" for code in (400, 401, 403, 404, 426, 429, 500, 502, 503, 504)}
 )
 PROTOCOL_ERROR_KINDS = frozenset(

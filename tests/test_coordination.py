@@ -448,6 +448,65 @@ def test_a_dead_workers_leases_are_reclaimed_after_the_ttl(run_id: str, coordina
             doomed.join(10)
 
 
+def test_a_live_workers_renewal_frees_a_dead_workers_expired_leases(
+    raw: redis.Redis, coordinators: Any, run_id: str
+) -> None:
+    """Leasing reclaims expired leases lazily; renewals (every TTL / 3) sweep them too, so
+    Redis shows a dead worker's ids as free once the TTL is over, not when the next user
+    happens to lease (the campaign's "still leased 64 s later")."""
+    dead, alive = coordinators(), coordinators()
+    doomed = {dead.lease_charger("d1"), dead.lease_charger("d2")}
+    mine = alive.lease_charger("a1")
+    prefix = coordination.run_prefix(run_id)
+    force_expire(raw, dead)  # it stopped renewing a TTL ago
+    assert set(raw.hkeys(f"{prefix}:pool:chargers:owner")) == {
+        charger.encode() for charger in (*doomed, mine)
+    }
+    assert alive.renew_all().chargers == []
+    assert set(raw.hkeys(f"{prefix}:pool:chargers:owner")) == {mine.encode()}
+    free = {charger.decode() for charger in raw.zrange(f"{prefix}:pool:chargers:free", 0, -1)}
+    assert doomed <= free
+    assert alive.held() == {mine: "a1"}
+
+
+_BURST = """
+from gevent import monkey
+monkey.patch_all()
+import gevent, json, sys
+import redis
+from loadgen.coordination import RedisCoordinator
+users = 2000
+coordinator = RedisCoordinator(sys.argv[1], sys.argv[2], [f"b{n}" for n in range(users)],
+                               max_connections=20)
+def user(n):
+    charger_id = coordinator.lease_charger(f"user{n}")
+    coordinator.next_transaction_id()
+    coordinator.renew(charger_id)
+    return charger_id
+leased = [g.value for g in gevent.joinall([gevent.spawn(user, n) for n in range(users)])]
+name = f"ocpp-loadgen:{coordinator.holder}"
+clients = [c for c in redis.Redis.from_url(sys.argv[1]).client_list() if c["name"] == name]
+print(json.dumps({"leased": len(set(leased) - {None}), "failures": coordinator.failures,
+                  "connections": len(clients)}))
+coordinator.close()
+"""
+
+
+def test_two_thousand_users_spawned_at_once_queue_for_a_bounded_redis_pool(run_id: str) -> None:
+    """Every user leases when it spawns: with one connection each, a worker hit redis-py's
+    "Too many connections" (and spent an open file per user). They share a few instead."""
+    result = subprocess.run(
+        [sys.executable, "-c", _BURST, REDIS_URL, run_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary == {"leased": 2000, "failures": 0, "connections": summary["connections"]}
+    assert 1 <= summary["connections"] <= 20, summary
+
+
 _GREENLETS = """
 from gevent import monkey
 monkey.patch_all()

@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -736,6 +737,30 @@ def test_connect_failures_are_one_line_reasons(links) -> None:
     assert [outcome for outcome, _ in observer.connects] == ["refused", "timeout", "subprotocol"]
     with pytest.raises(ValueError, match="not a WebSocket URL"):
         Link("http://127.0.0.1/cp", OCPP201, Station())
+
+
+def test_out_of_open_files_is_a_counted_connect_failure_said_once(
+    links, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EMFILE (a limit lowered after the start-up check) is this process's fault, not the
+    CSMS's: a connect failure of its own kind, one log line for a burst of them."""
+    observer = Recorder()
+    caplog.set_level(logging.WARNING, logger="loadgen.link")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    made = [links(f"ws://127.0.0.1:{free_port()}/cp", observer=observer) for _ in range(3)]
+    with socket.socket() as probe:
+        lowest_free = probe.fileno()  # the next socket's number, were it allowed
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no room for a socket
+    try:
+        failures = [attempt(link.connect) for link in made]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [type(f) for f in failures] == [ConnectFailed] * 3, failures
+    assert {f.kind for f in failures} == {"too_many_open_files"}
+    assert "ulimit -n" in str(failures[0]) and "\n" not in str(failures[0])
+    assert [outcome for outcome, _ in observer.connects] == ["too_many_open_files"] * 3
+    said = [r.getMessage() for r in caplog.records if r.name == "loadgen.link"]
+    assert len(said) == 1 and "too many open files" in said[0], said
 
 
 def test_twenty_greenlets_share_one_link_one_call_at_a_time(links) -> None:

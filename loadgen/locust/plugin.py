@@ -18,7 +18,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadgen import coordination
+from loadgen import coordination, limits, logutil
 from loadgen.capacity import CapacityResult
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
@@ -29,6 +29,7 @@ from loadgen.locust.shape import (
     STALL_S,
     CapacityShape,
 )
+from loadgen.logutil import RateLimitedLog
 from loadgen.metrics import (
     LagProbe,
     MergedCollector,
@@ -42,6 +43,8 @@ from loadgen.physics import ScaledClock
 from loadgen.report import write_reports
 
 log = logging.getLogger(__name__)
+#: repeated failures (renewals, refused users) as one line per interval with a count
+quiet = RateLimitedLog(log)
 
 RUN_MESSAGE = "ocpp_run_id"
 #: master -> workers: a capacity step began; chargers in reconnect back-off retry now
@@ -72,6 +75,28 @@ class RunContext:
     recorder: RunRecorder | None = None
     #: the heartbeat interval the CSMS gave, as each worker last reported it
     worker_heartbeats: dict[str, float] = field(default_factory=dict)
+    #: this process's soft open-file limit (raised to the hard one at start)
+    open_files: int = field(default_factory=limits.open_file_limit)
+    #: users admitted under that limit and not stopped yet (leased, or still leasing)
+    admitted: int = 0
+
+    def admit(self) -> str | None:
+        """None (and one more user admitted) if one more charger fits under the open-file
+        limit; else the line that says why not. ``dismiss`` when the user stops.
+
+        A worker learns its share only when the master dispatches users, and a web-UI run
+        its user count only when it starts: past the limit each further user is refused
+        (counted) instead of a socket failing with EMFILE somewhere in Locust.
+        """
+        if limits.files_needed(self.admitted + 1) <= self.open_files:
+            self.admitted += 1
+            return None
+        runner = self.environment.runner
+        target = max(getattr(runner, "target_user_count", 0) or 0, self.admitted + 1)
+        return limits.refusal(target, self.open_files, who=f"worker {self.worker_id}")
+
+    def dismiss(self) -> None:
+        self.admitted -= 1
 
     def use_run(self, run_id: str) -> None:
         """Make (or re-make) the coordinator for ``run_id``; users wait until it exists."""
@@ -104,17 +129,17 @@ class RunContext:
             try:
                 lost = coordinator.renew_all()
             except coordination.CoordinatorUnavailable as exc:
-                log.warning("cannot renew leases: %s", exc)
+                quiet.warning("renew", "cannot renew leases", str(exc))
                 if self.metrics is not None:
                     self.metrics.coordination_failure("renew")
                 continue
             for charger_id in lost.chargers:
                 # Another worker may hold it now: this station must go, at once.
                 user = self.users.pop(charger_id, None)
-                log.error(
-                    "lost the lease of %s (worker stalled longer than the lease "
-                    "TTL?); stopping its station",
-                    charger_id,
+                quiet.error(
+                    "lease lost",
+                    "lost a charger's lease (worker stalled longer than the lease TTL?)",
+                    f"stopping the station of {charger_id}",
                 )
                 if user is not None:
                     user.lease_lost()
@@ -227,8 +252,12 @@ def _let_forked_workers_connect(
 
 def setup(environment: Environment, options: Any) -> RunContext:
     """Check the options and attach the run's context to ``environment.ocpp``."""
+    before, after = limits.raise_open_file_limit()
+    if after > before:
+        log.debug("open-file limit raised from %d to %d", before, after)
     settings = settings_from_options(options)
     runner = environment.runner
+    _check_open_files(settings, options, after)
     distributed = isinstance(runner, (MasterRunner, WorkerRunner))
     if distributed and not settings.redis_url:
         raise SettingsError(
@@ -238,6 +267,7 @@ def setup(environment: Environment, options: Any) -> RunContext:
         )
     worker_id = getattr(runner, "client_id", None) or "local"
     context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
+    context.open_files = after
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
     if not isinstance(runner, WorkerRunner):
@@ -262,6 +292,26 @@ def setup(environment: Environment, options: Any) -> RunContext:
             settings.redis_url,
         )
     return context
+
+
+def _check_open_files(settings: Settings, options: Any, limit: int) -> None:
+    """Refuse at start a ``--users`` count this process could not hold open.
+
+    A single process checks all of its users; with ``--processes N`` the master and each
+    worker check one worker's share (forked, they share the limit). A worker started on its
+    own does not know its share until users are dispatched: ``RunContext.admit`` refuses
+    the users past its limit then. A capacity search grows until something gives; there the
+    limit is also only enforced per user.
+    """
+    users = getattr(options, "num_users", None)
+    if not users or settings.capacity is not None:
+        return
+    processes = getattr(options, "processes", None) or 0
+    if processes <= 0 and (getattr(options, "master", False) or getattr(options, "worker", False)):
+        return
+    line = limits.refusal(users, limit, max(1, processes))
+    if line is not None:
+        raise SettingsError(line)
 
 
 def _setup_metrics(context: RunContext, runner: Any) -> None:
@@ -441,6 +491,7 @@ def _run_facts(context: RunContext, environment: Environment) -> dict[str, Any]:
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_: Any) -> None:
     context: RunContext | None = getattr(environment, "ocpp", None)
+    logutil.flush_all()  # what was counted since the last line of each kind
     if context is None or context.coordinator is None:
         return
     context.coordinator.close()  # releases leases, flushes the ledger

@@ -14,10 +14,13 @@ from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST
 
 from loadgen import coordination
 from loadgen.locust.plugin import RunContext
+from loadgen.logutil import RateLimitedLog
 from loadgen.runner import Backoff, StationRunner
 from loadgen.station import Station, StationConfig
 
 log = logging.getLogger(__name__)
+#: a fault fails every user at once: one line per kind and interval, with the count
+quiet = RateLimitedLog(log)
 
 
 class ChargerUser(User):
@@ -30,6 +33,10 @@ class ChargerUser(User):
     #: draw). A ``random.Random`` each cost 2.5 KB per charger and an ``os.urandom`` read
     #: per spawn; assign ``user.rng`` to seed one user.
     rng = random.Random()
+    #: a lease that failed for a transient reason (fleet momentarily all leased, e.g.
+    #: while Locust re-sends a dead worker's users; Redis unavailable) is tried again
+    #: after 1, 2, 4 ... at most 30 s, +-20 %
+    lease_backoff = Backoff(initial=1.0, cap=30.0)
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -38,6 +45,8 @@ class ChargerUser(User):
         self.runner: StationRunner | None = None
         self.profile: str | None = None
         self.token: str | None = None
+        #: counted in the process's open-file budget (RunContext.admit)
+        self.admitted = False
 
     def on_start(self) -> None:
         context = self.context
@@ -46,16 +55,16 @@ class ChargerUser(User):
         if not context.ready.wait(30):
             self._failure("lease", "no run id from the master within 30 s")
             return
+        refused = context.admit()
+        if refused is not None:  # more users than open files: it would not connect anyway
+            self._failure("open files", "open-file limit: no room for this charger", refused)
+            return
+        self.admitted = True
         coordinator = context.coordinator
         assert coordinator is not None
-        try:
-            self.charger_id = coordinator.lease_charger(context.worker_id)
-        except coordination.CoordinatorUnavailable as exc:
-            self._failure("lease", "coordinator unavailable", exc)
-            return
+        self.charger_id = self._lease(coordinator)
         if self.charger_id is None:
-            self._failure("lease", "fleet exhausted: more users than chargers in the fleet")
-            return
+            return  # a stop request came while it waited
         settings = context.settings
         charger = settings.fleet.chargers[self.charger_id]
         station = Station(
@@ -95,6 +104,40 @@ class ChargerUser(User):
         self.profile = settings.profile.choose(self.rng)
         if self.profile == "sessions":
             self.runner.start()  # its own greenlet: this one sleeps between sessions
+
+    def _lease(self, coordinator: coordination.Coordinator) -> str | None:
+        """A charger id; transient failures are counted and retried with back-off until
+        one is leased or the user is asked to stop (None)."""
+        attempt = 0
+        while True:
+            try:
+                charger_id = coordinator.lease_charger(self.context.worker_id)
+            except coordination.CoordinatorUnavailable as exc:
+                self._failure("lease", "coordinator unavailable", str(exc))
+            else:
+                if charger_id is not None:
+                    return charger_id
+                self._failure(
+                    "lease",
+                    "fleet exhausted: every charger id is leased",
+                    "fleet exhausted: every charger id is leased (users > chargers, or a "
+                    "dead worker's leases not expired yet); retrying",
+                )
+            attempt += 1
+            if not self._wait(self.lease_backoff.delay(attempt, self.rng)):
+                return None
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (real) so that a stop request kills the user at once, as
+        Locust's own ``wait()`` does; False if a stop was requested before the sleep."""
+        if self._state == LOCUST_STATE_STOPPING:
+            return False
+        self._state = LOCUST_STATE_WAITING
+        gevent.sleep(seconds)
+        if self._state == LOCUST_STATE_STOPPING:
+            return False
+        self._state = LOCUST_STATE_RUNNING
+        return True
 
     def lease_lost(self) -> None:
         """The id was reclaimed (this worker stalled past the lease TTL): drop the
@@ -138,7 +181,7 @@ class ChargerUser(User):
         try:
             self.token = context.coordinator.acquire_token() if context.coordinator else None
         except coordination.CoordinatorUnavailable as exc:
-            self._failure("idToken", "coordinator unavailable", exc)
+            self._failure("idToken", "coordinator unavailable", str(exc))
             return
         if self.token is None:
             self._failure("idToken", "idToken pool exhausted")
@@ -148,7 +191,7 @@ class ChargerUser(User):
                 evse.id, self.token, plan.new_ev(self.rng), authorize=plan.authorize
             )
         except coordination.CoordinatorUnavailable as exc:  # no transaction id block
-            self._failure("transactionId", "coordinator unavailable", exc)
+            self._failure("transactionId", "coordinator unavailable", str(exc))
             self._release_token()
             return
         if started is None:
@@ -164,15 +207,13 @@ class ChargerUser(User):
     def _sleep(self, simulated: float) -> None:
         """Sleep the way Locust's own ``wait()`` does: a stop request kills the user at
         once (running ``on_stop``) instead of waiting for the profile's next step."""
-        if self._state == LOCUST_STATE_STOPPING:
+        if not self._wait(self.context.clock.real_seconds(simulated)):
             raise StopUser()
-        self._state = LOCUST_STATE_WAITING
-        gevent.sleep(self.context.clock.real_seconds(simulated))
-        if self._state == LOCUST_STATE_STOPPING:
-            raise StopUser()
-        self._state = LOCUST_STATE_RUNNING
 
     def on_stop(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.context.dismiss()
         if self.runner is not None:
             self.runner.stop(timeout=self.stop_timeout_s)
         self._release_token()
@@ -184,8 +225,8 @@ class ChargerUser(User):
             try:
                 coordinator.release(self.charger_id)
             except coordination.CoordinatorUnavailable as exc:
-                log.warning(
-                    "could not release %s (its lease will expire): %s", self.charger_id, exc
+                quiet.warning(
+                    "release", "could not release a charger id (its lease will expire)", str(exc)
                 )
             self.charger_id = None
 
@@ -220,13 +261,13 @@ class ChargerUser(User):
         elif kind == "disconnected":
             coordinator.station_disconnected()
 
-    def _failure(self, name: str, reason: str, cause: Exception | None = None) -> None:
-        """Count a coordination failure once per kind in Locust's table (a fixed text), and
-        log the detail."""
+    def _failure(self, name: str, reason: str, detail: str | None = None) -> None:
+        """Count a coordination failure in Locust's table (one row per kind: a fixed text)
+        and the metric, and log the detail (one line per kind and interval)."""
         from loadgen.locust.plugin import OcppRequestFailure
 
-        if cause is not None:
-            log.warning("%s: %s", name, cause)
+        if detail is not None:
+            quiet.warning(name, f"{name} failed", detail)
         if self.context.metrics is not None:
             self.context.metrics.coordination_failure(name)
         self.environment.events.request.fire(
