@@ -136,7 +136,7 @@ class ChargerConnection:
                     # replies in order; OCPP-J allows a charger one CALL at a time anyway.
                     self._commit_first = False
                     try:
-                        await self.stub.store.flush(self.stub.config.store_timeout)
+                        await self.stub.store.flush(self.stub.config.store_timeout, wake=False)
                     except StoreUnavailable as exc:
                         # No acknowledgement: the charger retries on its next connection.
                         self.stub.metrics.protocol_errors.labels("not_committed").inc()

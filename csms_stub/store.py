@@ -472,12 +472,13 @@ class Store:
         if self._pending >= self.batch_size:
             self._wake.set()
 
-    async def flush(self, timeout: float | None = None) -> None:
+    async def flush(self, timeout: float | None = None, *, wake: bool = True) -> None:
         """Wait until everything queued so far is in the database.
 
         Raises :class:`StoreUnavailable` after ``timeout`` s (the rows stay queued) or when
-        the store stops first. ``--durable`` waits here before acknowledging: many
-        connections waiting share one commit (group commit)."""
+        the store stops first. ``--durable`` waits here before acknowledging, with ``wake``
+        False: the next regular batch commits for every connection waiting (group commit)
+        instead of a small batch per message."""
         if self._pending == 0 and not self._flushing:
             return
         if self._closing and self._writer is not None and self._writer.done():
@@ -486,7 +487,8 @@ class Store:
         # Nobody may be left awaiting it (a timed-out reader): never warn about its outcome.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._flushed.append(future)
-        self._wake.set()
+        if wake:
+            self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

@@ -283,9 +283,10 @@ async def test_writes_resume_after_an_outage_with_nothing_lost(
 async def test_durable_acknowledges_only_what_is_committed(
     make_stub: StubFactory, dial: Dial, database: Database
 ) -> None:
-    # A batch every 30 s: without --durable the row is still queued when the reply arrives.
-    for durable, expected in ((False, 0), (True, 1)):
-        stub = await make_stub(durable=durable, flush_interval=30.0)
+    # Without --durable the row is still queued when the reply arrives (a batch every 30 s);
+    # with it the reply waits for the next batch.
+    for durable, expected, interval in ((False, 0, 30.0), (True, 1, 0.3)):
+        stub = await make_stub(durable=durable, flush_interval=interval)
         client = await dial(stub, f"durable_{durable}")
         await client.call(*started(f"tx-{durable}"))
         rows = await database.rows(
