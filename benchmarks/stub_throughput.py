@@ -15,8 +15,11 @@ seconds. Two load modes per server:
 The same clients run against a raw ``websockets`` server that answers every CALL with an
 empty CALLRESULT (the baseline), so the ratios say what the stub's own work costs. After each
 stub phase the database must hold exactly one ``transaction_event`` row per acknowledged TE.
+``--durable on|both`` also runs the stub with ``--durable`` (a TE is acknowledged only once its
+rows are committed) and prints what that costs against the same stub without it.
 
     .venv/bin/python benchmarks/stub_throughput.py --database both --duration 20
+    .venv/bin/python benchmarks/stub_throughput.py --database both --durable both
 """
 
 from __future__ import annotations
@@ -276,12 +279,19 @@ def _sleep_until(moment: float) -> None:
 
 
 def stub_phase(
-    kind: str, mode: str, args: argparse.Namespace, server_core: int, cores: list[int]
+    kind: str,
+    mode: str,
+    args: argparse.Namespace,
+    server_core: int,
+    cores: list[int],
+    durable: bool = False,
 ) -> PhaseResult:
     with Database(kind, args.postgres_url) as database:
-        stub = common.stub_process(server_core, database.url, database.schema)
+        extra = ["--durable"] if durable else []
+        stub = common.stub_process(server_core, database.url, database.schema, extra=extra)
+        label = f"csms_stub/{kind}" + (" --durable" if durable else "")
         with stub:
-            result = run_phase(stub, f"csms_stub/{kind}", mode, args, cores)
+            result = run_phase(stub, label, mode, args, cores)
             # The writer batches: give it a moment to catch up while the stub still runs.
             rows_live, waited = common.wait_for_count(
                 database, "transaction_event", result.acked, timeout=30
@@ -384,7 +394,17 @@ def report(
                 f"graceful stop (exit code {c['stub_exit_code']})"
             )
     baseline = {r.mode: r for r in results if r.server.startswith("baseline")}
+    by_server = {(r.server, r.mode): r for r in results}
     print()
+    for r in results:
+        plain = by_server.get((r.server.removesuffix(" --durable"), r.mode))
+        if r.server.endswith(" --durable") and plain is not None:
+            print(
+                f"{r.server} {r.mode}: {r.round_trips_per_second:,.0f} TE/s = "
+                f"{r.round_trips_per_second / plain.round_trips_per_second:.2f} x without "
+                f"--durable ({plain.round_trips_per_second:,.0f}/s); p95 "
+                f"{r.latency_ms['p95']:.1f} ms vs {plain.latency_ms['p95']:.1f} ms"
+            )
     for r in results:
         if r.server.startswith("baseline"):
             continue
@@ -451,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connect-rate", type=float, default=500.0, help="new connections/s")
     parser.add_argument("--call-timeout", type=float, default=10.0)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--durable",
+        choices=("off", "on", "both"),
+        default="off",
+        help="run the stub without --durable (default), with it, or both (to compare)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     return parser
 
@@ -461,7 +487,8 @@ def main() -> int:
     common.check_local_url(args.postgres_url)
     modes = ["saturate", "paced"] if args.mode == "both" else [args.mode]
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-    phases = len(modes) * (len(kinds) + (0 if args.no_baseline else 1))
+    durables = {"off": [False], "on": [True], "both": [False, True]}[args.durable]
+    phases = len(modes) * (len(kinds) * len(durables) + (0 if args.no_baseline else 1))
     per_phase = 120 + args.chargers / args.connect_rate * 2 + args.warmup + args.duration
     common.install_exit_handlers(phases * per_phase + 60)
     common.raise_nofile()
@@ -473,9 +500,11 @@ def main() -> int:
             with common.phase(f"baseline, {mode}"):
                 results.append(baseline_phase(mode, args, server_core, cores))
     for kind in kinds:
-        for mode in modes:
-            with common.phase(f"csms_stub on {kind}, {mode}"):
-                results.append(stub_phase(kind, mode, args, server_core, cores))
+        for durable in durables:
+            for mode in modes:
+                name = f"csms_stub on {kind}{' --durable' if durable else ''}, {mode}"
+                with common.phase(name):
+                    results.append(stub_phase(kind, mode, args, server_core, cores, durable))
     report(results, args, server_core, cores)
     if args.json:
         with open(args.json, "w") as out:

@@ -105,6 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to wait for a charger's reply to a CSMS CALL",
     )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="acknowledge a transaction message (TransactionEvent; 1.6 Start/StopTransaction, "
+        "MeterValues) only once its rows are committed, so that not even SIGKILL loses what "
+        "was acknowledged; replies wait for the next batch write (group commit)",
+    )
+    parser.add_argument(
+        "--store-timeout",
+        type=_non_negative(float),
+        default=10.0,
+        metavar="S",
+        help="longest wait on the database for an API read (then 503) or a --durable "
+        "acknowledgement (then the connection closes unacknowledged) (10)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_non_negative(float),
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, stop writing queued rows after S seconds, report what could "
+        "not be written and exit 1 (10)",
+    )
     ceiling = parser.add_argument_group(
         "capacity ceiling",
         "make the stub saturate at a known load, to give a capacity search a known ceiling",
@@ -179,6 +202,9 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         blocked_tokens=tuple(args.blocked_token),
         max_message_size=args.max_message_size,
         call_timeout=args.call_timeout,
+        durable=args.durable,
+        store_timeout=args.store_timeout,
+        shutdown_timeout=args.shutdown_timeout,
         max_connections=args.max_connections,
         slow_above=args.slow_above,
         slow_ms_per_charger=args.slow_ms_per_charger,
@@ -203,7 +229,8 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-async def serve(config: StubConfig) -> None:
+async def serve(config: StubConfig) -> dict[str, int]:
+    """Serve until SIGINT/SIGTERM; the rows that could not be written, by table."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -238,9 +265,22 @@ async def serve(config: StubConfig) -> None:
             config.errors_above,
         )
     await stop.wait()
-    log.info("stopping: closing connections and writing queued rows")
-    await stub.stop()
-    log.info("stopped")
+    log.info(
+        "stopping: closing connections and writing queued rows (at most %g s)",
+        config.shutdown_timeout,
+    )
+    unwritten = await stub.stop()
+    if unwritten:
+        log.error(
+            "stopped without writing %d acknowledged rows (%s): the database did not take them "
+            "within --shutdown-timeout %g s",
+            sum(unwritten.values()),
+            ", ".join(f"{table} {count}" for table, count in sorted(unwritten.items())),
+            config.shutdown_timeout,
+        )
+    else:
+        log.info("stopped")
+    return unwritten
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"csms_stub: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config))
+        unwritten = asyncio.run(serve(config))
     except OSError as exc:
         print(f"csms_stub: cannot start: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if unwritten else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 It runs on the same event loop as the OCPP server, so a remote start is one ``await`` on the
 charger's connection. Reads of stored transactions wait for the batch writer first, so what
-the API returns includes every message already acknowledged.
+the API returns includes every message already acknowledged; that wait and the read are
+bounded (``--store-timeout``): past it the answer is 503 with the reason, never a hang.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from csms_stub import store as tables
 from csms_stub.service import RemoteCallFailed
+from csms_stub.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from csms_stub.app import Stub
@@ -107,8 +109,8 @@ def create_app(stub: Stub) -> FastAPI:
         charger_id: str | None = None,
         state: str | None = Query(None, pattern="^(open|closed)$"),
         limit: int = Query(1000, ge=1, le=100_000),
-    ) -> list[dict[str, Any]]:
-        await stub.store.flush()
+    ) -> Any:
+        timeout = stub.config.store_timeout
         usage = tables.charger_usage_log
         query = sa.select(usage).order_by(usage.c.start_time, usage.c.transaction_id).limit(limit)
         if charger_id is not None:
@@ -117,7 +119,14 @@ def create_app(stub: Stub) -> FastAPI:
             query = query.where(usage.c.end_time.is_(None))
         elif state == "closed":
             query = query.where(usage.c.end_time.is_not(None))
-        rows = await stub.store.fetch(query)
+        try:
+            await stub.store.flush(timeout)
+            rows = await stub.store.fetch(query, timeout)
+        except StoreUnavailable as exc:
+            return JSONResponse(
+                {"status": "error", "error": "database_unavailable", "detail": str(exc)},
+                status_code=503,
+            )
         return [{key: _iso(value) for key, value in row.items()} for row in rows]
 
     @app.get("/stats")

@@ -42,6 +42,12 @@ class StubConfig:
     call_timeout: float = 30.0
     ping_interval: float = 0.0
     flush_interval: float = 0.05
+    #: acknowledge a transaction message only once its rows are committed (survives SIGKILL)
+    durable: bool = False
+    #: longest wait on the database for an API read or a --durable acknowledgement, in s
+    store_timeout: float = 10.0
+    #: longest a stop may take writing what is queued, in s; what is left is reported
+    shutdown_timeout: float = 10.0
     # A known capacity ceiling, for testing a capacity search against the stub:
     #: refuse handshakes (HTTP 503) while this many chargers are connected; 0: no limit
     max_connections: int = 0
@@ -79,6 +85,7 @@ class Stub:
             schema=config.database_schema,
             flush_interval=config.flush_interval,
             on_batch=self.metrics.batch_written,
+            on_write_failure=self.metrics.write_failed,
         )
         self.service = Service(
             self.store,
@@ -133,14 +140,21 @@ class Stub:
                     raise RuntimeError("HTTP API stopped during start-up")
                 await asyncio.sleep(0.01)
 
-    async def stop(self) -> None:
-        """Close connections (1001 going away), stop the API, write everything queued."""
-        await self.ocpp.stop()
+    async def stop(self) -> dict[str, int]:
+        """Close connections (1001 going away), stop the API, write everything queued.
+
+        Takes at most about ``shutdown_timeout`` s whatever the database does; returns the
+        rows that could not be written, by table (empty when everything was)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout
+        # Connections waiting on a --durable commit end when the store closes, if not before.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ocpp.stop(), self.config.shutdown_timeout / 2)
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
-                await self._api_task
-        await self.store.close()
+                await asyncio.wait_for(self._api_task, max(0.1, deadline - loop.time()) / 2)
+        return await self.store.close(max(0.1, deadline - loop.time()))
 
     async def __aenter__(self) -> Stub:
         await self.start()

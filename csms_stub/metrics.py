@@ -82,6 +82,12 @@ class StubMetrics:
             registry=r,
         )
         self.db_rows = Counter("csms_stub_db_rows_written", "Rows written", registry=r)
+        self.db_write_failures = Counter(
+            "csms_stub_db_write_failures",
+            "Rows the database refused and that were left out of their batch, by table",
+            ["table"],
+            registry=r,
+        )
         self.db_queue_depth = Gauge(
             "csms_stub_db_queue_depth", "Rows waiting for the batch writer", registry=r
         )
@@ -89,6 +95,9 @@ class StubMetrics:
     def batch_written(self, rows: int, seconds: float) -> None:
         self.db_write_seconds.observe(seconds)
         self.db_rows.inc(rows)
+
+    def write_failed(self, table: str) -> None:
+        self.db_write_failures.labels(table).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

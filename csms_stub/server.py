@@ -4,7 +4,9 @@
 Every frame is answered the way OCPP-J prescribes and nothing a charger sends can raise out
 of here: broken frames get CALLERRORs, payloads are validated against the version's schemas,
 handler failures become InternalError (as does a share of CALLs with ``--error-ratio``),
-and each case is counted in the stub's metrics.
+and each case is counted in the stub's metrics. Values the schemas allow but the database
+cannot hold are refused before anything changes (PropertyConstraintViolation), and so is a
+charger id it cannot hold, at the handshake (HTTP 400).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from websockets.http11 import Request, Response
 
 from csms_stub.handlers import HANDLERS, SUPPORTED_VERSIONS
 from csms_stub.service import RemoteCallFailed
+from csms_stub.store import StoreUnavailable, Unstorable, charger_id_problem, check_payload
 from loadgen import ocppj
 from loadgen.protocols import BY_SUBPROTOCOL, Version, schemas
 
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 CLOSE_REPLACED = 4000
 #: the csms_stub_messages_total outcome of a CALL that --error-ratio answered with an error
 INJECTED_ERROR = "injected_error"
+#: what --durable acknowledges only once its rows are committed: the transaction messages
+DURABLE_ACTIONS = frozenset(
+    {"TransactionEvent", "StartTransaction", "StopTransaction", "MeterValues"}
+)
 
 
 class _RedactingLogger(logging.LoggerAdapter):
@@ -73,6 +80,8 @@ class ChargerConnection:
         # --slow-above: replies waiting for their time, in order, and the task sending them
         self._delayed: deque[tuple[float, str]] = deque()
         self._sender: asyncio.Task[None] | None = None
+        # --durable: the reply receive() just returned waits for the next commit
+        self._commit_first = False
 
     # -- CSMS -> charger ---------------------------------------------------------------
 
@@ -122,6 +131,17 @@ class ChargerConnection:
                 reply = self.receive(frame)
                 if reply is None:
                     continue
+                if self._commit_first:
+                    # --durable: acknowledge only what is committed. Waiting here keeps the
+                    # replies in order; OCPP-J allows a charger one CALL at a time anyway.
+                    self._commit_first = False
+                    try:
+                        await self.stub.store.flush(self.stub.config.store_timeout, wake=False)
+                    except StoreUnavailable as exc:
+                        # No acknowledgement: the charger retries on its next connection.
+                        self.stub.metrics.protocol_errors.labels("not_committed").inc()
+                        await self.ws.close(1011, f"not committed: {exc}"[:120])
+                        return
                 delay = self.stub.ocpp.reply_delay
                 if delay > 0 or self._delayed:
                     self._send_later(reply, delay)
@@ -197,6 +217,10 @@ class ChargerConnection:
             )
         except schemas.PayloadError as exc:
             return self._reject(call, action, exc.error_code, exc.description)
+        try:
+            check_payload(call.payload)
+        except Unstorable as exc:
+            return self._reject(call, action, exc.error_code, exc.description)
         handler = self.handlers.get(action)
         if handler is None:
             return self._reject(
@@ -229,6 +253,8 @@ class ChargerConnection:
             )
         try:
             result = handler(service, self.charger_id, call.payload)
+        except Unstorable as exc:
+            return self._reject(call, action, exc.error_code, exc.description)
         except Exception:
             log.exception("handler %s failed for %s", action, self.charger_id)
             return self._reject(
@@ -239,6 +265,7 @@ class ChargerConnection:
             )
         metrics.messages.labels(self.version_name, action, "result").inc()
         metrics.handler_seconds.labels(action).observe(time.perf_counter() - started)
+        self._commit_first = self.stub.config.durable and action in DURABLE_ACTIONS
         return ocppj.CallResult(call.message_id, result).encode()
 
     def _reject(self, call: ocppj.Call, action: str, code: str, description: str) -> str:
@@ -331,6 +358,10 @@ class OcppServer:
             return connection.respond(
                 HTTPStatus.NOT_FOUND, "the URL must end with the charger id\n"
             )
+        problem = charger_id_problem(charger_id)
+        if problem:
+            stub.metrics.connections.labels("bad_charger_id").inc()
+            return connection.respond(HTTPStatus.BAD_REQUEST, f"csms_stub: {problem}\n")
         if stub.config.require_auth:
             failure = self._check_basic_auth(charger_id, request.headers)
             if failure:

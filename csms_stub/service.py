@@ -20,17 +20,36 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from csms_stub import store as tables
-from csms_stub.store import Store
+from csms_stub.store import Store, Unstorable
 from loadgen.fleet import Fleet
+from loadgen.ocppj import ErrorCode
 from loadgen.protocols import parse_timestamp, v16, v201
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARIFF_PER_KWH = 150.0  # KRW, the seed's tariff
+#: the largest meter reading accepted, in Wh or W: far beyond any charger, and small enough
+#: that energies and costs computed from readings stay finite numbers
+MAX_READING = 1e12
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def storable_timestamp(text: str) -> datetime:
+    """An OCPP dateTime as aware UTC, or :class:`Unstorable` for one the CSMS cannot hold.
+
+    The schema's format check passes dates such as ``9999-12-31T23:59:59-01:00`` that fall
+    outside what a datetime (and so the database columns) can hold once in UTC."""
+    try:
+        return parse_timestamp(text)
+    except OverflowError:
+        raise Unstorable(f"timestamp {text[:40]!r} is outside the range this CSMS stores") from None
+    except ValueError:
+        raise Unstorable(
+            f"timestamp {text[:40]!r} is not a valid date and time", ErrorCode.FORMAT_VIOLATION
+        ) from None
 
 
 class RemoteCallFailed(Exception):
@@ -289,6 +308,9 @@ class Service:
         action: str | None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        if action is not None and (len(action) > 48 or "\x00" in action):
+            # An unknown action is logged as sent: it must not be what cannot be stored.
+            action = action.replace("\x00", "\ufffd")[:48]
         self.store.insert(
             tables.event_log,
             {
@@ -668,15 +690,24 @@ def readings_from_meter_values(meter_values: Iterable[dict[str, Any]]) -> list[M
                 continue
             unit_of_measure = sample.get("unitOfMeasure") or {}
             unit = unit_of_measure.get("unit") or sample.get("unit") or ""
-            value *= 10 ** int(unit_of_measure.get("multiplier", 0) or 0)
+            try:
+                # A float power: an int one with a hostile multiplier would take forever.
+                value *= 10.0 ** int(unit_of_measure.get("multiplier", 0) or 0)
+            except OverflowError:
+                value = math.inf
             if unit in ("kWh", "kW"):
                 value *= 1000
+            if not abs(value) <= MAX_READING:
+                raise Unstorable(
+                    f"{measurand} {sample['value']!r} is beyond what this CSMS stores "
+                    f"({MAX_READING:g} Wh or W)"
+                )
             target = phases if sample.get("phase") else totals
             target[measurand] = target.get(measurand, 0.0) + value
         values = {**phases, **totals}
         readings.append(
             MeterReading(
-                timestamp=parse_timestamp(meter_value["timestamp"]),
+                timestamp=storable_timestamp(meter_value["timestamp"]),
                 energy_wh=values.get("Energy.Active.Import.Register"),
                 power_w=values.get("Power.Active.Import"),
                 soc=values.get("SoC"),

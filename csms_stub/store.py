@@ -6,23 +6,87 @@ every ``flush_interval`` seconds (or sooner when ``batch_size`` rows wait) and w
 batch in one database transaction: row inserts with ``executemany``, and the newest state of
 each charger / transaction as one upsert per key. :meth:`Store.close` drains everything, so
 a graceful stop loses nothing that was acknowledged.
+
+Nothing a charger sends may stop the writer: :func:`check_row` refuses, before a row is
+queued, any value its column cannot hold (so the charger gets a CALLERROR instead of an
+acknowledgement), and a batch that still fails on its data is bisected so that only the
+offending rows are left out (logged and counted) while every other row is written. A
+database that is down is different: the whole batch waits and is retried, nothing dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from loadgen.ocppj import ErrorCode
+
 log = logging.getLogger(__name__)
+
+#: what an ``Integer`` column holds on PostgreSQL (SQLite holds more): 32-bit signed, which is
+#: also OCPP's ``integer``. Every integer a charger sends ends up in such a column or in JSON.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+class Unstorable(ValueError):
+    """A value the database cannot hold; ``error_code`` is the OCPP-J code to refuse it with.
+
+    PropertyConstraintViolation: the payload is well formed and typed, but a field holds a
+    value outside what this CSMS accepts (OCPP-J 2.0.1 part 4, 4.3).
+    """
+
+    def __init__(
+        self, description: str, error_code: str = ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+    ) -> None:
+        super().__init__(description)
+        self.error_code = error_code
+        self.description = description
+
+
+class RateLimitedLog:
+    """One line per ``interval`` seconds for a repeating failure, with how often it recurred.
+
+    A database that is down fails every attempt, and a hostile charger can fail every row: a
+    line each would bury everything else in the log (and cost more than the write).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, key: str, level: int, message: str, *args: Any) -> bool:
+        """Log unless ``key`` was logged less than ``interval`` s ago; True when logged."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        repeats = self._suppressed.pop(key, 0)
+        if repeats:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, repeats, now - last if last is not None else 0.0)
+        self.logger.log(level, message, *args)
+        return True
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -152,8 +216,103 @@ _UPSERT_KEYS = {
     "charger_usage_log": ("charger_id", "transaction_id"),
 }
 _INSERT_IGNORE = {"transaction_event"}
+#: the columns that identify a row in a log line (never a whole row: no payloads in logs)
+_ROW_KEYS = ("charger_id", "transaction_id", "seq_no", "kind", "action")
+
+
+def _column_limits(table: sa.Table) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
+    """From a table's definition: string lengths, 32-bit integer and float columns."""
+    lengths: dict[str, int] = {}
+    integers: list[str] = []
+    floats: list[str] = []
+    for column in table.columns:
+        kind = column.type
+        if isinstance(kind, sa.String) and kind.length:
+            lengths[column.name] = kind.length
+        elif isinstance(kind, sa.Integer) and not isinstance(kind, sa.BigInteger):
+            integers.append(column.name)
+        elif isinstance(kind, sa.Float):
+            floats.append(column.name)
+    return lengths, tuple(integers), tuple(floats)
+
+
+_LIMITS = {name: _column_limits(table) for name, table in metadata.tables.items()}
+
+
+def check_text(text: str, where: str, length: int | None = None) -> None:
+    """Raise :class:`Unstorable` for text a ``String(length)`` column cannot hold.
+
+    PostgreSQL's text types cannot hold NUL, and it enforces the length (SQLite does not, but
+    the same rule on both keeps the stub's behaviour independent of its database)."""
+    if "\x00" in text:
+        raise Unstorable(f"{where} contains a NUL character")
+    if length is not None and len(text) > length:
+        raise Unstorable(f"{where} is longer than the {length} characters this CSMS stores")
+
+
+def check_row(table: sa.Table, row: dict[str, Any]) -> None:
+    """Raise :class:`Unstorable` unless every value of ``row`` fits its column.
+
+    Derived from the table definitions, so a new column is checked without a hand-kept list;
+    datetimes need no check here (an aware datetime always converts to UTC once parsed,
+    see :func:`csms_stub.service.timestamp`) and JSON columns are checked by
+    :func:`check_payload` before a handler runs."""
+    lengths, integers, floats = _LIMITS[table.name]
+    for name, length in lengths.items():
+        value = row.get(name)
+        if type(value) is str:
+            check_text(value, f"{table.name}.{name}", length)
+    for name in integers:
+        value = row.get(name)
+        if value is not None and not INT_MIN <= value <= INT_MAX:
+            raise Unstorable(f"{table.name}.{name} {value} is outside the 32-bit integer range")
+    for name in floats:
+        value = row.get(name)
+        if value is not None and not math.isfinite(value):
+            raise Unstorable(f"{table.name}.{name} is not a finite number")
+
+
+def check_payload(value: Any, path: str = "payload") -> None:
+    """Raise :class:`Unstorable` for a value anywhere in a payload the database cannot hold.
+
+    Schemas leave integers unbounded and allow NUL in strings; payloads are stored as JSON
+    (event_log.detail) and their fields in typed columns. Runs before the handler, so a
+    refused message changes no state. Floats need no check: orjson refuses NaN and infinity.
+    """
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value:
+            raise Unstorable(f"{path} contains a NUL character")
+    elif kind is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise Unstorable(f"{path} {value} is outside the 32-bit integer range")
+    elif kind is dict:
+        for key, item in value.items():
+            if "\x00" in key:
+                raise Unstorable(f"{path} has a key with a NUL character")
+            check_payload(item, f"{path}.{key}")
+    elif kind is list:
+        for index, item in enumerate(value):
+            check_payload(item, f"{path}[{index}]")
+
+
+def charger_id_problem(charger_id: str) -> str | None:
+    """Why a charger id cannot be stored (refused at the handshake), or None."""
+    try:
+        check_text(charger_id, "the charger id", charger_info.c.charger_id.type.length)
+    except Unstorable as exc:
+        return exc.description
+    return None
+
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///csms_stub.db"
+
+
+def _describe(exc: BaseException) -> str:
+    """One short line for a log: the driver's error class and first line, no parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first_line[:200]}"
 
 
 def normalize_url(url: str) -> str:
@@ -168,12 +327,24 @@ def normalize_url(url: str) -> str:
     return url
 
 
+class StoreUnavailable(Exception):
+    """The store could not confirm a write in time: the database is down or behind, or the
+    store is stopping. The rows stay queued (or are reported as unwritten at the stop)."""
+
+
 @dataclass
 class WriteStats:
     batches: int = 0
     rows: int = 0
     last_batch_seconds: float = 0.0
+    #: write attempts that failed and were retried (the database was unavailable)
     failures: int = 0
+    #: rows the database refused and that were left out, by table
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+#: one queued write: the table's name, whether it is an upsert, the row
+_Op = tuple[str, bool, dict[str, Any]]
 
 
 class Store:
@@ -187,21 +358,29 @@ class Store:
         flush_interval: float = 0.05,
         batch_size: int = 2000,
         on_batch: Callable[[int, float], None] | None = None,
+        on_write_failure: Callable[[str], None] | None = None,
+        log_interval: float = 10.0,
     ) -> None:
         self.url = normalize_url(url)
         self.schema = schema
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.on_batch = on_batch
+        #: called with the table's name for each row the database refused
+        self.on_write_failure = on_write_failure
         self.stats = WriteStats()
         self.engine: AsyncEngine | None = None
         self._inserts: dict[str, list[dict[str, Any]]] = {}
         self._upserts: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
         self._pending = 0
+        self._in_flight: list[_Op] = []
         self._wake = asyncio.Event()
         self._flushed: list[asyncio.Future[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._flushing = False
+        self._consecutive_failures = 0
+        self._quiet = RateLimitedLog(log, log_interval)
 
     @property
     def dialect(self) -> str:
@@ -232,26 +411,58 @@ class Store:
         self.engine = engine
         self._writer = asyncio.create_task(self._write_loop(), name="csms-store-writer")
 
-    async def close(self) -> None:
-        """Write everything queued, then release the database."""
+    async def close(self, timeout: float | None = None) -> dict[str, int]:
+        """Write everything queued, then release the database.
+
+        Gives up after ``timeout`` s (a database that is down must not keep a stopping
+        process alive) and returns what could not be written: rows by table, empty when
+        everything was."""
         if self.engine is None:
-            return
+            return {}
         self._closing = True
         self._wake.set()
         if self._writer is not None:
-            await self._writer
-        await self.engine.dispose()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+            except TimeoutError:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+        unwritten = self.unwritten()
+        for waiter in self._flushed:
+            if not waiter.done():
+                waiter.set_exception(StoreUnavailable("the store stopped before writing"))
+        self._flushed = []
+        with contextlib.suppress(Exception):
+            # asyncpg says goodbye to each connection: bounded in case the server is gone.
+            await asyncio.wait_for(self.engine.dispose(), 5.0)
         self.engine = None
+        return unwritten
+
+    def unwritten(self) -> dict[str, int]:
+        """Rows queued or being written, by table."""
+        counts: dict[str, int] = {}
+        for name, batch in self._inserts.items():
+            counts[name] = counts.get(name, 0) + len(batch)
+        for name, states in self._upserts.items():
+            counts[name] = counts.get(name, 0) + len(states)
+        for name, _, _ in self._in_flight:
+            counts[name] = counts.get(name, 0) + 1
+        return {name: count for name, count in counts.items() if count}
 
     # -- writes (never block) ------------------------------------------------------------
 
     def insert(self, table: sa.Table, row: dict[str, Any]) -> None:
-        """Queue one row for insertion (duplicates ignored where the table has a key)."""
+        """Queue one row for insertion (duplicates ignored where the table has a key).
+
+        Raises :class:`Unstorable` for a row the database could not hold."""
+        check_row(table, row)
         self._inserts.setdefault(table.name, []).append(row)
         self._queued()
 
     def upsert(self, table: sa.Table, row: dict[str, Any]) -> None:
         """Queue the newest full state of one row; later calls for the same key win."""
+        check_row(table, row)
         key = tuple(row[column] for column in _UPSERT_KEYS[table.name])
         self._upserts.setdefault(table.name, {})[key] = row
         self._queued()
@@ -261,17 +472,30 @@ class Store:
         if self._pending >= self.batch_size:
             self._wake.set()
 
-    async def flush(self) -> None:
-        """Wait until everything queued so far is in the database."""
+    async def flush(self, timeout: float | None = None, *, wake: bool = True) -> None:
+        """Wait until everything queued so far is in the database.
+
+        Raises :class:`StoreUnavailable` after ``timeout`` s (the rows stay queued) or when
+        the store stops first. ``--durable`` waits here before acknowledging, with ``wake``
+        False: the next regular batch commits for every connection waiting (group commit)
+        instead of a small batch per message."""
         if self._pending == 0 and not self._flushing:
             return
+        if self._closing and self._writer is not None and self._writer.done():
+            raise StoreUnavailable("the store has stopped")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Nobody may be left awaiting it (a timed-out reader): never warn about its outcome.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._flushed.append(future)
-        self._wake.set()
-        await future
-
-    _flushing = False
-    _consecutive_failures = 0
+        if wake:
+            self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"database writes did not complete within {timeout:g} s "
+                f"({self._pending} rows queued)"
+            ) from None
 
     async def _write_loop(self) -> None:
         while True:
@@ -279,10 +503,9 @@ class Store:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             self._wake.clear()
             waiters, self._flushed = self._flushed, []
-            if self._pending:
-                await self._write_batch()
-            if self._pending and waiters:
-                # The batch failed and went back in the queue: the waiters keep waiting.
+            if self._pending and not await self._write_batch():
+                # The database is unavailable and the batch went back in the queue: the
+                # waiters keep waiting (bounded by their own timeouts).
                 self._flushed = waiters + self._flushed
                 continue
             for waiter in waiters:
@@ -290,55 +513,170 @@ class Store:
                     waiter.set_result(None)
             if self._closing and not self._pending:
                 return
-            if self._closing and self._consecutive_failures >= 10:
-                log.error("giving up: %d rows could not be written before stopping", self._pending)
-                for waiter in self._flushed:
-                    waiter.set_exception(RuntimeError("database unavailable"))
-                return
 
-    async def _write_batch(self) -> None:
+    def _take(self) -> list[_Op]:
+        """Empty the queue into one batch: parents before children (state, then rows)."""
         inserts, self._inserts = self._inserts, {}
         upserts, self._upserts = self._upserts, {}
-        rows, self._pending = self._pending, 0
+        self._pending = 0
+        ops: list[_Op] = []
+        for name in ("charger_info", "charger_usage_log"):
+            ops.extend((name, True, row) for row in upserts.pop(name, {}).values())
+        for name, batch in inserts.items():
+            ops.extend((name, False, row) for row in batch)
+        return ops
+
+    def _requeue(self, ops: list[_Op]) -> None:
+        """Put a batch back in front of what arrived meanwhile (newer upserts win)."""
+        inserts: dict[str, list[dict[str, Any]]] = {}
+        upserts: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+        for name, is_upsert, row in ops:
+            if is_upsert:
+                key = tuple(row[column] for column in _UPSERT_KEYS[name])
+                upserts.setdefault(name, {})[key] = row
+            else:
+                inserts.setdefault(name, []).append(row)
+        for name, batch in inserts.items():
+            self._inserts[name] = batch + self._inserts.get(name, [])
+        for name, states in upserts.items():
+            self._upserts[name] = {**states, **self._upserts.get(name, {})}
+        self._pending += len(ops)
+
+    async def _write_batch(self) -> bool:
+        """Write the queue; False when the database is unavailable (the batch is requeued)."""
+        ops = self._take()
+        self._in_flight = ops
         self._flushing = True
         started = time.perf_counter()
-        assert self.engine is not None
         try:
-            async with self.engine.begin() as connection:
-                # Parents before children: upsert state, then append rows.
-                for name in ("charger_info", "charger_usage_log"):
-                    if name in upserts:
-                        await self._upsert(
-                            connection, metadata.tables[name], list(upserts[name].values())
-                        )
-                for name, batch in inserts.items():
-                    table = metadata.tables[name]
-                    if name in _INSERT_IGNORE:
-                        await connection.execute(self._insert_ignore(table), batch)
-                    else:
-                        await connection.execute(table.insert(), batch)
-        except Exception:
-            # Never drop acknowledged data: put the batch back in front of what arrived
-            # meanwhile (newer upserts win) and try again after a pause.
-            self.stats.failures += 1
-            self._consecutive_failures += 1
-            log.exception("database write of %d rows failed; will retry", rows)
-            for name, batch in inserts.items():
-                self._inserts[name] = batch + self._inserts.get(name, [])
-            for name, states in upserts.items():
-                self._upserts[name] = {**states, **self._upserts.get(name, {})}
-            self._pending += rows
-            await asyncio.sleep(min(5.0, 0.2 * self._consecutive_failures))
-            return
+            try:
+                await self._write(ops)
+            except Exception as exc:
+                if not await self._is_data_error(exc):
+                    await self._unavailable(exc)
+                    return False
+                self._quiet(
+                    "bisect",
+                    logging.WARNING,
+                    "a batch of %d rows failed on its data (%s); writing it in parts to "
+                    "leave out only the rows the database refuses",
+                    len(ops),
+                    _describe(exc),
+                )
+                if not await self._isolate(ops):
+                    return False
+        except asyncio.CancelledError:
+            # Stopping mid-write: the transaction rolled back, so the rows are still unwritten.
+            self._requeue(self._in_flight)
+            self._in_flight = []
+            raise
         finally:
             self._flushing = False
+        self._in_flight = []
+        if self._consecutive_failures:
+            log.info("database writes resumed after %d failed attempts", self._consecutive_failures)
         self._consecutive_failures = 0
         elapsed = time.perf_counter() - started
         self.stats.batches += 1
-        self.stats.rows += rows
+        self.stats.rows += len(ops)
         self.stats.last_batch_seconds = elapsed
         if self.on_batch:
-            self.on_batch(rows, elapsed)
+            self.on_batch(len(ops), elapsed)
+        return True
+
+    async def _isolate(self, ops: list[_Op]) -> bool:
+        """Bisect a batch that failed on its data: write every part the database accepts,
+        leave out (log, count) each single row it refuses. False when the database became
+        unavailable meanwhile (what is left is requeued)."""
+        middle = len(ops) // 2
+        parts = [ops[middle:], ops[:middle]]  # a stack: the first half is written first
+        while parts:
+            part = parts.pop()
+            self._in_flight = [op for rest in (part, *parts) for op in rest]
+            if not part:
+                continue
+            try:
+                await self._write(part)
+            except Exception as exc:
+                if not await self._is_data_error(exc):
+                    await self._unavailable(exc)
+                    return False
+                if len(part) == 1:
+                    self._refused(part[0], exc)
+                    continue
+                middle = len(part) // 2
+                parts += [part[middle:], part[:middle]]
+        return True
+
+    async def _unavailable(self, exc: BaseException) -> None:
+        """The database could not take the batch: keep every row and retry after a pause."""
+        self.stats.failures += 1
+        self._consecutive_failures += 1
+        self._requeue(self._in_flight)
+        self._in_flight = []
+        self._quiet(
+            "retry",
+            logging.WARNING,
+            "database write failed (%s); %d rows kept queued, retrying",
+            _describe(exc),
+            self._pending,
+        )
+        await asyncio.sleep(min(5.0, 0.2 * self._consecutive_failures))
+
+    def _refused(self, op: _Op, exc: BaseException) -> None:
+        name, _, row = op
+        self.stats.dropped[name] = self.stats.dropped.get(name, 0) + 1
+        if self.on_write_failure:
+            self.on_write_failure(name)
+        key = {column: row[column] for column in _ROW_KEYS if column in row}
+        self._quiet(
+            f"refused:{name}",
+            logging.ERROR,
+            "left out a %s row the database refused %s: %s",
+            name,
+            key,
+            _describe(exc),
+        )
+
+    async def _is_data_error(self, exc: BaseException) -> bool:
+        """True when the rows are at fault, not the database: only then is a row left out.
+
+        Anything that may be the connection keeps the whole batch, and even a data error
+        counts only when the database still answers, so a database going away can never
+        be mistaken for bad rows (and rows dropped)."""
+        if isinstance(exc, sa.exc.DBAPIError):
+            if exc.connection_invalidated or not isinstance(
+                exc, sa.exc.DataError | sa.exc.IntegrityError
+            ):
+                return False
+        elif isinstance(exc, sa.exc.StatementError):
+            pass  # binding the rows' values failed: about the rows whatever the cause
+        elif not isinstance(exc, ValueError | TypeError | OverflowError):
+            return False
+        return await self._reachable()
+
+    async def _reachable(self) -> bool:
+        assert self.engine is not None
+        try:
+            async with asyncio.timeout(5.0), self.engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def _write(self, ops: list[_Op]) -> None:
+        """One database transaction: consecutive rows of one table and kind together."""
+        assert self.engine is not None
+        async with self.engine.begin() as connection:
+            for (name, is_upsert), group in itertools.groupby(ops, key=lambda op: op[:2]):
+                table = metadata.tables[name]
+                rows = [row for _, _, row in group]
+                if is_upsert:
+                    await self._upsert(connection, table, rows)
+                elif name in _INSERT_IGNORE:
+                    await connection.execute(self._insert_ignore(table), rows)
+                else:
+                    await connection.execute(table.insert(), rows)
 
     def _dialect_insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -367,8 +705,15 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def fetch(self, query: sa.Executable) -> list[dict[str, Any]]:
-        assert self.engine is not None
-        async with self.engine.connect() as connection:
-            result = await connection.execute(query)
-            return [dict(row._mapping) for row in result]
+    async def fetch(
+        self, query: sa.Executable, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of ``query``; :class:`StoreUnavailable` when it takes over ``timeout`` s."""
+        if self.engine is None:
+            raise StoreUnavailable("the store is not running")
+        try:
+            async with asyncio.timeout(timeout), self.engine.connect() as connection:
+                result = await connection.execute(query)
+                return [dict(row._mapping) for row in result]
+        except TimeoutError:
+            raise StoreUnavailable(f"the database did not answer within {timeout:g} s") from None

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from csms_stub.service import MeterReading, Service, readings_from_meter_values, utcnow
-from loadgen.protocols import iso_timestamp, parse_timestamp
+from csms_stub.service import (
+    MeterReading,
+    Service,
+    readings_from_meter_values,
+    storable_timestamp,
+    utcnow,
+)
+from loadgen.protocols import iso_timestamp
 
 
 def boot_notification(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +53,7 @@ def authorize(service: Service, charger_id: str, payload: dict[str, Any]) -> dic
 
 
 def start_transaction(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    timestamp = parse_timestamp(payload["timestamp"])
+    timestamp = storable_timestamp(payload["timestamp"])
     transaction_id = service.new_transaction_id_16()
     service.transaction_event(
         charger_id,
@@ -87,7 +93,7 @@ def meter_values(service: Service, charger_id: str, payload: dict[str, Any]) -> 
 
 
 def stop_transaction(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    timestamp = parse_timestamp(payload["timestamp"])
+    timestamp = storable_timestamp(payload["timestamp"])
     readings = readings_from_meter_values(payload.get("transactionData", ()))
     readings.append(MeterReading(timestamp, energy_wh=float(payload["meterStop"])))
     service.transaction_event(

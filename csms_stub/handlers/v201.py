@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from csms_stub.service import Service, readings_from_meter_values, utcnow
-from loadgen.protocols import iso_timestamp, parse_timestamp
+from csms_stub.service import Service, readings_from_meter_values, storable_timestamp, utcnow
+from loadgen.protocols import iso_timestamp
 
 
 def boot_notification(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]
         info["transactionId"],
         event_type=payload["eventType"],
         seq_no=payload["seqNo"],
-        timestamp=parse_timestamp(payload["timestamp"]),
+        timestamp=storable_timestamp(payload["timestamp"]),
         trigger_reason=payload["triggerReason"],
         offline=payload.get("offline", False),
         evse_id=evse.get("id"),
