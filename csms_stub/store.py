@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from loadgen.logutil import RateLimitedLog
 from loadgen.ocppj import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -52,41 +53,6 @@ class Unstorable(ValueError):
         super().__init__(description)
         self.error_code = error_code
         self.description = description
-
-
-class RateLimitedLog:
-    """One line per ``interval`` seconds for a repeating failure, with how often it recurred.
-
-    A database that is down fails every attempt, and a hostile charger can fail every row: a
-    line each would bury everything else in the log (and cost more than the write).
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        interval: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.logger = logger
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, key: str, level: int, message: str, *args: Any) -> bool:
-        """Log unless ``key`` was logged less than ``interval`` s ago; True when logged."""
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        self._last[key] = now
-        repeats = self._suppressed.pop(key, 0)
-        if repeats:
-            message += " (and %d more like it in the last %.0f s)"
-            args = (*args, repeats, now - last if last is not None else 0.0)
-        self.logger.log(level, message, *args)
-        return True
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -555,12 +521,10 @@ class Store:
                 if not await self._is_data_error(exc):
                     await self._unavailable(exc)
                     return False
-                self._quiet(
+                self._quiet.warning(
                     "bisect",
-                    logging.WARNING,
-                    "a batch of %d rows failed on its data (%s); writing it in parts to "
+                    f"a batch of {len(ops)} rows failed on its data; writing it in parts to "
                     "leave out only the rows the database refuses",
-                    len(ops),
                     _describe(exc),
                 )
                 if not await self._isolate(ops):
@@ -614,12 +578,10 @@ class Store:
         self._consecutive_failures += 1
         self._requeue(self._in_flight)
         self._in_flight = []
-        self._quiet(
+        self._quiet.warning(
             "retry",
-            logging.WARNING,
-            "database write failed (%s); %d rows kept queued, retrying",
+            f"database write failed ({self._pending} rows kept queued, retrying)",
             _describe(exc),
-            self._pending,
         )
         await asyncio.sleep(min(5.0, 0.2 * self._consecutive_failures))
 
@@ -629,12 +591,9 @@ class Store:
         if self.on_write_failure:
             self.on_write_failure(name)
         key = {column: row[column] for column in _ROW_KEYS if column in row}
-        self._quiet(
+        self._quiet.error(
             f"refused:{name}",
-            logging.ERROR,
-            "left out a %s row the database refused %s: %s",
-            name,
-            key,
+            f"left out a {name} row the database refused {key}",
             _describe(exc),
         )
 

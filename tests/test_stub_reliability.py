@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from websockets.exceptions import InvalidStatus
 
 from csms_stub import store as tables
 from csms_stub.app import Stub
-from csms_stub.store import RateLimitedLog, Store, StoreUnavailable
+from csms_stub.store import Store, StoreUnavailable
 from loadgen import scripted
 from loadgen.aio_client import CallErrorReply, OcppClient
 from loadgen.ocppj import ErrorCode
@@ -159,22 +158,6 @@ async def test_a_row_the_database_refuses_is_left_out_and_every_other_row_writte
     assert stub.store.queue_depth == 0
     text = await metrics_text(stub)
     assert sample(text, "csms_stub_db_write_failures_total", table="event_log") == 1
-
-
-def test_repeated_failures_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
-    now = [0.0]
-    quiet = RateLimitedLog(logging.getLogger("test.quiet"), interval=10.0, clock=lambda: now[0])
-    logged = []
-    with caplog.at_level(logging.WARNING, "test.quiet"):
-        for _ in range(1000):
-            logged.append(quiet("k", logging.WARNING, "write failed"))
-            now[0] += 0.015  # 15 s in all
-        quiet("other", logging.WARNING, "another failure")
-    assert logged.count(True) == 2
-    messages = [record.getMessage() for record in caplog.records]
-    assert messages[0] == "write failed"
-    assert messages[1].startswith("write failed (and 666 more like it in the last 10 s)")
-    assert messages[2] == "another failure"
 
 
 # -- a database that goes away --------------------------------------------------------------
