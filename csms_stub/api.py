@@ -107,7 +107,10 @@ def create_app(stub: Stub) -> FastAPI:
         charger_id: str | None = None,
         state: str | None = Query(None, pattern="^(open|closed)$"),
         limit: int = Query(1000, ge=1, le=100_000),
+        seq_nos: bool = False,
     ) -> list[dict[str, Any]]:
+        """Stored transactions; ``seq_nos=true`` adds each one's stored seqNos as
+        ``[first, last]`` runs (what reconciliation checks acknowledged events against)."""
         await stub.store.flush()
         usage = tables.charger_usage_log
         query = sa.select(usage).order_by(usage.c.start_time, usage.c.transaction_id).limit(limit)
@@ -117,8 +120,22 @@ def create_app(stub: Stub) -> FastAPI:
             query = query.where(usage.c.end_time.is_(None))
         elif state == "closed":
             query = query.where(usage.c.end_time.is_not(None))
-        rows = await stub.store.fetch(query)
-        return [{key: _iso(value) for key, value in row.items()} for row in rows]
+        rows = [
+            {key: _iso(value) for key, value in row.items()}
+            for row in await stub.store.fetch(query)
+        ]
+        if seq_nos:
+            await add_seq_nos(rows, charger_id)
+        return rows
+
+    async def add_seq_nos(rows: list[dict[str, Any]], charger_id: str | None) -> None:
+        where = [] if charger_id is None else [tables.transaction_event.c.charger_id == charger_id]
+        runs: dict[tuple[str, str], list[list[int]]] = {}
+        for run in await stub.store.fetch(tables.seq_no_ranges(*where)):
+            key = (run["charger_id"], run["transaction_id"])
+            runs.setdefault(key, []).append([run["first"], run["last"]])
+        for row in rows:
+            row["seq_nos"] = runs.get((row["charger_id"], row["transaction_id"]), [])
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:

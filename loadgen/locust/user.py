@@ -199,12 +199,14 @@ class ChargerUser(User):
         observer = self.context.metrics_observer
         if observer is not None and self.charger_id is not None:
             observer.station_event(self.charger_id, kind, detail)
-        if kind == "acknowledged" and self.context.coordinator is not None:
+        # The run ledger: one entry when the CSMS acknowledged a start, one for the end.
+        ledger_kind = {"start_acknowledged": "start", "acknowledged": "end"}.get(kind)
+        if ledger_kind is not None and self.context.coordinator is not None:
             station = self.runner.station if self.runner else None
             assert station is not None
             self.context.coordinator.record_transaction(
                 coordination.LedgerEntry.from_transaction(
-                    station.charger.id, station.version.name, detail["transaction"]
+                    station.charger.id, station.version.name, detail["transaction"], ledger_kind
                 )
             )
 
