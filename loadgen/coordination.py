@@ -55,6 +55,7 @@ from redis.retry import Retry
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LEDGER_EVENTS",
     "Coordinator",
     "CoordinatorUnavailable",
     "Counters",
@@ -106,6 +107,10 @@ class Renewal:
     tokens: list[str] = field(default_factory=list)
 
 
+#: the station events that go into the run ledger, and the kind of entry each makes
+LEDGER_EVENTS = {"start_acknowledged": "start", "acknowledged": "end"}
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """One transaction as the load generator saw it; ``start``/``end`` in epoch s.
@@ -152,6 +157,16 @@ class LedgerEntry:
             acknowledged=int(transaction.acknowledged),
             seq_nos=tuple(transaction.acknowledged_seq_nos) or None,
         )
+
+    @classmethod
+    def from_station_event(
+        cls, charger_id: str, ocpp_version: str, kind: str, detail: dict[str, Any]
+    ) -> LedgerEntry | None:
+        """The entry a :class:`loadgen.station.Station` listener event makes, if any."""
+        entry_kind = LEDGER_EVENTS.get(kind)
+        if entry_kind is None:
+            return None
+        return cls.from_transaction(charger_id, ocpp_version, detail["transaction"], entry_kind)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
