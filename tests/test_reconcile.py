@@ -1,6 +1,8 @@
 """``python -m loadgen.reconcile`` against a real csms_stub process (its HTTP API and its
 database, SQLite and PostgreSQL) and a real Redis ledger: a clean run, then a run with a
-missing, an unclosed, a duplicated and a mismatched transaction, then unreachable sources."""
+missing, an unclosed, a duplicated and a mismatched transaction, then unreachable sources;
+real stations whose acknowledged event is lost or whose worker dies; and compare() on
+plain data for each finding."""
 
 from __future__ import annotations
 
@@ -15,15 +17,21 @@ from typing import Any
 
 import pytest
 import redis
+import sqlalchemy as sa
 
+from csms_stub.store import transaction_event
 from loadgen import coordination, seqnos
 from loadgen import fleet as fleets
 from loadgen.aio_client import OcppClient
 from loadgen.coordination import LedgerEntry, RedisCoordinator, new_run_id
-from loadgen.protocols import v201
+from loadgen.physics import ScaledClock
+from loadgen.protocols import OCPP16, OCPP201, Version, v201
 from loadgen.reconcile import CsmsRow, LedgerSource, compare
+from loadgen.runner import StationRunner
 from loadgen.scripted import SessionRecord, boot, session_16, session_201
+from loadgen.station import Station, StationConfig, Transaction
 from tests.conftest import REDIS_URL, Database, StubProcess, free_port, start_stub_process
+from tests.fake_csms import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -380,3 +388,121 @@ def test_without_seqnos_from_the_csms_counts_are_information_only() -> None:
     text = report.render()
     assert "not checked: 1 transactions (no seqNos from the CSMS or the ledger)" in text
     assert "message counts differ (information only): 1" in text
+
+
+# -- end to end: real stations on gevent, the real stub, a real Redis ledger -----------------
+
+
+def ledger_listener(coordinator: RedisCoordinator, charger_id: str, version: Version) -> Any:
+    def record(kind: str, detail: dict[str, Any]) -> None:
+        entry = LedgerEntry.from_station_event(charger_id, version.name, kind, detail)
+        if entry is not None:
+            coordinator.record_transaction(entry)
+
+    return record
+
+
+def run_stations(
+    csms: StubProcess, coordinator: RedisCoordinator, chargers: dict[fleets.Charger, Version]
+) -> dict[str, tuple[StationRunner, Transaction]]:
+    """Each charger boots, starts one transaction and sends meter values for a moment; the
+    ledger gets what :class:`~loadgen.locust.user.ChargerUser` would give it."""
+    clock = ScaledClock(20)
+    running: dict[str, tuple[StationRunner, Transaction]] = {}
+    for charger, version in chargers.items():
+        station = Station(
+            charger,
+            version,
+            clock,
+            StationConfig(meter_interval=2),
+            new_transaction_id=coordinator.next_transaction_id,
+            listener=ledger_listener(coordinator, charger.id, version),
+        )
+        runner = StationRunner(station, csms.ws_url, clock=clock, call_timeout=5)
+        runner.start()
+        wait_for(lambda station=station: station.accepted, timeout=10)
+        transaction = station.start_session(1, f"token_{charger.id}"[:20])
+        assert transaction is not None
+        runner.wake()
+        running[charger.id] = (runner, transaction)
+    # Started, then a few periodic meter values each, all acknowledged.
+    wait_for(lambda: all(t.acknowledged >= 3 for _, t in running.values()), timeout=15)
+    return running
+
+
+async def test_reconcile_sees_lost_events_and_unended_transactions_end_to_end(
+    csms: StubProcess, database: Database, runs: Any
+) -> None:
+    fleet = list(fleets.load(fleets.SEED_FLEET).chargers.values())
+    db_args = ["--database-url", database.url]
+    if database.schema:
+        db_args += ["--database-schema", database.schema]
+    sources = (["--csms-api", csms.api_url], db_args)
+
+    # (c) A normal run: every transaction started and ended, everything stored: OK.
+    good = runs()
+    chargers = {fleet[0]: OCPP201, fleet[1]: OCPP201, fleet[2]: OCPP16}
+    for runner, _ in run_stations(csms, good, chargers).values():
+        runner.stop(timeout=10)
+    good.flush()
+    for source in sources:
+        result = reconcile("--run", good.run_id, *source)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert counts(result.stdout)["matched"] == 3
+        assert "acknowledged events checked: 2 transactions by seqNo, 1 by count" in result.stdout
+        assert "result: OK" in result.stdout
+
+    # (a) One acknowledged TransactionEvent row gone from the database, as a SIGKILL
+    # inside the stub's write window loses it: a seqNo gap, exit 1.
+    lost = next(e for e in read_entries(good.run_id) if e.charger_id == fleet[1].id)
+    events = transaction_event.c
+    engine = database.engine()
+    try:
+        async with engine.begin() as connection:
+            deleted = await connection.execute(
+                sa.delete(transaction_event).where(
+                    events.charger_id == lost.charger_id,
+                    events.transaction_id == lost.transaction_id,
+                    events.seq_no == 1,
+                )
+            )
+            assert deleted.rowcount == 1
+    finally:
+        await engine.dispose()
+    for source in sources:
+        result = reconcile("--run", good.run_id, *source)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert (
+            f"acknowledged events missing {lost.charger_id} {lost.transaction_id}: "
+            "acknowledged seqNo 1 not at the CSMS"
+        ) in result.stdout
+        assert "acknowledged events missing: 1" in result.stdout
+        assert "result: LOSS" in result.stdout
+    report = json.loads(reconcile("--run", good.run_id, "--json", *sources[0]).stdout)
+    assert report["lost"] is True
+    assert report["seq_gaps"] == [
+        {
+            "key": [lost.charger_id, lost.transaction_id],
+            "reason": "acknowledged seqNo 1 not at the CSMS",
+        }
+    ]
+
+    # (b) A worker dies mid-transaction: its stations drop the link without ending anything.
+    dead = runs()
+    running = run_stations(csms, dead, {fleet[3]: OCPP201, fleet[4]: OCPP16})
+    for runner, _ in running.values():
+        runner.stop(timeout=0, end_transactions=False)
+    dead.flush()
+    for source in sources:
+        result = reconcile("--run", dead.run_id, *source)
+        assert result.returncode == 1, result.stdout + result.stderr
+        for runner, transaction in running.values():
+            assert (
+                f"never ended {runner.station.charger.id} {transaction.transaction_id}: "
+                "started by the fleet, never ended; open at the CSMS"
+            ) in result.stdout
+        assert "never ended: 2" in result.stdout and "result: LOSS" in result.stdout
+
+
+def read_entries(run_id: str) -> list[LedgerEntry]:
+    return LedgerSource(REDIS_URL, run_id).entries()
