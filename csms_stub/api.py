@@ -109,7 +109,10 @@ def create_app(stub: Stub) -> FastAPI:
         charger_id: str | None = None,
         state: str | None = Query(None, pattern="^(open|closed)$"),
         limit: int = Query(1000, ge=1, le=100_000),
+        seq_nos: bool = False,
     ) -> Any:
+        """Stored transactions; ``seq_nos=true`` adds each one's stored seqNos as
+        ``[first, last]`` runs (what reconciliation checks acknowledged events against)."""
         timeout = stub.config.store_timeout
         usage = tables.charger_usage_log
         query = sa.select(usage).order_by(usage.c.start_time, usage.c.transaction_id).limit(limit)
@@ -121,13 +124,29 @@ def create_app(stub: Stub) -> FastAPI:
             query = query.where(usage.c.end_time.is_not(None))
         try:
             await stub.store.flush(timeout)
-            rows = await stub.store.fetch(query, timeout)
+            rows = [
+                {key: _iso(value) for key, value in row.items()}
+                for row in await stub.store.fetch(query, timeout)
+            ]
+            if seq_nos:
+                await add_seq_nos(rows, charger_id, timeout)
         except StoreUnavailable as exc:
             return JSONResponse(
                 {"status": "error", "error": "database_unavailable", "detail": str(exc)},
                 status_code=503,
             )
-        return [{key: _iso(value) for key, value in row.items()} for row in rows]
+        return rows
+
+    async def add_seq_nos(
+        rows: list[dict[str, Any]], charger_id: str | None, timeout: float
+    ) -> None:
+        where = [] if charger_id is None else [tables.transaction_event.c.charger_id == charger_id]
+        runs: dict[tuple[str, str], list[list[int]]] = {}
+        for run in await stub.store.fetch(tables.seq_no_ranges(*where), timeout):
+            key = (run["charger_id"], run["transaction_id"])
+            runs.setdefault(key, []).append([run["first"], run["last"]])
+        for row in rows:
+            row["seq_nos"] = runs.get((row["charger_id"], row["transaction_id"]), [])
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:

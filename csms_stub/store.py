@@ -159,6 +159,34 @@ transaction_event = sa.Table(
     sa.Column("received_at", UtcDateTime()),
 )
 
+
+def seq_no_ranges(*where: Any) -> sa.Select[Any]:
+    """Each transaction's stored seqNos as runs ``(charger_id, transaction_id, first, last)``.
+
+    Reconciliation checks that every seqNo a station saw acknowledged is stored; reading
+    runs instead of events keeps that to about one row per transaction. Gaps and islands:
+    along a run, ``seq_no`` minus its rank in the transaction is constant.
+    """
+    events = transaction_event
+    rank = sa.func.row_number().over(
+        partition_by=(events.c.charger_id, events.c.transaction_id), order_by=events.c.seq_no
+    )
+    numbered = sa.select(
+        events.c.charger_id,
+        events.c.transaction_id,
+        events.c.seq_no,
+        (events.c.seq_no - rank).label("island"),
+    )
+    runs = numbered.where(*where).subquery()
+    first = sa.func.min(runs.c.seq_no)
+    return (
+        sa.select(runs.c.charger_id, runs.c.transaction_id, first.label("first"))
+        .add_columns(sa.func.max(runs.c.seq_no).label("last"))
+        .group_by(runs.c.charger_id, runs.c.transaction_id, runs.c.island)
+        .order_by(runs.c.charger_id, runs.c.transaction_id, first)
+    )
+
+
 # Boots, heartbeats, status changes, connects and errors: the raw event log.
 event_log = sa.Table(
     "event_log",

@@ -55,6 +55,7 @@ from redis.retry import Retry
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LEDGER_EVENTS",
     "Coordinator",
     "CoordinatorUnavailable",
     "Counters",
@@ -106,48 +107,82 @@ class Renewal:
     tokens: list[str] = field(default_factory=list)
 
 
+#: the station events that go into the run ledger, and the kind of entry each makes
+LEDGER_EVENTS = {"start_acknowledged": "start", "acknowledged": "end"}
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One ended transaction as the load generator saw it; ``start``/``end`` in epoch s.
+    """One transaction as the load generator saw it; ``start``/``end`` in epoch s.
 
-    For 1.6 ``transaction_id`` is the id the CSMS assigned and ``local_id`` the station's
-    placeholder, so the ledger records the mapping.
+    Two kinds, one of each per transaction: ``"start"`` when the CSMS acknowledged its start
+    (2.0.1 TransactionEvent Started, 1.6 StartTransaction) and ``"end"`` when it acknowledged
+    its end. A start without an end is a transaction the fleet never finished (a dead
+    worker's). ``acknowledged`` counts the transaction messages the CSMS answered with a
+    CALLRESULT and, for 2.0.1, ``seq_nos`` lists their seqNos as ``(first, last)`` ranges:
+    what the CSMS must have stored. For 1.6 ``transaction_id`` is the id the CSMS assigned
+    and ``local_id`` the station's placeholder, so the ledger records the mapping.
     """
 
     charger_id: str
     transaction_id: str
     ocpp_version: str
     start: float
-    end: float
+    end: float | None
     energy_wh: float
     messages: int
     local_id: str | None = None
+    kind: str = "end"
+    acknowledged: int | None = None
+    seq_nos: tuple[tuple[int, int], ...] | None = None
 
     @classmethod
-    def from_transaction(cls, charger_id: str, ocpp_version: str, transaction: Any) -> LedgerEntry:
-        """From a :class:`loadgen.station.Transaction` in ``Station.completed``."""
+    def from_transaction(
+        cls, charger_id: str, ocpp_version: str, transaction: Any, kind: str = "end"
+    ) -> LedgerEntry:
+        """From a :class:`loadgen.station.Transaction`: ended (``Station.completed``), or
+        ``kind="start"`` once its start was acknowledged."""
         csms_assigned = getattr(transaction, "csms_id", None) is not None
+        ended = kind == "end"
         return cls(
             charger_id=charger_id,
             transaction_id=transaction.transaction_id,
             ocpp_version=ocpp_version,
             start=float(transaction.started_at),
-            end=float(transaction.ended_at),
-            energy_wh=float(transaction.energy_wh),
+            end=float(transaction.ended_at) if ended else None,
+            energy_wh=float(transaction.energy_wh) if ended else 0.0,
             messages=int(transaction.messages),
             local_id=transaction.local_id if csms_assigned else None,
+            kind=kind,
+            acknowledged=int(transaction.acknowledged),
+            seq_nos=tuple(transaction.acknowledged_seq_nos) or None,
         )
+
+    @classmethod
+    def from_station_event(
+        cls, charger_id: str, ocpp_version: str, kind: str, detail: dict[str, Any]
+    ) -> LedgerEntry | None:
+        """The entry a :class:`loadgen.station.Station` listener event makes, if any."""
+        entry_kind = LEDGER_EVENTS.get(kind)
+        if entry_kind is None:
+            return None
+        return cls.from_transaction(charger_id, ocpp_version, detail["transaction"], entry_kind)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["local_id"] is None:
-            del data["local_id"]
+        for name in ("local_id", "end", "acknowledged", "seq_nos"):
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LedgerEntry:
         names = cls.__dataclass_fields__
-        return cls(**{key: value for key, value in data.items() if key in names})
+        values = {key: value for key, value in data.items() if key in names}
+        if values.get("seq_nos") is not None:  # msgpack hands pairs back as lists
+            values["seq_nos"] = tuple((int(a), int(b)) for a, b in values["seq_nos"])
+        values.setdefault("end", None)
+        return cls(**values)
 
 
 @runtime_checkable
@@ -188,7 +223,8 @@ class Coordinator(Protocol):
     def release_token(self, token: str) -> None: ...
 
     def record_transaction(self, entry: LedgerEntry) -> None:
-        """Append an ended transaction to the run ledger (buffered if the store is down)."""
+        """Append a transaction's start or end to the run ledger (buffered if the store is
+        down)."""
 
     def station_connected(self) -> None: ...
 

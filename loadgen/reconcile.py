@@ -1,14 +1,26 @@
 """Reconcile a run's ledger with what the CSMS recorded: did the CSMS lose anything?
 
 ``python -m loadgen.reconcile --redis-url redis://... --run <id> --csms-api http://...``
-(or ``--database-url ...``) reads every transaction the load generator ended (the run ledger
-in Redis, see :mod:`loadgen.coordination`), looks each one up at the CSMS and prints how many
-matched, are missing (absent, or not closed), duplicated (twice in the ledger or twice at the
-CSMS) or disagree on energy by more than ``--tolerance-wh``. Exit status: 0 when nothing was
-lost, 1 on any missing / duplicated / mismatched transaction, 2 when a source cannot be read.
+(or ``--database-url ...``) reads the run ledger in Redis (see :mod:`loadgen.coordination`:
+an entry when the CSMS acknowledged a transaction's start, one when it acknowledged its end,
+each with the transaction messages acknowledged so far), looks each transaction up at the
+CSMS and reports, by transaction:
+
+- matched; missing (absent, or not closed); duplicated (twice in the ledger or twice at the
+  CSMS); energy mismatches beyond ``--tolerance-wh``;
+- acknowledged events missing: seqNos the CSMS acknowledged but did not store (2.0.1; 1.6 has
+  no seqNo, so fewer stored messages than acknowledged). A source that cannot give seqNos
+  (no ``transaction_event`` table) is said so, and counts are compared as information only;
+- never ended: started by the fleet but never ended by it (a dead worker's, or a stop that
+  timed out), whether the CSMS still has it open, closed it, or never stored it. The
+  reconciliation runs after the run: run mid-run, transactions still charging show up here.
+
+Exit status: 0 when nothing was lost, 1 on any finding above but "matched", 2 when a source
+cannot be read.
 
 The CSMS side sits behind :class:`CsmsRecords`, so another CSMS needs one small class: the
-csms_stub HTTP API and a database with csms_stub's ``charger_usage_log`` table are here.
+csms_stub HTTP API and a database with csms_stub's ``charger_usage_log`` (and optionally
+``transaction_event``) tables are here.
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ from typing import Any, Protocol
 import redis
 import sqlalchemy as sa
 
-from csms_stub.store import charger_usage_log, normalize_url
+from csms_stub.store import charger_usage_log, normalize_url, seq_no_ranges, transaction_event
+from loadgen import seqnos
 from loadgen.coordination import LedgerEntry, read_ledger
 
 Key = tuple[str, str]  # (charger id, transaction id): how a CSMS identifies a transaction
@@ -51,6 +64,8 @@ class CsmsRow:
     closed: bool
     energy_wh: float
     event_count: int | None = None
+    #: the stored seqNos as ranges; None when the source cannot tell (counts only)
+    seq_nos: tuple[tuple[int, int], ...] | None = None
 
     @property
     def key(self) -> Key:
@@ -130,11 +145,11 @@ class StubApiRecords:
             ) from exc
 
     def fetch(self, keys: Collection[Key]) -> list[CsmsRow]:
-        rows = self._get(limit=self.LIMIT)
+        rows = self._get(limit=self.LIMIT, seq_nos="true")
         if len(rows) >= self.LIMIT:  # maybe truncated: ask charger by charger
             rows = []
             for charger_id in sorted({charger for charger, _ in keys}):
-                rows += self._get(charger_id=charger_id, limit=self.LIMIT)
+                rows += self._get(charger_id=charger_id, limit=self.LIMIT, seq_nos="true")
         wanted = set(keys)
         found = [
             CsmsRow(
@@ -143,6 +158,8 @@ class StubApiRecords:
                 row.get("end_time") is not None,
                 float(row.get("energy_consumed") or 0.0) * 1000,
                 row.get("event_count"),
+                # an older stub (or another CSMS's API) without the field: counts only
+                None if row.get("seq_nos") is None else tuple(seqnos.normalize(row["seq_nos"])),
             )
             for row in rows
         ]
@@ -154,6 +171,7 @@ class StubApiRecords:
 # csms_stub's own table definition and URL rules: one home for the schema. Only the
 # columns compared are read, so any CSMS with such a table can be reconciled.
 _usage = charger_usage_log
+_events = transaction_event
 _COMPARED = (
     _usage.c.charger_id,
     _usage.c.transaction_id,
@@ -193,18 +211,29 @@ class DatabaseRecords:
         rows: list[CsmsRow] = []
         try:
             async with engine.connect() as connection:
+                # Another CSMS's database may have no seqNos: then counts, information only.
+                has_events = await connection.run_sync(
+                    lambda sync: sa.inspect(sync).has_table(_events.name, schema=self.schema)
+                )
                 for start in range(0, len(chargers), self.CHUNK):
-                    query = sa.select(*_COMPARED).where(
-                        _usage.c.charger_id.in_(chargers[start : start + self.CHUNK])
-                    )
+                    chunk = chargers[start : start + self.CHUNK]
+                    runs: dict[Key, list[tuple[int, int]]] | None = None
+                    if has_events:
+                        runs = defaultdict(list)
+                        query = seq_no_ranges(_events.c.charger_id.in_(chunk))
+                        for run in await connection.execute(query):
+                            key = (str(run.charger_id), str(run.transaction_id))
+                            runs[key].append((int(run.first), int(run.last)))
+                    query = sa.select(*_COMPARED).where(_usage.c.charger_id.in_(chunk))
                     for row in await connection.execute(query):
+                        key = (str(row.charger_id), str(row.transaction_id))
                         rows.append(
                             CsmsRow(
-                                str(row.charger_id),
-                                str(row.transaction_id),
+                                *key,
                                 row.end_time is not None,
                                 float(row.energy_consumed or 0.0) * 1000,
                                 row.event_count,
+                                None if runs is None else tuple(runs.get(key, ())),
                             )
                         )
         finally:
@@ -225,16 +254,35 @@ class Report:
     missing: list[tuple[Key, str]] = field(default_factory=list)
     duplicated: list[tuple[Key, str]] = field(default_factory=list)
     energy_mismatches: list[tuple[Key, float, float]] = field(default_factory=list)
-    #: information only: the CSMS stored a different number of transaction events
+    #: acknowledged transaction messages the CSMS does not have (seqNos, or 1.6 counts)
+    seq_gaps: list[tuple[Key, str]] = field(default_factory=list)
+    #: started by the fleet (the CSMS acknowledged the start), never ended by it
+    never_ended: list[tuple[Key, str]] = field(default_factory=list)
+    #: transactions whose acknowledged messages were checked by seqNo / by count (1.6)
+    checked_seq_nos: int = 0
+    checked_counts: int = 0
+    #: information only: no seqNos from the CSMS (or an old ledger): counts compared
     message_count_differs: list[tuple[Key, int, int]] = field(default_factory=list)
+    unchecked: int = 0
 
     @property
     def transactions(self) -> int:
-        return len(self.matched) + len(self.missing) + len(self.energy_mismatches)
+        return (
+            len(self.matched)
+            + len(self.missing)
+            + len(self.energy_mismatches)
+            + len(self.never_ended)
+        )
 
     @property
     def lost(self) -> bool:
-        return bool(self.missing or self.duplicated or self.energy_mismatches)
+        return bool(
+            self.missing
+            or self.duplicated
+            or self.energy_mismatches
+            or self.seq_gaps
+            or self.never_ended
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -249,6 +297,13 @@ class Report:
             "energy_mismatches": [
                 {"key": list(k), "ledger_wh": a, "csms_wh": b} for k, a, b in self.energy_mismatches
             ],
+            "seq_gaps": [{"key": list(k), "reason": r} for k, r in self.seq_gaps],
+            "never_ended": [{"key": list(k), "reason": r} for k, r in self.never_ended],
+            "acknowledged_checked": {
+                "by_seq_no": self.checked_seq_nos,
+                "by_count": self.checked_counts,
+                "information_only": self.unchecked,
+            },
             "message_count_differs": len(self.message_count_differs),
             "lost": self.lost,
         }
@@ -261,6 +316,8 @@ class Report:
             f"missing: {len(self.missing)}",
             f"duplicated: {len(self.duplicated)}",
             f"energy mismatches: {len(self.energy_mismatches)}",
+            f"acknowledged events missing: {len(self.seq_gaps)}",
+            f"never ended: {len(self.never_ended)}",
         ]
         for (charger, tid), reason in self.missing[:details]:
             lines.append(f"  - missing {charger} {tid}: {reason}")
@@ -270,6 +327,19 @@ class Report:
             lines.append(
                 f"  - energy mismatch {charger} {tid}: ledger {ledger_wh:.1f} Wh, "
                 f"CSMS {csms_wh:.1f} Wh"
+            )
+        for (charger, tid), reason in self.seq_gaps[:details]:
+            lines.append(f"  - acknowledged events missing {charger} {tid}: {reason}")
+        for (charger, tid), reason in self.never_ended[:details]:
+            lines.append(f"  - never ended {charger} {tid}: {reason}")
+        checked = f"acknowledged events checked: {self.checked_seq_nos} transactions by seqNo"
+        if self.checked_counts:
+            checked += f", {self.checked_counts} by count (1.6)"
+        lines.append(checked)
+        if self.unchecked:
+            lines.append(
+                f"not checked: {self.unchecked} transactions (no seqNos from the CSMS or the "
+                "ledger); message counts compared instead, information only"
             )
         if self.message_count_differs:
             lines.append(
@@ -288,16 +358,24 @@ def compare(
     tolerance_wh: float = 1.0,
     retried_appends: int = 0,
 ) -> Report:
-    """Classify each ledger transaction once; duplicates are counted besides that."""
+    """Classify each ledger transaction once; duplicates and acknowledged events the CSMS
+    lacks are counted besides that.
+
+    A transaction with a start entry and no end entry was never ended by the fleet: after a
+    run that is a dead worker's (or a stop that timed out), so it fails the reconciliation.
+    Run mid-run, the transactions still charging show up the same way.
+    """
     entries = list(entries)
     report = Report(run_id, csms.description, len(entries), retried_appends)
-    by_key: dict[Key, list[LedgerEntry]] = defaultdict(list)
+    starts: dict[Key, list[LedgerEntry]] = defaultdict(list)
+    ends: dict[Key, list[LedgerEntry]] = defaultdict(list)
     for entry in entries:
-        by_key[(entry.charger_id, entry.transaction_id)].append(entry)
+        kinds = starts if entry.kind == "start" else ends
+        kinds[(entry.charger_id, entry.transaction_id)].append(entry)
     rows: dict[Key, list[CsmsRow]] = defaultdict(list)
-    for row in csms.fetch(by_key.keys()):
+    for row in csms.fetch(starts.keys() | ends.keys()):
         rows[row.key].append(row)
-    for key, ledger in by_key.items():
+    for key, ledger in ends.items():
         found = rows.get(key, [])
         if len(ledger) > 1:
             report.duplicated.append((key, f"{len(ledger)} ledger entries"))
@@ -307,6 +385,7 @@ def compare(
         if not found:
             report.missing.append((key, "not at the CSMS"))
             continue
+        _check_acknowledged(report, key, ledger[0], (closed or found)[0])
         if not closed:
             report.missing.append((key, "not closed at the CSMS"))
             continue
@@ -315,9 +394,51 @@ def compare(
             report.energy_mismatches.append((key, entry.energy_wh, row.energy_wh))
         else:
             report.matched.append(key)
-        if row.event_count is not None and row.event_count != entry.messages:
-            report.message_count_differs.append((key, entry.messages, row.event_count))
+    for key in starts.keys() - ends.keys():
+        found = rows.get(key, [])
+        if not found:
+            where = "not at the CSMS"
+        elif any(not row.closed for row in found):
+            where = "open at the CSMS"
+        else:
+            where = "closed at the CSMS"
+        report.never_ended.append((key, f"started by the fleet, never ended; {where}"))
+        if found:
+            _check_acknowledged(report, key, starts[key][-1], found[0])
+    report.never_ended.sort()
     return report
+
+
+def _check_acknowledged(report: Report, key: Key, entry: LedgerEntry, row: CsmsRow) -> None:
+    """Is every transaction message the CSMS acknowledged stored? By seqNo (2.0.1), by
+    count (1.6: the stub numbers a transaction's messages itself, and cannot tell a repeated
+    MeterValues from a new one, so it may store more but never fewer), else information only.
+    """
+    if entry.seq_nos is not None and row.seq_nos is not None:
+        report.checked_seq_nos += 1
+        gap = seqnos.missing(seqnos.normalize(entry.seq_nos), seqnos.normalize(row.seq_nos))
+        if gap:
+            plural = "s" if seqnos.count(gap) > 1 else ""
+            report.seq_gaps.append(
+                (key, f"acknowledged seqNo{plural} {seqnos.render(gap)} not at the CSMS")
+            )
+        return
+    if entry.seq_nos is None and entry.acknowledged is not None and row.seq_nos is not None:
+        report.checked_counts += 1
+        stored = seqnos.count(seqnos.normalize(row.seq_nos))
+        if stored < entry.acknowledged:
+            report.seq_gaps.append(
+                (
+                    key,
+                    f"{entry.acknowledged - stored} of {entry.acknowledged} acknowledged "
+                    "transaction messages not at the CSMS",
+                )
+            )
+        return
+    report.unchecked += 1
+    expected = entry.acknowledged if entry.acknowledged is not None else entry.messages
+    if row.event_count is not None and row.event_count != expected:
+        report.message_count_differs.append((key, expected, row.event_count))
 
 
 def reconcile(redis_url: str, run_id: str, csms: CsmsRecords, tolerance_wh: float = 1.0) -> Report:
@@ -331,8 +452,12 @@ def reconcile(redis_url: str, run_id: str, csms: CsmsRecords, tolerance_wh: floa
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadgen.reconcile",
-        description="Compare a run's ledger (Redis) with what the CSMS recorded. Exit 0: "
-        "nothing lost; 1: missing, duplicated or energy mismatches; 2: a source is unreadable.",
+        description="Compare a run's ledger (Redis) with what the CSMS recorded, transaction "
+        "by transaction: missing or not closed, duplicated, energy mismatches, acknowledged "
+        "events the CSMS does not have (seqNos; counts for 1.6), and transactions the fleet "
+        "started but never ended (a dead worker's; open at the CSMS). Run it after the run: "
+        "transactions still charging count as never ended. Exit 0: nothing lost; 1: any of "
+        "those findings; 2: a source is unreadable.",
     )
     parser.add_argument(
         "--redis-url",
@@ -343,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csms-api", help="csms_stub's HTTP API, e.g. http://127.0.0.1:8080")
     source.add_argument(
-        "--database-url", help="the CSMS database (charger_usage_log), SQLAlchemy URL"
+        "--database-url",
+        help="the CSMS database (charger_usage_log; transaction_event for seqNos), SQLAlchemy URL",
     )
     parser.add_argument("--database-schema", help="PostgreSQL schema of the tables")
     parser.add_argument(

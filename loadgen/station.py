@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen import seqnos
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
@@ -49,6 +50,7 @@ class OutgoingCall:
     offline: bool = False
     attempts: int = 0
     payload: dict[str, Any] | None = None  # what was sent, once sent
+    transaction: Transaction | None = None  # whose message it is (transactional calls)
 
 
 @dataclass
@@ -72,6 +74,16 @@ class Transaction:
     stop_reason: str | None = None
     messages: int = 0
     offline_messages: int = 0
+    #: transaction messages the CSMS answered with a CALLRESULT: what it must have stored
+    acknowledged: int = 0
+    #: 2.0.1: the seqNos of those messages, as ranges (1.6 has no seqNo)
+    acknowledged_seq_nos: seqnos.Ranges = field(default_factory=list)
+
+    def acknowledge(self, payload: dict[str, Any] | None) -> None:
+        self.acknowledged += 1
+        seq_no = payload.get("seqNo") if payload else None
+        if seq_no is not None:
+            seqnos.add(self.acknowledged_seq_nos, seq_no)
 
     @property
     def transaction_id(self) -> str:
@@ -215,6 +227,8 @@ class Station:
 
     def on_call_result(self, call: OutgoingCall, payload: dict[str, Any]) -> None:
         self._in_flight = None
+        if call.transaction is not None:  # first: on_result may put it in the run ledger
+            call.transaction.acknowledge(call.payload)
         if call.on_result is not None:
             call.on_result(payload)
 
@@ -431,7 +445,14 @@ class Station:
         transaction.messages += 1
         transaction.offline_messages += int(offline)
         self._queue.append(
-            OutgoingCall(action, build, transactional=True, on_result=on_result, offline=offline)
+            OutgoingCall(
+                action,
+                build,
+                transactional=True,
+                on_result=on_result,
+                offline=offline,
+                transaction=transaction,
+            )
         )
 
     def _readings(self, evse: Evse, context: str | None) -> tuple[float, float, float | None]:
@@ -450,6 +471,7 @@ class Station:
                 transaction.csms_id = reply["transactionId"]
                 status = reply.get("idTagInfo", {}).get("status")
                 self._emit("transaction_id", {"transaction": transaction, "status": status})
+                self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
 
             self._transactional("StartTransaction", transaction, lambda: payload, started)
             return
@@ -472,7 +494,11 @@ class Station:
                 v201.meter_value(now, v201.sampled_values(energy, power, soc, "Transaction.Begin"))
             ],
         )
-        self._transactional("TransactionEvent", transaction, lambda: payload)
+
+        def started(reply: dict[str, Any]) -> None:
+            self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
+
+        self._transactional("TransactionEvent", transaction, lambda: payload, started)
 
     def _meter_update(self, evse: Evse, trigger: str) -> None:
         transaction = evse.transaction

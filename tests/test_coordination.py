@@ -621,15 +621,23 @@ def test_the_ledger_round_trips_as_msgpack(
     worker = coordinators()
     ended_16 = Transaction("local-7", 1, 1, "token_a", 1_700_000_000.0, 1000.0, csms_id=42)
     ended_16.ended_at, ended_16.stop_wh, ended_16.messages = 1_700_000_600.5, 12_345.0, 7
+    ended_16.acknowledged = 6
+    started = Transaction("tx-9", 1, 1, "token_b", 1_700_000_000.0, 0.0)
+    for seq_no in (0, 1, 2, 4):  # seqNo 3 dropped after CALLERRORs
+        started.acknowledge({"seqNo": seq_no})
     entries = [
         LedgerEntry("charger_001", worker.next_transaction_id(), "2.0.1", 1.5, 61.25, 833.3, 5),
         LedgerEntry.from_transaction("charger_002", "1.6", ended_16),
+        LedgerEntry.from_transaction("charger_003", "2.0.1", started, "start"),
     ]
     for entry in entries:
         worker.record_transaction(entry)
     assert worker.ledger_pending == 0
     assert entries[1].transaction_id == "42" and entries[1].local_id == "local-7"
     assert entries[1].energy_wh == 11_345.0
+    assert (entries[1].acknowledged, entries[1].seq_nos) == (6, None)  # 1.6: a count
+    assert entries[2].kind == "start" and entries[2].end is None
+    assert (entries[2].acknowledged, entries[2].seq_nos) == (4, ((0, 2), (4, 4)))
     _, fields = raw.xrange(coordination.ledger_key(run_id))[0]
     raw_entry = msgpack.unpackb(fields[b"e"])
     assert raw_entry["energy_wh"] == 833.3 and raw_entry["entry_id"].startswith(worker.holder)

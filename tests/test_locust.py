@@ -387,6 +387,11 @@ def test_an_environment_api_run_connects_runs_sessions_and_quits_clean(
     assert report.missing == []
     assert report.duplicated == []
     assert report.energy_mismatches == []
+    assert report.seq_gaps == [] and report.never_ended == []
+    assert report.checked_seq_nos == len(report.matched) and not report.lost
+    starts = {(e.charger_id, e.transaction_id) for e in ledger if e.kind == "start"}
+    ledger = [e for e in ledger if e.kind == "end"]
+    assert starts == {(e.charger_id, e.transaction_id) for e in ledger}
     closed = {(row["charger_id"], row["transaction_id"]) for row in transactions(stub)}
     assert len(report.matched) == len(ledger) == len(closed) >= 5
     assert {(e.charger_id, e.transaction_id) for e in ledger} == closed
@@ -538,6 +543,8 @@ def test_a_master_and_two_workers_share_ids_through_redis(
         # "<host>:<pid>:<random>".
         by_pid: dict[int, list[str]] = {}
         for data in coordination.read_ledger(raw_redis, run_id):
+            if data["kind"] == "start":
+                continue
             pid = int(data["entry_id"].split(":")[1])
             by_pid.setdefault(pid, []).append(data["transaction_id"])
         assert set(by_pid) == {worker.pid for worker in workers}, "ids from both workers"

@@ -1,6 +1,8 @@
 """``python -m loadgen.reconcile`` against a real csms_stub process (its HTTP API and its
 database, SQLite and PostgreSQL) and a real Redis ledger: a clean run, then a run with a
-missing, an unclosed, a duplicated and a mismatched transaction, then unreachable sources."""
+missing, an unclosed, a duplicated and a mismatched transaction, then unreachable sources;
+real stations whose acknowledged event is lost or whose worker dies; and compare() on
+plain data for each finding."""
 
 from __future__ import annotations
 
@@ -15,15 +17,21 @@ from typing import Any
 
 import pytest
 import redis
+import sqlalchemy as sa
 
-from loadgen import coordination
+from csms_stub.store import transaction_event
+from loadgen import coordination, seqnos
 from loadgen import fleet as fleets
 from loadgen.aio_client import OcppClient
 from loadgen.coordination import LedgerEntry, RedisCoordinator, new_run_id
-from loadgen.protocols import v201
-from loadgen.reconcile import LedgerSource
+from loadgen.physics import ScaledClock
+from loadgen.protocols import OCPP16, OCPP201, Version, v201
+from loadgen.reconcile import CsmsRow, LedgerSource, compare
+from loadgen.runner import StationRunner
 from loadgen.scripted import SessionRecord, boot, session_16, session_201
+from loadgen.station import Station, StationConfig, Transaction
 from tests.conftest import REDIS_URL, Database, StubProcess, free_port, start_stub_process
+from tests.fake_csms import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -261,3 +269,240 @@ def test_retried_appends_are_not_duplicates(runs: Any) -> None:
         assert source.retried == 1
     finally:
         client.close()
+
+
+# -- compare() on plain data: what each finding is -------------------------------------------
+
+
+class Rows:
+    """What a CSMS stored, as plain data (compare() only calls ``fetch``)."""
+
+    description = "rows in memory"
+
+    def __init__(self, *rows: CsmsRow) -> None:
+        self.rows = list(rows)
+
+    def fetch(self, keys: Any) -> list[CsmsRow]:
+        return [row for row in self.rows if row.key in set(keys)]
+
+
+def ledger_pair(charger: str, tid: str, acked: int, version: str = "2.0.1") -> list[LedgerEntry]:
+    """A transaction's start and end entries, with ``acked`` messages acknowledged."""
+    seq = version == "2.0.1"
+    return [
+        LedgerEntry(
+            charger,
+            tid,
+            version,
+            1.0,
+            None,
+            0.0,
+            1,
+            kind="start",
+            acknowledged=1,
+            seq_nos=((0, 0),) if seq else None,
+        ),
+        LedgerEntry(
+            charger,
+            tid,
+            version,
+            1.0,
+            9.0,
+            500.0,
+            acked,
+            acknowledged=acked,
+            seq_nos=((0, acked - 1),) if seq else None,
+        ),
+    ]
+
+
+def test_seqno_ranges() -> None:
+    assert seqnos.from_numbers([5, 0, 1, 2, 2, 7, 6]) == [(0, 2), (5, 7)]
+    ranges: seqnos.Ranges = []
+    for number in (0, 1, 2, 4, 3, 9, 1):
+        seqnos.add(ranges, number)
+    assert ranges == [(0, 4), (9, 9)]
+    assert seqnos.missing([(0, 9)], [(0, 2), (4, 4), (8, 20)]) == [(3, 3), (5, 7)]
+    assert seqnos.missing([(0, 3), (6, 6)], []) == [(0, 3), (6, 6)]
+    assert seqnos.missing([(0, 3)], [(0, 3)]) == []
+    assert seqnos.count([(0, 3), (6, 6)]) == 5
+    assert seqnos.render([(3, 3), (5, 7)]) == "3, 5-7"
+    assert seqnos.normalize([[4, 5], [0, 3]]) == [(0, 5)]
+
+
+def test_compare_fails_on_a_seqno_gap_and_on_transactions_never_ended() -> None:
+    ledger = [
+        *ledger_pair("c1", "ok", 4),
+        *ledger_pair("c2", "gap", 5),
+        *ledger_pair("c3", "16-gap", 4, "1.6"),
+        *ledger_pair("c4", "16-more", 3, "1.6"),
+        ledger_pair("c5", "dead-open", 2)[0],  # a dead worker's: start only
+        ledger_pair("c6", "dead-closed", 2)[0],
+        ledger_pair("c7", "dead-lost", 2)[0],
+    ]
+    csms = Rows(
+        CsmsRow("c1", "ok", True, 500.0, 4, ((0, 3),)),
+        CsmsRow("c2", "gap", True, 500.0, 4, ((0, 2), (4, 4))),  # seqNo 3 lost
+        CsmsRow("c3", "16-gap", True, 500.0, 3, ((0, 2),)),  # 1.6: one of four lost
+        CsmsRow("c4", "16-more", True, 500.0, 4, ((0, 3),)),  # a repeated MeterValues: fine
+        CsmsRow("c5", "dead-open", False, 0.0, 3, ((0, 2),)),
+        CsmsRow("c6", "dead-closed", True, 0.0, 3, ((0, 2),)),
+    )
+    report = compare("r", ledger, csms)
+    assert report.matched == [("c1", "ok"), ("c2", "gap"), ("c3", "16-gap"), ("c4", "16-more")]
+    assert report.seq_gaps == [
+        (("c2", "gap"), "acknowledged seqNo 3 not at the CSMS"),
+        (("c3", "16-gap"), "1 of 4 acknowledged transaction messages not at the CSMS"),
+    ]
+    assert report.never_ended == [
+        (("c5", "dead-open"), "started by the fleet, never ended; open at the CSMS"),
+        (("c6", "dead-closed"), "started by the fleet, never ended; closed at the CSMS"),
+        (("c7", "dead-lost"), "started by the fleet, never ended; not at the CSMS"),
+    ]
+    assert (report.checked_seq_nos, report.checked_counts, report.unchecked) == (4, 2, 0)
+    assert report.lost and report.transactions == 7
+    text = report.render()
+    assert "acknowledged events missing c2 gap: acknowledged seqNo 3 not at the CSMS" in text
+    assert "never ended c5 dead-open: started by the fleet, never ended; open at the CSMS" in text
+    assert "information only" not in text and text.endswith("result: LOSS")
+    data = report.to_json()
+    assert data["seq_gaps"][0] == {"key": ["c2", "gap"], "reason": report.seq_gaps[0][1]}
+    assert [item["key"] for item in data["never_ended"]] == [
+        ["c5", "dead-open"],
+        ["c6", "dead-closed"],
+        ["c7", "dead-lost"],
+    ]
+    assert data["acknowledged_checked"] == {"by_seq_no": 4, "by_count": 2, "information_only": 0}
+
+    # Everything acknowledged is stored and everything started ended: OK.
+    fine = compare("r", ledger[:2], csms)
+    assert not fine.lost and fine.matched == [("c1", "ok")] and fine.render().endswith("OK")
+
+
+def test_without_seqnos_from_the_csms_counts_are_information_only() -> None:
+    """Another CSMS (no transaction_event): a gap cannot be seen, and the report says so."""
+    report = compare("r", ledger_pair("c2", "gap", 5), Rows(CsmsRow("c2", "gap", True, 500.0, 4)))
+    assert report.seq_gaps == [] and not report.lost
+    assert report.message_count_differs == [(("c2", "gap"), 5, 4)]
+    assert report.unchecked == 1
+    text = report.render()
+    assert "not checked: 1 transactions (no seqNos from the CSMS or the ledger)" in text
+    assert "message counts differ (information only): 1" in text
+
+
+# -- end to end: real stations on gevent, the real stub, a real Redis ledger -----------------
+
+
+def ledger_listener(coordinator: RedisCoordinator, charger_id: str, version: Version) -> Any:
+    def record(kind: str, detail: dict[str, Any]) -> None:
+        entry = LedgerEntry.from_station_event(charger_id, version.name, kind, detail)
+        if entry is not None:
+            coordinator.record_transaction(entry)
+
+    return record
+
+
+def run_stations(
+    csms: StubProcess, coordinator: RedisCoordinator, chargers: dict[fleets.Charger, Version]
+) -> dict[str, tuple[StationRunner, Transaction]]:
+    """Each charger boots, starts one transaction and sends meter values for a moment; the
+    ledger gets what :class:`~loadgen.locust.user.ChargerUser` would give it."""
+    clock = ScaledClock(20)
+    running: dict[str, tuple[StationRunner, Transaction]] = {}
+    for charger, version in chargers.items():
+        station = Station(
+            charger,
+            version,
+            clock,
+            StationConfig(meter_interval=2),
+            new_transaction_id=coordinator.next_transaction_id,
+            listener=ledger_listener(coordinator, charger.id, version),
+        )
+        runner = StationRunner(station, csms.ws_url, clock=clock, call_timeout=5)
+        runner.start()
+        wait_for(lambda station=station: station.accepted, timeout=10)
+        transaction = station.start_session(1, f"token_{charger.id}"[:20])
+        assert transaction is not None
+        runner.wake()
+        running[charger.id] = (runner, transaction)
+    # Started, then a few periodic meter values each, all acknowledged.
+    wait_for(lambda: all(t.acknowledged >= 3 for _, t in running.values()), timeout=15)
+    return running
+
+
+async def test_reconcile_sees_lost_events_and_unended_transactions_end_to_end(
+    csms: StubProcess, database: Database, runs: Any
+) -> None:
+    fleet = list(fleets.load(fleets.SEED_FLEET).chargers.values())
+    db_args = ["--database-url", database.url]
+    if database.schema:
+        db_args += ["--database-schema", database.schema]
+    sources = (["--csms-api", csms.api_url], db_args)
+
+    # (c) A normal run: every transaction started and ended, everything stored: OK.
+    good = runs()
+    chargers = {fleet[0]: OCPP201, fleet[1]: OCPP201, fleet[2]: OCPP16}
+    for runner, _ in run_stations(csms, good, chargers).values():
+        runner.stop(timeout=10)
+    good.flush()
+    for source in sources:
+        result = reconcile("--run", good.run_id, *source)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert counts(result.stdout)["matched"] == 3
+        assert "acknowledged events checked: 2 transactions by seqNo, 1 by count" in result.stdout
+        assert "result: OK" in result.stdout
+
+    # (a) One acknowledged TransactionEvent row gone from the database, as a SIGKILL
+    # inside the stub's write window loses it: a seqNo gap, exit 1.
+    lost = next(e for e in read_entries(good.run_id) if e.charger_id == fleet[1].id)
+    events = transaction_event.c
+    engine = database.engine()
+    try:
+        async with engine.begin() as connection:
+            deleted = await connection.execute(
+                sa.delete(transaction_event).where(
+                    events.charger_id == lost.charger_id,
+                    events.transaction_id == lost.transaction_id,
+                    events.seq_no == 1,
+                )
+            )
+            assert deleted.rowcount == 1
+    finally:
+        await engine.dispose()
+    for source in sources:
+        result = reconcile("--run", good.run_id, *source)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert (
+            f"acknowledged events missing {lost.charger_id} {lost.transaction_id}: "
+            "acknowledged seqNo 1 not at the CSMS"
+        ) in result.stdout
+        assert "acknowledged events missing: 1" in result.stdout
+        assert "result: LOSS" in result.stdout
+    report = json.loads(reconcile("--run", good.run_id, "--json", *sources[0]).stdout)
+    assert report["lost"] is True
+    assert report["seq_gaps"] == [
+        {
+            "key": [lost.charger_id, lost.transaction_id],
+            "reason": "acknowledged seqNo 1 not at the CSMS",
+        }
+    ]
+
+    # (b) A worker dies mid-transaction: its stations drop the link without ending anything.
+    dead = runs()
+    running = run_stations(csms, dead, {fleet[3]: OCPP201, fleet[4]: OCPP16})
+    for runner, _ in running.values():
+        runner.stop(timeout=0, end_transactions=False)
+    dead.flush()
+    for source in sources:
+        result = reconcile("--run", dead.run_id, *source)
+        assert result.returncode == 1, result.stdout + result.stderr
+        for runner, transaction in running.values():
+            assert (
+                f"never ended {runner.station.charger.id} {transaction.transaction_id}: "
+                "started by the fleet, never ended; open at the CSMS"
+            ) in result.stdout
+        assert "never ended: 2" in result.stdout and "result: LOSS" in result.stdout
+
+
+def read_entries(run_id: str) -> list[LedgerEntry]:
+    return LedgerSource(REDIS_URL, run_id).entries()

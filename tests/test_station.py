@@ -432,3 +432,39 @@ def test_acknowledged_once_the_csms_has_the_whole_transaction(version: Version) 
     run_for(station, csms, clock, 60)
     assert events.count("acknowledged") == 1
     assert events.index("acknowledged") > events.index("stopped")
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_the_start_is_acknowledged_once_and_each_acknowledged_message_counts(
+    version: Version,
+) -> None:
+    """What the run ledger records: the start when the CSMS answered it, and which
+    transaction messages it answered (2.0.1: their seqNos, a dropped one leaving a gap)."""
+    events: list[tuple[str, int]] = []
+    station, csms, clock = make(version, meter_interval=10, max_attempts=1)
+    station.listener = lambda kind, detail: (
+        events.append((kind, detail["transaction"].acknowledged))
+        if kind in ("start_acknowledged", "acknowledged")
+        else None
+    )
+    boot(station, csms)
+    transaction = station.start_session(1, "t")
+    assert transaction is not None
+    run_for(station, csms, clock, 25)  # start, two periodic meter values
+    assert events == [("start_acknowledged", 1)]
+    clock.advance(10)
+    station.tick()  # a third meter value, refused by the CSMS: not acknowledged
+    call = station.next_call()
+    while call.action in ("StatusNotification", "Heartbeat"):
+        station.on_call_result(call, csms.reply(call.action, call.payload))
+        call = station.next_call()
+    assert call.action in ("TransactionEvent", "MeterValues")
+    station.on_call_failed(call, "error", "InternalError")
+    station.stop_session(1)
+    run_for(station, csms, clock, 5)
+    assert events == [("start_acknowledged", 1), ("acknowledged", 4)]
+    assert transaction.messages == 5 and transaction.acknowledged == 4
+    if version is OCPP201:
+        assert transaction.acknowledged_seq_nos == [(0, 2), (4, 4)]
+    else:
+        assert transaction.acknowledged_seq_nos == []  # 1.6 has no seqNo

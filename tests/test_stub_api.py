@@ -253,3 +253,24 @@ async def test_read_endpoints(stub, connect, http) -> None:
         "/healthz",
     } <= set(spec["paths"])
     assert (await http.get("/transactions", params={"state": "bogus"})).status_code == 422
+
+
+async def test_transactions_with_their_stored_seq_nos_as_runs(connect, http) -> None:
+    """What reconciliation checks acknowledged events against: stored seqNos, as runs."""
+    client = await connect("emart_jeju_01")
+    await client.call(*v201.boot_notification("Vendor", "Model", None, "1.0", "PowerUp"))
+    now = time.time()
+    for seq_no, event_type in ((0, "Started"), (1, "Updated"), (3, "Updated"), (4, "Updated")):
+        await client.call(
+            *v201.transaction_event(
+                event_type, "tx-runs", seq_no, now, "Authorized", charging_state="Charging"
+            )
+        )
+    await client.call(*v201.transaction_event("Updated", "tx-runs", 1, now, "Trigger"))  # a repeat
+    plain = (await http.get("/transactions")).json()
+    assert [row["transaction_id"] for row in plain] == ["tx-runs"] and "seq_nos" not in plain[0]
+    for params in ({}, {"charger_id": "emart_jeju_01"}):
+        rows = (await http.get("/transactions", params={**params, "seq_nos": "true"})).json()
+        assert [row["seq_nos"] for row in rows] == [[[0, 1], [3, 4]]]
+    rows = (await http.get("/transactions", params={"charger_id": "nobody", "seq_nos": 1})).json()
+    assert rows == []

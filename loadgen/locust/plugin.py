@@ -527,7 +527,7 @@ def reconcile_run(context: RunContext, settle_s: float = 10.0) -> Any:
         sys.stderr.write(f"loadgen: cannot reconcile: {exc}\n")
         return None
     text = "\n== reconciliation: the run's ledger against the CSMS ==\n" + report.render()
-    if not entries:
+    if not any(entry.kind == "end" for entry in entries):
         # Nothing to compare is not proof of nothing lost (e.g. workers that never ran).
         text += "\nwarning: the ledger is empty: no transaction ended during this run"
     _final_words.append(text)

@@ -240,14 +240,15 @@ class ChargerUser(User):
         observer = self.context.metrics_observer
         if observer is not None and self.charger_id is not None:
             observer.station_event(self.charger_id, kind, detail)
-        if kind == "acknowledged" and self.context.coordinator is not None:
+        # The run ledger: one entry when the CSMS acknowledged a start, one for the end.
+        if kind in coordination.LEDGER_EVENTS and self.context.coordinator is not None:
             station = self.runner.station if self.runner else None
             assert station is not None
-            self.context.coordinator.record_transaction(
-                coordination.LedgerEntry.from_transaction(
-                    station.charger.id, station.version.name, detail["transaction"]
-                )
+            entry = coordination.LedgerEntry.from_station_event(
+                station.charger.id, station.version.name, kind, detail
             )
+            assert entry is not None
+            self.context.coordinator.record_transaction(entry)
 
     def _on_runner_event(self, kind: str, detail: dict[str, Any]) -> None:
         observer = self.context.metrics_observer
