@@ -594,6 +594,10 @@ def test_unknown_action_raises_unknown_action(version: Version) -> None:
         schemas.validate(version, "NoSuchAction", {})
     with pytest.raises(schemas.UnknownAction):
         schemas.validator(version, "NoSuchAction", response=True)
+    # A peer's action name is looked up, never turned into a path.
+    for hostile in ("A" * 1000, "./Heartbeat", "../v16/schemas/Heartbeat", "Heartbeat\x00"):
+        with pytest.raises(schemas.UnknownAction):
+            schemas.validate(version, hostile, {})
 
 
 def test_actions_lists_each_versions_requests() -> None:

@@ -193,6 +193,11 @@ def bad_frames(version: Version) -> list[tuple[str, str | bytes, tuple[str, str]
         ("message type 5", '[5, "bad-3", {}]', ("bad-3", ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED)),
         ("unknown action", '[2, "bad-4", "FlyToTheMoon", {}]',
          ("bad-4", ErrorCode.NOT_IMPLEMENTED)),
+        # action names never reach the file system (a long one raised "File name too long")
+        ("1,000-character action", f'[2, "bad-7", "{"A" * 1000}", {{}}]',
+         ("bad-7", ErrorCode.NOT_IMPLEMENTED)),
+        ("action with a path", '[2, "bad-8", "../v16/schemas/Heartbeat", {}]',
+         ("bad-8", ErrorCode.NOT_IMPLEMENTED)),
         ("CSMS-side action", ocppj.Call("bad-5", "Reset", RESET[version.name]).encode(),
          ("bad-5", ErrorCode.NOT_SUPPORTED)),
         ("binary frame", b'[2, "bad-6", "Heartbeat", {}]', ("-1", rpc)),

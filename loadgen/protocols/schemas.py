@@ -89,14 +89,26 @@ def _compiled(path: Path) -> Callable[[Any], Any]:
 
 
 @functools.cache
+def _known_actions(version: Version) -> frozenset[str]:
+    return frozenset(actions(version))
+
+
 def validator(version: Version, action: str, response: bool = False) -> Callable[[Any], Any]:
     """The compiled validator for one action's request (or response) payload.
 
-    Cached by name: finding the file costs a stat() per call, a third of a validation."""
-    path = schema_path(version, action, response)
-    if not path.is_file():
-        raise UnknownAction(f"OCPP {version.name} has no action {action!r}")
-    return _compiled(path)
+    The action is looked up among the version's schema names before any path is built: a
+    peer's action name must never reach the file system (a 1,000-character name raised
+    "File name too long" and dropped the connection; ``./X`` variants would each have
+    compiled and cached a schema)."""
+    if action not in _known_actions(version):
+        raise UnknownAction(f"OCPP {version.name} has no action {action[:64]!r}")
+    return _validator(version, action, response)
+
+
+@functools.cache
+def _validator(version: Version, action: str, response: bool) -> Callable[[Any], Any]:
+    # Cached by name: finding the file costs a stat() per call, a third of a validation.
+    return _compiled(schema_path(version, action, response))
 
 
 def validate(version: Version, action: str, payload: Any, response: bool = False) -> None:
