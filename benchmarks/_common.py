@@ -507,10 +507,14 @@ class Database:
         return asyncio.run(self._count(table))
 
     async def _count(self, table: str) -> int:
-        rows = await self._execute(f"SELECT count(*) FROM {self._qualified(table)}")
+        rows = await self._execute(f"SELECT count(*) FROM {self.qualified(table)}")
         return int(rows[0][0])
 
-    def _qualified(self, table: str) -> str:
+    def rows(self, sql: str) -> list[Any]:
+        """Rows of a query (name tables with :meth:`qualified`)."""
+        return asyncio.run(self._execute(sql))
+
+    def qualified(self, table: str) -> str:
         return f'"{self.schema}"."{table}"' if self.schema else f'"{table}"'
 
     async def _execute(self, sql: str) -> list[Any]:

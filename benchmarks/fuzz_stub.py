@@ -333,22 +333,11 @@ async def fuzz(url: str, args: argparse.Namespace, tally: Tally) -> None:
 
 
 def stored_keys(database: common.Database) -> set[tuple[str, str, int]]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(database.url.replace("+asyncpg", "").replace("+aiosqlite", ""))
-    table = "transaction_event"
-    if database.schema:
-        table = f'"{database.schema}".transaction_event'
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text(
-                f"SELECT charger_id, transaction_id, seq_no FROM {table} "
-                "WHERE transaction_id LIKE 'ok-%'"
-            )
-        )
-        keys = {(row[0], row[1], row[2]) for row in rows}
-    engine.dispose()
-    return keys
+    rows = database.rows(
+        f"SELECT charger_id, transaction_id, seq_no FROM {database.qualified('transaction_event')} "
+        "WHERE transaction_id LIKE 'ok-%'"
+    )
+    return {(row[0], row[1], row[2]) for row in rows}
 
 
 def metric_sum(text: str, name: str) -> float:
