@@ -43,6 +43,8 @@ CLOSE_REPLACED = 4000
 #: the csms_stub_messages_total outcome of a CALL that --error-ratio answered with an error
 INJECTED_ERROR = "injected_error"
 #: what --durable acknowledges only once its rows are committed: the transaction messages
+#: --durable: how long a commit waits for other connections' messages to share it
+DURABLE_GATHER_S = 0.005
 DURABLE_ACTIONS = frozenset(
     {"TransactionEvent", "StartTransaction", "StopTransaction", "MeterValues"}
 )
@@ -136,7 +138,9 @@ class ChargerConnection:
                     # replies in order; OCPP-J allows a charger one CALL at a time anyway.
                     self._commit_first = False
                     try:
-                        await self.stub.store.flush(self.stub.config.store_timeout, wake=False)
+                        await self.stub.store.flush(
+                            self.stub.config.store_timeout, within=DURABLE_GATHER_S
+                        )
                     except StoreUnavailable as exc:
                         # No acknowledgement: the charger retries on its next connection.
                         self.stub.metrics.protocol_errors.labels("not_committed").inc()

@@ -375,6 +375,7 @@ class Store:
         self._flushing = False
         self._consecutive_failures = 0
         self._quiet = RateLimitedLog(log, log_interval)
+        self._gather: asyncio.TimerHandle | None = None
 
     @property
     def dialect(self) -> str:
@@ -466,30 +467,44 @@ class Store:
         if self._pending >= self.batch_size:
             self._wake.set()
 
-    async def flush(self, timeout: float | None = None, *, wake: bool = True) -> None:
+    async def flush(self, timeout: float | None = None, *, within: float = 0.0) -> None:
         """Wait until everything queued so far is in the database.
 
         Raises :class:`StoreUnavailable` after ``timeout`` s (the rows stay queued) or when
-        the store stops first. ``--durable`` waits here before acknowledging, with ``wake``
-        False: the next regular batch commits for every connection waiting (group commit)
-        instead of a small batch per message."""
+        the store stops first. ``within``: the write may wait that long for company.
+        ``--durable`` waits here before each acknowledgement with a few milliseconds, so that
+        every connection acknowledging meanwhile shares one commit (group commit): a commit
+        per message costs a transaction's round trips each, and waiting for the regular
+        ``flush_interval`` made every acknowledgement 50 ms late."""
         if self._pending == 0 and not self._flushing:
             return
         if self._closing and self._writer is not None and self._writer.done():
             raise StoreUnavailable("the store has stopped")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Nobody may be left awaiting it (a timed-out reader): never warn about its outcome.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._flushed.append(future)
-        if wake:
+        # Everyone waiting for the next commit shares one future (and no task per waiter:
+        # --durable waits here once per message).
+        if self._flushed and not self._flushed[-1].done():
+            future = self._flushed[-1]
+        else:
+            future = asyncio.get_running_loop().create_future()
+            # Nobody may be left awaiting it (a timed-out reader): never warn about its outcome.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._flushed.append(future)
+        if within <= 0:
             self._wake.set()
+        elif self._gather is None:
+            self._gather = asyncio.get_running_loop().call_later(within, self._gathered)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(future)
         except TimeoutError:
             raise StoreUnavailable(
                 f"database writes did not complete within {timeout:g} s "
                 f"({self._pending} rows queued)"
             ) from None
+
+    def _gathered(self) -> None:
+        self._gather = None
+        self._wake.set()
 
     async def _write_loop(self) -> None:
         while True:
