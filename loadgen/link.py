@@ -927,7 +927,10 @@ class Link:
     def _answer(self, call: ocppj.Call) -> tuple[str, str]:
         """The encoded reply to a CSMS CALL, and its kind ("result" or "error")."""
         message_id, action = call.message_id, call.action
-        if self.validate:
+        # Always, not only with ``validate``: the handler indexes the payload as the schema
+        # promises, and a CSMS that breaks it must get the OCPP error, not InternalError.
+        # CSMS CALLs are rare, so the ~20 µs do not matter.
+        try:
             try:
                 schemas.validate(self.version, action, call.payload)
             except schemas.UnknownAction:
@@ -936,7 +939,6 @@ class Link:
                 self.observer.protocol_error("invalid_call")
                 error = ocppj.CallError(message_id, exc.error_code, exc.description[:255])
                 return error.encode(), "error"
-        try:
             try:
                 result = self.handler.on_call(action, call.payload)
                 if not isinstance(result, dict):

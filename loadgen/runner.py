@@ -246,13 +246,29 @@ class StationRunner:
                     station.on_call_failed(call, "timeout")
                     raise
                 else:
-                    station.on_call_result(call, reply)
+                    self._deliver(call, reply)
                 continue
             if station.reset_requested:
                 return
             if self._stopping and (self._abandon or not station.queue_depth):
                 return
             self._wait_for_deadline()
+
+    def _deliver(self, call: Any, reply: dict[str, Any]) -> None:
+        """Hand a CALLRESULT to the station; one it cannot use fails the CALL instead.
+
+        Without ``validate`` the link does not check replies against the schema (it costs
+        ~20 µs a message), so a CSMS's broken reply (a missing ``status``, an ``interval``
+        that is no number) reaches the station here. It must not end the station's loop: it
+        is counted as ``invalid_result`` and handled like a CALLERROR FormatViolation.
+        """
+        try:
+            self.station.on_call_result(call, reply)
+        except Exception as exc:
+            log.debug("%s: unusable %s result: %r", self.url, call.action, exc)
+            if self.observer is not None:
+                self.observer.protocol_error("invalid_result")
+            self.station.on_call_failed(call, "error", "FormatViolation")
 
     def _wait_for_deadline(self) -> None:
         deadline = self.station.next_deadline()

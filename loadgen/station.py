@@ -301,10 +301,13 @@ class Station:
         return OutgoingCall("BootNotification", lambda: payload, on_result=self._booted)
 
     def _booted(self, reply: dict[str, Any]) -> None:
+        # Read the whole reply before changing any state: a broken one raises here and the
+        # runner fails the CALL (the boot is retried) with the station as it was.
+        status = reply["status"]
+        interval = seconds_or_zero(reply.get("interval"))
         self._boot_queued = False
         now = self.clock.now()
-        self.boot_status = reply["status"]
-        interval = float(reply.get("interval") or 0)
+        self.boot_status = status
         self._emit("boot", {"status": self.boot_status, "interval": interval})
         if self.boot_status != "Accepted":
             # Pending or Rejected: try again after the interval the CSMS gave.
@@ -621,7 +624,9 @@ class Station:
         self.boot_reason = "RemoteReset"
 
     def _availability(self, evse_id: int | None, operative: bool) -> str:
-        targets = [self.evses[evse_id]] if evse_id in self.evses else list(self.evses.values())
+        if evse_id and evse_id not in self.evses:
+            return "Rejected"  # not ours: nothing changes (it used to switch every EVSE)
+        targets = [self.evses[evse_id]] if evse_id else list(self.evses.values())
         scheduled = False
         for evse in targets:
             evse.operative = operative
@@ -659,9 +664,13 @@ class Station:
         }
 
     def _set_variable(self, component: str, variable: str, value: str) -> str:
+        # Both intervals are whole seconds; "1e-9", "nan", "inf" or "1e400" would make the
+        # station send as fast as it can, or never, or fail on int() later: Rejected.
         try:
-            number = float(value)
+            number = float(int(value.strip()))
         except ValueError:
+            number = -1.0
+        if number > MAX_INTERVAL:
             number = -1.0
         if (component, variable) == ("OCPPCommCtrlr", "HeartbeatInterval"):
             if number <= 0:
@@ -682,6 +691,22 @@ class Station:
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
         if self.listener is not None:
             self.listener(kind, detail)
+
+
+#: the longest heartbeat / meter interval a CSMS can set (a week); longer is refused
+MAX_INTERVAL = 7 * 24 * 3600.0
+
+
+def seconds_or_zero(value: Any) -> float:
+    """A CSMS's interval in seconds, or 0 (use the default) when it is none, not positive
+    or beyond :data:`MAX_INTERVAL`; raises ValueError when it is not a number at all."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"interval is not a number: {value!r}")
+    if not 0 < value <= MAX_INTERVAL:  # also false for NaN
+        return 0.0
+    return float(value)
 
 
 # 1.6 keys for the same variables
@@ -711,6 +736,8 @@ def _request_stop_201(station: Station, payload: dict[str, Any]) -> dict[str, An
 
 
 def _reset_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    if "evseId" in payload and payload["evseId"] not in station.evses:
+        return {"status": "Rejected"}  # an EVSE we do not have: not a reason to reboot all
     station._reset(payload["type"] == "Immediate", "SoftReset")
     return {"status": "Accepted"}
 

@@ -601,6 +601,10 @@ def test_fragmented_messages_and_pings_are_handled(links) -> None:
         assert link.connected
 
 
+COMPONENT, X = {"name": "OCPPCommCtrlr"}, {"name": "HeartbeatInterval"}
+SET = {"component": COMPONENT, "variable": X}
+
+
 def test_csms_calls_are_answered_in_order_whatever_the_handler_does(links) -> None:
     def fail(payload: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("station bug")
@@ -623,8 +627,9 @@ def test_csms_calls_are_answered_in_order_whatever_the_handler_does(links) -> No
         script = [
             ("1", "Reset", {"type": "Immediate"}),
             ("2", "ClearCache", {}),
-            ("3", "GetVariables", {}),
-            ("4", "SetVariables", {}),
+            # schema-valid payloads: invalid ones never reach the handler
+            ("3", "GetVariables", {"getVariableData": [{"component": COMPONENT, "variable": X}]}),
+            ("4", "SetVariables", {"setVariableData": [{**SET, "attributeValue": "1"}]}),
             ("5", "UnlockConnector", {"evseId": 1, "connectorId": 1}),
             ("6", "CancelReservation", {"reservationId": 1}),
         ]
@@ -844,3 +849,39 @@ def test_nothing_here_monkey_patched() -> None:
 
     assert not gevent.monkey.is_module_patched("socket")
     assert not gevent.monkey.is_module_patched("ssl")
+
+
+# -- bug classes benchmarks/fuzz_csms.py found (one hostile message each) -----------------
+
+
+def test_an_invalid_csms_call_gets_the_schema_error_even_without_validate(links, caplog) -> None:
+    """The station's handlers index payloads as the schema promises: a broken CALL used to
+    reach them and come back as InternalError with a traceback in the log."""
+    observer, station = Recorder(), Station({"RequestStartTransaction": {"status": "Accepted"}})
+    with FakeCsms() as csms:
+        link = links(csms.url, observer=observer, handler=station)  # validate=False
+        link.connect()
+        payload = {"idToken": "not an object", "remoteStartId": 1}
+        csms.push(csms_call("f1", "RequestStartTransaction", payload))
+        wait_for(lambda: any(f[1] == "f1" for f in csms.frames()))
+    reply = next(f for f in csms.frames() if f[1] == "f1")
+    assert reply[:3] == [4, "f1", "TypeConstraintViolation"]
+    assert station.calls == [] and observer.protocol_errors == {"invalid_call": 1}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("action", ["x" * 1000, "Reset\u0000", "../v16/schemas/Reset"])
+def test_an_action_name_that_is_no_file_name_is_not_implemented(links, caplog, action) -> None:
+    """The action names a schema file: one too long for a file name raised OSError in the
+    answering greenlet, which died and left the CSMS's later CALLs unanswered."""
+    station = Station({"Reset": {"status": "Accepted"}})
+    with FakeCsms() as csms:
+        link = links(csms.url, handler=station)
+        link.connect()
+        csms.push(csms_call("f1", action, {"type": "Immediate"}))
+        csms.push(csms_call("f2", "Reset", {"type": "Immediate"}))
+        wait_for(lambda: any(f[1] == "f2" for f in csms.frames()))
+    replies = {f[1]: f for f in csms.frames()}
+    assert replies["f1"][:3] == [4, "f1", "NotImplemented"]
+    assert replies["f2"] == [3, "f2", {"status": "Accepted"}]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

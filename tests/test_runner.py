@@ -122,3 +122,40 @@ def test_run_in_a_killed_greenlet_resumes_in_stop_and_ends_the_transaction() -> 
     ]
     assert runner.connects == 1 and len(csms.connections) == 1
     assert station.queue_depth == 0
+
+
+def test_a_boot_reply_the_station_cannot_use_fails_the_call_not_the_runner() -> None:
+    """benchmarks/fuzz_csms.py: {"status": 42} or an interval "soon" (no --ocpp-validate)
+    raised out of the station and ended the runner's greenlet for good."""
+    boots: list[str] = []
+
+    async def broken_then_fine(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+        if call[2] == "BootNotification":
+            boots.append(call[1])
+            if len(boots) == 1:
+                await csms.answer(ws, call, {"currentTime": NOW, "interval": "soon"})
+                return
+            await csms.answer(ws, call, {"currentTime": NOW, "interval": 300, "status": "Accepted"})
+        else:
+            await csms.answer(ws, call, {})
+
+    class Errors:
+        def __init__(self) -> None:
+            self.kinds: list[str] = []
+
+        def protocol_error(self, kind: str) -> None:
+            self.kinds.append(kind)
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: None
+
+    clock = ScaledClock(100)  # the boot retry interval (30 s) passes in 0.3 s
+    station = Station(CHARGER, OCPP201, clock, StationConfig())
+    errors = Errors()
+    with FakeCsms(broken_then_fine) as csms:
+        runner = StationRunner(station, csms.url.rsplit("/", 1)[0], clock=clock, observer=errors)
+        greenlet = runner.start()
+        wait_for(lambda: station.accepted, timeout=5)
+        runner.stop(timeout=2)
+    assert len(boots) == 2 and errors.kinds == ["invalid_result"]
+    assert greenlet.exception is None and runner.connects == 1

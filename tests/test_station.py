@@ -468,3 +468,61 @@ def test_the_start_is_acknowledged_once_and_each_acknowledged_message_counts(
         assert transaction.acknowledged_seq_nos == [(0, 2), (4, 4)]
     else:
         assert transaction.acknowledged_seq_nos == []  # 1.6 has no seqNo
+
+
+# -- bug classes benchmarks/fuzz_csms.py found ----------------------------------------------
+
+
+@pytest.mark.parametrize("interval", [-(2**40), 0, 2**40])
+def test_a_boot_interval_out_of_range_gives_the_default_heartbeat(interval: int) -> None:
+    """A negative interval had the station send Heartbeats back to back; a huge one never."""
+    station, csms, _ = make()
+    csms.interval = interval
+    boot(station, csms)
+    assert station.heartbeat_interval == 60.0
+
+
+def test_a_boot_reply_that_is_no_number_fails_without_changing_the_station() -> None:
+    """Without --ocpp-validate a broken reply reaches the station; it raises before it
+    changes anything, so the runner can fail the CALL and the boot is retried."""
+    station, _, _ = make()
+    station.on_connected()
+    call = station.next_call()
+    assert call is not None and call.action == "BootNotification"
+    with pytest.raises(ValueError):
+        station.on_call_result(call, {"status": "Accepted", "interval": "soon", "currentTime": 7})
+    assert not station.accepted
+    station.on_call_failed(call, "error", "FormatViolation")
+    assert not station.accepted and station.next_deadline() is not None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1e-9", "nan", "inf", "1e400", "9" * 20, "x"])
+def test_absurd_heartbeat_intervals_are_rejected(value: str) -> None:
+    """float("nan") / "inf" were accepted (then int() failed in GetVariables), "1e-9" made
+    the station heartbeat as fast as it could."""
+    station, csms, _ = make()
+    boot(station, csms)
+    data = [
+        {
+            "component": {"name": "OCPPCommCtrlr"},
+            "variable": {"name": "HeartbeatInterval"},
+            "attributeValue": value,
+        }
+    ]
+    reply = station.handle_csms_call("SetVariables", {"setVariableData": data})
+    assert reply["setVariableResult"][0]["attributeStatus"] == "Rejected"
+    assert station.heartbeat_interval == 30
+    get = [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]
+    got = station.handle_csms_call("GetVariables", {"getVariableData": get})
+    assert got["getVariableResult"][0]["attributeValue"] == "30"
+
+
+def test_change_availability_and_reset_of_an_evse_we_do_not_have_are_rejected() -> None:
+    """ChangeAvailability for EVSE 2**31 used to switch every EVSE; Reset of it rebooted."""
+    station, csms, _ = make()
+    boot(station, csms)
+    payload = {"operationalStatus": "Inoperative", "evse": {"id": 2**31}}
+    assert station.handle_csms_call("ChangeAvailability", payload) == {"status": "Rejected"}
+    assert all(evse.operative for evse in station.evses.values())
+    reset = station.handle_csms_call("Reset", {"type": "Immediate", "evseId": 2**31})
+    assert reset == {"status": "Rejected"} and station.reset_requested is None
