@@ -64,6 +64,18 @@ class Row:
     recovered_s: float | str = "-"
     notes: list[str] = field(default_factory=list)
     ok: bool = True
+    #: a loss this fault is known to cause (said in the table, not a failure of the run)
+    expected_loss: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.ok:
+            return "ok"
+        return f"loss expected: {self.expected_loss}" if self.expected_loss else "FAIL"
+
+    @property
+    def passed(self) -> bool:
+        return self.ok or self.expected_loss is not None
 
 
 # -- the pieces -----------------------------------------------------------------------------
@@ -345,7 +357,8 @@ class Campaign:
             if workers:
                 master_port = common.free_port()
                 master = self.locust(host, n, run_time, [*extra, "--lease-ttl", "5"])
-                master += ["--master", "--expect-workers", str(workers)]
+                # as the README advises: the dead worker's users go to the others at once
+                master += ["--master", "--expect-workers", str(workers), "--enable-rebalancing"]
                 master += [
                     "--master-bind-host",
                     common.HOST,
@@ -405,7 +418,20 @@ class Campaign:
             row.ok = False
         else:
             row.acknowledged = report["transactions"]
-            row.lost = len(report["missing"]) + len(report["energy_mismatches"])
+            # every finding that means an acknowledged transaction or event is not at the
+            # CSMS as the fleet left it, counted once per transaction
+            lost = {
+                tuple(item["key"])
+                for kind in ("missing", "energy_mismatches", "seq_gaps", "never_ended")
+                for item in report.get(kind, ())
+            }
+            row.lost = len(lost)
+            for kind, label in (
+                ("seq_gaps", "acknowledged events missing"),
+                ("never_ended", "never ended"),
+            ):
+                if report.get(kind):
+                    row.notes.append(f"{len(report[kind])} {label}")
             row.duplicated = len(report["duplicated"])
             if report.get("message_count_differs"):
                 row.notes.append(f"{report['message_count_differs']} event counts differ")
@@ -434,7 +460,13 @@ class Campaign:
             return f"stub stopped in {stopped:.1f} s, restarted"
 
         name = "csms-sigkill" if sig == signal.SIGKILL else "csms-sigterm"
-        return self.run_with_fault(name, inject, durable=durable)
+        row = self.run_with_fault(name, inject, durable=durable)
+        recovered = row.recovered_s != "never" and "reconcile:" not in " ".join(row.notes)
+        if sig == signal.SIGKILL and not durable and recovered:
+            # What the stub acknowledged inside its write window (flush_interval) dies with it
+            # unless --durable: the campaign shows how much, the --durable row that it is none.
+            row.expected_loss = "no --durable"
+        return row
 
     def reconnect_storm(self) -> Row:
         def inject(stub: common.ServerProcess, relay: Relay, _: Any) -> str:
@@ -510,8 +542,8 @@ def run(args: argparse.Namespace) -> int:
                 elif fault == "worker-sigkill":
                     rows.append(campaign.worker_kill())
                 elif fault == "fuzz-stub":
-                    # its own defaults (100,000 frames): its options are its author's
-                    rows.append(campaign.script("fuzz-stub", ["fuzz_stub.py"], 300))
+                    frames = ["--frames", "10000"] if args.quick else []
+                    rows.append(campaign.script("fuzz-stub", ["fuzz_stub.py", *frames], 300))
                 elif fault == "fuzz-csms":
                     n = str(args.chargers)
                     duration = "10" if args.quick else "30"
@@ -531,14 +563,14 @@ def run(args: argparse.Namespace) -> int:
                 r.lost,
                 r.duplicated,
                 r.recovered_s,
-                "ok" if r.ok else "FAIL",
+                r.verdict,
                 "; ".join(r.notes),
             )
             for r in rows
         ],
         title="fault campaign",
     )
-    return 0 if all(r.ok for r in rows) else 1
+    return 0 if all(r.passed for r in rows) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
