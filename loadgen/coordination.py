@@ -417,6 +417,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+
+def _reclaim_expired(limit: int) -> str:
+    """Lua (after ``_NOW``; KEYS[2..4] free, expiry, owner): free up to ``limit`` expired
+    leases, a dead worker's."""
+    return f"""
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, {limit})
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZADD', KEYS[2], now, id)
+end
+"""
+
+
 # KEYS: meta, counters, then free / expiry / owner of the chargers and of the tokens.
 # ARGV: epoch, grace ms, number of charger ids, the charger ids, then the tokens.
 # Creates the run's state once; later calls (or other workers) just read it.
@@ -461,12 +475,9 @@ if not meta[1] then return {'noinit'} end
     + """
 local ready = tonumber(meta[2]) or 0
 if ready > now then return {'wait', meta[1], ready - now} end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('ZADD', KEYS[2], now, id)
-end
+"""
+    + _reclaim_expired(100)
+    + """
 local popped = redis.call('ZPOPMIN', KEYS[2])
 if #popped == 0 then return {'empty', meta[1]} end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), popped[1])
@@ -502,12 +513,9 @@ for i = 3, #ARGV, 2 do
     out[#out + 1] = id
   end
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('ZADD', KEYS[2], now, id)
-end
+"""
+    + _reclaim_expired(1000)
+    + """
 return out
 """
 )
