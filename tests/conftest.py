@@ -48,6 +48,11 @@ class Database:
             engine = engine.execution_options(schema_translate_map={None: self.schema})
         return engine
 
+    def stub_args(self) -> list[str]:
+        """``python -m csms_stub`` options that put its tables here (plain URL schemes)."""
+        url = self.url.replace("+aiosqlite", "").replace("+asyncpg", "")
+        return ["--database-url", url, *(["--database-schema", self.schema] if self.schema else [])]
+
     async def rows(self, query: str | sa.Executable, **params: Any) -> list[dict[str, Any]]:
         """Run a query against the stub's tables (schema-qualified on PostgreSQL)."""
         engine = self.engine()

@@ -280,9 +280,7 @@ async def test_durable_acknowledges_only_what_is_committed(
 
 async def test_durable_survives_sigkill(database: Database, tmp_path: Any) -> None:
     """Every TransactionEvent acknowledged before SIGKILL is in the database."""
-    url = database.url.replace("+aiosqlite", "").replace("+asyncpg", "")
-    schema = ["--database-schema", database.schema] if database.schema else []
-    stub = start_stub_process(tmp_path, "--database-url", url, *schema, "--durable")
+    stub = start_stub_process(tmp_path, *database.stub_args(), "--durable")
     acknowledged = 0
     try:
         async with await OcppClient.connect(f"{stub.ws_url}/killed", "ocpp2.0.1") as client:

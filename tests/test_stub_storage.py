@@ -234,9 +234,7 @@ async def test_graceful_stop_writes_everything_acknowledged(database: Database, 
     """SIGTERM right after a burst: every acknowledged TransactionEvent is in the database."""
     from loadgen.aio_client import OcppClient
 
-    url = database.url.replace("+aiosqlite", "").replace("+asyncpg", "")
-    schema = ["--database-schema", database.schema] if database.schema else []
-    stub = start_stub_process(tmp_path, "--database-url", url, *schema)
+    stub = start_stub_process(tmp_path, *database.stub_args())
     try:
         acknowledged = 0
         async with await OcppClient.connect(f"{stub.ws_url}/burst", "ocpp2.0.1") as c:
