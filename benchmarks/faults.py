@@ -406,10 +406,12 @@ class Campaign:
                     if proc.poll() is None:
                         os.killpg(proc.pid, signal.SIGKILL)
             report = self.reconcile(stub.api_url or "")
-            self.judge(row, report, log)
+            self.judge(row, report, log, dead_worker=workers > 0)
         return row
 
-    def judge(self, row: Row, report: dict[str, Any] | None, log: Any) -> None:
+    def judge(
+        self, row: Row, report: dict[str, Any] | None, log: Any, dead_worker: bool = False
+    ) -> None:
         if report is None:
             row.notes.append("no run in Redis")
             row.ok = False
@@ -418,24 +420,28 @@ class Campaign:
             row.ok = False
         else:
             row.acknowledged = report["transactions"]
+            # A dead worker's stations never end their transactions: reconciliation must list
+            # them (open at the CSMS), and they are what this fault does, not a loss.
+            kinds = ["missing", "energy_mismatches", "seq_gaps"]
+            never_ended = len(report.get("never_ended", ()))
+            if dead_worker:
+                row.notes.append(f"{never_ended} never ended (the dead worker's, listed)")
+            else:
+                kinds.append("never_ended")
             # every finding that means an acknowledged transaction or event is not at the
             # CSMS as the fleet left it, counted once per transaction
-            lost = {
-                tuple(item["key"])
-                for kind in ("missing", "energy_mismatches", "seq_gaps", "never_ended")
-                for item in report.get(kind, ())
-            }
+            lost = {tuple(item["key"]) for kind in kinds for item in report.get(kind, ())}
             row.lost = len(lost)
             for kind, label in (
                 ("seq_gaps", "acknowledged events missing"),
                 ("never_ended", "never ended"),
             ):
-                if report.get(kind):
+                if report.get(kind) and kind in kinds:
                     row.notes.append(f"{len(report[kind])} {label}")
             row.duplicated = len(report["duplicated"])
             if report.get("message_count_differs"):
                 row.notes.append(f"{report['message_count_differs']} event counts differ")
-            row.ok = row.ok and not report["lost"]
+            row.ok = row.ok and not lost and not report["duplicated"]
         log.seek(0)
         text = log.read().decode(errors="replace")
         tracebacks = text.count("Traceback (most recent call last)")
