@@ -15,6 +15,7 @@ from typing import TypeVar
 from csms_stub.app import Stub, StubConfig
 from csms_stub.store import DEFAULT_DATABASE_URL
 from loadgen import fleet as fleets
+from loadgen import limits
 
 _Number = TypeVar("_Number", int, float)
 
@@ -296,6 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     except fleets.FleetError as exc:
         print(f"csms_stub: {exc}", file=sys.stderr)
         return 2
+    # Every charger holds a socket: take every file the hard limit allows (the soft limit is
+    # often 1,024), and say how many chargers that is.
+    _, open_files = limits.raise_open_file_limit()
+    logging.getLogger("csms_stub").info(
+        "open-file limit %d: room for about %d chargers",
+        open_files,
+        limits.users_that_fit(open_files),
+    )
     try:
         unwritten = asyncio.run(serve(config))
     except OSError as exc:

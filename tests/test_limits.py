@@ -39,3 +39,22 @@ def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[0] == "(256, 1024) 1024"
+
+
+def test_csms_stub_raises_its_soft_limit_and_says_how_many_chargers_fit(tmp_path) -> None:
+    """The stub holds a socket per charger: a soft limit of 256 must not cap it at ~250."""
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+    command = [sys.executable, "-m", "csms_stub", "--host", "127.0.0.1", "--port", "0"]
+    command += ["--api-host", "127.0.0.1", "--api-port", "0"]
+    command += ["--database-url", f"sqlite:///{tmp_path / 'limits.db'}"]
+    stub = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=lower)
+    try:
+        assert stub.stderr is not None
+        first = stub.stderr.readline()
+    finally:
+        stub.terminate()
+        stub.communicate(timeout=30)
+    assert "open-file limit 1024: room for about 880 chargers" in first, first
