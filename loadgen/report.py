@@ -137,6 +137,7 @@ def _measurement(item: Any) -> dict[str, Any]:
     data = _plain(item) if isinstance(item, Mapping) else {}
     data["chargers"] = _int(data.get("chargers"))
     data["connected"] = _int(data.get("connected"))
+    data["booted"] = _int(data.get("booted"))
     actions = data.get("actions")
     actions = actions if isinstance(actions, dict) else {}
     data["actions"] = {name: _action(actions[name]) for name in sorted(actions)}

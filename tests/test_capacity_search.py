@@ -108,7 +108,7 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
     run = re.search(r'run="([0-9a-f]{16})"', scraped)
     assert run, "the series carry no run label"
     # the step above the ceiling failed for the right reason
-    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
+    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers booted", output)
 
     report, html = reports_in(tmp_path / "reports")
     assert report["run"]["run_id"] == run.group(1)
@@ -173,7 +173,7 @@ def test_a_master_and_a_worker_search_together(tmp_path: Path, capped_stub: Stub
     assert answer_of(output) == 30, output[-4000:]
     assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == 30
     # the master judged the worker's chargers: 40 asked for, the CSMS took 30
-    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
+    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers booted", output)
 
 
 def test_a_saturated_load_generator_gives_no_csms_figure(
