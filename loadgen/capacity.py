@@ -45,6 +45,7 @@ REACHED_MAX = "reached --capacity-max"
 LIMITED_BY_GENERATOR = "limited by the load generator (add workers)"
 START_FAILED = "even the start failed"
 REFINED = "refined by bisection"
+CONNECT_RATE_NOT_SEARCHED = "not searched"
 ADMISSION_LIMITED = "admission limited"
 #: actions of a charger's admission: judged by the connect SLOs over the ramp, never by a
 #: hold's latency SLO (a hold starts once every charger is booted; on a master the last
@@ -587,18 +588,33 @@ class CapacityResult:
     limited_by_generator: bool
     stopped_because: str
     steps: list[tuple[int, Verdict]]
+    #: the other capacity: new chargers per second connected and booted within the connect
+    #: SLOs; None when not searched or not found (``connect_rate_stopped_because`` says)
+    max_connect_rate: float | None = None
+    connect_rate_stopped_because: str = CONNECT_RATE_NOT_SEARCHED
 
     def summary(self) -> str:
-        """One line for the console."""
+        """One line for the console: concurrent chargers (the connect rate has its own)."""
         if self.max_chargers is None:
             return f"capacity: no answer: {self.stopped_because}"
         return f"capacity: {self.max_chargers} chargers ({self.stopped_because})"
+
+    def connect_rate_line(self) -> str:
+        """The connect-rate answer as one console line."""
+        if self.max_connect_rate is None:
+            return f"capacity: connect rate: no answer: {self.connect_rate_stopped_because}"
+        return (
+            f"capacity: connect rate {self.max_connect_rate:.3g} chargers/s "
+            f"({self.connect_rate_stopped_because})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_chargers": self.max_chargers,
             "limited_by_generator": self.limited_by_generator,
             "stopped_because": self.stopped_because,
+            "max_connect_rate": self.max_connect_rate,
+            "connect_rate_stopped_because": self.connect_rate_stopped_because,
             "steps": [
                 {
                     "chargers": chargers,

@@ -910,3 +910,17 @@ def test_an_admission_limit_is_said_in_words_with_the_rate() -> None:
 def test_a_boot_slo_must_be_positive() -> None:
     with pytest.raises(ValueError, match="--slo-boot-p95-ms must be positive"):
         CapacityConfig(boot_p95_ms=0)
+
+
+def test_the_connect_rate_is_reported_beside_the_chargers() -> None:
+    result = CapacityResult(300, False, "refined by bisection", [])
+    assert result.connect_rate_line() == "capacity: connect rate: no answer: not searched"
+    assert result.to_dict()["max_connect_rate"] is None
+    assert result.to_dict()["connect_rate_stopped_because"] == "not searched"
+    found = dataclasses.replace(
+        result, max_connect_rate=21.5, connect_rate_stopped_because="refined by bisection"
+    )
+    assert found.connect_rate_line() == (
+        "capacity: connect rate 21.5 chargers/s (refined by bisection)"
+    )
+    assert found.to_dict()["max_connect_rate"] == 21.5
