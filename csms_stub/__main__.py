@@ -142,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(a charger replacing its own connection is let in); 0: no limit (default)",
     )
     ceiling.add_argument(
+        "--max-boot-rate",
+        type=_non_negative(float),
+        default=0.0,
+        metavar="R",
+        help="answer at most R BootNotifications per second overall; the rest wait their turn "
+        "in arrival order (replies of other actions and connections are not held up); "
+        "0: no limit (default)",
+    )
+    ceiling.add_argument(
         "--slow-above",
         type=_non_negative(int),
         default=0,
@@ -207,6 +216,7 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         store_timeout=args.store_timeout,
         shutdown_timeout=args.shutdown_timeout,
         max_connections=args.max_connections,
+        max_boot_rate=args.max_boot_rate,
         slow_above=args.slow_above,
         slow_ms_per_charger=args.slow_ms_per_charger,
         slow_max_ms=args.slow_max_ms,
@@ -249,6 +259,11 @@ async def serve(config: StubConfig) -> dict[str, int]:
         stub.api_port if config.api_port >= 0 else -1,
         stub.store.dialect,
     )
+    if config.max_boot_rate:
+        log.info(
+            "capacity ceiling: at most %g BootNotifications answered per second",
+            config.max_boot_rate,
+        )
     if config.max_connections or config.slow_ms_per_charger:
         log.info(
             "capacity ceiling: at most %s connections; replies +%g ms per charger above %d "

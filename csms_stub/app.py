@@ -56,6 +56,9 @@ class StubConfig:
     slow_above: int = 0
     slow_ms_per_charger: float = 0.0
     slow_max_ms: float = 60_000.0
+    #: answer at most this many BootNotifications per second overall, the rest in arrival
+    #: order (a registration bottleneck); 0: no limit
+    max_boot_rate: float = 0.0
     #: while more than errors_above chargers are connected, answer this share (0..1) of the
     #: chargers' CALLs with a CALLERROR InternalError instead of handling them; 0: off
     error_ratio: float = 0.0

@@ -69,6 +69,16 @@ class StubMetrics:
             "Delay added to every reply by --slow-above / --slow-ms-per-charger",
             registry=r,
         )
+        self.boots_queued = Counter(
+            "csms_stub_boots_queued",
+            "BootNotifications whose reply waited for its turn under --max-boot-rate",
+            registry=r,
+        )
+        self.boot_queue_seconds = Gauge(
+            "csms_stub_boot_queue_seconds",
+            "How long the latest BootNotification waits for its turn under --max-boot-rate",
+            registry=r,
+        )
         self.csms_calls = Counter(
             "csms_stub_csms_calls",
             "CALLs the stub sent to chargers, by action and outcome",

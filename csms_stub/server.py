@@ -84,6 +84,8 @@ class ChargerConnection:
         self._sender: asyncio.Task[None] | None = None
         # --durable: the reply receive() just returned waits for the next commit
         self._commit_first = False
+        # --max-boot-rate: seconds the reply receive() just returned waits for its turn
+        self._boot_wait = 0.0
 
     # -- CSMS -> charger ---------------------------------------------------------------
 
@@ -146,7 +148,8 @@ class ChargerConnection:
                         self.stub.metrics.protocol_errors.labels("not_committed").inc()
                         await self.ws.close(1011, f"not committed: {exc}"[:120])
                         return
-                delay = self.stub.ocpp.reply_delay
+                delay = max(self.stub.ocpp.reply_delay, self._boot_wait)
+                self._boot_wait = 0.0
                 if delay > 0 or self._delayed:
                     self._send_later(reply, delay)
                 else:
@@ -270,6 +273,8 @@ class ChargerConnection:
         metrics.messages.labels(self.version_name, action, "result").inc()
         metrics.handler_seconds.labels(action).observe(time.perf_counter() - started)
         self._commit_first = self.stub.config.durable and action in DURABLE_ACTIONS
+        if action == "BootNotification":
+            self._boot_wait = self.stub.ocpp.boot_turn()
         return ocppj.CallResult(call.message_id, result).encode()
 
     def _reject(self, call: ocppj.Call, action: str, code: str, description: str) -> str:
@@ -317,6 +322,28 @@ class OcppServer:
         self.reply_delay = 0.0
         #: share of CALLs answered with a CALLERROR now, from --error-ratio / --errors-above
         self.error_ratio = 0.0
+        #: --max-boot-rate: loop time at which the next BootNotification may be answered
+        self._next_boot = 0.0
+
+    def boot_turn(self) -> float:
+        """Seconds a BootNotification arriving now waits for its turn (--max-boot-rate).
+
+        Turns are 1/R apart and handed out in arrival order, so a burst of boots is
+        answered at R per second overall, as by a CSMS that registers stations one by one;
+        a charger that leaves while waiting still used its turn (the CSMS did the work).
+        """
+        rate = self.stub.config.max_boot_rate
+        if rate <= 0:
+            return 0.0
+        now = asyncio.get_running_loop().time()
+        turn = max(now, self._next_boot)
+        self._next_boot = turn + 1 / rate
+        wait = turn - now
+        metrics = self.stub.metrics
+        metrics.boot_queue_seconds.set(wait)
+        if wait > 0:
+            metrics.boots_queued.inc()
+        return wait
 
     async def start(self, host: str, port: int, **kwargs: Any) -> None:
         config = self.stub.config

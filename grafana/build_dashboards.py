@@ -862,7 +862,35 @@ def capacity_report() -> dict:
                 ],
                 thresholds=[(None, "green")],
             ),
-            8,
+            6,
+            6,
+        ),
+        (
+            stat(
+                "Capacity: new chargers per second within the connect SLOs",
+                [
+                    prom(
+                        "max by (run) (max_over_time("
+                        f"{lg('ocpp_loadgen_capacity_max_connect_rate')}{OVER_RUN}))",
+                        "{{run}}",
+                        instant=True,
+                    )
+                ],
+                "short",
+                description="ocpp_loadgen_capacity_max_connect_rate, per run: the most new "
+                "chargers per second the CSMS connected and booted within the connect SLOs "
+                "(the other capacity, beside the concurrent chargers). NaN: not searched or "
+                "no answer.",
+                mappings=[
+                    {
+                        "type": "special",
+                        "options": {"match": "nan", "result": {"text": "no answer"}},
+                    }
+                ],
+                thresholds=[(None, "green")],
+                decimals=1,
+            ),
+            6,
             6,
         ),
         (
@@ -889,7 +917,7 @@ def capacity_report() -> dict:
                 ],
                 thresholds=[(None, "green"), (1, "red")],
             ),
-            5,
+            4,
             6,
         ),
         (
@@ -904,7 +932,7 @@ def capacity_report() -> dict:
                     )
                 ],
             ),
-            5,
+            4,
             6,
         ),
         (
@@ -917,7 +945,7 @@ def capacity_report() -> dict:
                 thresholds=[(None, "green"), (0.01, "red")],
                 decimals=2,
             ),
-            6,
+            4,
             6,
         ),
         row("Load steps"),
@@ -927,11 +955,13 @@ def capacity_report() -> dict:
                 [
                     prom(f"max({lg('ocpp_loadgen_chargers_target')})", "target"),
                     prom(CONNECTED, "connected"),
+                    prom(f"sum({lg('ocpp_loadgen_chargers_booted')})", "booted"),
                 ],
                 steps=True,
                 fill=0,
-                description="The capacity search's steps (target) and the chargers that "
-                "actually held a connection.",
+                description="The capacity search's steps (target), the chargers that "
+                "actually held a connection and those the CSMS booted (a step's hold starts "
+                "once they are all booted).",
             ),
             24,
             8,

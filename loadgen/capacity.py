@@ -45,6 +45,12 @@ REACHED_MAX = "reached --capacity-max"
 LIMITED_BY_GENERATOR = "limited by the load generator (add workers)"
 START_FAILED = "even the start failed"
 REFINED = "refined by bisection"
+CONNECT_RATE_NOT_SEARCHED = "not searched"
+ADMISSION_LIMITED = "admission limited"
+#: actions of a charger's admission: judged by the connect SLOs over the ramp, never by a
+#: hold's latency SLO (a hold starts once every charger is booted; on a master the last
+#: boots of the ramp may still arrive in the hold's first worker reports)
+RAMP_ACTIONS = frozenset({"BootNotification"})
 
 _ACTION = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
@@ -194,6 +200,8 @@ class CapacityConfig:
     #: the default p95 SLO per action (ms); None: only the per-action overrides apply
     p95_ms: float | None = 1000.0
     p95_ms_by_action: Mapping[str, float] | str = field(default_factory=dict)
+    #: connect SLO: the p95 of the ramp's BootNotifications (ms); None: no such SLO
+    boot_p95_ms: float | None = 10_000.0
     #: CALLs not answered with a CALLRESULT / CALLs sent during the hold
     max_call_error_ratio: float | None = 0.01
     #: failed connection attempts / attempts during the hold
@@ -231,6 +239,10 @@ class CapacityConfig:
             raise ValueError(f"--capacity-hold must be positive, not {self.hold_seconds}")
         if self.p95_ms is not None and not (math.isfinite(self.p95_ms) and self.p95_ms > 0):
             raise ValueError(f"--slo-p95-ms must be positive, not {self.p95_ms}")
+        if self.boot_p95_ms is not None and not (
+            math.isfinite(self.boot_p95_ms) and self.boot_p95_ms > 0
+        ):
+            raise ValueError(f"--slo-boot-p95-ms must be positive, not {self.boot_p95_ms}")
         for name, ratio in (
             ("the CALL error ratio", self.max_call_error_ratio),
             ("the connect failure ratio", self.max_connect_failure_ratio),
@@ -371,6 +383,8 @@ class StepMeasurement:
     cpu: float | None = None
     #: chargers connected at the end of the hold (None: not measured)
     connected: int | None = None
+    #: chargers connected and booted (Accepted) at the end (None: not measured)
+    booted: int | None = None
     #: seconds the measurement covers
     seconds: float | None = None
     #: CALLs not answered with a CALLRESULT, by error code (CALLERROR codes, or the outcome:
@@ -393,6 +407,7 @@ class StepMeasurement:
         return {
             "chargers": self.chargers,
             "connected": self.connected,
+            "booted": self.booted,
             "seconds": self.seconds,
             "actions": {
                 name: {
@@ -474,6 +489,8 @@ def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
 
     reasons: list[str] = []
     for action, stats in sorted(step.actions.items()):
+        if action in RAMP_ACTIONS:
+            continue  # the ramp's connect SLOs judge these (judge_admission)
         slo = config.p95_slo_ms(action)
         if slo is not None and stats.p95_ms is not None and stats.p95_ms > slo:
             reasons.append(f"p95 {action} {_ms(stats.p95_ms)} ms > {_ms(slo)} ms")
@@ -495,17 +512,16 @@ def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
                 f"({step.connect_failures}/{step.connect_attempts}) "
                 f"> {_pct(config.max_connect_failure_ratio)}"
             )
-    if (
-        config.max_connect_failure_ratio is not None
-        and step.connected is not None
-        and step.chargers > 0
-    ):
+    there, what = (
+        (step.booted, "booted") if step.booted is not None else (step.connected, "connected")
+    )
+    if config.max_connect_failure_ratio is not None and there is not None and step.chargers > 0:
         # a CSMS that stops accepting may leave chargers waiting in back-off, attempting
-        # nothing during the hold: count who is not there, too
-        missing = max(0, step.chargers - step.connected)
+        # nothing during the hold: count who is not there (connected and booted), too
+        missing = max(0, step.chargers - there)
         if missing / step.chargers > config.max_connect_failure_ratio:
             reasons.append(
-                f"only {step.connected} of {step.chargers} chargers connected "
+                f"only {there} of {step.chargers} chargers {what} "
                 f"(missing {_pct(missing / step.chargers)} "
                 f"> {_pct(config.max_connect_failure_ratio)})"
             )
@@ -520,6 +536,46 @@ def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
     return Verdict(not saturation and not reasons, saturation + reasons, bool(saturation))
 
 
+def judge_admission(ramp: StepMeasurement, config: CapacityConfig) -> list[str]:
+    """The ramp's connect SLOs (connect failure ratio, BootNotification error ratio and
+    p95): one line per one broken; empty when the CSMS admitted the chargers in time.
+
+    ``ramp`` covers the ramp of one step, from its start until its chargers were booted
+    (or admission stalled).
+    """
+    reasons: list[str] = []
+    if config.max_connect_failure_ratio is not None and ramp.connect_attempts > 0:
+        ratio = ramp.connect_failures / ramp.connect_attempts
+        if ratio > config.max_connect_failure_ratio:
+            reasons.append(
+                f"connect failure ratio {_pct(ratio)} "
+                f"({ramp.connect_failures}/{ramp.connect_attempts}) "
+                f"> {_pct(config.max_connect_failure_ratio)}"
+            )
+    for action in sorted(RAMP_ACTIONS & set(ramp.actions)):
+        stats = ramp.actions[action]
+        if config.max_call_error_ratio is not None and stats.count > 0:
+            ratio = stats.errors / stats.count
+            if ratio > config.max_call_error_ratio:
+                reasons.append(
+                    f"{action} error ratio {_pct(ratio)} ({stats.errors}/{stats.count}) "
+                    f"> {_pct(config.max_call_error_ratio)}"
+                )
+        slo = config.boot_p95_ms
+        if slo is not None and stats.p95_ms is not None and stats.p95_ms > slo:
+            reasons.append(f"p95 {action} {_ms(stats.p95_ms)} ms > {_ms(slo)} ms")
+    return reasons
+
+
+def admission_note(reasons: Sequence[str], booted: int, seconds: float) -> str | None:
+    """The words for a ramp that broke a connect SLO: ``admission limited: about 22
+    chargers/s (...)``, the rate at which chargers were booted; None when none broke."""
+    if not reasons:
+        return None
+    rate = booted / seconds if seconds > 0 else 0.0
+    return f"{ADMISSION_LIMITED}: about {rate:.3g} chargers/s ({'; '.join(reasons)})"
+
+
 # -- the search -----------------------------------------------------------------------------
 
 
@@ -532,18 +588,33 @@ class CapacityResult:
     limited_by_generator: bool
     stopped_because: str
     steps: list[tuple[int, Verdict]]
+    #: the other capacity: new chargers per second connected and booted within the connect
+    #: SLOs; None when not searched or not found (``connect_rate_stopped_because`` says)
+    max_connect_rate: float | None = None
+    connect_rate_stopped_because: str = CONNECT_RATE_NOT_SEARCHED
 
     def summary(self) -> str:
-        """One line for the console."""
+        """One line for the console: concurrent chargers (the connect rate has its own)."""
         if self.max_chargers is None:
             return f"capacity: no answer: {self.stopped_because}"
         return f"capacity: {self.max_chargers} chargers ({self.stopped_because})"
+
+    def connect_rate_line(self) -> str:
+        """The connect-rate answer as one console line."""
+        if self.max_connect_rate is None:
+            return f"capacity: connect rate: no answer: {self.connect_rate_stopped_because}"
+        return (
+            f"capacity: connect rate {self.max_connect_rate:.3g} chargers/s "
+            f"({self.connect_rate_stopped_because})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_chargers": self.max_chargers,
             "limited_by_generator": self.limited_by_generator,
             "stopped_because": self.stopped_because,
+            "max_connect_rate": self.max_connect_rate,
+            "connect_rate_stopped_because": self.connect_rate_stopped_because,
             "steps": [
                 {
                     "chargers": chargers,

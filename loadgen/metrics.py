@@ -131,6 +131,8 @@ SPECS: tuple[Spec, ...] = (
     Spec(f"{_P}connect_duration_seconds", "histogram",
          "Opening a connection: TCP + TLS + WebSocket handshake", ("outcome",), CALL_BUCKETS),
     Spec(f"{_P}chargers_connected", "gauge", "Chargers with an open WebSocket"),
+    Spec(f"{_P}chargers_booted", "gauge",
+         "Chargers connected whose BootNotification the CSMS accepted on this connection"),
     Spec(f"{_P}chargers_connected_peak", "gauge",
          "Most chargers connected at once during the run", merge="max"),
     Spec(f"{_P}chargers_target", "gauge", "Chargers the load shape asks for", merge="local"),
@@ -156,6 +158,9 @@ SPECS: tuple[Spec, ...] = (
     Spec(f"{_P}capacity_max_chargers", "gauge",
          "The last capacity search's answer: most chargers the CSMS held within SLOs",
          merge="local"),
+    Spec(f"{_P}capacity_max_connect_rate", "gauge",
+         "The last capacity search's answer: most new chargers per second the CSMS connected "
+         "and booted within the connect SLOs", merge="local"),
     # not in DESIGN.md's table, added for load-generator health and diagnosis
     Spec(f"{_P}capacity_limited_by_generator", "gauge",
          "1 when the last capacity search stopped because the load generator was saturated "
@@ -339,6 +344,7 @@ class Metrics:
         self.connect_duration = c[f"{_P}connect_duration_seconds"]
         self.chargers_connected = c[f"{_P}chargers_connected"]
         self.chargers_connected_peak = c[f"{_P}chargers_connected_peak"]
+        self.chargers_booted = c[f"{_P}chargers_booted"]
         self.chargers_target = c[f"{_P}chargers_target"]
         self.site_chargers = c[f"{_P}site_chargers"]
         self.transactions_active = c[f"{_P}transactions_active"]
@@ -350,6 +356,7 @@ class Metrics:
         self.offline_queue_depth = c[f"{_P}offline_queue_depth"]
         self.schedule_lag = c[f"{_P}schedule_lag_seconds"]
         self.capacity_max_chargers = c[f"{_P}capacity_max_chargers"]
+        self.capacity_max_connect_rate = c[f"{_P}capacity_max_connect_rate"]
         self.capacity_limited = c[f"{_P}capacity_limited_by_generator"]
         self.worker_cpu = c[f"{_P}worker_cpu_ratio"]
         self.coordination_failures = c[f"{_P}coordination_failures_total"]
@@ -376,6 +383,10 @@ class Metrics:
         """The capacity search's answer; None (no CSMS figure) exports NaN."""
         self.capacity_max_chargers.set(math.nan if chargers is None else chargers)
         self.capacity_limited.set(1 if limited_by_generator else 0)
+
+    def set_connect_rate(self, chargers_per_s: float | None) -> None:
+        """The connect-rate search's answer; None (not searched, no answer) exports NaN."""
+        self.capacity_max_connect_rate.set(math.nan if chargers_per_s is None else chargers_per_s)
 
     def coordination_failure(self, operation: str) -> None:
         """A Coordinator call failed (lease, release, renew, idToken, transaction_id,
@@ -510,6 +521,7 @@ class MetricsObserver:
         self.sites = dict(sites or {})
         self._chargers: dict[str, _Charger] = {}
         self._connected = 0
+        self._booted = 0
         self._peak = 0
         self._active = 0
         m = metrics
@@ -648,6 +660,7 @@ class MetricsObserver:
         if charger is None:
             return
         self._site_state(charger.site, charger.state).dec()
+        self._set_booted(charger, False)
         for local_id in list(charger.active):
             self._end_transaction(charger, local_id)
             self._active -= 1
@@ -665,11 +678,11 @@ class MetricsObserver:
             if detail.get("count", 1) > 1:
                 self.metrics.reconnects.labels(charger.last_disconnect).inc()
             charger.connected = True
-            charger.booted = False
+            self._set_booted(charger, False)
             charger.failed = False
         elif kind == "disconnected":
             charger.connected = False
-            charger.booted = False
+            self._set_booted(charger, False)
             charger.last_disconnect = reconnect_reason(str(detail.get("reason", "")))
         elif kind == "gave_up":
             charger.failed = True
@@ -697,8 +710,16 @@ class MetricsObserver:
     # -- station events ------------------------------------------------------------------
 
     def _on_boot(self, charger: _Charger, charger_id: str, detail: Mapping[str, Any]) -> None:
-        charger.booted = detail.get("status") == "Accepted"
+        self._set_booted(charger, detail.get("status") == "Accepted")
         self._update_state(charger)
+
+    def _set_booted(self, charger: _Charger, booted: bool) -> None:
+        """Keep ``chargers_booted`` in step: it counts transitions, not a scan of chargers."""
+        if booted == charger.booted:
+            return
+        charger.booted = booted
+        self._booted += 1 if booted else -1
+        self.metrics.chargers_booted.set(self._booted)
 
     def _on_status(self, charger: _Charger, charger_id: str, detail: Mapping[str, Any]) -> None:
         where = (detail.get("evse_id", 0), detail.get("connector_id", 0))
@@ -1267,6 +1288,7 @@ def measure(
         readings = after.get(f"{_P}worker_cpu_ratio", {}).values()
         cpu = max(readings) if readings else None
     connected = sum(after.get(f"{_P}chargers_connected", {}).values())
+    booted = sum(after.get(f"{_P}chargers_booted", {}).values())
     return StepMeasurement(
         chargers=chargers,
         actions=actions,
@@ -1278,6 +1300,7 @@ def measure(
         schedule_lag_p99_ms=worst_lag,
         cpu=cpu,
         connected=int(connected),
+        booted=int(booted),
         seconds=seconds,
         error_codes=error_codes,
     )

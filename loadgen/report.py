@@ -137,6 +137,7 @@ def _measurement(item: Any) -> dict[str, Any]:
     data = _plain(item) if isinstance(item, Mapping) else {}
     data["chargers"] = _int(data.get("chargers"))
     data["connected"] = _int(data.get("connected"))
+    data["booted"] = _int(data.get("booted"))
     actions = data.get("actions")
     actions = actions if isinstance(actions, dict) else {}
     data["actions"] = {name: _action(actions[name]) for name in sorted(actions)}
@@ -182,6 +183,9 @@ def _capacity(capacity: Any) -> dict[str, Any] | None:
         return None
     data = _plain(capacity)
     data["max_chargers"] = _int(data.get("max_chargers"))
+    data["max_connect_rate"] = _number(data.get("max_connect_rate"))
+    why_rate = data.get("connect_rate_stopped_because")
+    data["connect_rate_stopped_because"] = "not searched" if why_rate is None else str(why_rate)
     data["limited_by_generator"] = data.get("limited_by_generator") is True
     stopped = data.get("stopped_because")
     data["stopped_because"] = "" if stopped is None else str(stopped)
@@ -930,9 +934,22 @@ def _headline(report: Mapping[str, Any]) -> str:
         else:
             css = "fail"
             lines.append(f'<p class="answer-line">No CSMS figure: {why}</p>')
+        lines.append(_connect_rate_line(capacity))
     if facts:
         lines.append(f'<p class="facts">{facts}</p>')
     return f'<section class="headline {css}" id="answer">{"".join(lines)}</section>'
+
+
+def _connect_rate_line(capacity: Mapping[str, Any]) -> str:
+    """The second capacity beside the first: new chargers per second admitted in time."""
+    rate = capacity.get("max_connect_rate")
+    why = _e(capacity.get("connect_rate_stopped_because") or "not searched")
+    if rate is None:
+        return f'<p class="why" id="connect-rate">Connect rate: no answer ({why})</p>'
+    return (
+        f'<p class="answer-line" id="connect-rate">{rate:.3g} new chargers per second '
+        f'connected and booted within the connect SLOs</p><p class="why">Why: {why}</p>'
+    )
 
 
 def _run_section(report: Mapping[str, Any]) -> str:

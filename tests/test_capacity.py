@@ -3,6 +3,7 @@ simulated CSMS with a known ceiling (no sockets, no time, deterministic)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -20,9 +21,11 @@ from loadgen.capacity import (
     CapacitySearch,
     Step,
     StepMeasurement,
+    admission_note,
     bucket_percentile,
     count_percentile,
     judge,
+    judge_admission,
     parse_p95_slo,
     parse_slo_overrides,
     parse_step,
@@ -737,12 +740,14 @@ def test_step_measurement_to_dict() -> None:
         schedule_lag_p99_ms=4.0,
         cpu=0.25,
         connected=97,
+        booted=95,
         seconds=300.0,
         error_codes={"timeout": 1, "GenericError": 1},
     )
     assert step.to_dict() == {
         "chargers": 100,
         "connected": 97,
+        "booted": 95,
         "seconds": 300.0,
         "actions": {
             "Heartbeat": {"count": 100, "errors": 0, "p50_ms": 20, "p95_ms": 40, "p99_ms": 60},
@@ -830,3 +835,92 @@ def test_search_against_a_connection_ceiling() -> None:
         "refined by bisection: 730 held, 731 failed "
         "(only 730 of 731 chargers connected (missing 0.137% > 0%))"
     )
+
+
+# -- issue 11: booted, not just connected; the ramp judged by the connect SLOs -----------------
+
+
+def test_a_hold_counts_the_chargers_booted_not_just_connected() -> None:
+    config = CapacityConfig(max_connect_failure_ratio=0.02)
+    step = StepMeasurement(100, {"Heartbeat": ActionStats(100, 5, 9, 12)}, connected=100, booted=90)
+    verdict = judge(step, config)
+    assert verdict.reasons == ["only 90 of 100 chargers booted (missing 10% > 2%)"]
+    assert judge(dataclasses.replace(step, booted=100), config).ok
+
+
+def test_a_hold_leaves_the_ramps_boots_to_the_connect_slos() -> None:
+    # a slow BootNotification in the hold (the ramp's last ones, reported late) is not a
+    # latency failure of the hold: the ramp's connect SLOs judge it
+    config = CapacityConfig(p95_ms=1000)
+    step = StepMeasurement(
+        50,
+        {
+            "Heartbeat": ActionStats(50, 5, 9, 12),
+            "BootNotification": ActionStats(5, 3000, 3400, 3500),
+        },
+        connected=50,
+        booted=50,
+    )
+    assert judge(step, config).ok
+
+
+def test_the_ramp_is_judged_by_the_connect_slos() -> None:
+    config = CapacityConfig(
+        boot_p95_ms=2000, max_call_error_ratio=0.01, max_connect_failure_ratio=0.01
+    )
+    quick = StepMeasurement(
+        40,
+        {
+            "BootNotification": ActionStats(40, 10, 20, 30),
+            "Heartbeat": ActionStats(9, 5000, 9000, 9000),
+        },
+        connect_attempts=40,
+    )
+    assert judge_admission(quick, config) == []  # the ramp's heartbeats are not its business
+    slow = StepMeasurement(
+        40,
+        {"BootNotification": ActionStats(44, 1500, 3400, 3900, errors=4)},
+        connect_attempts=50,
+        connect_failures=10,
+    )
+    assert judge_admission(slow, config) == [
+        "connect failure ratio 20% (10/50) > 1%",
+        "BootNotification error ratio 9.09% (4/44) > 1%",
+        "p95 BootNotification 3400 ms > 2000 ms",
+    ]
+    assert (
+        judge_admission(
+            slow,
+            CapacityConfig(
+                boot_p95_ms=None, max_call_error_ratio=None, max_connect_failure_ratio=None
+            ),
+        )
+        == []
+    )
+
+
+def test_an_admission_limit_is_said_in_words_with_the_rate() -> None:
+    assert admission_note([], 40, 2.0) is None
+    note = admission_note(["p95 BootNotification 3400 ms > 2000 ms"], 44, 2.0)
+    assert note == (
+        "admission limited: about 22 chargers/s (p95 BootNotification 3400 ms > 2000 ms)"
+    )
+
+
+def test_a_boot_slo_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="--slo-boot-p95-ms must be positive"):
+        CapacityConfig(boot_p95_ms=0)
+
+
+def test_the_connect_rate_is_reported_beside_the_chargers() -> None:
+    result = CapacityResult(300, False, "refined by bisection", [])
+    assert result.connect_rate_line() == "capacity: connect rate: no answer: not searched"
+    assert result.to_dict()["max_connect_rate"] is None
+    assert result.to_dict()["connect_rate_stopped_because"] == "not searched"
+    found = dataclasses.replace(
+        result, max_connect_rate=21.5, connect_rate_stopped_because="refined by bisection"
+    )
+    assert found.connect_rate_line() == (
+        "capacity: connect rate 21.5 chargers/s (refined by bisection)"
+    )
+    assert found.to_dict()["max_connect_rate"] == 21.5

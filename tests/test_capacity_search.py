@@ -9,6 +9,7 @@ Bounded: a few dozen chargers on 127.0.0.1, short holds; each run stops by itsel
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -85,7 +86,9 @@ def _try_scrape(port: int) -> str | None:
 
 @pytest.fixture
 def capped_stub(tmp_path: Path):
-    process = start_stub_process(tmp_path, "--max-connections", "30")
+    # two known ceilings: 30 connections, and 10 BootNotifications answered per second (a
+    # step's hold waits for its chargers to be booted, whatever the spawn rate)
+    process = start_stub_process(tmp_path, "--max-connections", "30", "--max-boot-rate", "10")
     yield process
     process.stop()
 
@@ -99,21 +102,29 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
         capped_stub,
         *("--capacity-start", "10", "--capacity-step", f"+{step}", "--capacity-max", "60"),
         *("--capacity-resolution", str(step)),  # bisection: the latency test below
+        *("--spawn-rate", "100"),  # ten times the boot rate: the answer must not care
     )
     assert code == 0, output[-4000:]
     answer = answer_of(output)
     assert answer == 30, output[-4000:]  # within one step, and here exactly
     assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == answer
     assert gauge(scraped, "ocpp_loadgen_capacity_limited_by_generator") == 0
+    rate = gauge(scraped, "ocpp_loadgen_capacity_max_connect_rate")
+    assert rate is not None and math.isnan(rate)  # not searched: no answer
+    assert "capacity: connect rate: no answer: not searched" in output
     run = re.search(r'run="([0-9a-f]{16})"', scraped)
     assert run, "the series carry no run label"
     # the step above the ceiling failed for the right reason
-    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
+    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers booted", output)
 
     report, html = reports_in(tmp_path / "reports")
     assert report["run"]["run_id"] == run.group(1)
     assert report["capacity"]["max_chargers"] == answer
     assert report["capacity"]["config"]["step"] == f"+{step}"
+    assert report["capacity"]["max_connect_rate"] is None
+    assert report["capacity"]["connect_rate_stopped_because"] == "not searched"
+    assert all(s["booted"] == min(s["chargers"], 30) for s in report["steps"]), report["steps"]
+    assert "Connect rate: no answer (not searched)" in html
     targets = [s["chargers"] for s in report["steps"]]
     assert targets == [10, 20, 30, 40]
     assert all(s["ok"] == (s["chargers"] <= 30) for s in report["steps"]), report["steps"]
@@ -173,7 +184,7 @@ def test_a_master_and_a_worker_search_together(tmp_path: Path, capped_stub: Stub
     assert answer_of(output) == 30, output[-4000:]
     assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == 30
     # the master judged the worker's chargers: 40 asked for, the CSMS took 30
-    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers", output)
+    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers booted", output)
 
 
 def test_a_saturated_load_generator_gives_no_csms_figure(

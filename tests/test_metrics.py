@@ -74,6 +74,9 @@ DESIGN_METRICS = {
     "ocpp_loadgen_offline_queue_depth",
     "ocpp_loadgen_schedule_lag_seconds",
     "ocpp_loadgen_capacity_max_chargers",
+    # issue 11: booted beside connected, the connect-rate answer beside max_chargers
+    "ocpp_loadgen_chargers_booted",
+    "ocpp_loadgen_capacity_max_connect_rate",
 }
 DESIGN_LABELS = {
     "ocpp_loadgen_call_duration_seconds": ("action", "outcome"),
@@ -186,6 +189,7 @@ def test_observer_follows_a_real_station_over_a_real_link() -> None:
         wait_for(lambda: station.accepted and station.settled, timeout=10)
         assert state("available") == 1 and state("offline") == 0
         assert value(metrics, f"{P}chargers_connected") == 1
+        assert value(metrics, f"{P}chargers_booted") == 1
 
         station.start_session(1, "token_user_001", authorize=True)
         runner.wake()
@@ -211,8 +215,10 @@ def test_observer_follows_a_real_station_over_a_real_link() -> None:
         csms.close_with(1011, "going down")
         wait_for(lambda: value(metrics, f"{P}reconnects_total", reason="closed_by_server") == 1)
         wait_for(lambda: station.accepted)
+        wait_for(lambda: value(metrics, f"{P}chargers_booted") == 1)  # booted again
         runner.stop(timeout=5)
     observer.remove_station(charger.id)
+    assert value(metrics, f"{P}chargers_booted") == 0
 
     assert value(metrics, f"{P}disconnects_total", reason="closed_by_server") == 1
     assert value(metrics, f"{P}disconnects_total", reason="closed") == 1
@@ -340,6 +346,9 @@ def test_two_workers_merge_histograms_counters_and_gauges() -> None:
     master = Metrics(worker="master")
     master.set_target(100)
     master.set_capacity(42)
+    master.set_connect_rate(22.5)
+    a.chargers_booted.set(3)
+    b.chargers_booted.set(2)
     merged_collector = MergedCollector(master)
     merged_collector.update("a", shipped(a))
     merged_collector.update("b", shipped(b))
@@ -360,6 +369,8 @@ def test_two_workers_merge_histograms_counters_and_gauges() -> None:
     assert merged[f"{P}chargers_connected_peak"][()] == 7  # not 5 + 4: the most at once
     assert merged[f"{P}chargers_target"][()] == 100  # max: the master's setting
     assert merged[f"{P}capacity_max_chargers"][()] == 42
+    assert merged[f"{P}chargers_booted"][()] == 5  # added like connected
+    assert merged[f"{P}capacity_max_connect_rate"][()] == 22.5  # the master's answer
     assert sorted(merged_collector.workers) == ["a", "b"]
 
 
@@ -826,6 +837,13 @@ def test_no_capacity_answer_exports_nan() -> None:
     parsed = families(exported(MergedCollector(metrics)))
     assert parsed[f"{P}capacity_max_chargers"].samples[0].value == 300
     assert parsed[f"{P}capacity_limited_by_generator"].samples[0].value == 0
+    # the connect rate beside it: NaN when no search found one
+    metrics.set_connect_rate(21.5)
+    parsed = families(exported(MergedCollector(metrics)))
+    assert parsed[f"{P}capacity_max_connect_rate"].samples[0].value == 21.5
+    metrics.set_connect_rate(None)
+    parsed = families(exported(MergedCollector(metrics)))
+    assert math.isnan(parsed[f"{P}capacity_max_connect_rate"].samples[0].value)
 
 
 def test_no_capacity_answer_exports_nan_on_a_master_with_workers() -> None:

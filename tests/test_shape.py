@@ -45,7 +45,9 @@ class World:
     The users follow the shape's ``(target, rate)`` the way Locust's runner does (at most
     ``max_users`` of them); each user opens a connection, refused above the ceiling (once:
     the charger then waits in its back-off and attempts nothing more); every connected
-    charger sends one Heartbeat a second, answered in ``latency(now)`` seconds. It all goes
+    charger is booted (its BootNotification Accepted) at once, or at most ``boot_rate`` a
+    second in arrival order, and then sends one Heartbeat a second, answered in
+    ``latency(now)`` seconds. It all goes
     through a real MetricsObserver; the shape sees it through ``MergedCollector.merged``.
     The world also stands in for Locust's runner (``user_count``) and stats
     (``latencies``: ms -> count, like ``StatsEntry.response_times``) and records the
@@ -58,6 +60,7 @@ class World:
         latency: Callable[[float], float] = lambda now: 0.02,
         max_users: int | None = None,
         cpu: Callable[[float], float] | None = None,
+        boot_rate: float | None = None,
     ) -> None:
         self.clock = FakeClock(start=5000.0)
         self.metrics = Metrics(worker="local")
@@ -71,6 +74,8 @@ class World:
         self.want = 0
         self.rate = 0.0
         self.connected = 0
+        self.booted = 0.0
+        self.boot_rate = boot_rate
         self.waiting = 0  # refused, in back-off
         self.response_times: dict[str, dict[int, int]] = {}
         #: (time, connected) whenever the connected chargers changed
@@ -134,6 +139,7 @@ class World:
             self.waiting += 1
         if self.connected != before:
             self.changes.append((now, self.connected))
+        self._boot(seconds)
         if self.cpu is not None:
             self.metrics.worker_cpu.labels("local").set(self.cpu(now))
         times = self.response_times.setdefault("Heartbeat", {})
@@ -144,6 +150,24 @@ class World:
             self.observer.message("received", "result")
             ms = round(reply * 1000)
             times[ms] = times.get(ms, 0) + 1
+
+    def _boot(self, seconds: float) -> None:
+        """Boot the connected chargers (a stopped user's charger leaves booted ones)."""
+        booted = min(float(self.connected), self.booted)
+        more = self.connected - booted
+        if self.boot_rate is not None:
+            more = min(more, self.boot_rate * seconds)
+        times = self.response_times.setdefault("BootNotification", {})
+        for n in range(int(more)):
+            # a boot waits for those queued before it: the backlog at the boot rate
+            wait = (
+                0.01 if self.boot_rate is None else (self.connected - booted - n) / self.boot_rate
+            )
+            self.observer.call_done("BootNotification", "result", wait, None)
+            ms = round(wait * 1000, -1)
+            times[ms] = times.get(ms, 0) + 1
+        self.booted = booted + int(more)
+        self.metrics.chargers_booted.set(int(self.booted))
 
     def connected_at(self, when: float) -> int:
         return [count for at, count in self.changes if at <= when][-1]
@@ -244,8 +268,8 @@ def full_search_against_a_connection_ceiling() -> None:
             assert step["reasons"] == []
     failed = {s["chargers"]: s["reasons"] for s in world.steps if not s["ok"]}
     assert failed == {
-        160: ["only 137 of 160 chargers connected (missing 14.4% > 1%)"],
-        140: ["only 137 of 140 chargers connected (missing 2.14% > 1%)"],
+        160: ["only 137 of 160 chargers booted (missing 14.4% > 1%)"],
+        140: ["only 137 of 140 chargers booted (missing 2.14% > 1%)"],
     }
 
     # connected stalled below the target: the hold started `stall` seconds after the last
@@ -273,7 +297,7 @@ def full_search_against_a_connection_ceiling() -> None:
     assert 0 <= 137 - 135 < search.resolution_at(135)
     assert result.stopped_because == (
         "refined by bisection: 135 held, 140 failed "
-        "(only 137 of 140 chargers connected (missing 2.14% > 1%))"
+        "(only 137 of 140 chargers booted (missing 2.14% > 1%))"
     )
     assert [c for c, _ in result.steps] == targets
 
@@ -344,7 +368,7 @@ def settle_timeout_starts_the_hold() -> None:
         assert first["ok"] and second["chargers"] == 100
         waited = hold_started(shape, second) - world.target_times[1]
         assert waited == 50 / 10 + grace + 5.0, (reconnect_cap, waited)
-        assert second["reasons"] == ["only 80 of 100 chargers connected (missing 20% > 1%)"]
+        assert second["reasons"] == ["only 80 of 100 chargers booted (missing 20% > 1%)"]
         # on_target for every step: once its users are all there, or at the timeout
         assert [c for _, c, _ in world.on_targets] == [s["chargers"] for s in world.steps]
         assert world.results[0][1].max_chargers == 80
@@ -423,6 +447,38 @@ def cpu_over_the_hold_is_averaged() -> None:
     ]
     result = world.results[0][1]
     assert result.max_chargers is None and result.limited_by_generator
+
+
+@case
+def a_hold_starts_once_the_chargers_are_booted_and_a_slow_admission_is_said_in_words() -> None:
+    # the CSMS boots 2 chargers a second, the users arrive at 5: the hold waits for the
+    # boots, the hold holds, and the ramp's slow boots are an admission note, no failure
+    world = World(boot_rate=2.0)
+    search = config(start=20, max_chargers=20, hold_seconds=5.0, boot_p95_ms=2000)
+    shape = make_shape(world, search, spawn_rate=5.0, stall=30.0)
+    drive(shape, world)
+    (step,) = world.steps
+    assert step["ok"], step["reasons"]
+    assert step["booted"] == 20
+    booted_at = world.clock.now()
+    started = hold_started(shape, step)
+    assert started >= world.target_times[0] + 20 / 2.0  # not before the last boot
+    assert booted_at > started
+    note = step["admission"]
+    assert note.startswith("admission limited: about "), note
+    assert "p95 BootNotification" in note and "> 2000 ms" in note
+    rate = float(note.split("about ")[1].split(" ")[0])
+    assert 1.5 <= rate <= 2.2  # the CSMS's boot rate, roughly
+    assert world.results[0][1].max_chargers == 20
+
+
+@case
+def a_quick_admission_has_no_note() -> None:
+    world = World()
+    shape = make_shape(world, config(start=10, max_chargers=10, hold_seconds=5.0))
+    drive(shape, world)
+    (step,) = world.steps
+    assert step["ok"] and step["admission"] is None and step["booted"] == 10
 
 
 # -- running the cases in a child process ---------------------------------------------------

@@ -1,5 +1,5 @@
-"""csms_stub's capacity ceiling over real sockets: --max-connections, --slow-above and
---error-ratio / --errors-above.
+"""csms_stub's capacity ceiling over real sockets: --max-connections, --max-boot-rate,
+--slow-above and --error-ratio / --errors-above.
 
 These knobs give a capacity search a CSMS whose limit is known in advance. Timings are
 asserted as lower bounds (the machine is shared); "not held up" is shown by ordering or by
@@ -23,6 +23,7 @@ from loadgen import ocppj
 from loadgen.aio_client import CallErrorReply, OcppClient
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP16, v201
+from loadgen.protocols.v201 import boot_notification
 from tests.conftest import (
     Database,
     Dial,
@@ -204,6 +205,45 @@ async def test_delayed_replies_keep_their_order_on_a_connection(
     await heartbeat_ok(client)  # and the connection carries on
 
 
+# -- --max-boot-rate -------------------------------------------------------------------------
+
+
+async def timed_boot(client: OcppClient) -> float:
+    """Seconds from sending a BootNotification to its Accepted reply."""
+    started = time.perf_counter()
+    reply = await client.call(*boot_notification("ABB", "Terra"))
+    assert reply["status"] == "Accepted"
+    return time.perf_counter() - started
+
+
+async def test_boots_are_answered_at_the_rate_in_arrival_order(
+    make_stub: StubFactory, dial: Dial
+) -> None:
+    stub = await make_stub(max_boot_rate=10)
+    clients = [await dial(stub, f"boot_{i}") for i in range(8)]
+    other = await dial(stub, "boot_other")
+    started = time.perf_counter()
+    boots = [asyncio.create_task(timed_boot(client)) for client in clients]
+    await asyncio.sleep(0.05)
+    # replies of other actions and other connections are not held up by the queue
+    assert await timed_heartbeat(other) < 0.25
+    waits = await asyncio.gather(*boots)
+    assert time.perf_counter() - started >= 0.7  # 8 boots at 10/s: the last after 0.7 s
+    assert waits == sorted(waits), "boots were not answered in arrival order"
+    assert waits[0] < 0.25
+    text = await metrics_text(stub)
+    assert sample(text, "csms_stub_boots_queued_total") == 7  # all but the first waited
+
+
+async def test_boots_within_the_rate_do_not_wait(make_stub: StubFactory, dial: Dial) -> None:
+    stub = await make_stub(max_boot_rate=20)
+    client = await dial(stub, "boot_slow_1")
+    for _ in range(3):
+        assert await timed_boot(client) < 0.25
+        await asyncio.sleep(0.1)  # 10/s, under 20/s
+    assert sample(await metrics_text(stub), "csms_stub_boots_queued_total") == 0
+
+
 # -- --error-ratio / --errors-above ----------------------------------------------------------
 
 INJECTED = "csms_stub --error-ratio"
@@ -350,6 +390,8 @@ def test_options_parse_into_the_config() -> None:
     config = config_from_args(parse([]))
     assert (config.max_connections, config.slow_above, config.slow_ms_per_charger) == (0, 0, 0)
     assert config.slow_max_ms == 60_000
+    assert config.max_boot_rate == 0
+    assert config_from_args(parse(["--max-boot-rate", "12.5"])).max_boot_rate == 12.5
     config = config_from_args(
         parse(
             [
@@ -368,7 +410,12 @@ def test_options_parse_into_the_config() -> None:
     assert config.slow_above == 20
     assert config.slow_ms_per_charger == 2.5
     assert config.slow_max_ms == 1000
-    for option in ("--max-connections", "--slow-above", "--slow-ms-per-charger"):
+    for option in (
+        "--max-connections",
+        "--max-boot-rate",
+        "--slow-above",
+        "--slow-ms-per-charger",
+    ):
         with pytest.raises(SystemExit):
             parse([option, "-1"])
 

@@ -391,7 +391,9 @@ def _setup_capacity_and_reports(
 
         def done(result: CapacityResult) -> None:
             metrics.set_capacity(result.max_chargers, result.limited_by_generator)
+            metrics.set_connect_rate(result.max_connect_rate)
             _final_words.append(result.summary())
+            _final_words.append(result.connect_rate_line())
             # Refused connections and failed CALLs are what a search provokes: the exit
             # code says whether there is an answer (and, as always, no exceptions).
             runner = environment.runner

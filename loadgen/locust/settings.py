@@ -235,6 +235,13 @@ def add_arguments(parser: Any) -> None:
         "BootNotification=3000 (none: no latency SLO)",
     )
     add(
+        "--slo-boot-p95-ms",
+        type=float,
+        default=10_000.0,
+        help="connect SLO: p95 of the BootNotifications while a step's chargers arrive, ms; "
+        "a ramp over it is an admission limit, not a concurrency failure (10000; 0: none)",
+    )
+    add(
         "--slo-error-ratio",
         type=float,
         default=0.01,
@@ -396,6 +403,7 @@ def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:
             hold_seconds=options.capacity_hold,
             p95_ms=p95_ms,
             p95_ms_by_action=overrides,
+            boot_p95_ms=options.slo_boot_p95_ms or None,
             max_call_error_ratio=options.slo_error_ratio,
             max_connect_failure_ratio=options.slo_connect_failure_ratio,
             max_disconnect_ratio=options.slo_disconnect_ratio,

@@ -4,9 +4,12 @@
 greenlet (``tick()`` about once a second on the master or the single process):
 
 1. **step**: ask for the search's next target (``chargers_target`` follows it);
-2. **settle**: wait until the chargers are there (connected and Locust's user count at the
-   target) or until a timeout, since a CSMS that refuses connections never gets there and
-   that is a finding, not a reason to wait for ever;
+2. **settle**: wait until the chargers are there (connected and booted, Accepted, and
+   Locust's user count at the target), until admission stalls (no more chargers booted for
+   a while) or until a timeout, since a CSMS that refuses connections never gets there and
+   that is a finding, not a reason to wait for ever. The ramp (step start to settled) is
+   judged by the connect SLOs only: a ramp that broke them is an admission limit, said in
+   words on the step ("admission limited: about 22 chargers/s"), not a concurrency failure;
 3. **hold**: remember the merged metrics, wait ``max(--capacity-hold, one heartbeat / meter
    cycle)``, and turn the differences into a :class:`~loadgen.capacity.StepMeasurement`
    (:func:`loadgen.metrics.measure`); the search judges it;
@@ -31,6 +34,8 @@ from loadgen.capacity import (
     CapacityResult,
     CapacitySearch,
     StepMeasurement,
+    admission_note,
+    judge_admission,
     with_count_percentiles,
 )
 from loadgen.metrics import Merged, measure
@@ -123,9 +128,13 @@ class CapacityShape(LoadTestShape):
         self._baseline: Merged = {}
         self._latency_baseline: dict[str, dict[float, int]] = {}
         self._cpu: list[float] = []
-        self._connected = -1.0
+        self._booted = -1.0
         self._retried = False
-        self._connected_since = self.run_started
+        self._booted_since = self.run_started
+        # the ramp: the merged metrics when the step began, and the admission note
+        self._ramp_baseline: Merged = {}
+        self._ramp_latency: dict[str, dict[float, int]] = {}
+        self._admission: str | None = None
 
     def reset_time(self) -> None:
         """Locust calls this when a run starts: a second run (web UI) searches anew."""
@@ -158,13 +167,16 @@ class CapacityShape(LoadTestShape):
             self.phase, self._since = "settle", now
             self.set_target(target)
             self._retried = False
+            self._ramp_baseline = self.merged()
+            self._ramp_latency = self._latency_view()
             log.info("capacity search (%s): %d chargers", self.search.phase, target)
             return self._current()
         if self.phase == "settle":
             if self._settled(now):
-                self.phase, self._since = "hold", now
                 self._baseline = self.merged()
                 self._latency_baseline = self._latency_view()
+                self._judge_ramp(now - self._since)
+                self.phase, self._since = "hold", now
                 self._cpu = []
                 cycle = self.cycle()
                 self._hold_seconds = max(self.config.hold_seconds, cycle)
@@ -213,9 +225,11 @@ class CapacityShape(LoadTestShape):
             return True
         if waited < self.min_settle:
             return False
-        connected = sum(self.merged().get("ocpp_loadgen_chargers_connected", {}).values())
-        if connected != self._connected:
-            self._connected, self._connected_since = connected, now
+        # Booted, not just connected: a CSMS that admits chargers slowly has open
+        # WebSockets waiting for their BootNotification's answer, not stations.
+        booted = sum(self.merged().get("ocpp_loadgen_chargers_booted", {}).values())
+        if booted != self._booted:
+            self._booted, self._booted_since = booted, now
         users = self.runner.user_count if self.runner is not None else self.target
         if users != self.target:
             return False
@@ -223,19 +237,32 @@ class CapacityShape(LoadTestShape):
             # Only now: the users of a step down are gone and their connections free.
             self._retried = True
             self.on_target(self.target)
-            self._connected, self._connected_since = connected, now
-        # Down a step too: every remaining charger connected and the stopped ones gone.
-        if connected == self.target:
+            self._booted, self._booted_since = booted, now
+        # Down a step too: every remaining charger booted and the stopped ones gone.
+        if booted == self.target:
             return True
-        if connected < self.target and now - self._connected_since >= self.stall:
+        if booted < self.target and now - self._booted_since >= self.stall:
             log.info(
-                "capacity search: %d of %d chargers connected, no more for %.0f s; holding",
-                connected,
+                "capacity search: %d of %d chargers booted, no more for %.0f s (admission "
+                "stalled); holding",
+                booted,
                 self.target,
-                now - self._connected_since,
+                now - self._booted_since,
             )
             return True
         return False
+
+    def _judge_ramp(self, seconds: float) -> None:
+        """The ramp by the connect SLOs: its note says whether admission was the limit."""
+        assert self.target is not None
+        ramp = measure(self._ramp_baseline, self._baseline, chargers=self.target, seconds=seconds)
+        if self.latencies is not None:
+            ramp = with_count_percentiles(ramp, self._ramp_latency, self._latency_baseline)
+        before = sum(self._ramp_baseline.get("ocpp_loadgen_chargers_booted", {}).values())
+        admitted = max(0, (ramp.booted or 0) - int(before))
+        self._admission = admission_note(judge_admission(ramp, self.config), admitted, seconds)
+        if self._admission is not None:
+            log.info("capacity step %d chargers: %s", self.target, self._admission)
 
     def _judge(self, now: float, after: Merged) -> None:
         assert self.target is not None
@@ -250,6 +277,7 @@ class CapacityShape(LoadTestShape):
         step = step_dict(
             measurement, verdict, phase=phase, started_s=self._since - self.run_started
         )
+        step["admission"] = self._admission
         self.steps.append(step)
         worst = max(
             (s.p95_ms for s in measurement.actions.values() if s.p95_ms is not None),
