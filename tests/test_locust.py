@@ -799,3 +799,39 @@ def test_a_blackout_drops_every_charger_and_the_recovery_is_reported(
     finally:
         if processes:
             coordination.delete_run(raw_redis, run_id_of(output))
+
+
+def test_a_csms_restart_is_found_and_its_recovery_counts_the_refused_connects(
+    tmp_path: Path,
+) -> None:
+    """No blackout: the stub itself goes away and comes back on the same port. The chargers
+    meet refused connects on the way, which the recovery figure counts."""
+    users, port = 20, str(free_port())
+    stub = start_stub_process(tmp_path, "--port", port)
+    locust_run = Background(
+        tmp_path / "locust.log",
+        *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", "20"),
+        *("--run-time", "12s", "--fleet-size", "30", "--only-summary", *FAST),
+        *("--ocpp-profile", "idle", "--retry-backoff-wait-minimum", "0.3"),
+        *("--retry-backoff-random-range", "0.5", "--retry-backoff-repeat-times", "1"),
+    )
+    try:
+        wait_for(lambda: connected(stub) == users, 15, "every charger connected")
+        time.sleep(1)
+        stub.stop()
+        stub = start_stub_process(tmp_path, "--port", port)  # ~1-2 s of refused connects
+        code = locust_run.wait(40)
+        output = locust_run.output()
+    finally:
+        locust_run.stop()
+        stub.stop()
+    assert code in (0, 1), output[-3000:]  # 1: Locust counted the refused connects
+    assert "Traceback" not in output
+    line = re.search(
+        r"recovery: (\d+) of (\d+) chargers lost at \d+ s; 99% booted again after \d+ s "
+        r"\(peak \d+ boots/s; (\d+) connect failures",
+        output,
+    )
+    assert line is not None, output[-3000:]
+    lost, before, connect_failures = map(int, line.groups())
+    assert lost == before == users and connect_failures > 0
