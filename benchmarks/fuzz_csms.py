@@ -415,7 +415,7 @@ def run_stations(args: argparse.Namespace) -> dict[str, Any]:
     from loadgen.metrics import Metrics, MetricsObserver
     from loadgen.physics import EV, ScaledClock
     from loadgen.protocols import get_version
-    from loadgen.runner import Backoff, StationRunner
+    from loadgen.runner import RetryBackOff, StationRunner
     from loadgen.station import Station, StationConfig
 
     common.raise_nofile()
@@ -446,7 +446,7 @@ def run_stations(args: argparse.Namespace) -> dict[str, Any]:
             station,
             args.url,
             clock=clock,
-            backoff=Backoff(initial=0.5, cap=4.0),
+            backoff=RetryBackOff(0.5, 0.5, cap=4.0),
             observer=observer,
             link_factory=observer.link_factory(),
             call_timeout=args.call_timeout,

@@ -214,6 +214,7 @@ def build_report(
     timeline: Sequence[Mapping[str, Any]],
     totals: Mapping[str, Any] | None,
     capacity: Mapping[str, Any] | None,
+    recovery: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The report as plain data: JSON-safe copies of the inputs with every expected field
     present (None when unknown), non-finite floats as None and secrets redacted.
@@ -235,7 +236,32 @@ def build_report(
         "steps": [_step(item) for item in steps or () if isinstance(item, Mapping)],
         "timeline": [_window(item) for item in timeline or () if isinstance(item, Mapping)],
         "totals": _measurement(totals) if isinstance(totals, Mapping) else None,
+        "recovery": _recoveries(recovery),
     }
+
+
+_RECOVERY_FIELDS = (
+    "at_s",
+    "lost",
+    "booted_before",
+    "recovered_s",
+    "rebooted",
+    "peak_reboots_per_s",
+    "connect_failures",
+    "boot_failures",
+)
+
+
+def _recoveries(items: Any) -> list[dict[str, Any]]:
+    """The mass disconnects (:class:`loadgen.recovery.Recovery` as JSON), every field
+    present: whole numbers, None when unknown (``recovered_s``: not by the run's end)."""
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        return []
+    return [
+        {name: _int(item.get(name)) for name in _RECOVERY_FIELDS}
+        for item in items
+        if isinstance(item, Mapping)
+    ]
 
 
 def step_dict(
@@ -1237,6 +1263,33 @@ def _charts_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> st
     return "".join(parts)
 
 
+def _recovery_section(report: Mapping[str, Any]) -> str:
+    """Mass disconnects (a CSMS restart, an outage, ``--blackout-at``) and how long the
+    CSMS took to take its chargers back; nothing when there was none."""
+    events = report.get("recovery") or []
+    if not events:
+        return ""
+    rows = [
+        (
+            _duration(item["at_s"]),
+            f"{_count(item['lost'])} of {_count(item['booted_before'])}",
+            _duration(item["recovered_s"])
+            if item["recovered_s"] is not None
+            else f"not by the end ({_count(item['rebooted'])} back)",
+            _count(item["peak_reboots_per_s"]),
+            _count(item["connect_failures"]),
+            _count(item["boot_failures"]),
+        )
+        for item in events
+    ]
+    head = ("at", "chargers lost", "99 % booted again after", "peak boots/s")
+    return (
+        '<section id="recovery"><h2>Recovery after mass disconnects</h2>'
+        + _table((*head, "connect failures", "boot failures"), rows)
+        + "</section>"
+    )
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The report as one HTML page that needs nothing else: open it from a file, offline.
 
@@ -1249,6 +1302,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         timeline=report.get("timeline") or [],
         totals=report.get("totals"),
         capacity=report.get("capacity"),
+        recovery=report.get("recovery") or [],
     )
     run = report["run"]
     colours = _action_colours(report)
@@ -1279,6 +1333,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             _slo_section(report),
             _steps_section(report, colours),
             _totals_section(report, colours),
+            _recovery_section(report),
             _charts_section(report, colours),
             f"<footer>{versions} · report format {REPORT_KIND} v{REPORT_VERSION}</footer>",
             "</body>",

@@ -4,7 +4,8 @@ One greenlet per station drives the pure state machine: a greenlet of its own
 (:meth:`StationRunner.start`) or the caller's (:meth:`StationRunner.run`: a Locust user
 whose profile has nothing else to do saves a parked greenlet, ~8.5 KB). It connects the
 :class:`~loadgen.link.Link`, hands the station's CALLs to it one at a time, feeds the station
-time (``tick``) and reconnects after any drop with exponential back-off and jitter. The
+time (``tick``) and reconnects after any drop with OCPP 2.0.1's back-off
+(:class:`~loadgen.backoff.RetryBackOff`, which the CSMS may change). The
 link answers the CSMS's CALLs through :meth:`StationRunner.on_call`, from a greenlet it
 spawns only while there are some.
 Greenlets switch only on I/O, and the station never does I/O, so no locks are needed.
@@ -21,6 +22,7 @@ from typing import Any
 import gevent
 import gevent.event
 
+from loadgen.backoff import RetryBackOff
 from loadgen.link import (
     CallErrorResponse,
     CallObserver,
@@ -33,15 +35,17 @@ from loadgen.link import (
 from loadgen.physics import ScaledClock
 from loadgen.station import Station
 
+__all__ = ["Backoff", "RetryBackOff", "StationRunner"]
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Backoff:
-    """Reconnect delays: ``initial * factor**(n-1)`` capped at ``cap``, ± ``jitter``.
+    """Retry delays: ``initial * factor**(n-1)`` capped at ``cap``, ± ``jitter``.
 
-    The seed's station waits 1, 2, 4 s ...; jitter spreads a thousand stations that lost
-    the CSMS at the same moment so they do not all come back in the same second.
+    For the load generator's own retries (a charger id's lease); a station reconnects by
+    OCPP's :class:`~loadgen.backoff.RetryBackOff` instead.
     """
 
     initial: float = 1.0
@@ -65,7 +69,7 @@ class StationRunner:
         url: str,
         *,
         clock: ScaledClock,
-        backoff: Backoff | None = None,
+        backoff: RetryBackOff | None = None,
         observer: CallObserver | None = None,
         link_factory: Callable[..., Link] = Link,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -74,7 +78,8 @@ class StationRunner:
         self.station = station
         self.url = f"{url.rstrip('/')}/{station.charger.id}"
         self.clock = clock
-        self.backoff = backoff or Backoff()
+        if backoff is not None:  # else the station's own (StationConfig, the CSMS's)
+            station.retry_backoff = backoff
         self.observer = observer
         self.link_factory = link_factory
         self.link_options = link_options
@@ -86,6 +91,8 @@ class StationRunner:
         self._retry = False
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
+        #: real (monotonic) time until which a blackout keeps the station off the CSMS
+        self._blackout_until = 0.0
         #: the loop runs in the caller's greenlet (run()), not one of its own (start())
         self._inline = False
         #: run() was killed before stop(): stop() resumes the loop (on the open link)
@@ -131,11 +138,29 @@ class StationRunner:
         """Call after driving the station from outside (a profile starting a session)."""
         self._wake.set()
 
+    @property
+    def backoff(self) -> RetryBackOff:
+        """The back-off in force: the station's, which the CSMS may have changed."""
+        return self.station.retry_backoff
+
     def retry_now(self) -> None:
         """Cut a reconnect back-off short: a capacity step wants every one of its chargers
         trying, not waiting out the back-off a failed step above put them in."""
+        if self._in_blackout():
+            return
         self._retry = True
         self._wake.set()
+
+    def blackout(self, seconds: float) -> None:
+        """Drop the connection now and make no attempt for ``seconds``, as if the CSMS were
+        down (a restart); then reconnect by the back-off, whose attempts during the
+        blackout failed. Takes effect in the runner's own greenlet (no cross-greenlet
+        close): within the CALL it may be waiting on."""
+        self._blackout_until = self._real_now() + seconds
+        self._wake.set()
+
+    def _in_blackout(self) -> bool:
+        return self._blackout_until > self._real_now()
 
     def stop(self, timeout: float = 10.0, end_transactions: bool = True) -> None:
         """End running transactions, send what is queued (within ``timeout``), close."""
@@ -164,31 +189,39 @@ class StationRunner:
     # -- the loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # waits so far in this outage
+        first = 0.0  # the outage's first wait, drawn once (OCPP doubles it)
         while True:
             if self._stopping and (self._abandon or not self.station.queue_depth):
                 return
             if self._interrupted and self.link is not None and self.link.connected:
                 link = self.link  # resume where a kill left run()
             else:
-                link = self.link_factory(
-                    self.url,
-                    self.station.version,
-                    self,
-                    observer=self.observer,
-                    **self.link_options,
-                )
                 try:
+                    if self._in_blackout():  # the CSMS is "down": no socket at all
+                        raise ConnectFailed("blackout", "blackout")
+                    link = self.link_factory(
+                        self.url,
+                        self.station.version,
+                        self,
+                        observer=self.observer,
+                        **self.link_options,
+                    )
                     link.connect()
                 except ConnectFailed as exc:
                     attempt += 1
+                    backoff = self.backoff
                     if self._stopping or (
-                        self.backoff.max_tries is not None and attempt >= self.backoff.max_tries
+                        backoff.max_tries is not None
+                        and attempt >= backoff.max_tries
+                        and not self._in_blackout()
                     ):
                         self.failed = str(exc)
                         self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
                         return
-                    delay = self.backoff.delay(attempt)
+                    if attempt == 1:
+                        first = backoff.first_wait()
+                    delay = backoff.wait(attempt, first)
                     self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
                     self._idle_until(self._real_now() + delay)
                     continue
@@ -211,13 +244,15 @@ class StationRunner:
                 continue  # a reset reboots at once, no back-off
             if not self._stopping:
                 attempt = 1
-                delay = self.backoff.delay(attempt)
-                self._emit(
-                    "retry", {"attempt": attempt, "delay": delay, "reason": "connection lost"}
-                )
+                first = self.backoff.first_wait()
+                delay = self.backoff.wait(attempt, first)
+                reason = "blackout" if self._in_blackout() else "connection lost"
+                self._emit("retry", {"attempt": attempt, "delay": delay, "reason": reason})
                 self._idle_until(self._real_now() + delay)
 
     def _end_connection(self, link: Link) -> None:
+        if self.station.accepted:  # a booted station lost the CSMS (recovery counts these)
+            self._emit("booted_lost", {"stopping": self._stopping})
         self.station.on_disconnected()
         if link.connected:
             link.close(1000, "station stopped" if self._stopping else "reconnecting")
@@ -225,6 +260,8 @@ class StationRunner:
     def _serve(self, link: Link) -> None:
         station = self.station
         while link.connected and not self._abandon:
+            if self._in_blackout():
+                return
             station.tick()
             call = station.next_call()
             if call is not None:

@@ -19,6 +19,7 @@ CSMS recognises a repeat by its seqNo). Everything else is dropped when the link
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from collections import deque
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen import seqnos
+from loadgen import backoff, seqnos
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
@@ -113,6 +114,8 @@ class StationConfig:
     offline_replay_rate: float = 20.0  # queued transaction messages replayed per second
     max_attempts: int = 3  # CALLERRORs before a transaction message is given up
     initial_register_wh: float = 0.0
+    #: the reconnect back-off the runtime follows; the CSMS may change it (SetVariables)
+    retry_backoff: backoff.RetryBackOff = field(default_factory=backoff.RetryBackOff)
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -149,6 +152,7 @@ class Station:
         self.boot_reason = "PowerUp"
         self.heartbeat_interval = self.config.heartbeat_interval or 0.0
         self.meter_interval = self.config.meter_interval
+        self.retry_backoff = self.config.retry_backoff
         self.reset_requested: str | None = None  # the runtime reconnects and boots again
         self.completed: list[Transaction] = []
         self._queue: deque[OutgoingCall] = deque()
@@ -661,6 +665,18 @@ class Station:
             ("SampledDataCtrlr", "TxUpdatedInterval"): str(int(self.meter_interval)),
             ("SecurityCtrlr", "Identity"): self.charger.id,
             ("EVSE", "Power"): str(int(self.charger.rated_power_w)),
+            **{
+                (backoff.COMPONENT, variable): f"{value:g}"
+                for variable, value in self._backoff_variables().items()
+            },
+        }
+
+    def _backoff_variables(self) -> dict[str, float]:
+        b = self.retry_backoff
+        return {
+            backoff.WAIT_MINIMUM: b.wait_minimum,
+            backoff.RANDOM_RANGE: b.random_range,
+            backoff.REPEAT: b.repeat_times,
         }
 
     def _set_variable(self, component: str, variable: str, value: str) -> str:
@@ -684,9 +700,25 @@ class Station:
                 return "Rejected"
             self.meter_interval = number
             return "Accepted"
+        if component == backoff.COMPONENT and variable in self._backoff_variables():
+            return self._set_backoff(variable, number)
         if (component, variable) in self.variables():
             return "Rejected"  # read-only
         return "UnknownVariable"
+
+    def _set_backoff(self, variable: str, number: float) -> str:
+        """RetryBackOff*: whole seconds (times), zero allowed; the runtime reads them at the
+        next disconnect."""
+        if number < 0:
+            return "Rejected"
+        field_name = {
+            backoff.WAIT_MINIMUM: "wait_minimum",
+            backoff.RANDOM_RANGE: "random_range",
+            backoff.REPEAT: "repeat_times",
+        }[variable]
+        value: float | int = int(number) if variable == backoff.REPEAT else number
+        self.retry_backoff = dataclasses.replace(self.retry_backoff, **{field_name: value})
+        return "Accepted"
 
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
         if self.listener is not None:
@@ -713,6 +745,8 @@ def seconds_or_zero(value: Any) -> float:
 _KEYS_16 = {
     "HeartbeatInterval": ("OCPPCommCtrlr", "HeartbeatInterval"),
     "MeterValueSampleInterval": ("SampledDataCtrlr", "TxUpdatedInterval"),
+    # not in 1.6's core: vendor keys under the 2.0.1 names, so a 1.6 CSMS can tune them too
+    **{name: (backoff.COMPONENT, name) for name in backoff.VARIABLES},
 }
 
 

@@ -245,6 +245,8 @@ BAD_OPTIONS = {
     "unknown profile": (["--ocpp-profile", "nope"], "'nope'"),
     "missing fleet": (["--fleet", "no-such-fleet.toml"], "no-such-fleet.toml"),
     "negative reconnect tries": (["--reconnect-tries", "-1"], "--reconnect-tries"),
+    "nan back-off": (["--retry-backoff-random-range", "nan"], "--retry-backoff-random-range"),
+    "blackout without length": (["--blackout-at", "5"], "--blackout-for"),
     "lease ttl 0": (["--lease-ttl", "0"], "--lease-ttl"),
     "processes without redis": (["--processes", "2"], "--redis-url"),
     "master without redis": (["--master"], "--redis-url"),
@@ -740,3 +742,96 @@ def test_a_redis_outage_keeps_stations_running_and_fails_new_leases_visibly(
     assert [row for row in result["requests"] if row["type"] == "OCPP" and row["failures"]] == []
     assert result["exceptions"] == []
     wait_for(lambda: connected(stub) == 0, 10, "every WebSocket closed")
+
+
+# -- 6. --blackout-at: a rehearsed CSMS restart, and recovery as a figure --------------------
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["single", "master+2workers"])
+def test_a_blackout_drops_every_charger_and_the_recovery_is_reported(
+    tmp_path: Path, stub: StubProcess, raw_redis: redis.Redis, processes: int
+) -> None:
+    """Every charger (of every worker) drops at 4 s for 2 s, then comes back by its
+    back-off: the console and the JSON report give the recovery time and the peak rate."""
+    users = 30
+    distributed: list[str] = []
+    if processes:
+        port = str(free_port())
+        distributed = ["--processes", str(processes), "--master-bind-host", "127.0.0.1"]
+        distributed += ["--master-bind-port", port, "--master-port", port]
+        distributed += ["--redis-url", REDIS_URL]
+    code, output = run_locust(
+        tmp_path / "locust.log",
+        *distributed,
+        *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", "30"),
+        *("--run-time", "12s", "--fleet-size", "40", "--only-summary", *FAST),
+        *("--ocpp-profile", "idle", "--report-dir", str(tmp_path / "reports")),
+        *("--blackout-at", "4", "--blackout-for", "2"),
+        *("--retry-backoff-wait-minimum", "0.2", "--retry-backoff-random-range", "1.5"),
+        *("--retry-backoff-repeat-times", "0"),
+        timeout=60,
+    )
+    try:
+        assert code == 0, output[-3000:]
+        assert "Traceback" not in output
+        line = re.search(
+            r"recovery: (\d+) of (\d+) chargers lost at (\d+) s; 99% booted again "
+            r"after (\d+) s",
+            output,
+        )
+        assert line is not None, output[-3000:]
+        lost, before, at_s, recovered_s = map(int, line.groups())
+        assert lost == before == users and 3 <= at_s <= 5
+        # nobody tried during the 2 s; then back within the random range (+ a 1 s grain)
+        assert 2 <= recovered_s <= 2 + 1.7 + 2, output[-2000:]
+        (report_path,) = (tmp_path / "reports").glob("*.json")
+        (event,) = json.loads(report_path.read_text())["recovery"]
+        assert (event["lost"], event["rebooted"], event["recovered_s"]) == (
+            users,
+            users,
+            recovered_s,
+        )
+        assert 1 <= event["peak_reboots_per_s"] <= users
+        assert "Recovery after mass disconnects" in report_path.with_suffix(".html").read_text()
+        # the CSMS saw every charger twice: no charger stayed away, none came twice
+        boots = {c["charger_id"]: c["boot_count"] for c in get(stub.api_url, "/chargers")}
+        assert sorted(boots.values()) == [2] * users, boots
+    finally:
+        if processes:
+            coordination.delete_run(raw_redis, run_id_of(output))
+
+
+def test_a_csms_restart_is_found_and_its_recovery_counts_the_refused_connects(
+    tmp_path: Path,
+) -> None:
+    """No blackout: the stub itself goes away and comes back on the same port. The chargers
+    meet refused connects on the way, which the recovery figure counts."""
+    users, port = 20, str(free_port())
+    stub = start_stub_process(tmp_path, "--port", port)
+    locust_run = Background(
+        tmp_path / "locust.log",
+        *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", "20"),
+        *("--run-time", "12s", "--fleet-size", "30", "--only-summary", *FAST),
+        *("--ocpp-profile", "idle", "--retry-backoff-wait-minimum", "0.3"),
+        *("--retry-backoff-random-range", "0.5", "--retry-backoff-repeat-times", "1"),
+    )
+    try:
+        wait_for(lambda: connected(stub) == users, 15, "every charger connected")
+        time.sleep(1)
+        stub.stop()
+        stub = start_stub_process(tmp_path, "--port", port)  # ~1-2 s of refused connects
+        code = locust_run.wait(40)
+        output = locust_run.output()
+    finally:
+        locust_run.stop()
+        stub.stop()
+    assert code in (0, 1), output[-3000:]  # 1: Locust counted the refused connects
+    assert "Traceback" not in output
+    line = re.search(
+        r"recovery: (\d+) of (\d+) chargers lost at \d+ s; 99% booted again after \d+ s "
+        r"\(peak \d+ boots/s; (\d+) connect failures",
+        output,
+    )
+    assert line is not None, output[-3000:]
+    lost, before, connect_failures = map(int, line.groups())
+    assert lost == before == users and connect_failures > 0

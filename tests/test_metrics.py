@@ -46,7 +46,7 @@ from loadgen.metrics import (
 )
 from loadgen.physics import FakeClock, ScaledClock
 from loadgen.protocols import OCPP201
-from loadgen.runner import Backoff, StationRunner
+from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig
 from tests.conftest import free_port
 from tests.fake_csms import FakeCsms, csms_call, wait_for
@@ -179,7 +179,7 @@ def test_observer_follows_a_real_station_over_a_real_link() -> None:
             station,
             csms.url.rsplit("/", 1)[0],
             clock=clock,
-            backoff=Backoff(initial=0.05, cap=0.1),
+            backoff=RetryBackOff(0.05, 0.0, cap=0.1),
             call_timeout=2,
             observer=observer,
             on_event=lambda kind, detail: observer.runner_event(detail["charger_id"], kind, detail),

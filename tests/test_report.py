@@ -275,7 +275,9 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert set(loaded) == {"kind", "version", "run", "settings", "capacity", "steps"} | {
         "timeline",
         "totals",
+        "recovery",
     }
+    assert loaded["recovery"] == []  # no mass disconnect in this run
     assert loaded["capacity"]["max_chargers"] == 1000  # the ceiling, bisected to within 50
     assert loaded["capacity"]["config"]["step"] == "x2"
     assert [s["chargers"] for s in loaded["steps"]] == [
@@ -590,3 +592,30 @@ def test_few_points(count: int) -> None:
     else:
         assert " ".join(page.text).count("no data") == 2
     assert all(math.isfinite(float(v)) for v in re.findall(r'cx="([^"]+)"', render_html(report)))
+
+
+def test_recovery_section_round_trips_and_renders(tmp_path: Path) -> None:
+    """Mass disconnects: every field present (None when unknown), odd input tolerated,
+    the HTML says how long the CSMS took; no section when there was none."""
+    restart = {"at_s": 300, "lost": 2000, "booted_before": 2000, "recovered_s": 41}
+    restart |= {"rebooted": 1990, "peak_reboots_per_s": 96, "connect_failures": 3}
+    restart |= {"boot_failures": 12}
+    unfinished = {"at_s": 900, "lost": 1500, "booted_before": 1990, "recovered_s": None}
+    report = build_report(
+        run={"run_id": "r"},
+        settings={},
+        steps=[],
+        timeline=[],
+        totals=None,
+        capacity=None,
+        recovery=[restart, unfinished, "not a mapping", {"lost": float("nan")}],
+    )
+    assert report["recovery"][0] == restart
+    assert report["recovery"][1]["rebooted"] is None
+    assert report["recovery"][2] == dict.fromkeys(restart)  # every field, unknown
+    json_path, html_path = write_reports(report, tmp_path)
+    assert json.loads(json_path.read_text())["recovery"] == report["recovery"]
+    text = " ".join(Page(html_path.read_text()).text)
+    assert "Recovery after mass disconnects" in text
+    assert "2,000 of 2,000" in text and "41.0 s" in text and "not by the end" in text
+    assert "Recovery" not in render_html(simulated())

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from typing import Any
 
 import gevent
+import pytest
 from websockets.asyncio.server import ServerConnection
 
 from loadgen import fleet as fleets
 from loadgen.physics import ScaledClock
 from loadgen.protocols import OCPP201
-from loadgen.runner import Backoff, StationRunner
+from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig
 from tests.fake_csms import FakeCsms, wait_for
 
@@ -48,7 +51,7 @@ def test_station_survives_a_hostile_csms_and_reconnects() -> None:
             station,
             csms.url.rsplit("/", 1)[0],
             clock=clock,
-            backoff=Backoff(initial=0.1, cap=0.2),
+            backoff=RetryBackOff(0.1, 0.0, cap=0.2),
             call_timeout=0.3,
             on_event=lambda kind, detail: events.append((kind, detail)),
         )
@@ -159,3 +162,79 @@ def test_a_boot_reply_the_station_cannot_use_fails_the_call_not_the_runner() -> 
         runner.stop(timeout=2)
     assert len(boots) == 2 and errors.kinds == ["invalid_result"]
     assert greenlet.exception is None and runner.connects == 1
+
+
+# -- OCPP 2.0.1's reconnect back-off (pure) -----------------------------------------------
+
+
+def test_first_reconnects_of_a_thousand_stations_spread_over_the_random_range() -> None:
+    """After a mass disconnect the first attempts cover WaitMinimum .. WaitMinimum +
+    RandomRange evenly, instead of arriving in one wave."""
+    backoff = RetryBackOff(wait_minimum=5, random_range=30, repeat_times=3)
+    rng = random.Random(11)
+    firsts = [backoff.wait(1, backoff.first_wait(rng)) for _ in range(1000)]
+    assert 5 <= min(firsts) < 5.5 and 34.5 < max(firsts) <= 35
+    per_bucket = [sum(5 + 3 * i <= f < 8 + 3 * i for f in firsts) for i in range(10)]
+    assert all(60 <= n <= 140 for n in per_bucket), per_bucket  # ~100 each: no wave
+
+
+def test_the_wait_doubles_repeat_times_then_stays_and_never_exceeds_the_cap() -> None:
+    backoff = RetryBackOff(wait_minimum=2, random_range=0, repeat_times=2, cap=60)
+    first = backoff.first_wait()
+    assert [backoff.wait(n, first) for n in range(1, 7)] == [2, 4, 8, 8, 8, 8]
+    capped = RetryBackOff(wait_minimum=10, random_range=0, repeat_times=5, cap=30)
+    assert [capped.wait(n, 10) for n in range(1, 5)] == [10, 20, 30, 30]
+    never = RetryBackOff(wait_minimum=3, random_range=0, repeat_times=0)
+    assert [never.wait(n, 3) for n in range(1, 4)] == [3, 3, 3]
+
+
+def test_the_runner_follows_the_back_off_the_csms_set() -> None:
+    station = Station(CHARGER, OCPP201, ScaledClock(1), StationConfig())
+    runner = StationRunner(station, "ws://127.0.0.1:1", clock=ScaledClock(1))
+    assert runner.backoff == RetryBackOff()  # a real charger's defaults
+    data = [
+        {
+            "component": {"name": "OCPPCommCtrlr"},
+            "variable": {"name": "RetryBackOffWaitMinimum"},
+            "attributeValue": "1",
+        }
+    ]
+    station.handle_csms_call("SetVariables", {"setVariableData": data})
+    assert runner.backoff.wait_minimum == 1
+
+
+def test_a_blackout_drops_the_connection_tries_nothing_then_reconnects_by_back_off() -> None:
+    """--blackout-for D: no socket during D (the attempts that fall in it fail at once,
+    and the wait doubles as after a refused connect), then the station boots again."""
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def friendly(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+        reply = {"currentTime": NOW, "interval": 300, "status": "Accepted"}
+        await csms.answer(ws, call, reply if call[2] == "BootNotification" else {})
+
+    clock = ScaledClock(1)
+    station = Station(CHARGER, OCPP201, clock, StationConfig(meter_interval=600))
+    with FakeCsms(friendly) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=RetryBackOff(0.2, 0.0, repeat_times=2),
+            on_event=lambda kind, detail: events.append((kind, detail)),
+        )
+        runner.start()
+        wait_for(lambda: station.accepted)
+        started = time.monotonic()
+        runner.blackout(0.7)
+        wait_for(lambda: not station.online)
+        runner.retry_now()  # a capacity step's retry does not cut a blackout short
+        wait_for(lambda: station.accepted, timeout=5)
+        back_after = time.monotonic() - started
+        runner.stop(timeout=2)
+    assert len(csms.connections) == 2 and runner.connects == 2
+    # waits 0.2 (in the blackout), 0.4 (in it too: 0.6 s), 0.8: back at ~1.4 s, not 0.7
+    retries = [d for kind, d in events if kind == "retry"]
+    assert [r["reason"] for r in retries] == ["blackout"] * 3
+    assert [r["delay"] for r in retries] == pytest.approx([0.2, 0.4, 0.8])
+    assert 1.3 < back_after < 3.0
+    assert [kind for kind, _ in events].count("booted_lost") == 2  # the blackout and the stop

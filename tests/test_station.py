@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen import fleet as fleets
+from loadgen.backoff import RetryBackOff
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
 from loadgen.protocols import OCPP16, OCPP201, Version, schemas
@@ -526,3 +527,54 @@ def test_change_availability_and_reset_of_an_evse_we_do_not_have_are_rejected() 
     assert all(evse.operative for evse in station.evses.values())
     reset = station.handle_csms_call("Reset", {"type": "Immediate", "evseId": 2**31})
     assert reset == {"status": "Rejected"} and station.reset_requested is None
+
+
+def _backoff_data(**values: str) -> list[dict]:
+    return [
+        {
+            "component": {"name": "OCPPCommCtrlr"},
+            "variable": {"name": name},
+            "attributeValue": value,
+        }
+        for name, value in values.items()
+    ]
+
+
+def test_csms_sets_and_reads_the_retry_backoff_201() -> None:
+    """OCPPCommCtrlr.RetryBackOff*: the runtime follows what the CSMS set at the next
+    disconnect; absurd values are Rejected and change nothing."""
+    station, csms, _ = make(retry_backoff=RetryBackOff(5, 30, 3))
+    boot(station, csms)
+    data = _backoff_data(
+        RetryBackOffWaitMinimum="2", RetryBackOffRandomRange="0", RetryBackOffRepeatTimes="7"
+    )
+    reply = station.handle_csms_call("SetVariables", {"setVariableData": data})
+    schemas.validate(OCPP201, "SetVariables", reply, response=True)
+    assert [r["attributeStatus"] for r in reply["setVariableResult"]] == ["Accepted"] * 3
+    assert station.retry_backoff == RetryBackOff(2, 0, 7)
+    for value in ("-1", "nan", "1e400", "x"):
+        data = _backoff_data(RetryBackOffWaitMinimum=value)
+        reply = station.handle_csms_call("SetVariables", {"setVariableData": data})
+        assert reply["setVariableResult"][0]["attributeStatus"] == "Rejected", value
+    assert station.retry_backoff.wait_minimum == 2
+    get = [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": name}}
+        for name in (
+            "RetryBackOffWaitMinimum",
+            "RetryBackOffRandomRange",
+            "RetryBackOffRepeatTimes",
+        )
+    ]
+    got = station.handle_csms_call("GetVariables", {"getVariableData": get})
+    assert [r["attributeValue"] for r in got["getVariableResult"]] == ["2", "0", "7"]
+
+
+def test_csms_sets_the_retry_backoff_as_16_vendor_keys() -> None:
+    station, csms, _ = make(OCPP16)
+    boot(station, csms)
+    payload = {"key": "RetryBackOffRandomRange", "value": "90"}
+    assert station.handle_csms_call("ChangeConfiguration", payload) == {"status": "Accepted"}
+    assert station.retry_backoff.random_range == 90
+    got = station.handle_csms_call("GetConfiguration", {"key": ["RetryBackOffRandomRange"]})
+    schemas.validate(OCPP16, "GetConfiguration", got, response=True)
+    assert got["configurationKey"][0]["value"] == "90"

@@ -18,7 +18,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadgen import coordination, limits, logutil
+from loadgen import coordination, limits, logutil, recovery
 from loadgen.capacity import CapacityResult
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
@@ -49,6 +49,8 @@ quiet = RateLimitedLog(log)
 RUN_MESSAGE = "ocpp_run_id"
 #: master -> workers: a capacity step began; chargers in reconnect back-off retry now
 RETRY_MESSAGE = "ocpp_retry_now"
+#: master -> workers: --blackout-at came; every charger drops its connection for N s
+BLACKOUT_MESSAGE = "ocpp_blackout"
 
 
 class OcppRequestFailure(Exception):
@@ -79,6 +81,10 @@ class RunContext:
     open_files: int = field(default_factory=limits.open_file_limit)
     #: users admitted under that limit and not stopped yet (leased, or still leasing)
     admitted: int = 0
+    #: per-second counts of lost connections and boots (the master: every worker's)
+    recovery: recovery.RecoveryCounter = field(default_factory=recovery.RecoveryCounter)
+    #: wall-clock start of the current test (recovery events are said relative to it)
+    started: float = field(default_factory=time.time)
 
     def admit(self) -> str | None:
         """None (and one more user admitted) if one more charger fits under the open-file
@@ -151,6 +157,30 @@ class RunContext:
             if runner is not None and (runner.link is None or not runner.link.connected):
                 runner.retry_now()
 
+    def blackout(self, seconds: float) -> None:
+        """Every station of this process drops its connection and stays off ``seconds``."""
+        users = [user for user in list(self.users.values()) if user.runner is not None]
+        log.warning("blackout: %d chargers drop their connection for %g s", len(users), seconds)
+        for user in users:
+            user.runner.blackout(seconds)
+
+    def count_recovery(self, user: Any, kind: str, detail: dict[str, Any]) -> None:
+        """A station's boot or lost connection, counted for the recovery figures."""
+        now = time.time()
+        if kind == "boot":
+            if detail.get("status") == "Accepted":
+                again = getattr(user, "booted_before", False)
+                self.recovery.count(recovery.REBOOTS if again else recovery.FIRST_BOOTS, now)
+                user.booted_before = True
+            elif detail.get("status") == "Rejected":
+                self.recovery.count(recovery.BOOT_FAILURES, now)
+        elif kind == "booted_lost":
+            lost = recovery.STOPPED if detail.get("stopping") else recovery.LOST
+            self.recovery.count(lost, now)
+
+    def recoveries(self) -> list[recovery.Recovery]:
+        return recovery.find_recoveries(self.recovery.series, self.started)
+
     def heartbeat_interval(self) -> float:
         """Simulated seconds between heartbeats: the override, else the longest the CSMS
         gave this process's stations (or, on the master, any worker's)."""
@@ -178,6 +208,8 @@ class RunContext:
     def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
         exception = None
         if outcome != "result":
+            if action == "BootNotification":
+                self.recovery.count(recovery.BOOT_FAILURES, time.time())
             exception = OcppRequestFailure(f"{outcome} {error_code}" if error_code else outcome)
         if self.metrics_observer is not None:
             self.metrics_observer.call_done(action, outcome, seconds, error_code)
@@ -198,6 +230,8 @@ class RunContext:
         if self.metrics_observer is not None:
             self.metrics_observer.connect_done(outcome, seconds)
         exception = None if outcome == "ok" else OcppRequestFailure(outcome)
+        if exception is not None:
+            self.recovery.count(recovery.CONNECT_FAILURES, time.time())
         self.environment.events.request.fire(
             request_type="WebSocket",
             name="connect",
@@ -270,6 +304,7 @@ def setup(environment: Environment, options: Any) -> RunContext:
     context.open_files = after
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
+    _setup_recovery(context, environment)
     if not isinstance(runner, WorkerRunner):
         _setup_capacity_and_reports(context, environment, options)
     if isinstance(runner, WorkerRunner):
@@ -362,6 +397,50 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
         raise SettingsError(f"--prometheus-port {port}: {exc.strerror or exc}") from None
     if exporter is not None:
         log.info("Prometheus metrics on %s", exporter.url)
+
+
+def _setup_recovery(context: RunContext, environment: Environment) -> None:
+    """Recovery figures (workers send their per-second counts, the master merges them and
+    says what it found after Locust's summary) and ``--blackout-at`` (the master or the
+    single process keeps the time, so every worker drops its chargers at once)."""
+    runner, events = environment.runner, environment.events
+    if isinstance(runner, WorkerRunner):
+
+        def report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+            data["ocpp_recovery"] = context.recovery.drain()
+
+        events.report_to_master.add_listener(report)
+        runner.register_message(
+            BLACKOUT_MESSAGE, lambda msg, **_: context.blackout(float(msg.data))
+        )
+        return
+    if isinstance(runner, MasterRunner):
+
+        def on_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+            context.recovery.merge(data.get("ocpp_recovery"))
+
+        events.worker_report.add_listener(on_report)
+    blackout = context.settings.blackout
+    timer: list[gevent.Greenlet] = []
+
+    def black_out(duration: float) -> None:
+        if isinstance(runner, MasterRunner):  # its workers have the chargers
+            runner.send_message(BLACKOUT_MESSAGE, duration)
+        else:
+            context.blackout(duration)
+
+    @events.test_start.add_listener
+    def _start(**_: Any) -> None:
+        context.started = time.time()
+        context.recovery = recovery.RecoveryCounter()
+        if blackout is not None:
+            timer.append(gevent.spawn_later(blackout[0], black_out, blackout[1]))
+
+    @events.test_stop.add_listener
+    def _stop(**_: Any) -> None:
+        while timer:
+            timer.pop().kill(block=False)
+        _final_words.extend(event.summary() for event in context.recoveries())
 
 
 def _setup_capacity_and_reports(
@@ -458,6 +537,7 @@ def _setup_capacity_and_reports(
                 capacity=shape.result if shape is not None else None,
                 capacity_config=config,
                 peak=int(merged.merged().get(_PEAK, {}).get((), 0)),
+                recovery=[event.to_json() for event in context.recoveries()],
             )
             json_path, html_path = write_reports(report, settings.report_dir)
         except Exception as exc:  # the run's figures are still in Locust's and Prometheus's

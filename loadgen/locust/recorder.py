@@ -136,6 +136,7 @@ class RunRecorder:
         capacity: CapacityResult | None,
         capacity_config: CapacityConfig | None,
         peak: int,
+        recovery: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The report of the run so far (call :meth:`sample` first for the last window)."""
         now = self.clock()
@@ -159,4 +160,5 @@ class RunRecorder:
             timeline=self.timeline,
             totals=totals,
             capacity=capacity_dict,
+            recovery=recovery or [],
         )

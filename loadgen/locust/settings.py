@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen import backoff
 from loadgen import fleet as fleets
 from loadgen.capacity import CapacityConfig, parse_p95_slo
 from loadgen.link import tls_context
@@ -56,6 +57,11 @@ class Settings:
     capacity_linger: float = 15.0
     #: write JSON + HTML reports here at the end of every run
     report_dir: str | None = None
+    #: the stations' reconnect back-off (OCPP 2.0.1 RetryBackOff*; the CSMS may change it)
+    retry_backoff: backoff.RetryBackOff = field(default_factory=backoff.RetryBackOff)
+    #: --blackout-at / --blackout-for: every charger drops its connection at this second
+    #: of the run for that many seconds (None: no blackout)
+    blackout: tuple[float, float] | None = None
     #: security profile 1 for chargers without a fleet password; never logged
     password: str | None = field(default=None, repr=False)
 
@@ -129,13 +135,48 @@ def add_arguments(parser: Any) -> None:
         "--reconnect-cap",
         type=float,
         default=60.0,
-        help="longest back-off between reconnect attempts, seconds",
+        help="longest back-off between reconnect attempts, seconds (caps the doublings)",
     )
     add(
         "--reconnect-tries",
         type=int,
         default=0,
         help="give a station up after N failed connects (0: never)",
+    )
+    add(
+        "--retry-backoff-wait-minimum",
+        type=float,
+        default=backoff.WAIT_MINIMUM_S,
+        help="OCPP RetryBackOffWaitMinimum: seconds before the first reconnect attempt "
+        f"(plus the random range; default {backoff.WAIT_MINIMUM_S:g})",
+    )
+    add(
+        "--retry-backoff-random-range",
+        type=float,
+        default=backoff.RANDOM_RANGE_S,
+        help="OCPP RetryBackOffRandomRange: at most this many random seconds added to the "
+        f"first wait, spreading a mass reconnect (default {backoff.RANDOM_RANGE_S:g})",
+    )
+    add(
+        "--retry-backoff-repeat-times",
+        type=int,
+        default=backoff.REPEAT_TIMES,
+        help="OCPP RetryBackOffRepeatTimes: how often the wait doubles after failed attempts "
+        f"(default {backoff.REPEAT_TIMES})",
+    )
+    add(
+        "--blackout-at",
+        type=float,
+        default=0.0,
+        help="rehearse a CSMS restart: at S seconds of the run every charger drops its "
+        "connection (with --blackout-for)",
+    )
+    add(
+        "--blackout-for",
+        type=float,
+        default=0.0,
+        help="seconds the blackout lasts: no reconnect attempts, then each charger "
+        "reconnects by its back-off",
     )
     add(
         "--offline-replay-rate",
@@ -318,9 +359,14 @@ def settings_from_options(options: Any) -> Settings:
     for name, value in (
         ("--heartbeat-interval", options.heartbeat_interval),
         ("--reconnect-tries", options.reconnect_tries),
+        ("--retry-backoff-wait-minimum", options.retry_backoff_wait_minimum),
+        ("--retry-backoff-random-range", options.retry_backoff_random_range),
+        ("--retry-backoff-repeat-times", options.retry_backoff_repeat_times),
+        ("--blackout-at", options.blackout_at),
+        ("--blackout-for", options.blackout_for),
         ("--id-tokens", options.id_tokens),
     ):
-        if value < 0:
+        if not 0 <= value < float("inf"):  # also refuses NaN
             raise SettingsError(f"{name} must not be negative, not {value}")
     try:
         fleet = fleets.load(options.fleet) if options.fleet else fleets.generate(options.fleet_size)
@@ -364,8 +410,25 @@ def settings_from_options(options: Any) -> Settings:
         capacity_spawn_rate=float(getattr(options, "spawn_rate", None) or 100.0),
         capacity_linger=options.capacity_linger,
         report_dir=options.report_dir or None,
+        retry_backoff=backoff.RetryBackOff(
+            wait_minimum=options.retry_backoff_wait_minimum,
+            random_range=options.retry_backoff_random_range,
+            repeat_times=options.retry_backoff_repeat_times,
+            cap=options.reconnect_cap,
+            max_tries=options.reconnect_tries or None,
+        ),
+        blackout=_blackout(options.blackout_at, options.blackout_for),
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )
+
+
+def _blackout(at: float, duration: float) -> tuple[float, float] | None:
+    """``--blackout-at`` / ``--blackout-for``: both or neither."""
+    if not at and not duration:
+        return None
+    if not (at > 0 and duration > 0):
+        raise SettingsError("--blackout-at and --blackout-for go together, both positive")
+    return (at, duration)
 
 
 def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:

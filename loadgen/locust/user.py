@@ -47,6 +47,8 @@ class ChargerUser(User):
         self.token: str | None = None
         #: counted in the process's open-file budget (RunContext.admit)
         self.admitted = False
+        #: a boot Accepted before: the next one is a re-boot (recovery figures)
+        self.booted_before = False
 
     def on_start(self) -> None:
         context = self.context
@@ -75,6 +77,7 @@ class ChargerUser(User):
                 heartbeat_interval=settings.heartbeat_interval,
                 meter_interval=settings.meter_interval,
                 offline_replay_rate=settings.offline_replay_rate,
+                retry_backoff=settings.retry_backoff,
             ),
             new_transaction_id=coordinator.next_transaction_id,
             listener=self._on_station_event,
@@ -90,7 +93,6 @@ class ChargerUser(User):
             station,
             settings.host,
             clock=context.clock,
-            backoff=Backoff(cap=settings.reconnect_cap, max_tries=settings.reconnect_tries),
             observer=context,
             on_event=self._on_runner_event,
             call_timeout=settings.call_timeout,
@@ -237,6 +239,8 @@ class ChargerUser(User):
             self.token = None
 
     def _on_station_event(self, kind: str, detail: dict[str, Any]) -> None:
+        if kind == "boot":
+            self.context.count_recovery(self, kind, detail)
         observer = self.context.metrics_observer
         if observer is not None and self.charger_id is not None:
             observer.station_event(self.charger_id, kind, detail)
@@ -251,6 +255,8 @@ class ChargerUser(User):
             self.context.coordinator.record_transaction(entry)
 
     def _on_runner_event(self, kind: str, detail: dict[str, Any]) -> None:
+        if kind == "booted_lost":
+            self.context.count_recovery(self, kind, detail)
         observer = self.context.metrics_observer
         if observer is not None:
             observer.runner_event(detail["charger_id"], kind, detail)

@@ -22,7 +22,7 @@ import gevent
 from loadgen import fleet as fleets
 from loadgen.physics import ScaledClock
 from loadgen.protocols import get_version
-from loadgen.runner import Backoff, StationRunner
+from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig, Transaction
 
 
@@ -64,7 +64,7 @@ class Harness:
     # -- stations ------------------------------------------------------------------------
 
     def station(
-        self, charger_id: str, *, meter_interval: float = 5.0, backoff: Backoff | None = None
+        self, charger_id: str, *, meter_interval: float = 5.0, backoff: RetryBackOff | None = None
     ) -> StationRunner:
         charger = self.fleet.chargers[charger_id]
         station = Station(
@@ -79,7 +79,7 @@ class Harness:
             station,
             self.csms,
             clock=self.clock,
-            backoff=backoff or Backoff(),
+            backoff=backoff,
             on_event=lambda kind, detail: self._narrate(charger_id, kind, detail),
             basic_auth=(charger.id, password) if password else None,
             ssl_context=self.ssl_context,
