@@ -1018,5 +1018,5 @@ def test_rate_search_options_are_checked() -> None:
         CapacityConfig(rate_start=10.0, rate_max=5.0)
     assert CapacityConfig(mode="both").searches_connect_rate
     assert not CapacityConfig(mode="connect-rate").searches_chargers
-    config = CapacityConfig(max_chargers=50)
+    config = CapacityConfig(start=10, max_chargers=50)
     assert [config.rate_step_size(r) for r in (1.0, 3.0, 4.5, 100.0)] == [20, 30, 45, 50]
