@@ -807,10 +807,9 @@ class RateStepMeasurement:
     """One step of fresh chargers arriving at ``rate`` a second.
 
     ``ramp``: the metrics from the step's start until its chargers were booted (or its
-    time was up), judged by the connect SLOs. ``early_boot_p95_ms`` / ``late_boot_p95_ms``:
-    the BootNotification p95 of the step's first and last arrivals: a CSMS that keeps pace
-    answers the last as quickly as the first, one that does not has a backlog that grows
-    with every arrival. ``spawn_seconds``: how long the load generator took to start the
+    time was up), judged by the connect SLOs. ``late_boot_ms``: the slowest
+    BootNotification of the step's last arrivals (from a tick before the last users were
+    started to the end). ``spawn_seconds``: how long the load generator took to start the
     step's users (None: it never did).
     """
 
@@ -819,8 +818,7 @@ class RateStepMeasurement:
     booted: int
     seconds: float
     ramp: StepMeasurement
-    early_boot_p95_ms: float | None = None
-    late_boot_p95_ms: float | None = None
+    late_boot_ms: float | None = None
     spawn_seconds: float | None = None
 
     @property
@@ -829,23 +827,33 @@ class RateStepMeasurement:
         return self.chargers / self.rate
 
     @property
-    def lateness_growth_ms(self) -> float | None:
-        if self.early_boot_p95_ms is None or self.late_boot_p95_ms is None:
-            return None
-        return self.late_boot_p95_ms - self.early_boot_p95_ms
+    def last_arrival_seconds(self) -> float:
+        """When Locust starts the step's last users: it starts floor(rate) at once, every
+        floor(rate) / rate seconds."""
+        burst = max(1, math.floor(self.rate))
+        return (math.ceil(self.chargers / burst) - 1) * burst / self.rate
+
+    def slack_ms(self, config: CapacityConfig) -> float:
+        """How late the last boots may be and the CSMS still keep pace: booted by the
+        offered time plus the tolerance (and a round trip)."""
+        allowed = self.arrival_seconds * (1 + config.rate_pace_tolerance)
+        return (allowed - self.last_arrival_seconds) * 1000 + PACE_ROUND_TRIP_MS
 
 
 #: the load generator started a step's users this much slower than offered (and 1 s more,
 #: Locust's spawn ticks): it, not the CSMS, set the pace
 GENERATOR_SPAWN_SLACK = 0.25
+#: a boot's own round trip on top of the pace (loopback, a busy machine)
+PACE_ROUND_TRIP_MS = 50.0
 
 
 def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
-    """A rate step against the connect SLOs, plus "keeps pace": the boots' lateness may
-    grow over the step by at most ``rate_pace_tolerance`` of its arrival time, i.e. the
-    CSMS booted at least ``1 / (1 + tolerance)`` of the offered rate. Locust starts users
-    in bursts of ``floor(rate)`` once a second, so the spread inside a burst is the same
-    early and late; only a backlog makes the late boots slower.
+    """A rate step against the connect SLOs, plus "keeps pace": the step's chargers are
+    booted by the time their arrivals take at the offered rate, within
+    ``rate_pace_tolerance`` (the CSMS booted at least ``1 / (1 + tolerance)`` of the rate).
+    That is judged from the last arrivals' boot latency (ms, Locust's own) so it does not
+    hang on when the shape's ticks fall; a CSMS that falls behind has a backlog the last
+    arrivals wait through.
 
     A step the load generator could not start at the offered rate, while the CSMS answered
     in time, is the generator's limit (``generator_saturated``), as are the lag/CPU guards.
@@ -858,13 +866,12 @@ def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
             f"only {step.booted} of {step.chargers} chargers booted within "
             f"{step.seconds:.0f} s at {step.rate:.3g}/s"
         )
-    growth = step.lateness_growth_ms
-    allowed = config.rate_pace_tolerance * step.arrival_seconds * 1000
-    if growth is not None and growth > allowed:
-        achieved = step.chargers / (step.arrival_seconds + growth / 1000)
+    late, allowed = step.late_boot_ms, step.slack_ms(config)
+    if late is not None and late > allowed:
+        achieved = step.chargers / (step.last_arrival_seconds + late / 1000)
         reasons.append(
-            f"did not keep pace at {step.rate:.3g}/s: the boots fell {_ms(growth)} ms further "
-            f"behind over the step (> {_ms(allowed)} ms; about {achieved:.3g} booted/s)"
+            f"did not keep pace at {step.rate:.3g}/s: the last boots took {_ms(late)} ms "
+            f"(> {_ms(allowed)} ms; about {achieved:.3g} booted/s)"
         )
     expected = step.arrival_seconds * (1 + GENERATOR_SPAWN_SLACK) + 1.0
     if (step.spawn_seconds is None or step.spawn_seconds > expected) and not reasons:

@@ -948,12 +948,11 @@ def boot_queue(rate: float, chargers: int, boot_rate: float) -> list[tuple[float
 
 
 def rate_step(rate: float, config: CapacityConfig, boot_rate: float) -> RateStepMeasurement:
-    """One rate step against :func:`boot_queue`: the first and last two seconds of
-    arrivals are the early and late windows."""
+    """One rate step against :func:`boot_queue`: the last two seconds of arrivals are
+    the late window."""
     chargers = config.rate_step_size(rate)
     boots = boot_queue(rate, chargers, boot_rate)
     last = boots[-1][0]
-    early = [lat * 1000 for at, lat in boots if at <= 2.0]
     late = [lat * 1000 for at, lat in boots if at >= last - 2.0]
     all_ms = [lat * 1000 for _, lat in boots]
     return RateStepMeasurement(
@@ -962,8 +961,7 @@ def rate_step(rate: float, config: CapacityConfig, boot_rate: float) -> RateStep
         booted=chargers,
         seconds=max(at + lat for at, lat in boots),
         ramp=StepMeasurement(chargers, {"BootNotification": all_ms}, connect_attempts=chargers),
-        early_boot_p95_ms=percentile(early, 95),
-        late_boot_p95_ms=percentile(late, 95),
+        late_boot_ms=max(late),
         spawn_seconds=last,
     )
 
