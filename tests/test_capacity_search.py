@@ -288,6 +288,8 @@ def test_bad_capacity_options_stop_locust_with_one_line(tmp_path: Path) -> None:
         ("--slo-p95-ms", "1000,Heartbeet=500"): "did you mean Heartbeat?",
         ("--capacity-max", "500"): "more than the fleet's 80 chargers",
         ("--capacity-resolution", "lots"): "--capacity-resolution 'lots'",
+        ("--capacity-start", "10", "--capacity-search", "rates"): "write both, chargers or",
+        ("--capacity-start", "10", "--connect-rate-start", "0"): "--connect-rate-start must be",
     }
     assert "Heartbeat" in known_actions()
     for args, message in cases.items():
