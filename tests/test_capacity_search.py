@@ -238,7 +238,7 @@ def test_a_saturated_load_generator_gives_no_csms_figure(
     port = free_port()
     process = Background(
         tmp_path / "locust.log",
-        *("--host", capped_stub.ws_url, "--capacity-search", "--capacity-linger", "0"),
+        *("--host", capped_stub.ws_url, "--capacity-search", "chargers", "--capacity-linger", "0"),
         *("--capacity-start", "10", "--capacity-max-lag-ms", "0.000001"),
         *("--prometheus-port", str(port), "--report-dir", str(tmp_path / "reports")),
         *QUICK,
@@ -265,7 +265,7 @@ def test_a_run_time_shorter_than_the_search_says_so(
 ) -> None:
     process = Background(
         tmp_path / "locust.log",
-        *("--host", capped_stub.ws_url, "--capacity-search", "--capacity-start", "10"),
+        *("--host", capped_stub.ws_url, "--capacity-search", "chargers", "--capacity-start", "10"),
         *("--run-time", "8s", "--prometheus-port", "0", *QUICK),
     )
     try:
