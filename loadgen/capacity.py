@@ -46,6 +46,9 @@ LIMITED_BY_GENERATOR = "limited by the load generator (add workers)"
 START_FAILED = "even the start failed"
 REFINED = "refined by bisection"
 CONNECT_RATE_NOT_SEARCHED = "not searched"
+CHARGERS_NOT_SEARCHED = "not searched (--capacity-search connect-rate)"
+#: what ``--capacity-search`` searches; the bare flag means "both"
+SEARCH_MODES = ("both", "chargers", "connect-rate")
 ADMISSION_LIMITED = "admission limited"
 #: actions of a charger's admission: judged by the connect SLOs over the ramp, never by a
 #: hold's latency SLO (a hold starts once every charger is booted; on a master the last
@@ -215,6 +218,16 @@ class CapacityConfig:
     #: stop bisecting when bad - good <= max(1, resolution, resolution_ratio * good)
     resolution: int = 1
     resolution_ratio: float = 0.0
+    #: "both" (connect rate first, then concurrent chargers), "chargers" or "connect-rate"
+    mode: str = "chargers"
+    #: the connect-rate search: the first offered rate (new chargers/s) and the most
+    rate_start: float = 5.0
+    rate_max: float = 10_000.0
+    #: chargers per rate step; 0: max(rate x 10 s, 20), never more than max_chargers
+    rate_step_chargers: int = 0
+    #: a rate step keeps pace when the boots' lateness grew by at most this share of the
+    #: step's arrival time (0.025: the CSMS boots at least 1/1.025 of the offered rate)
+    rate_pace_tolerance: float = 0.025
 
     def __post_init__(self) -> None:
         step = self.step if isinstance(self.step, Step) else Step.parse(self.step)
@@ -260,6 +273,45 @@ class CapacityConfig:
             raise ValueError(f"the resolution must be a whole number >= 0, not {self.resolution}")
         if not (math.isfinite(self.resolution_ratio) and 0 <= self.resolution_ratio < 1):
             raise ValueError(f"the resolution ratio must be 0 to 1, not {self.resolution_ratio}")
+        if self.mode not in SEARCH_MODES:
+            raise ValueError(
+                f"--capacity-search {self.mode!r}: write both, chargers or connect-rate"
+            )
+        if not (math.isfinite(self.rate_start) and self.rate_start > 0):
+            raise ValueError(f"--connect-rate-start must be positive, not {self.rate_start}")
+        if not (math.isfinite(self.rate_max) and self.rate_max >= self.rate_start):
+            raise ValueError(
+                f"--connect-rate-max ({self.rate_max:g}) must be >= --connect-rate-start "
+                f"({self.rate_start:g})"
+            )
+        if not (isinstance(self.rate_step_chargers, int) and self.rate_step_chargers >= 0):
+            raise ValueError(
+                "--connect-rate-step-chargers must be a whole number >= 0, "
+                f"not {self.rate_step_chargers}"
+            )
+        if not (math.isfinite(self.rate_pace_tolerance) and 0 < self.rate_pace_tolerance < 1):
+            raise ValueError(
+                f"the pace tolerance must be between 0 and 1, not {self.rate_pace_tolerance}"
+            )
+
+    @property
+    def searches_chargers(self) -> bool:
+        return self.mode in ("both", "chargers")
+
+    @property
+    def searches_connect_rate(self) -> bool:
+        return self.mode in ("both", "connect-rate")
+
+    def rate_step_size(self, rate: float) -> int:
+        """Fresh chargers of one rate step: about ten seconds of arrivals (enough for a
+        backlog to show), at least 20, never more than the fleet allows."""
+        wanted = self.rate_step_chargers or max(20, math.ceil(rate * 10 - 1e-9))
+        return max(1, min(wanted, self.max_chargers))
+
+    def rate_resolution_at(self, good: float) -> float:
+        """How close the rate bisection gets (the share of --capacity-resolution, 5 %
+        when that is given in chargers)."""
+        return (self.resolution_ratio or 0.05) * good
 
     def resolution_at(self, good: int) -> int:
         """How close the bisection gets: good and bad at most this far apart."""
@@ -474,9 +526,8 @@ def _pct(value: float) -> str:
     return f"{value * 100:.3g}%"
 
 
-def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
-    """Judge one step against the SLOs; a saturated load generator is never the CSMS's
-    failure (``generator_saturated``: the search stops without a CSMS figure)."""
+def _saturation(step: StepMeasurement, config: CapacityConfig) -> list[str]:
+    """The saturation guards: one line per guard the load generator broke."""
     saturation: list[str] = []
     lag, lag_guard = step.schedule_lag_p99_ms, config.max_schedule_lag_p99_ms
     if lag is not None and lag_guard is not None and lag > lag_guard:
@@ -486,7 +537,13 @@ def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
     cpu, cpu_guard = step.cpu, config.max_generator_cpu
     if cpu is not None and cpu_guard is not None and cpu > cpu_guard:
         saturation.append(f"load generator saturated: CPU {cpu:.2f} > {cpu_guard:.2f}")
+    return saturation
 
+
+def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
+    """Judge one step against the SLOs; a saturated load generator is never the CSMS's
+    failure (``generator_saturated``: the search stops without a CSMS figure)."""
+    saturation = _saturation(step, config)
     reasons: list[str] = []
     for action, stats in sorted(step.actions.items()):
         if action in RAMP_ACTIONS:
@@ -592,6 +649,10 @@ class CapacityResult:
     #: SLOs; None when not searched or not found (``connect_rate_stopped_because`` says)
     max_connect_rate: float | None = None
     connect_rate_stopped_because: str = CONNECT_RATE_NOT_SEARCHED
+    #: the connect-rate search's steps: (offered chargers/s, verdict)
+    connect_rate_steps: list[tuple[float, Verdict]] = field(default_factory=list)
+    #: the connect-rate search's generator limit (as ``limited_by_generator``)
+    connect_rate_limited_by_generator: bool = False
 
     def summary(self) -> str:
         """One line for the console: concurrent chargers (the connect rate has its own)."""
@@ -623,6 +684,16 @@ class CapacityResult:
                     "reasons": list(verdict.reasons),
                 }
                 for chargers, verdict in self.steps
+            ],
+            "connect_rate_limited_by_generator": self.connect_rate_limited_by_generator,
+            "connect_rate_steps": [
+                {
+                    "rate": rate,
+                    "ok": verdict.ok,
+                    "generator_saturated": verdict.generator_saturated,
+                    "reasons": list(verdict.reasons),
+                }
+                for rate, verdict in self.connect_rate_steps
             ],
         }
 
@@ -726,3 +797,174 @@ class CapacitySearch:
     def _finish(self, chargers: int | None, why: str, limited_by_generator: bool = False) -> None:
         self._pending = None
         self._result = CapacityResult(chargers, limited_by_generator, why, list(self.steps))
+
+
+# -- the connect-rate search ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateStepMeasurement:
+    """One step of fresh chargers arriving at ``rate`` a second.
+
+    ``ramp``: the metrics from the step's start until its chargers were booted (or its
+    time was up), judged by the connect SLOs. ``late_boot_ms``: the slowest
+    BootNotification of the step's last arrivals (from a tick before the last users were
+    started to the end). ``spawn_seconds``: how long the load generator took to start the
+    step's users (None: it never did).
+    """
+
+    rate: float
+    chargers: int
+    booted: int
+    seconds: float
+    ramp: StepMeasurement
+    late_boot_ms: float | None = None
+    spawn_seconds: float | None = None
+
+    @property
+    def arrival_seconds(self) -> float:
+        """The time the step's arrivals take at the offered rate."""
+        return self.chargers / self.rate
+
+    @property
+    def last_arrival_seconds(self) -> float:
+        """When Locust starts the step's last users: it starts floor(rate) at once, every
+        floor(rate) / rate seconds."""
+        burst = max(1, math.floor(self.rate))
+        return (math.ceil(self.chargers / burst) - 1) * burst / self.rate
+
+    def slack_ms(self, config: CapacityConfig) -> float:
+        """How late the last boots may be and the CSMS still keep pace: booted by the
+        offered time plus the tolerance (and a round trip)."""
+        allowed = self.arrival_seconds * (1 + config.rate_pace_tolerance)
+        return (allowed - self.last_arrival_seconds) * 1000 + PACE_ROUND_TRIP_MS
+
+
+#: the load generator started a step's users this much slower than offered (and 1 s more,
+#: Locust's spawn ticks): it, not the CSMS, set the pace
+GENERATOR_SPAWN_SLACK = 0.25
+#: a boot's own round trip on top of the pace (loopback, a busy machine)
+PACE_ROUND_TRIP_MS = 50.0
+
+
+def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
+    """A rate step against the connect SLOs, plus "keeps pace": the step's chargers are
+    booted by the time their arrivals take at the offered rate, within
+    ``rate_pace_tolerance`` (the CSMS booted at least ``1 / (1 + tolerance)`` of the rate).
+    That is judged from the last arrivals' boot latency (ms, Locust's own) so it does not
+    hang on when the shape's ticks fall; a CSMS that falls behind has a backlog the last
+    arrivals wait through.
+
+    A step the load generator could not start at the offered rate, while the CSMS answered
+    in time, is the generator's limit (``generator_saturated``), as are the lag/CPU guards.
+    """
+    saturation = _saturation(step.ramp, config)
+    reasons = judge_admission(step.ramp, config)
+    missing = step.chargers - step.booted
+    if missing > 0:
+        reasons.append(
+            f"only {step.booted} of {step.chargers} chargers booted within "
+            f"{step.seconds:.0f} s at {step.rate:.3g}/s"
+        )
+    late, allowed = step.late_boot_ms, step.slack_ms(config)
+    if late is not None and late > allowed:
+        achieved = step.chargers / (step.last_arrival_seconds + late / 1000)
+        reasons.append(
+            f"did not keep pace at {step.rate:.3g}/s: the last boots took {_ms(late)} ms "
+            f"(> {_ms(allowed)} ms; about {achieved:.3g} booted/s)"
+        )
+    expected = step.arrival_seconds * (1 + GENERATOR_SPAWN_SLACK) + 1.0
+    if (step.spawn_seconds is None or step.spawn_seconds > expected) and not reasons:
+        took = "never" if step.spawn_seconds is None else f"in {step.spawn_seconds:.1f} s"
+        saturation.append(
+            f"load generator saturated: started {step.chargers} chargers {took}, "
+            f"not {step.arrival_seconds:.1f} s ({step.rate:.3g}/s)"
+        )
+    return Verdict(not saturation and not reasons, saturation + reasons, bool(saturation))
+
+
+class RateSearch:
+    """The connect-rate search as a state machine, like :class:`CapacitySearch` but in
+    chargers per second: ``rate_start``, doubling while the steps keep pace (capped at
+    ``rate_max``), then bisection between the last good and the first bad rate until they
+    are at most :meth:`CapacityConfig.rate_resolution_at` apart."""
+
+    def __init__(self, config: CapacityConfig) -> None:
+        self.config = config
+        self.steps: list[tuple[float, Verdict]] = []
+        self.measurements: list[RateStepMeasurement] = []
+        self.good: float | None = None
+        self.bad: float | None = None
+        self._pending: float | None = config.rate_start
+        self._answer: tuple[float | None, str, bool] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._answer is not None
+
+    @property
+    def phase(self) -> str:
+        if self.done:
+            return "done"
+        return "rate-ramp" if self.bad is None else "rate-bisect"
+
+    def next_rate(self) -> float | None:
+        """The rate to offer next; None when the search is over."""
+        return None if self.done else self._pending
+
+    def record(self, step: RateStepMeasurement) -> Verdict:
+        if self.done:
+            raise RuntimeError("the connect-rate search is over; nothing to record")
+        rate = self._pending
+        assert rate is not None
+        if step.rate != rate:
+            raise ValueError(f"a measurement at {step.rate:g}/s, but the rate is {rate:g}/s")
+        verdict = judge_rate(step, self.config)
+        self.steps.append((rate, verdict))
+        self.measurements.append(step)
+        if verdict.generator_saturated:
+            self._answer = (
+                None,
+                f"{LIMITED_BY_GENERATOR} at {rate:.3g} chargers/s: " + "; ".join(verdict.reasons),
+                True,
+            )
+        elif verdict.ok:
+            self.good = rate
+            self._advance()
+        else:
+            self.bad = rate
+            if self.good is None:
+                self._answer = (
+                    None,
+                    f"{START_FAILED} ({rate:.3g} chargers/s): " + "; ".join(verdict.reasons),
+                    False,
+                )
+            else:
+                self._advance()
+        return verdict
+
+    def answer(self) -> tuple[float | None, str, bool]:
+        """(chargers/s or None, why it stopped, limited by the load generator)."""
+        if self._answer is not None:
+            return self._answer
+        return self.good, f"unfinished (next rate {self._pending:g}/s)", False
+
+    def _advance(self) -> None:
+        config, good = self.config, self.good
+        assert good is not None
+        if self.bad is None:
+            if good >= config.rate_max:
+                self._answer = (good, f"{REACHED_MAX} ({config.rate_max:g} chargers/s)", False)
+                return
+            self._pending = min(good * 2, config.rate_max)
+            return
+        if self.bad - good <= config.rate_resolution_at(good) + 1e-9:
+            failed = next(v for rate, v in self.steps if rate == self.bad)
+            self._answer = (
+                good,
+                f"{REFINED}: {good:.3g}/s kept pace, {self.bad:.3g}/s did not "
+                f"({'; '.join(failed.reasons)})",
+                False,
+            )
+            return
+        self._pending = round((good + self.bad) / 2, 3)

@@ -19,6 +19,8 @@ from loadgen.capacity import (
     CapacityConfig,
     CapacityResult,
     CapacitySearch,
+    RateSearch,
+    RateStepMeasurement,
     Step,
     StepMeasurement,
     admission_note,
@@ -26,6 +28,7 @@ from loadgen.capacity import (
     count_percentile,
     judge,
     judge_admission,
+    judge_rate,
     parse_p95_slo,
     parse_slo_overrides,
     parse_step,
@@ -924,3 +927,94 @@ def test_the_connect_rate_is_reported_beside_the_chargers() -> None:
         "capacity: connect rate 21.5 chargers/s (refined by bisection)"
     )
     assert found.to_dict()["max_connect_rate"] == 21.5
+
+
+# -- the connect-rate search ----------------------------------------------------------------
+
+
+def boot_queue(rate: float, chargers: int, boot_rate: float) -> list[tuple[float, float]]:
+    """(arrival s, BootNotification latency s) of each charger of a rate step against a
+    CSMS that answers boots one by one, ``boot_rate`` a second in arrival order (csms_stub
+    --max-boot-rate), with arrivals as Locust makes them: bursts of floor(rate) users,
+    floor(rate) / rate seconds apart."""
+    burst = max(1, math.floor(rate))
+    arrivals = [(n // burst) * burst / rate for n in range(chargers)]
+    turn, out = 0.0, []
+    for at in arrivals:
+        turn = max(turn, at)
+        out.append((at, turn + 0.002 - at))
+        turn += 1 / boot_rate
+    return out
+
+
+def rate_step(rate: float, config: CapacityConfig, boot_rate: float) -> RateStepMeasurement:
+    """One rate step against :func:`boot_queue`: the last two seconds of arrivals are
+    the late window."""
+    chargers = config.rate_step_size(rate)
+    boots = boot_queue(rate, chargers, boot_rate)
+    last = boots[-1][0]
+    late = [lat * 1000 for at, lat in boots if at >= last - 2.0]
+    all_ms = [lat * 1000 for _, lat in boots]
+    return RateStepMeasurement(
+        rate=rate,
+        chargers=chargers,
+        booted=chargers,
+        seconds=max(at + lat for at, lat in boots),
+        ramp=StepMeasurement(chargers, {"BootNotification": all_ms}, connect_attempts=chargers),
+        late_boot_ms=max(late),
+        spawn_seconds=last,
+    )
+
+
+@pytest.mark.parametrize("boot_rate", [3.0, 10.0, 22.0, 47.0, 150.0])
+def test_the_rate_search_finds_the_boot_rate_within_its_resolution(boot_rate: float) -> None:
+    config = CapacityConfig(max_chargers=10_000, resolution_ratio=0.05, rate_start=2.0)
+    search = RateSearch(config)
+    while (rate := search.next_rate()) is not None:
+        search.record(rate_step(rate, config, boot_rate))
+    answer, why, by_generator = search.answer()
+    assert answer is not None and not by_generator, why
+    # kept pace within the tolerance, never more than 5 % above the true rate
+    assert boot_rate * 0.95 <= answer <= boot_rate * 1.05, (answer, why)
+    assert why.startswith("refined by bisection")
+    assert "did not keep pace" in why
+    rates = [rate for rate, _ in search.steps]
+    assert rates[:2] == [2.0, 4.0] and len(set(rates)) == len(rates)
+
+
+def test_a_rate_step_is_judged_by_the_connect_slos_and_the_pace() -> None:
+    config = CapacityConfig(boot_p95_ms=500.0, rate_step_chargers=100)
+    assert judge_rate(rate_step(10.0, config, 100.0), config).ok
+    slow = judge_rate(rate_step(20.0, config, 10.0), config)
+    assert not slow.ok and not slow.generator_saturated
+    assert any(r.startswith("did not keep pace at 20/s") for r in slow.reasons), slow.reasons
+    assert any(r.startswith("p95 BootNotification") for r in slow.reasons)
+    lost = dataclasses.replace(rate_step(10.0, config, 100.0), booted=90)
+    assert judge_rate(lost, config).reasons == ["only 90 of 100 chargers booted within 9 s at 10/s"]
+
+
+def test_a_generator_that_cannot_start_users_fast_enough_is_no_csms_figure() -> None:
+    config = CapacityConfig(rate_step_chargers=100, rate_start=50.0)
+    slow_spawn = dataclasses.replace(rate_step(50.0, config, 1000.0), spawn_seconds=6.0)
+    verdict = judge_rate(slow_spawn, config)
+    assert verdict.generator_saturated and verdict.reasons == [
+        "load generator saturated: started 100 chargers in 6.0 s, not 2.0 s (50/s)"
+    ]
+    search = RateSearch(config)
+    search.record(slow_spawn)
+    answer, why, by_generator = search.answer()
+    assert answer is None and by_generator and why.startswith(LIMITED_BY_GENERATOR)
+    # the CSMS being slow too: the CSMS's failure, not the generator's
+    both = dataclasses.replace(rate_step(50.0, config, 5.0), spawn_seconds=6.0)
+    assert not judge_rate(both, config).generator_saturated
+
+
+def test_rate_search_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="--capacity-search 'rates'"):
+        CapacityConfig(mode="rates")
+    with pytest.raises(ValueError, match="--connect-rate-max"):
+        CapacityConfig(rate_start=10.0, rate_max=5.0)
+    assert CapacityConfig(mode="both").searches_connect_rate
+    assert not CapacityConfig(mode="connect-rate").searches_chargers
+    config = CapacityConfig(start=10, max_chargers=50)
+    assert [config.rate_step_size(r) for r in (1.0, 3.0, 4.5, 100.0)] == [20, 30, 45, 50]

@@ -50,14 +50,21 @@ def reports_in(directory: Path) -> tuple[dict, str]:
     return json.loads(json_files[0].read_text()), html_files[0].read_text()
 
 
-def run_search(tmp_path: Path, stub: StubProcess, *args: str, timeout: float = 150) -> tuple:
+def run_search(
+    tmp_path: Path,
+    stub: StubProcess,
+    *args: str,
+    timeout: float = 150,
+    mode: str = "chargers",
+    quick: list[str] = QUICK,
+) -> tuple:
     """Run a search; while it lingers, scrape its answer from /metrics."""
     port = free_port()
     process = Background(
         tmp_path / "locust.log",
-        *("--host", stub.ws_url, "--capacity-search", "--capacity-linger", "4"),
+        *("--host", stub.ws_url, "--capacity-search", mode, "--capacity-linger", "4"),
         *("--prometheus-port", str(port), "--report-dir", str(tmp_path / "reports")),
-        *QUICK,
+        *quick,
         *args,
     )
     try:
@@ -139,6 +146,43 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
     assert "Traceback" not in output
 
 
+def test_both_capacities_against_a_connection_and_a_boot_rate_ceiling(
+    tmp_path: Path, capped_stub: StubProcess
+) -> None:
+    # no --spawn-rate: the connect rate is searched first (fresh chargers, 25 a step, under
+    # the 30 connections), then the concurrency steps ramp at half of it
+    unpinned = [arg for arg in QUICK if arg not in ("--spawn-rate", "50")]
+    code, output, scraped = run_search(
+        tmp_path,
+        capped_stub,
+        *("--capacity-start", "10", "--capacity-step", "+10", "--capacity-max", "60"),
+        *("--capacity-resolution", "10"),
+        *("--connect-rate-start", "5", "--connect-rate-step-chargers", "25"),
+        mode="both",
+        quick=unpinned,
+        timeout=170,
+    )
+    assert code == 0, output[-4000:]
+    assert answer_of(output) == 30, output[-4000:]
+    match = re.search(r"^capacity: connect rate ([0-9.]+) chargers/s \(refined", output, re.M)
+    assert match, output[-4000:]
+    rate = float(match.group(1))
+    assert 9.5 <= rate <= 10.5, output[-4000:]  # the stub's 10 boots/s, within 5 %
+    assert gauge(scraped, "ocpp_loadgen_capacity_max_connect_rate") == pytest.approx(rate, 0.01)
+    assert f"concurrency steps ramp at {rate / 2:.3g}/s" in output
+    report, html = reports_in(tmp_path / "reports")
+    assert f"{rate:.3g}" in html
+    capacity = report["capacity"]
+    assert capacity["max_chargers"] == 30
+    assert capacity["max_connect_rate"] == pytest.approx(rate, 0.01)
+    assert capacity["connect_rate_stopped_because"].startswith("refined by bisection")
+    rates = [s["rate"] for s in capacity["connect_rate_steps"]]
+    assert rates[:3] == [5.0, 10.0, 20.0]
+    steps = capacity["connect_rate_steps"]
+    assert all(s["ok"] == (r <= rate) for r, s in zip(rates, steps, strict=True)), steps
+    assert "Traceback" not in output
+
+
 def test_the_search_finds_a_latency_ceiling_within_one_step(tmp_path: Path) -> None:
     # replies slow down by 20 ms per charger above 20: with a p95 SLO of 150 ms the CSMS
     # holds 27 chargers (140 ms), not 28 (160 ms)
@@ -194,7 +238,7 @@ def test_a_saturated_load_generator_gives_no_csms_figure(
     port = free_port()
     process = Background(
         tmp_path / "locust.log",
-        *("--host", capped_stub.ws_url, "--capacity-search", "--capacity-linger", "0"),
+        *("--host", capped_stub.ws_url, "--capacity-search", "chargers", "--capacity-linger", "0"),
         *("--capacity-start", "10", "--capacity-max-lag-ms", "0.000001"),
         *("--prometheus-port", str(port), "--report-dir", str(tmp_path / "reports")),
         *QUICK,
@@ -221,7 +265,7 @@ def test_a_run_time_shorter_than_the_search_says_so(
 ) -> None:
     process = Background(
         tmp_path / "locust.log",
-        *("--host", capped_stub.ws_url, "--capacity-search", "--capacity-start", "10"),
+        *("--host", capped_stub.ws_url, "--capacity-search", "chargers", "--capacity-start", "10"),
         *("--run-time", "8s", "--prometheus-port", "0", *QUICK),
     )
     try:
@@ -244,6 +288,8 @@ def test_bad_capacity_options_stop_locust_with_one_line(tmp_path: Path) -> None:
         ("--slo-p95-ms", "1000,Heartbeet=500"): "did you mean Heartbeat?",
         ("--capacity-max", "500"): "more than the fleet's 80 chargers",
         ("--capacity-resolution", "lots"): "--capacity-resolution 'lots'",
+        ("--capacity-start", "10", "--capacity-search", "rates"): "write both, chargers or",
+        ("--capacity-start", "10", "--connect-rate-start", "0"): "--connect-rate-start must be",
     }
     assert "Heartbeat" in known_actions()
     for args, message in cases.items():

@@ -312,7 +312,8 @@ def test_every_promql_expression_parses(tmp_path: Path) -> None:
 
 #: the capacity search steps 10 -> 20 chargers of a 30-charger fleet and answers 20
 CAPACITY = 20
-CAPACITY_ARGS = ["--capacity-search", "--capacity-start", "10", "--capacity-step", "+10"]
+CAPACITY_ARGS = ["--capacity-search", "chargers", "--capacity-start", "10"]
+CAPACITY_ARGS += ["--capacity-step", "+10"]
 CAPACITY_ARGS += ["--capacity-max", str(CAPACITY), "--capacity-hold", "5"]
 #: seconds the run goes on after the answer: the faults happen then, not during the search
 LINGER = 20

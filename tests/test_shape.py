@@ -481,6 +481,82 @@ def a_quick_admission_has_no_note() -> None:
     assert step["ok"] and step["admission"] is None and step["booted"] == 10
 
 
+@case
+def both_capacities_whatever_the_spawn_rate() -> None:
+    # a CSMS that holds 30 connections and boots 10 chargers a second: the connect rate
+    # first (fresh chargers per step, all stopped before the next), then the concurrency
+    # steps ramp at half that rate, whatever --spawn-rate said, unless it was pinned
+    for spawn_rate in (5.0, 20.0, 100.0):
+        world = World(ceiling=30, boot_rate=10.0)
+        search = config(
+            mode="both",
+            start=10,
+            max_chargers=60,
+            hold_seconds=5.0,
+            resolution_ratio=0.05,
+            rate_start=2.5,
+            rate_step_chargers=25,  # below the connection ceiling
+        )
+        shape = make_shape(world, search, spawn_rate=spawn_rate, latencies=world.latencies)
+        ticks = drive(shape, world)
+        ((_, result),) = world.results
+        assert result.max_chargers is not None and 28 <= result.max_chargers <= 30, result
+        rate = result.max_connect_rate
+        # the world lives in whole seconds (arrivals and boots): within 10 % here; the
+        # 5 % of a Locust-like arrival is tested in test_capacity.py and end to end
+        assert rate is not None and 9.5 <= rate <= 11.0, result.connect_rate_line()
+        assert result.connect_rate_stopped_because.startswith("refined by bisection")
+        assert shape.spawn_rate == rate / 2
+        rates = [step["rate"] for step in shape.rate_steps]
+        assert rates[:3] == [2.5, 5.0, 10.0] and len(set(rates)) == len(rates)
+        assert [r for r, _ in result.connect_rate_steps] == rates
+        for step in shape.rate_steps:
+            assert step["chargers"] == 25
+            assert step["ok"] or step["rate"] > 10.0, step
+            assert not step["ok"] or step["rate"] < 11.0, step
+        # each rate step started from no chargers at all: the previous ones were gone
+        starts = [shape.run_started + step["started_s"] for step in shape.rate_steps]
+        assert all(world.connected_at(at) == 0 for at in starts)
+        # the concurrency steps came after, at the connect rate's half
+        first_hold = hold_started(shape, world.steps[0])
+        assert first_hold > starts[-1]
+        assert all(tick[1] == rate / 2 for at, tick, _ in ticks if at >= first_hold and tick)
+
+    # a pinned --spawn-rate is kept
+    world = World(ceiling=30, boot_rate=10.0)
+    search = config(
+        mode="both",
+        start=10,
+        max_chargers=40,
+        hold_seconds=5.0,
+        rate_start=5.0,
+        rate_step_chargers=25,
+    )
+    shape = make_shape(world, search, spawn_rate=3.0, spawn_rate_pinned=True)
+    drive(shape, world)
+    assert shape.spawn_rate == 3.0 and shape.result.max_connect_rate is not None
+
+
+@case
+def connect_rate_alone() -> None:
+    world = World(boot_rate=20.0)
+    search = config(mode="connect-rate", max_chargers=500, resolution_ratio=0.05, rate_start=5.0)
+    shape = make_shape(world, search, linger=3.0, latencies=world.latencies)
+    ticks = drive(shape, world)
+    ((_, result),) = world.results
+    assert result.max_chargers is None and result.stopped_because.startswith("not searched")
+    assert result.max_connect_rate is not None and 19 <= result.max_connect_rate <= 22
+    assert world.steps == []  # no concurrency step
+    assert ticks[-1][1] is None and ticks[-2][1][0] == 0  # lingered with no chargers
+    assert [phase for _, _, phase in ticks[-4:-1]] == ["linger"] * 3
+    assert result.to_dict()["connect_rate_steps"][0] == {
+        "rate": 5.0,
+        "ok": True,
+        "generator_saturated": False,
+        "reasons": [],
+    }
+
+
 # -- running the cases in a child process ---------------------------------------------------
 
 

@@ -476,7 +476,9 @@ def _setup_capacity_and_reports(
             # Refused connections and failed CALLs are what a search provokes: the exit
             # code says whether there is an answer (and, as always, no exceptions).
             runner = environment.runner
-            found = result.max_chargers is not None
+            found = (not config.searches_chargers or result.max_chargers is not None) and (
+                not config.searches_connect_rate or result.max_connect_rate is not None
+            )
             environment.process_exit_code = 0 if found and not runner.exceptions else 1
 
         def retry_now(target: int) -> None:
@@ -489,6 +491,7 @@ def _setup_capacity_and_reports(
             merged=merged.merged,
             set_target=metrics.set_target,
             spawn_rate=settings.capacity_spawn_rate,
+            spawn_rate_pinned=settings.capacity_spawn_rate_pinned,
             connect_timeout=settings.connect_timeout,
             reconnect_cap=settings.reconnect_cap,
             cycle=context.cycle_seconds,
@@ -507,7 +510,7 @@ def _setup_capacity_and_reports(
 
         @events.test_stop.add_listener
         def _unfinished(**_: Any) -> None:
-            if not shape.search.done:
+            if not shape.done:
                 so_far = shape.result.max_chargers
                 _final_words.append(
                     "capacity: no answer: the run ended before the search did"

@@ -53,6 +53,8 @@ class Settings:
     capacity: CapacityConfig | None = None
     #: users started per second by the capacity search (Locust's --spawn-rate, or 100)
     capacity_spawn_rate: float = 100.0
+    #: the user gave --spawn-rate: the concurrency steps ramp at it, not at the connect rate
+    capacity_spawn_rate_pinned: bool = False
     #: seconds to keep serving the answer after the search (for Prometheus to scrape it)
     capacity_linger: float = 15.0
     #: write JSON + HTML reports here at the end of every run
@@ -232,10 +234,33 @@ def add_arguments(parser: Any) -> None:
     # the capacity search: a load shape instead of --users
     add(
         "--capacity-search",
-        action="store_true",
-        default=False,
-        help="find the most chargers the CSMS holds within the SLOs: step the chargers up "
-        "from --capacity-start, hold, judge, bisect (replaces --users)",
+        nargs="?",
+        const="both",
+        default="",
+        help="find the CSMS's capacities within the SLOs (replaces --users): both (the bare "
+        "flag), chargers (the most held at once: step up from --capacity-start, hold, judge, "
+        "bisect) or connect-rate (new chargers/s connected and booted: step the rate up from "
+        "--connect-rate-start with fresh chargers, bisect)",
+    )
+    add(
+        "--connect-rate-start",
+        type=float,
+        default=5.0,
+        help="connect-rate search: the first rate offered, chargers/s, doubled while the "
+        "CSMS keeps pace (5)",
+    )
+    add(
+        "--connect-rate-max",
+        type=float,
+        default=10_000.0,
+        help="connect-rate search: stop doubling here, chargers/s (10000)",
+    )
+    add(
+        "--connect-rate-step-chargers",
+        type=int,
+        default=0,
+        help="connect-rate search: fresh chargers per rate step; keep it below the CSMS's "
+        "connection limit (default: 10 s of arrivals, at least 20, at most --capacity-max)",
     )
     add("--capacity-start", type=int, default=100, help="chargers of the first step (100)")
     add(
@@ -408,6 +433,7 @@ def settings_from_options(options: Any) -> Settings:
         ssl_context=ssl_context,
         capacity=capacity,
         capacity_spawn_rate=float(getattr(options, "spawn_rate", None) or 100.0),
+        capacity_spawn_rate_pinned=getattr(options, "spawn_rate", None) is not None,
         capacity_linger=options.capacity_linger,
         report_dir=options.report_dir or None,
         retry_backoff=backoff.RetryBackOff(
@@ -431,8 +457,20 @@ def _blackout(at: float, duration: float) -> tuple[float, float] | None:
     return (at, duration)
 
 
+def search_mode(value: Any) -> str | None:
+    """What ``--capacity-search`` asks for: None (not given), both, chargers or
+    connect-rate. The environment variable may also say true/false, as for a flag."""
+    text = str(value if value is not None else "").strip().lower()
+    if text in ("", "false", "0", "no", "off"):
+        return None
+    if text in ("true", "1", "yes", "on"):
+        return "both"
+    return text
+
+
 def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:
-    if not options.capacity_search:
+    mode = search_mode(options.capacity_search)
+    if mode is None:
         return None
     resolution_text = str(options.capacity_resolution).strip()
     try:
@@ -474,6 +512,10 @@ def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:
             max_generator_cpu=options.capacity_max_cpu or None,
             resolution=resolution,
             resolution_ratio=ratio,
+            mode=mode,
+            rate_start=options.connect_rate_start,
+            rate_max=options.connect_rate_max,
+            rate_step_chargers=options.connect_rate_step_chargers,
         )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None

@@ -17,11 +17,21 @@ greenlet (``tick()`` about once a second on the master or the single process):
    console and the reports; the shape keeps the load for ``--capacity-linger`` seconds so
    Prometheus scrapes the answer, then ends the run.
 
+With ``--capacity-search both`` or ``connect-rate``, a connect-rate search comes first
+(:class:`~loadgen.capacity.RateSearch`): each rate step starts
+:meth:`CapacityConfig.rate_step_size` fresh chargers at the offered rate, waits until they
+are booted (or their time is up), judges the step (connect SLOs, and whether the boots
+kept pace: its last arrivals booted by the time the arrivals take at that rate), then stops them all
+and waits until they are gone before the next rate. With ``both``, the concurrency steps
+then ramp at half the answer (at least 1/s), safely below what the CSMS admits, unless the
+user pinned ``--spawn-rate``: so the concurrency answer does not depend on the ramp.
+
 The clock is injectable so the state machine can be tested without waiting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,11 +40,15 @@ from typing import Any
 from locust import LoadTestShape
 
 from loadgen.capacity import (
+    CHARGERS_NOT_SEARCHED,
     CapacityConfig,
     CapacityResult,
     CapacitySearch,
+    RateSearch,
+    RateStepMeasurement,
     StepMeasurement,
     admission_note,
+    count_percentile,
     judge_admission,
     with_count_percentiles,
 )
@@ -55,6 +69,10 @@ LOCAL_STALL_S = 5.0
 #: how long the chargers of a step may take to connect beyond the spawn time (at least a
 #: full reconnect back-off: chargers refused at a failed step retry only after theirs)
 SETTLE_GRACE_S = 30.0
+#: the most seconds to wait for a rate step's chargers to be gone
+RATE_DRAIN_S = 30.0
+#: with ``both``: the concurrency steps ramp at this share of the connect rate found
+RAMP_SHARE_OF_CONNECT_RATE = 0.5
 
 
 def latency_view(
@@ -84,6 +102,7 @@ class CapacityShape(LoadTestShape):
         merged: Callable[[], Merged],
         set_target: Callable[[int], None],
         spawn_rate: float = 100.0,
+        spawn_rate_pinned: bool = False,
         connect_timeout: float = 10.0,
         reconnect_cap: float = 60.0,
         cycle: Callable[[], float] = lambda: 0.0,
@@ -103,7 +122,8 @@ class CapacityShape(LoadTestShape):
         self.set_target = set_target
         self.on_target = on_target
         self.latencies = latencies
-        self.spawn_rate = spawn_rate
+        self.spawn_rate = self.given_spawn_rate = spawn_rate
+        self.spawn_rate_pinned = spawn_rate_pinned
         self.connect_timeout = connect_timeout
         self.reconnect_cap = reconnect_cap
         self.cycle = cycle
@@ -118,7 +138,17 @@ class CapacityShape(LoadTestShape):
 
     def _restart(self) -> None:
         self.search = CapacitySearch(self.config)
-        self.phase = "step"  # step | settle | hold | linger | done
+        self.rates = RateSearch(self.config)
+        self.spawn_rate = self.given_spawn_rate
+        # rate | rate-step | drain, then step | settle | hold, then linger | done
+        self.phase = "rate" if self.config.searches_connect_rate else "step"
+        self.rate_steps: list[dict[str, Any]] = []
+        self._rate = 0.0
+        self._spawned_s: float | None = None
+        self._rate_latency: dict[str, dict[float, int]] = {}
+        self._late_latency: dict[str, dict[float, int]] = {}
+        self._previous_latency: dict[str, dict[float, int]] = {}
+        self._booted_before = 0.0
         self.target: int | None = None
         self.previous = 0
         self.steps: list[dict[str, Any]] = []
@@ -158,6 +188,12 @@ class CapacityShape(LoadTestShape):
                 self.phase = "done"
                 return None
             return self._current()
+        if self.phase in ("rate", "rate-step", "drain"):
+            tick = self._rate_tick(now)
+            if tick is not None or self.phase == "done":
+                return tick
+            if self.phase == "linger":
+                return self._current()
         if self.phase == "step":
             target = self.search.next_target()
             if target is None:
@@ -202,6 +238,132 @@ class CapacityShape(LoadTestShape):
         if now - self._since >= self._hold_seconds:
             self._judge(now, after)
         return self._current()
+
+    # -- the connect-rate search -------------------------------------------------------
+
+    def _rate_tick(self, now: float) -> tuple[int, float] | None:
+        """One tick of the connect-rate search; None when it handed over (``phase``
+        says to what)."""
+        if self.phase == "rate":
+            rate = self.rates.next_rate()
+            if rate is None:
+                self._rates_done(now)
+                return None
+            self._start_rate_step(now, rate)
+            return self._current()
+        if self.phase == "rate-step":
+            if self._rate_step_over(now):
+                self._judge_rate_step(now)
+                self.phase, self._since = "drain", now
+                self.target = 0
+                self.set_target(0)
+            return self._current()
+        # drain: the step's chargers stopped, wait until they are gone
+        merged = self.merged()
+        connected = sum(merged.get("ocpp_loadgen_chargers_connected", {}).values())
+        booted = sum(merged.get("ocpp_loadgen_chargers_booted", {}).values())
+        users = self.runner.user_count if self.runner is not None else 0
+        waited = now - self._since
+        gone = users == 0 and connected == 0 and booted == 0
+        if waited >= self.min_settle and (gone or waited >= RATE_DRAIN_S):
+            self.phase = "rate"
+            return self._rate_tick(now)
+        return self._current()
+
+    def _start_rate_step(self, now: float, rate: float) -> None:
+        chargers = self.config.rate_step_size(rate)
+        self.target, self._rate, self.spawn_rate = chargers, rate, rate
+        self.phase, self._since = "rate-step", now
+        self.set_target(chargers)
+        self._ramp_baseline = self.merged()
+        self._booted_before = sum(
+            self._ramp_baseline.get("ocpp_loadgen_chargers_booted", {}).values()
+        )
+        self._rate_latency = self._previous_latency = self._latency_view()
+        self._spawned_s = None
+        log.info(
+            "capacity search (%s): %d fresh chargers at %.3g/s",
+            self.rates.phase,
+            chargers,
+            rate,
+        )
+
+    def _rate_step_over(self, now: float) -> bool:
+        """All the step's chargers booted, or their time is up; meanwhile the windows."""
+        assert self.target is not None
+        waited = now - self._since
+        view = self._latency_view()
+        users = self.runner.user_count if self.runner is not None else self.target
+        if self._spawned_s is None and users >= self.target:
+            # the late window starts a tick before the last users came, so it holds
+            # their boots however quickly they were answered
+            self._spawned_s, self._late_latency = waited, self._previous_latency
+        self._previous_latency = view
+        booted = sum(self.merged().get("ocpp_loadgen_chargers_booted", {}).values())
+        if waited < self.min_settle:
+            return False
+        if self._spawned_s is not None and booted - self._booted_before >= self.target:
+            return True
+        boot_slo = (self.config.boot_p95_ms or 10_000.0) / 1000
+        bound = 2 * self.target / self._rate + boot_slo + self.connect_timeout + self.min_settle
+        return waited >= bound
+
+    def _judge_rate_step(self, now: float) -> None:
+        assert self.target is not None
+        after = self.merged()
+        seconds = now - self._since
+        ramp = measure(self._ramp_baseline, after, chargers=self.target, seconds=seconds)
+        view = self._latency_view()
+        if self.latencies is not None:
+            ramp = with_count_percentiles(ramp, self._rate_latency, view)
+        booted = sum(after.get("ocpp_loadgen_chargers_booted", {}).values())
+        step = RateStepMeasurement(
+            rate=self._rate,
+            chargers=self.target,
+            booted=min(self.target, max(0, int(booted - self._booted_before))),
+            seconds=seconds,
+            ramp=ramp,
+            late_boot_ms=_slowest_boot(self._late_latency, view),
+            spawn_seconds=self._spawned_s,
+        )
+        phase = self.rates.phase
+        verdict = self.rates.record(step)
+        entry = {
+            "phase": phase,
+            "rate": step.rate,
+            "chargers": step.chargers,
+            "booted": step.booted,
+            "seconds": round(seconds, 3),
+            "started_s": round(self._since - self.run_started, 3),
+            "spawn_seconds": step.spawn_seconds,
+            "late_boot_ms": step.late_boot_ms,
+            "ok": verdict.ok,
+            "generator_saturated": verdict.generator_saturated,
+            "reasons": list(verdict.reasons),
+        }
+        self.rate_steps.append(entry)
+        log.info(
+            "capacity rate step %.3g/s (%d chargers): %s",
+            step.rate,
+            step.chargers,
+            "kept pace" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
+        )
+
+    def _rates_done(self, now: float) -> None:
+        rate, why, _ = self.rates.answer()
+        log.info(
+            "capacity search: connect rate %s (%s)", "-" if rate is None else f"{rate:.3g}/s", why
+        )
+        if not self.config.searches_chargers:
+            self._finish(now)
+            return
+        if rate is not None and not self.spawn_rate_pinned:
+            # below what the CSMS admits: the concurrency answer must not hang on the ramp
+            self.spawn_rate = max(1.0, RAMP_SHARE_OF_CONNECT_RATE * rate)
+            log.info("capacity search: concurrency steps ramp at %.3g/s", self.spawn_rate)
+        else:
+            self.spawn_rate = self.given_spawn_rate
+        self.phase = "step"
 
     def _current(self) -> tuple[int, float]:
         return (self.target or 0, self.spawn_rate)
@@ -301,11 +463,42 @@ class CapacityShape(LoadTestShape):
         return with_count_percentiles(measurement, self._latency_baseline, self._latency_view())
 
     def _finish(self, now: float) -> None:
-        result = self.search.result()
+        result = self.result
         log.info("%s", result.summary())
+        log.info("%s", result.connect_rate_line())
         self.on_done(result)
         self.phase, self._since = ("linger", now) if self.linger > 0 else ("done", now)
 
     @property
+    def done(self) -> bool:
+        """Every capacity asked for has its answer."""
+        return (not self.config.searches_chargers or self.search.done) and (
+            not self.config.searches_connect_rate or self.rates.done
+        )
+
+    @property
     def result(self) -> CapacityResult:
-        return self.search.result()
+        """Both capacities as far as they were searched (``not searched`` where not)."""
+        if self.config.searches_chargers:
+            result = self.search.result()
+        else:
+            result = CapacityResult(None, False, CHARGERS_NOT_SEARCHED, [])
+        if not self.config.searches_connect_rate:
+            return result
+        rate, why, by_generator = self.rates.answer()
+        return dataclasses.replace(
+            result,
+            max_connect_rate=rate,
+            connect_rate_stopped_because=why,
+            connect_rate_steps=list(self.rates.steps),
+            connect_rate_limited_by_generator=by_generator,
+        )
+
+
+def _slowest_boot(
+    before: Mapping[str, Mapping[float, int]], after: Mapping[str, Mapping[float, int]]
+) -> float | None:
+    """The slowest BootNotification (ms) between two response-time views."""
+    start = before.get("BootNotification", {})
+    delta = {v: n - start.get(v, 0) for v, n in after.get("BootNotification", {}).items()}
+    return count_percentile(delta, 100)
