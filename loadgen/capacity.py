@@ -845,6 +845,10 @@ class RateStepMeasurement:
 GENERATOR_SPAWN_SLACK = 0.25
 #: a boot's own round trip on top of the pace (loopback, a busy machine)
 PACE_ROUND_TRIP_MS = 50.0
+#: a rate step that met a connection ceiling is repeated with this share of the chargers
+#: the CSMS held, but never fewer than RATE_MIN_STEP_CHARGERS (too few to show a backlog)
+RATE_CEILING_SHARE = 0.8
+RATE_MIN_STEP_CHARGERS = 10
 
 
 def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
@@ -895,6 +899,8 @@ class RateSearch:
         self.measurements: list[RateStepMeasurement] = []
         self.good: float | None = None
         self.bad: float | None = None
+        #: fewer chargers per step once a step met the CSMS's connection ceiling
+        self.step_cap: int | None = None
         self._pending: float | None = config.rate_start
         self._answer: tuple[float | None, str, bool] | None = None
 
@@ -912,6 +918,23 @@ class RateSearch:
         """The rate to offer next; None when the search is over."""
         return None if self.done else self._pending
 
+    def chargers_for(self, rate: float) -> int:
+        """Fresh chargers of a step at ``rate``: the config's size, under :attr:`step_cap`."""
+        size = self.config.rate_step_size(rate)
+        return size if self.step_cap is None else min(size, self.step_cap)
+
+    def _ceiling_cap(self, step: RateStepMeasurement) -> int | None:
+        """A smaller step size when ``step`` failed only because the CSMS refused connections
+        past a ceiling while it booted those it took at the pace offered: that measured its
+        concurrency, not its admission rate (ten seconds of arrivals at 20/s are 200
+        chargers, more than a CSMS holding 150 takes). None when the step says nothing of it."""
+        refused = step.ramp.connect_failures > 0 and step.booted < step.chargers
+        kept_pace = step.late_boot_ms is None or step.late_boot_ms <= step.slack_ms(self.config)
+        cap = math.floor(step.booted * RATE_CEILING_SHARE)
+        if refused and kept_pace and RATE_MIN_STEP_CHARGERS <= cap < step.chargers:
+            return cap
+        return None
+
     def record(self, step: RateStepMeasurement) -> Verdict:
         if self.done:
             raise RuntimeError("the connect-rate search is over; nothing to record")
@@ -920,6 +943,20 @@ class RateSearch:
         if step.rate != rate:
             raise ValueError(f"a measurement at {step.rate:g}/s, but the rate is {rate:g}/s")
         verdict = judge_rate(step, self.config)
+        cap = None if verdict.ok or verdict.generator_saturated else self._ceiling_cap(step)
+        if cap is not None:
+            # The same rate again with fewer chargers: not a verdict on the rate.
+            self.step_cap = cap
+            verdict = Verdict(
+                False,
+                [
+                    f"the CSMS held only {step.booted} of {step.chargers} chargers: "
+                    f"rate steps now use at most {cap} (not judged as a rate)",
+                    *verdict.reasons,
+                ],
+            )
+            self.measurements.append(step)
+            return verdict
         self.steps.append((rate, verdict))
         self.measurements.append(step)
         if verdict.generator_saturated:

@@ -1018,3 +1018,38 @@ def test_rate_search_options_are_checked() -> None:
     assert not CapacityConfig(mode="connect-rate").searches_chargers
     config = CapacityConfig(start=10, max_chargers=50)
     assert [config.rate_step_size(r) for r in (1.0, 3.0, 4.5, 100.0)] == [20, 30, 45, 50]
+
+
+def test_a_rate_step_past_a_connection_ceiling_is_repeated_with_fewer_chargers() -> None:
+    """Ten seconds of arrivals at 20/s are 200 chargers: a CSMS that holds 150 refuses 50 of
+    them while it boots the rest at the pace offered. That measured its concurrency, not its
+    admission rate: the same rate again with at most 120 chargers, and then judged."""
+    config = CapacityConfig(max_chargers=1_000, rate_start=20.0)
+    search = RateSearch(config)
+    full = rate_step(20.0, config, 1000.0)
+    assert full.chargers == 200
+    refused = dataclasses.replace(
+        full,
+        booted=150,
+        ramp=dataclasses.replace(full.ramp, connect_attempts=250, connect_failures=50),
+    )
+    verdict = search.record(refused)
+    assert not verdict.ok and verdict.reasons[0] == (
+        "the CSMS held only 150 of 200 chargers: rate steps now use at most 120 "
+        "(not judged as a rate)"
+    )
+    assert search.next_rate() == 20.0 and search.chargers_for(20.0) == 120
+    assert search.bad is None and search.steps == []
+    capped = rate_step(20.0, dataclasses.replace(config, max_chargers=120), 1000.0)
+    assert capped.chargers == 120
+    assert search.record(capped).ok and search.good == 20.0
+    assert search.next_rate() == 40.0 and search.chargers_for(40.0) == 120
+    # too few left to show a backlog: an ordinary failure of the rate
+    small = CapacityConfig(max_chargers=1_000, rate_start=1.0)
+    tiny = rate_step(1.0, small, 1000.0)
+    few = dataclasses.replace(
+        tiny, booted=8, ramp=dataclasses.replace(tiny.ramp, connect_failures=12)
+    )
+    lone = RateSearch(small)
+    lone.record(few)
+    assert lone.done and lone.answer()[0] is None

@@ -271,7 +271,7 @@ class CapacityShape(LoadTestShape):
         return self._current()
 
     def _start_rate_step(self, now: float, rate: float) -> None:
-        chargers = self.config.rate_step_size(rate)
+        chargers = self.rates.chargers_for(rate)
         self.target, self._rate, self.spawn_rate = chargers, rate, rate
         self.phase, self._since = "rate-step", now
         self.set_target(chargers)
