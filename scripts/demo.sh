@@ -2,7 +2,8 @@
 # The demo: csms_stub on SQLite, then a bounded headless Locust run of a few hundred
 # charging stations against it (sessions profile, time 60x faster), Locust's summary, the
 # reconciliation of what the stations sent with what the CSMS stored, and the CSMS's totals.
-# SEARCH=1: a capacity search instead, against the stub capped at 150 connections.
+# SEARCH=1: a capacity search instead (both capacities), against the stub capped at 150
+# connections and 50 BootNotifications a second.
 source "$(dirname "$0")/_venv.sh"
 
 PORT="${PORT:-9000}"
@@ -12,7 +13,7 @@ RUN_TIME="${RUN_TIME:-45s}"
 SEARCH="${SEARCH:-}"
 WORK="$(mktemp -d)"
 CEILING=()
-[ -n "$SEARCH" ] && CEILING=(--max-connections 150)
+[ -n "$SEARCH" ] && CEILING=(--max-connections 150 --max-boot-rate 50)
 python -m csms_stub --host 127.0.0.1 --port "$PORT" --api-host 127.0.0.1 \
     --api-port "$API_PORT" --database-url "sqlite:///$WORK/demo.db" --log-level WARNING \
     "${CEILING[@]}" &
@@ -26,8 +27,9 @@ for _ in $(seq 100); do
 done
 echo "== csms_stub up: ws://127.0.0.1:$PORT, http://127.0.0.1:$API_PORT, database $WORK/demo.db"
 if [ -n "$SEARCH" ]; then
-    echo "== capacity search: 50, 100, 150, ... chargers, 10 s holds; the stub takes 150 =="
-    LOAD=(--capacity-search --capacity-start 50 --capacity-step +50 --capacity-max 300
+    echo "== capacity search: the connect rate (5, 10, 20 ... chargers/s; the stub boots 50/s),"
+    echo "   then 50, 100, 150, ... chargers, 10 s holds (the stub takes 150) =="
+    LOAD=(--capacity-search both --capacity-start 50 --capacity-step +50 --capacity-max 300
           --capacity-hold 10 --capacity-resolution 10 --capacity-linger 0 --reconnect-cap 5
           --fleet-size 300 --run-time 10m)
 else
