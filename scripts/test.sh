@@ -26,4 +26,6 @@ fi
 
 ruff check .
 ruff format --check .
-exec python -m pytest "$@"
+# Two workers, a test file each at a time: most of the time goes to end-to-end runs that wait
+# on sockets and timers, and a file's tests (module fixtures, one stub) stay together.
+exec python -m pytest -n 2 --dist loadfile "$@"

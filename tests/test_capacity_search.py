@@ -241,10 +241,10 @@ def test_a_saturated_load_generator_gives_no_csms_figure(
     port = free_port()
     process = Background(
         tmp_path / "locust.log",
+        *QUICK,  # first: its lag guard is replaced by this test's (the last one wins)
         *("--host", capped_stub.ws_url, "--capacity-search", "chargers", "--capacity-linger", "0"),
         *("--capacity-start", "10", "--capacity-max-lag-ms", "0.000001"),
         *("--prometheus-port", str(port), "--report-dir", str(tmp_path / "reports")),
-        *QUICK,
     )
     try:
         code = process.wait(60)
