@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from csms_stub.app import Stub, StubConfig
 from loadgen import fleet as fleets
 from loadgen.aio_client import OcppClient
-from loadgen.protocols import OCPP201, Version, schemas
+from loadgen.protocols import OCPP201, Version, schemas, v201
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -241,6 +241,25 @@ def terminate(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def transaction_burst(
+    transaction_id: str, count: int, start: float, *, meter_values: bool = False
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``count`` TransactionEvent CALLs of one transaction (Started, then Updated), a second
+    apart from ``start``; with ``meter_values`` each carries an energy and power reading."""
+    for seq_no in range(count):
+        at = start + seq_no
+        readings = [v201.meter_value(at, v201.sampled_values(seq_no * 10, 7000))]
+        yield v201.transaction_event(
+            "Started" if seq_no == 0 else "Updated",
+            transaction_id,
+            seq_no,
+            at,
+            "Authorized" if seq_no == 0 else "MeterValuePeriodic",
+            evse_id=1,
+            meter_values=readings if meter_values else None,
+        )
 
 
 def start_stub_process(

@@ -36,6 +36,7 @@ from tests.conftest import (
     metrics_text,
     sample,
     start_stub_process,
+    transaction_burst,
 )
 
 T0 = 1_780_000_000.0
@@ -284,17 +285,8 @@ async def test_durable_survives_sigkill(database: Database, tmp_path: Any) -> No
     acknowledged = 0
     try:
         async with await OcppClient.connect(f"{stub.ws_url}/killed", "ocpp2.0.1") as client:
-            for seq_no in range(200):
-                await client.call(
-                    *v201.transaction_event(
-                        "Started" if seq_no == 0 else "Updated",
-                        "killed-tx",
-                        seq_no,
-                        T0 + seq_no,
-                        "Authorized" if seq_no == 0 else "MeterValuePeriodic",
-                        evse_id=1,
-                    )
-                )
+            for call in transaction_burst("killed-tx", 200, T0):
+                await client.call(*call)
                 acknowledged += 1
             stub.process.send_signal(signal.SIGKILL)
         assert stub.process.wait(timeout=10) == -signal.SIGKILL

@@ -10,7 +10,7 @@ import pytest
 
 from loadgen import scripted
 from loadgen.protocols import v201
-from tests.conftest import Database, eventually, start_stub_process
+from tests.conftest import Database, eventually, start_stub_process, transaction_burst
 
 T0 = 1_780_000_000.0  # a fixed simulated start time: timestamps in the tables are exact
 
@@ -238,20 +238,8 @@ async def test_graceful_stop_writes_everything_acknowledged(database: Database, 
     try:
         acknowledged = 0
         async with await OcppClient.connect(f"{stub.ws_url}/burst", "ocpp2.0.1") as c:
-            for seq_no in range(400):
-                await c.call(
-                    *v201.transaction_event(
-                        "Started" if seq_no == 0 else "Updated",
-                        "burst-tx",
-                        seq_no,
-                        T0 + seq_no,
-                        "Authorized" if seq_no == 0 else "MeterValuePeriodic",
-                        evse_id=1,
-                        meter_values=[
-                            v201.meter_value(T0 + seq_no, v201.sampled_values(seq_no * 10, 7000))
-                        ],
-                    )
-                )
+            for call in transaction_burst("burst-tx", 400, T0, meter_values=True):
+                await c.call(*call)
                 acknowledged += 1
             stub.process.send_signal(signal.SIGTERM)
         assert stub.process.wait(timeout=30) == 0
