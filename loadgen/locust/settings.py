@@ -425,8 +425,10 @@ def settings_from_options(options: Any) -> Settings:
         )
         profile = parse_profile(options.ocpp_profile)
     except (fleets.FleetError, ProfileError) as exc:
-        prefix = "--charger-id-pattern: " if pattern and "pattern" in str(exc) else ""
-        raise SettingsError(prefix + str(exc)) from None
+        message = str(exc)
+        if message.startswith("charger id pattern "):  # generate() names it; we say the option
+            message = "--charger-id-pattern " + message.removeprefix("charger id pattern ")
+        raise SettingsError(message) from None
     ssl_context = None
     if host.startswith("wss://") or options.ca_bundle or options.client_cert:
         try:
@@ -484,6 +486,9 @@ def _id_tokens(options: Any, version: Version, fleet: fleets.Fleet) -> dict[str,
     try:
         if token_type is not None:
             token_type = idtokens.normalise_type(token_type)
+    except idtokens.IdTokenError as exc:
+        raise SettingsError(f"--id-token-type: {exc}") from None
+    try:
         if token_file:
             pool = idtokens.load_file(token_file)
             if options.id_tokens > len(pool):
