@@ -624,7 +624,7 @@ def test_a_rejected_authorize_starts_no_transaction(version: Version, status: st
 
 @pytest.mark.parametrize("version", [OCPP201, OCPP16])
 def test_an_accepted_authorize_starts_the_transaction_only_then(version: Version) -> None:
-    station, csms, clock = make(version)
+    station, csms, _ = make(version)
     events = _listen(station)
     boot(station, csms)
     station.start_session(1, "tok_ok", authorize=True)

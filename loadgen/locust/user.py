@@ -241,6 +241,8 @@ class ChargerUser(User):
     def _on_station_event(self, kind: str, detail: dict[str, Any]) -> None:
         if kind == "boot":
             self.context.count_recovery(self, kind, detail)
+        elif kind == "authorization" and detail.get("status") != "Accepted":
+            self._rejected(str(detail.get("message")), str(detail.get("status")))
         observer = self.context.metrics_observer
         if observer is not None and self.charger_id is not None:
             observer.station_event(self.charger_id, kind, detail)
@@ -267,6 +269,20 @@ class ChargerUser(User):
             coordinator.station_connected()
         elif kind == "disconnected":
             coordinator.station_disconnected()
+
+    def _rejected(self, message: str, status: str) -> None:
+        """The CSMS rejected a token: a row of Locust's failure table per message and status
+        (request type ``Authorization``, kept out of the CALL latencies)."""
+        from loadgen.locust.plugin import OcppRequestFailure
+
+        self.environment.events.request.fire(
+            request_type="Authorization",
+            name=message,
+            response_time=0,
+            response_length=0,
+            exception=OcppRequestFailure(status),
+            context={},
+        )
 
     def _failure(self, name: str, reason: str, detail: str | None = None) -> None:
         """Count a coordination failure in Locust's table (one row per kind: a fixed text)
