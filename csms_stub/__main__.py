@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="an idToken to answer Blocked (repeatable)",
     )
     parser.add_argument(
+        "--reject-future-timestamps",
+        nargs="?",
+        const=5.0,
+        default=None,
+        type=_non_negative(float),
+        metavar="S",
+        help="answer a CALL carrying a timestamp more than S seconds (default 5) ahead of "
+        "the CSMS's clock with CALLERROR PropertyConstraintViolation, unstored, as a CSMS "
+        "that bills by timestamps must (counted in csms_stub_future_timestamps_total)",
+    )
+    parser.add_argument(
         "--max-message-size",
         type=int,
         default=256 * 1024,
@@ -210,6 +221,7 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         require_auth=args.require_auth,
         auth_password=os.environ.get("CSMS_AUTH_PASSWORD") or None,
         blocked_tokens=tuple(args.blocked_token),
+        reject_future_timestamps=args.reject_future_timestamps,
         max_message_size=args.max_message_size,
         call_timeout=args.call_timeout,
         durable=args.durable,

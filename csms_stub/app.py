@@ -38,6 +38,8 @@ class StubConfig:
     #: used for chargers the fleet gives no password; never logged
     auth_password: str | None = field(default=None, repr=False)
     blocked_tokens: tuple[str, ...] = ()
+    #: refuse a CALL with a timestamp more than this many seconds in the future; None: off
+    reject_future_timestamps: float | None = None
     max_message_size: int = 256 * 1024
     call_timeout: float = 30.0
     ping_interval: float = 0.0
