@@ -735,6 +735,8 @@ class Station:
 
     def _reset(self, immediate: bool, reason_16: str) -> None:
         for evse in self.evses.values():
+            if evse.authorizing is not None:
+                self.stop_session(evse.id)  # no transaction yet: none to start after a reboot
             if evse.transaction is not None:
                 self.stop_session(
                     evse.id,

@@ -191,7 +191,18 @@ def test_observer_follows_a_real_station_over_a_real_link() -> None:
         assert value(metrics, f"{P}chargers_connected") == 1
         assert value(metrics, f"{P}chargers_booted") == 1
 
+        # The CSMS answers Authorize with a CALLERROR: no verdict, no transaction.
         station.start_session(1, "token_user_001", authorize=True)
+        runner.wake()
+        wait_for(
+            lambda: value(
+                metrics, f"{P}call_errors_total", action="Authorize", error_code="SecurityError"
+            )
+        )
+        wait_for(lambda: station.free_evse() is not None)
+        assert value(metrics, f"{P}transactions_active") == 0
+        # A session without Authorize (the CSMS judges the token in TransactionEvent).
+        station.start_session(1, "token_user_001")
         runner.wake()
         wait_for(lambda: value(metrics, f"{P}energy_delivered_wh_total", site=site.id) > 0)
         assert state("charging") == 1

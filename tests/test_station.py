@@ -812,3 +812,22 @@ def test_a_scaled_clock_stamps_real_time() -> None:
     time.sleep(0.05)  # 50 simulated seconds
     assert clock.now() - time.time() > 40
     assert abs(station.wall_clock.now() - time.time()) < 1
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_a_verdict_that_comes_after_the_driver_left_starts_nothing(version: Version) -> None:
+    """Stopping (the user's stop, a Reset) while Authorize is on the wire: the late Accepted
+    must not start a transaction nobody would end."""
+    station, csms, _ = make(version)
+    boot(station, csms)
+    station.start_session(1, "tok_late", authorize=True)
+    call = station.next_call()
+    while call is not None and call.action != "Authorize":
+        station.on_call_result(call, csms.reply(call.action, call.payload))
+        call = station.next_call()
+    assert call is not None
+    station.stop_session(1)  # what StationRunner.stop does for every EVSE
+    station.on_call_result(call, csms.reply(call.action, call.payload))
+    drive(station, csms)
+    assert station.transactions == [] and station.free_evse() is not None
+    assert not {"TransactionEvent", "StartTransaction"} & set(csms.actions())
