@@ -45,6 +45,8 @@ from loadgen.protocols import OCPP16, Version, v16, v201
 NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
 #: the only authorization status that lets a transaction start or go on
 ACCEPTED = "Accepted"
+#: why a 1.6 transaction the CSMS accepted without assigning an id (0 or less) ended
+NO_TRANSACTION_ID = "no transactionId"
 
 
 @dataclass
@@ -574,7 +576,9 @@ class Station:
                     # Not an id the CSMS assigned (CitrineOS answers Invalid with 0): never
                     # used, no MeterValues or StopTransaction for it, and not in the run
                     # ledger (the CSMS holds no such transaction to reconcile with).
-                    self._deauthorize(transaction, status if status != ACCEPTED else "Invalid")
+                    self._deauthorize(
+                        transaction, status if status != ACCEPTED else NO_TRANSACTION_ID
+                    )
                     return
                 transaction.csms_id = csms_id
                 self._emit("transaction_id", {"transaction": transaction, "status": status})

@@ -11,7 +11,7 @@ from loadgen.backoff import RetryBackOff
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
 from loadgen.protocols import OCPP16, OCPP201, Version, schemas
-from loadgen.station import Station, StationConfig
+from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
 from tests.station_driver import MemoryCsms, drive, run_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
@@ -738,6 +738,8 @@ def test_16_a_transaction_id_the_csms_did_not_assign_is_never_used(
     # nothing for the run ledger: the CSMS holds no such transaction to reconcile with
     assert "start_acknowledged" not in kinds and "acknowledged" not in kinds
     assert kinds.count("rejected") == 1
+    (rejected,) = [d for kind, d in events if kind == "rejected"]
+    assert rejected["status"] == (status if status != "Accepted" else NO_TRANSACTION_ID)
 
 
 # -- timestamps are wall-clock time ----------------------------------------------------------
