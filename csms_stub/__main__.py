@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         "PropertyConstraintViolation, as CitrineOS does",
     )
     parser.add_argument(
+        "--reject-future-timestamps",
+        nargs="?",
+        const=5.0,
+        default=None,
+        type=_non_negative(float),
+        metavar="S",
+        help="answer a CALL carrying a timestamp more than S seconds (default 5) ahead of "
+        "the CSMS's clock with CALLERROR PropertyConstraintViolation, unstored, as a CSMS "
+        "that bills by timestamps must (counted in csms_stub_future_timestamps_total)",
+    )
+    parser.add_argument(
         "--max-message-size",
         type=int,
         default=256 * 1024,
@@ -247,6 +258,7 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         blocked_tokens=tuple(args.blocked_token),
         id_tokens=known_id_tokens(args.id_token_file, fleet, args.id_token_type),
         strict_id_tokens=args.strict_id_tokens,
+        reject_future_timestamps=args.reject_future_timestamps,
         max_message_size=args.max_message_size,
         call_timeout=args.call_timeout,
         durable=args.durable,

@@ -43,6 +43,8 @@ class StubConfig:
     id_tokens: tuple[IdToken, ...] | None = None
     #: answer a token malformed for its type with CALLERROR PropertyConstraintViolation
     strict_id_tokens: bool = False
+    #: refuse a CALL with a timestamp more than this many seconds in the future; None: off
+    reject_future_timestamps: float | None = None
     max_message_size: int = 256 * 1024
     call_timeout: float = 30.0
     ping_interval: float = 0.0

@@ -49,6 +49,12 @@ class StubMetrics:
             ["error_code"],
             registry=r,
         )
+        self.future_timestamps = Counter(
+            "csms_stub_future_timestamps",
+            "CALLs refused by --reject-future-timestamps, by action",
+            ["action"],
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "csms_stub_protocol_errors",
             "Frames that were not valid OCPP-J or broke the connection, by kind",

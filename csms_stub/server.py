@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import time
@@ -31,7 +32,7 @@ from csms_stub.handlers import HANDLERS, SUPPORTED_VERSIONS
 from csms_stub.service import RemoteCallFailed
 from csms_stub.store import StoreUnavailable, Unstorable, charger_id_problem, check_payload
 from loadgen import ocppj
-from loadgen.protocols import BY_SUBPROTOCOL, Version, schemas
+from loadgen.protocols import BY_SUBPROTOCOL, Version, parse_timestamp, schemas
 
 if TYPE_CHECKING:
     from csms_stub.app import Stub
@@ -57,6 +58,30 @@ class _RedactingLogger(logging.LoggerAdapter):
         if len(args) == 2 and str(args[0]).lower() in ("authorization", "proxy-authorization"):
             args = (args[0], "[redacted]")
         super().log(level, msg, *args, **kwargs)
+
+
+#: the payload fields that hold a time the charger claims (OCPP dateTime)
+_TIME_FIELDS = frozenset({"timestamp", "generatedAt"})
+
+
+def seconds_ahead(payload: Any, now: float) -> float:
+    """How far the latest time in ``payload`` (any ``timestamp`` / ``generatedAt``, at any
+    depth) lies ahead of ``now``, in seconds; 0 or less when none does. Text that is no
+    dateTime is skipped: the schema check owns formats."""
+    ahead = 0.0
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in _TIME_FIELDS and isinstance(value, str):
+                    with contextlib.suppress(ValueError, OverflowError):
+                        ahead = max(ahead, parse_timestamp(value).timestamp() - now)
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(value for value in item if isinstance(value, dict | list))
+    return ahead
 
 
 def charger_id_from_path(path: str) -> str:
@@ -228,6 +253,17 @@ class ChargerConnection:
             check_payload(call.payload)
         except Unstorable as exc:
             return self._reject(call, action, exc.error_code, exc.description)
+        tolerance = self.stub.config.reject_future_timestamps
+        if tolerance is not None:
+            ahead = seconds_ahead(call.payload, time.time())
+            if ahead > tolerance:
+                metrics.future_timestamps.labels(action).inc()
+                return self._reject(
+                    call,
+                    action,
+                    ocppj.ErrorCode.PROPERTY_CONSTRAINT_VIOLATION,
+                    f"a timestamp {ahead:.0f} s in the future (more than {tolerance:g} s)",
+                )
         handler = self.handlers.get(action)
         if handler is None:
             return self._reject(

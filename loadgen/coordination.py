@@ -153,8 +153,13 @@ class LedgerEntry:
             charger_id=charger_id,
             transaction_id=transaction.transaction_id,
             ocpp_version=ocpp_version,
-            start=float(transaction.started_at),
-            end=float(transaction.ended_at) if ended else None,
+            # the times the CSMS was told (wall clock), else the simulated ones
+            start=float(
+                _first(getattr(transaction, "started_stamp", None), transaction.started_at)
+            ),
+            end=float(_first(getattr(transaction, "ended_stamp", None), transaction.ended_at))
+            if ended
+            else None,
             energy_wh=float(transaction.energy_wh) if ended else 0.0,
             messages=int(transaction.messages),
             local_id=transaction.local_id if csms_assigned else None,
@@ -188,6 +193,10 @@ class LedgerEntry:
             values["seq_nos"] = tuple((int(a), int(b)) for a, b in values["seq_nos"])
         values.setdefault("end", None)
         return cls(**values)
+
+
+def _first(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 @runtime_checkable

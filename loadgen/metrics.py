@@ -175,6 +175,9 @@ SPECS: tuple[Spec, ...] = (
          ("kind",)),
     Spec(f"{_P}dropped_messages_total", "counter",
          "Transaction messages a charger gave up after repeated CALLERRORs", ("action",)),
+    Spec(f"{_P}authorizations_total", "counter",
+         "The CSMS's verdicts on idTokens, by status and the message that carried the verdict",
+         ("status", "message")),
 )  # fmt: skip
 
 SPEC_BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}
@@ -217,6 +220,22 @@ COORDINATION_OPERATIONS = frozenset(
     {"lease", "release", "renew", "idToken", "transaction_id", "ledger", "run"}
 )
 TRANSACTION_OUTCOMES = ("completed", "dropped", "unacknowledged")
+#: idTokenInfo / idTagInfo statuses: 2.0.1's AuthorizationStatusEnumType and 1.6's
+#: AuthorizationStatus (a subset); anything else is "other"
+AUTHORIZATION_STATUSES = (
+    "Accepted",
+    "Blocked",
+    "ConcurrentTx",
+    "Expired",
+    "Invalid",
+    "NoCredit",
+    "NotAllowedTypeEVSE",
+    "NotAtThisLocation",
+    "NotAtThisTime",
+    "Unknown",
+)
+#: the messages whose replies carry a verdict
+AUTHORIZATION_MESSAGES = ("Authorize", "TransactionEvent", "StartTransaction")
 MESSAGE_DIRECTIONS = ("sent", "received")
 MESSAGE_TYPES = ("call", "result", "error")
 #: fleets with up to this many sites export every site's series from the start
@@ -266,6 +285,14 @@ def status_label(reply: Any) -> str:
     if status is None:
         return "result"
     return status if isinstance(status, str) and status in known_statuses() else OTHER
+
+
+def authorization_labels(status: Any, message: Any) -> tuple[str, str]:
+    """``authorizations_total``'s labels, each from its closed set ("other" outside it)."""
+    return (
+        status if status in AUTHORIZATION_STATUSES else OTHER,
+        message if message in AUTHORIZATION_MESSAGES else OTHER,
+    )
 
 
 def connect_outcome_label(outcome: str) -> str:
@@ -362,6 +389,7 @@ class Metrics:
         self.coordination_failures = c[f"{_P}coordination_failures_total"]
         self.protocol_errors = c[f"{_P}protocol_errors_total"]
         self.dropped_messages = c[f"{_P}dropped_messages_total"]
+        self.authorizations = c[f"{_P}authorizations_total"]
         # Counters of closed label sets exist from the start at 0: a series that first
         # appears with its value already 1 shows no increase in rate() / increase().
         for reason in sorted(RECONNECT_REASONS):
@@ -557,6 +585,8 @@ class MetricsObserver:
             "stopped": self._on_stopped,
             "acknowledged": self._on_acknowledged,
             "dropped": self._on_dropped,
+            "authorization": self._on_authorization,
+            "rejected": self._on_rejected,
         }
         metrics.add_refresher(self.refresh)
 
@@ -789,6 +819,18 @@ class MetricsObserver:
         for local_id in match:
             del charger.pending[local_id]
             self._transactions_total["dropped"].inc()
+
+    def _on_authorization(
+        self, charger: _Charger, charger_id: str, detail: Mapping[str, Any]
+    ) -> None:
+        labels = authorization_labels(detail.get("status"), detail.get("message"))
+        self.metrics.authorizations.labels(*labels).inc()
+
+    def _on_rejected(self, charger: _Charger, charger_id: str, detail: Mapping[str, Any]) -> None:
+        transaction = detail["transaction"]
+        if getattr(charger.station, "is16", False) and transaction.csms_id is None:
+            # 1.6, no transaction id from the CSMS: no end to wait for (not unacknowledged)
+            charger.pending.pop(transaction.local_id, None)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -1200,6 +1242,17 @@ def _counter_deltas(before: Merged, after: Merged, name: str) -> dict[tuple[str,
     return {
         key: max(0.0, value - earlier.get(key, 0.0)) for key, value in after.get(name, {}).items()
     }
+
+
+def authorization_counts(before: Merged, after: Merged) -> list[dict[str, Any]]:
+    """The CSMS's verdicts on idTokens between two merged views, for the reports: one
+    ``{"message", "status", "count"}`` per pair that occurred."""
+    deltas = _counter_deltas(before, after, f"{_P}authorizations_total")
+    return [
+        {"message": message, "status": status, "count": int(count)}
+        for (status, message), count in sorted(deltas.items(), key=lambda item: item[0][::-1])
+        if count > 0
+    ]
 
 
 def _bounds(name: str) -> list[float]:

@@ -47,17 +47,28 @@ class FakeClock:
         self._now = when
 
 
-class ScaledClock:
-    """Wall-clock time that runs ``time_scale`` times faster from the moment it is made.
+class WallClock:
+    """The real time (epoch seconds): what the timestamps a station sends are read from."""
 
-    ``time_scale=60`` turns a one-hour charging session into one minute; the timestamps the
-    stations send are on this clock, so the CSMS sees consistent, accelerated sessions.
+    def now(self) -> float:
+        return time.time()
+
+
+class ScaledClock:
+    """Simulated time that runs ``time_scale`` times faster from the moment it is made.
+
+    ``time_scale=60`` turns a one-hour charging session into one minute: the waits between
+    events (sessions, meter values, the EV's charging) shrink. The timestamps the stations
+    send do not: they are read from :attr:`wall`, the real time, so a CSMS never sees a time
+    in the future.
     """
 
     def __init__(self, time_scale: float = 1.0) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.time_scale = time_scale
+        #: the clock for timestamps on the wire (a :class:`~loadgen.station.Station` reads it)
+        self.wall: Clock = WallClock()
         self._wall0 = time.time()
         self._mono0 = time.monotonic()
 

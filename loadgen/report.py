@@ -215,6 +215,7 @@ def build_report(
     totals: Mapping[str, Any] | None,
     capacity: Mapping[str, Any] | None,
     recovery: Sequence[Mapping[str, Any]] = (),
+    authorizations: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The report as plain data: JSON-safe copies of the inputs with every expected field
     present (None when unknown), non-finite floats as None and secrets redacted.
@@ -237,6 +238,7 @@ def build_report(
         "timeline": [_window(item) for item in timeline or () if isinstance(item, Mapping)],
         "totals": _measurement(totals) if isinstance(totals, Mapping) else None,
         "recovery": _recoveries(recovery),
+        "authorizations": _authorizations(authorizations),
     }
 
 
@@ -262,6 +264,24 @@ def _recoveries(items: Any) -> list[dict[str, Any]]:
         for item in items
         if isinstance(item, Mapping)
     ]
+
+
+def _authorizations(items: Any) -> list[dict[str, Any]]:
+    """The CSMS's verdicts on idTokens (:func:`loadgen.metrics.authorization_counts`):
+    ``{"message", "status", "count"}`` each, rejections are every status but Accepted."""
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        return []
+    rows = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        count = _int(item.get("count"))
+        if count is None or count <= 0:
+            continue
+        rows.append(
+            {"message": str(item.get("message")), "status": str(item.get("status")), "count": count}
+        )
+    return rows
 
 
 def step_dict(
@@ -1290,6 +1310,27 @@ def _recovery_section(report: Mapping[str, Any]) -> str:
     )
 
 
+def _authorizations_section(report: Mapping[str, Any]) -> str:
+    """How the CSMS judged the fleet's idTokens, rejections first; nothing without a verdict."""
+    rows = report.get("authorizations") or []
+    if not rows:
+        return ""
+    rejected = sum(row["count"] for row in rows if row["status"] != "Accepted")
+    total = sum(row["count"] for row in rows)
+    ordered = sorted(rows, key=lambda row: (row["status"] == "Accepted", -row["count"]))
+    return (
+        '<section id="authorizations"><h2>Authorizations</h2>'
+        f'<p class="why">{_count(rejected)} rejections of {_count(total)} verdicts on idTokens '
+        "(a rejected Authorize starts no transaction; a rejected TransactionEvent / "
+        "StartTransaction ends it, DeAuthorized).</p>"
+        + _table(
+            ("message", "status", "count"),
+            ((_e(row["message"]), _e(row["status"]), _count(row["count"])) for row in ordered),
+        )
+        + "</section>"
+    )
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The report as one HTML page that needs nothing else: open it from a file, offline.
 
@@ -1303,6 +1344,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         totals=report.get("totals"),
         capacity=report.get("capacity"),
         recovery=report.get("recovery") or [],
+        authorizations=report.get("authorizations") or [],
     )
     run = report["run"]
     colours = _action_colours(report)
@@ -1334,6 +1376,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             _steps_section(report, colours),
             _totals_section(report, colours),
             _recovery_section(report),
+            _authorizations_section(report),
             _charts_section(report, colours),
             f"<footer>{versions} · report format {REPORT_KIND} v{REPORT_VERSION}</footer>",
             "</body>",

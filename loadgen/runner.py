@@ -166,7 +166,8 @@ class StationRunner:
         """End running transactions, send what is queued (within ``timeout``), close."""
         if end_transactions:
             for evse in self.station.evses.values():
-                if evse.transaction is not None:
+                # also a session waiting for Authorize: it must not start while we flush
+                if evse.transaction is not None or evse.authorizing is not None:
                     self.station.stop_session(evse.id, "Local")
         self._stopping = True
         self._abandon = timeout <= 0

@@ -12,6 +12,14 @@ drives it:
   ``next_deadline()`` says when to call it next;
 - the charging profile uses ``start_session()`` / ``stop_session()``.
 
+Timestamps on the wire come from a separate wall clock (``wall_clock``, real time at run
+time): ``--time-scale`` compresses the waits between events, never the time the CSMS reads.
+
+The CSMS's verdicts on idTokens are honoured: a rejected Authorize starts no transaction; a
+TransactionEvent / StartTransaction answered with a non-Accepted idTokenInfo / idTagInfo ends
+the transaction as DeAuthorized; a 1.6 transactionId the CSMS did not assign (0 or less) is
+never used. Each verdict is an ``authorization`` event for the listener.
+
 Transaction messages survive disconnects: they are queued (2.0.1 with ``offline=true``),
 replayed in order after the next accepted boot, and retried after a timeout or a drop (the
 CSMS recognises a repeat by its seqNo). Everything else is dropped when the link drops.
@@ -35,6 +43,10 @@ from loadgen.protocols import OCPP16, Version, v16, v201
 
 #: what a station answers when the CSMS asks for something it does not do
 NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
+#: the only authorization status that lets a transaction start or go on
+ACCEPTED = "Accepted"
+#: why a 1.6 transaction the CSMS accepted without assigning an id (0 or less) ended
+NO_TRANSACTION_ID = "no transactionId"
 
 
 @dataclass
@@ -62,7 +74,7 @@ class Transaction:
     evse_id: int
     connector_id: int
     token: str
-    started_at: float
+    started_at: float  # simulated time (physics)
     start_wh: float
     remote_start_id: int | None = None
     #: 2.0.1 IdTokenEnumType of ``token`` (1.6 sends none)
@@ -74,6 +86,11 @@ class Transaction:
     stopping: bool = False
     ended_at: float | None = None
     stop_wh: float | None = None
+    #: the wall-clock times the CSMS was told (the run ledger records these)
+    started_stamp: float | None = None
+    ended_stamp: float | None = None
+    #: the CSMS's non-Accepted verdict on the token, when it gave one
+    rejected: str | None = None
     stop_reason: str | None = None
     messages: int = 0
     offline_messages: int = 0
@@ -106,6 +123,8 @@ class Evse:
     operative: bool = True
     physics: ChargingPhysics | None = None
     transaction: Transaction | None = None
+    #: plugged in, waiting for the CSMS's verdict on Authorize: no transaction yet
+    authorizing: Transaction | None = None
 
 
 @dataclass
@@ -133,11 +152,16 @@ class Station:
         *,
         new_transaction_id: Callable[[], str] | None = None,
         listener: Listener | None = None,
+        wall_clock: Clock | None = None,
     ) -> None:
+        """``clock`` paces the station (simulated time); ``wall_clock`` gives the
+        timestamps it sends: by default the clock's own ``wall`` (a
+        :class:`~loadgen.physics.ScaledClock`'s is real time), else ``clock`` itself."""
         self.charger = charger
         self.version = version
         self.is16 = version is OCPP16
         self.clock = clock
+        self.wall_clock: Clock = wall_clock or getattr(clock, "wall", None) or clock
         self.config = config or StationConfig()
         self.listener = listener
         self._new_transaction_id = new_transaction_id or (lambda: uuid.uuid4().hex)
@@ -182,6 +206,10 @@ class Station:
         self._boot_queued = False
         self._next_heartbeat = None
         self._queue = deque(call for call in self._queue if call.transactional)
+        # Their Authorize is lost with the link: no verdict, no transaction.
+        for evse in self.evses.values():
+            if evse.authorizing is not None:
+                self._authorize_failed(evse, evse.authorizing, "disconnected")
 
     @property
     def accepted(self) -> bool:
@@ -334,7 +362,7 @@ class Station:
     # -- status --------------------------------------------------------------------------
 
     def _status_call(self, evse_id: int, connector_id: int, status: str) -> OutgoingCall:
-        timestamp = self.clock.now()
+        timestamp = self.wall_clock.now()
         if self.is16:
             _, payload = v16.status_notification(evse_id, _status_16(status), timestamp)
         else:
@@ -356,6 +384,7 @@ class Station:
             if (
                 evse.operative
                 and evse.transaction is None
+                and evse.authorizing is None
                 and all(status == "Available" for status in evse.connectors.values())
             ):
                 return evse
@@ -372,12 +401,17 @@ class Station:
         token_type: str | None = None,
     ) -> Transaction | None:
         """Plug in an EV on ``evse_id`` and start a transaction for ``token`` (2.0.1: of
-        ``token_type``, ISO14443 if None)."""
+        ``token_type``, ISO14443 if None).
+
+        With ``authorize`` the station first asks the CSMS (Authorize) and starts the
+        transaction only if it answers Accepted: until then the returned transaction is
+        pending (``evse.authorizing``); rejected, it never starts (``rejected`` says why).
+        """
         limit = 20 if self.is16 else 36  # 1.6 idTag is CiString20; 2.0.1 idToken string[36]
         if not token or len(token) > limit:
             raise ValueError(f"id token {token!r} must be 1 to {limit} characters")
         evse = self.evses[evse_id]
-        if evse.transaction is not None or not evse.operative:
+        if evse.transaction is not None or evse.authorizing is not None or not evse.operative:
             return None
         now = self.clock.now()
         transaction = Transaction(
@@ -389,18 +423,27 @@ class Station:
             start_wh=evse.register.wh,
             remote_start_id=remote_start_id,
             token_type=token_type or "ISO14443",
-            next_meter_at=now + self.meter_interval,
         )
-        evse.transaction = transaction
-        evse.physics = ChargingPhysics(ev or EV(), evse.register, self.charger.rated_power_w, now)
         self._set_status(evse, "Preparing" if self.is16 else "Occupied")
         if authorize:
-            self._queue.append(self._authorize_call(token, transaction.token_type))
+            evse.authorizing = transaction
+            self._queue.append(self._authorize_call(evse, transaction, ev or EV()))
+        else:
+            self._begin(evse, transaction, ev or EV())
+        return transaction
+
+    def _begin(self, evse: Evse, transaction: Transaction, ev: EV) -> None:
+        """The transaction starts now: the EV draws power, the CSMS is told."""
+        now = self.clock.now()
+        transaction.started_at = now
+        transaction.start_wh = evse.register.wh
+        transaction.next_meter_at = now + self.meter_interval
+        evse.transaction = transaction
+        evse.physics = ChargingPhysics(ev, evse.register, self.charger.rated_power_w, now)
         self._queue_transaction_start(evse, transaction)
         if self.is16:
             self._set_status(evse, "Charging")
         self._emit("started", {"transaction": transaction})
-        return transaction
 
     def stop_session(
         self, evse_id: int, reason: str = "Local", trigger: str = "StopAuthorized"
@@ -408,6 +451,10 @@ class Station:
         """End the transaction on ``evse_id`` (reason: 2.0.1 stoppedReason / 1.6 reason)
         and unplug."""
         evse = self.evses[evse_id]
+        if evse.authorizing is not None:  # the driver left before the CSMS's verdict
+            evse.authorizing = None
+            self._set_status(evse, "Available")
+            return None
         transaction = evse.transaction
         if transaction is None or transaction.stopping:
             return None
@@ -416,9 +463,12 @@ class Station:
         assert evse.physics is not None
         evse.physics.advance(now)
         transaction.ended_at = now
+        transaction.ended_stamp = self.wall_clock.now()
         transaction.stop_wh = evse.register.wh
         transaction.stop_reason = reason
-        self._queue_transaction_end(evse, transaction, trigger)
+        if not (self.is16 and transaction.rejected is not None and transaction.csms_id is None):
+            self._queue_transaction_end(evse, transaction, trigger)
+        # else: a 1.6 transaction id the CSMS did not assign: nothing to stop at the CSMS
         evse.transaction = None
         evse.physics = None
         if self.is16:
@@ -439,12 +489,55 @@ class Station:
     def transactions(self) -> list[Transaction]:
         return [evse.transaction for evse in self.evses.values() if evse.transaction]
 
-    def _authorize_call(self, token: str, token_type: str) -> OutgoingCall:
+    def _authorize_call(self, evse: Evse, transaction: Transaction, ev: EV) -> OutgoingCall:
+        token = transaction.token
         if self.is16:
             _, payload = v16.authorize(token)
         else:
-            _, payload = v201.authorize(token, token_type)
-        return OutgoingCall("Authorize", lambda: payload)
+            _, payload = v201.authorize(token, transaction.token_type)
+
+        def authorized(reply: dict[str, Any]) -> None:
+            status = _verdict(reply, "idTagInfo" if self.is16 else "idTokenInfo")
+            if evse.authorizing is not transaction:
+                return  # given up meanwhile (the driver left, the link dropped)
+            evse.authorizing = None
+            self._authorization("Authorize", transaction, status)
+            if status == ACCEPTED:
+                self._begin(evse, transaction, ev)
+                return
+            transaction.rejected = status
+            self._set_status(evse, "Available")
+            self._emit("rejected", {"transaction": transaction, "status": status})
+
+        def failed(error: str) -> None:
+            self._authorize_failed(evse, transaction, error)
+
+        return OutgoingCall("Authorize", lambda: payload, on_result=authorized, on_error=failed)
+
+    def _authorize_failed(self, evse: Evse, transaction: Transaction, error: str) -> None:
+        """No verdict (CALLERROR, timeout, the link dropped): no transaction either; the
+        failed CALL itself is counted by the runtime."""
+        if evse.authorizing is not transaction:
+            return
+        evse.authorizing = None
+        self._set_status(evse, "Available")
+
+    def _authorization(self, message: str, transaction: Transaction, status: str) -> None:
+        self._emit(
+            "authorization", {"message": message, "status": status, "transaction": transaction}
+        )
+
+    def _deauthorize(self, transaction: Transaction, status: str) -> None:
+        """The CSMS rejected the token of a running transaction: end it (E05, StopTxOnInvalidId;
+        1.6 StopTransactionOnInvalidId), unless it is ending already."""
+        transaction.rejected = status
+        evse = self.evses.get(transaction.evse_id)
+        if evse is None or evse.transaction is not transaction or transaction.stopping:
+            if self.is16 and transaction.csms_id is None:
+                self._emit("rejected", {"transaction": transaction, "status": status})
+            return
+        self.stop_session(evse.id, "DeAuthorized", trigger="Deauthorized")
+        self._emit("rejected", {"transaction": transaction, "status": status})
 
     def _transactional(
         self,
@@ -474,16 +567,29 @@ class Station:
         return evse.register.wh, physics.power_w, soc
 
     def _queue_transaction_start(self, evse: Evse, transaction: Transaction) -> None:
-        now = self.clock.now()
+        now = self.wall_clock.now()
+        transaction.started_stamp = now
         energy, power, soc = self._readings(evse, "Transaction.Begin")
         if self.is16:
             _, payload = v16.start_transaction(evse.id, transaction.token, round(energy), now)
 
             def started(reply: dict[str, Any]) -> None:
-                transaction.csms_id = reply["transactionId"]
-                status = reply.get("idTagInfo", {}).get("status")
+                csms_id = reply["transactionId"]
+                status = _verdict(reply, "idTagInfo")
+                self._authorization("StartTransaction", transaction, status)
+                if isinstance(csms_id, bool) or not isinstance(csms_id, int) or csms_id <= 0:
+                    # Not an id the CSMS assigned (CitrineOS answers Invalid with 0): never
+                    # used, no MeterValues or StopTransaction for it, and not in the run
+                    # ledger (the CSMS holds no such transaction to reconcile with).
+                    self._deauthorize(
+                        transaction, status if status != ACCEPTED else NO_TRANSACTION_ID
+                    )
+                    return
+                transaction.csms_id = csms_id
                 self._emit("transaction_id", {"transaction": transaction, "status": status})
                 self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
+                if status != ACCEPTED:
+                    self._deauthorize(transaction, status)
 
             self._transactional("StartTransaction", transaction, lambda: payload, started)
             return
@@ -509,14 +615,24 @@ class Station:
 
         def started(reply: dict[str, Any]) -> None:
             self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
+            self._token_verdict(transaction, reply)
 
         self._transactional("TransactionEvent", transaction, lambda: payload, started)
+
+    def _token_verdict(self, transaction: Transaction, reply: dict[str, Any]) -> None:
+        """2.0.1: a TransactionEvent reply may carry the CSMS's verdict on the token."""
+        if not isinstance(reply.get("idTokenInfo"), dict):
+            return
+        status = _verdict(reply, "idTokenInfo")
+        self._authorization("TransactionEvent", transaction, status)
+        if status != ACCEPTED:
+            self._deauthorize(transaction, status)
 
     def _meter_update(self, evse: Evse, trigger: str) -> None:
         transaction = evse.transaction
         assert transaction is not None and evse.physics is not None
-        now = self.clock.now()
-        evse.physics.advance(now)
+        evse.physics.advance(self.clock.now())
+        now = self.wall_clock.now()
         energy, power, soc = self._readings(evse, None)
         state = "Charging" if power > 0 else "SuspendedEV"
         if state != transaction.charging_state:
@@ -555,7 +671,7 @@ class Station:
 
     def _queue_transaction_end(self, evse: Evse, transaction: Transaction, trigger: str) -> None:
         assert evse.physics is not None
-        now = self.clock.now()
+        now = transaction.ended_stamp if transaction.ended_stamp is not None else 0.0
         energy = evse.register.wh
         soc = round(evse.physics.ev.soc * 100, 1)
         if self.is16:
@@ -623,7 +739,12 @@ class Station:
         token_type: str | None = None,
     ) -> bool:
         evse = self.evses.get(evse_id) if evse_id else self.free_evse()
-        if evse is None or evse.transaction is not None or not evse.operative:
+        if (
+            evse is None
+            or evse.transaction is not None
+            or evse.authorizing is not None
+            or not evse.operative
+        ):
             return False
         started = self.start_session(
             evse.id, token, remote_start_id=remote_start_id, token_type=token_type
@@ -632,6 +753,8 @@ class Station:
 
     def _reset(self, immediate: bool, reason_16: str) -> None:
         for evse in self.evses.values():
+            if evse.authorizing is not None:
+                self.stop_session(evse.id)  # no transaction yet: none to start after a reboot
             if evse.transaction is not None:
                 self.stop_session(
                     evse.id,
@@ -762,6 +885,12 @@ _KEYS_16 = {
     # not in 1.6's core: vendor keys under the 2.0.1 names, so a 1.6 CSMS can tune them too
     **{name: (backoff.COMPONENT, name) for name in backoff.VARIABLES},
 }
+
+
+def _verdict(reply: dict[str, Any], info: str) -> str:
+    """The status of an idTokenInfo / idTagInfo; a reply without one is no Accepted."""
+    status = (reply.get(info) or {}).get("status")
+    return status if isinstance(status, str) else "Invalid"
 
 
 def _status_16(status: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import redis
 
-from loadgen import coordination
+from loadgen import coordination, idtokens
 from loadgen.coordination import LedgerEntry
 from loadgen.reconcile import StubApiRecords, compare
 from tests.conftest import REDIS_URL, RedisServer, StubProcess, free_port, start_stub_process
@@ -835,3 +835,59 @@ def test_a_csms_restart_is_found_and_its_recovery_counts_the_refused_connects(
     assert line is not None, output[-3000:]
     lost, before, connect_failures = map(int, line.groups())
     assert lost == before == users and connect_failures > 0
+
+
+# -- 7. the CSMS's answers honoured, wall-clock time on the wire ------------------------------
+
+
+def test_rejected_tokens_are_honoured_counted_and_timestamps_are_never_ahead(
+    tmp_path: Path,
+) -> None:
+    """--time-scale 10 against a stub that refuses timestamps 5 s ahead and blocks half the
+    tokens: no timestamp is refused (simulated time would be 9 s ahead per second of run);
+    the blocked tokens start no transaction, show in Locust's failure table with their
+    status and in both reports; the rest reconciles."""
+    tokens = [token.value for token in idtokens.generate(20)]  # the pool of --fleet-size 20
+    blocked = tokens[::2]
+    stub = start_stub_process(
+        tmp_path,
+        "--reject-future-timestamps",
+        "5",
+        *(arg for token in blocked for arg in ("--blocked-token", token)),
+    )
+    try:
+        code, output = run_locust(
+            tmp_path / "locust.log",
+            *("--host", stub.ws_url, "--users", "20", "--spawn-rate", "20"),
+            *("--run-time", "8s", "--fleet-size", "20", "--only-summary"),
+            *("--time-scale", "10", "--session-interarrival", "10", "--session-stay", "30"),
+            *("--meter-interval", "10", "--prometheus-port", "0"),
+            *("--report-dir", str(tmp_path / "reports"), "--csms-api", stub.api_url),
+            timeout=60,
+        )
+        metrics = urllib.request.urlopen(stub.api_url + "/metrics", timeout=10).read().decode()
+        rows = transactions(stub)
+    finally:
+        stub.stop()
+    assert "Traceback" not in output
+    assert code == 1, output[-3000:]  # Locust's exit code when requests failed: the rejections
+    assert "csms_stub_future_timestamps_total{" not in metrics  # not one refused
+    assert not re.search(r"^csms_stub_call_errors_total\{.*\} [1-9]", metrics, re.MULTILINE)
+    assert reconciliation(output) == len(rows) > 0  # every accepted session matched
+    # Locust's failure table: one row per message and status
+    assert re.search(r"\d+\s+Authorization Authorize: OcppRequestFailure\('Blocked'\)", output)
+    (json_path,) = (tmp_path / "reports").glob("*.json")
+    verdicts = {
+        (row["message"], row["status"]): row["count"]
+        for row in json.loads(json_path.read_text())["authorizations"]
+    }
+    # the stub answers TransactionEvent Started with its verdict too: Accepted, by then
+    expected = {
+        ("Authorize", "Accepted"),
+        ("Authorize", "Blocked"),
+        ("TransactionEvent", "Accepted"),
+    }
+    assert set(verdicts) == expected, verdicts
+    assert verdicts[("Authorize", "Accepted")] >= verdicts[("TransactionEvent", "Accepted")]
+    assert verdicts[("TransactionEvent", "Accepted")] == len(rows)
+    assert "rejections of" in json_path.with_suffix(".html").read_text()

@@ -191,7 +191,18 @@ def test_observer_follows_a_real_station_over_a_real_link() -> None:
         assert value(metrics, f"{P}chargers_connected") == 1
         assert value(metrics, f"{P}chargers_booted") == 1
 
+        # The CSMS answers Authorize with a CALLERROR: no verdict, no transaction.
         station.start_session(1, "token_user_001", authorize=True)
+        runner.wake()
+        wait_for(
+            lambda: value(
+                metrics, f"{P}call_errors_total", action="Authorize", error_code="SecurityError"
+            )
+        )
+        wait_for(lambda: station.free_evse() is not None)
+        assert value(metrics, f"{P}transactions_active") == 0
+        # A session without Authorize (the CSMS judges the token in TransactionEvent).
+        station.start_session(1, "token_user_001")
         runner.wake()
         wait_for(lambda: value(metrics, f"{P}energy_delivered_wh_total", site=site.id) > 0)
         assert state("charging") == 1
@@ -296,6 +307,57 @@ def test_offline_queue_transactions_dropped_and_unacknowledged() -> None:
     observer.remove_station(third.charger.id)
     assert value(metrics, f"{P}transactions_active") == 0
     assert value(metrics, f"{P}transactions_total", outcome="completed") == 0
+
+
+def test_the_csms_verdicts_on_id_tokens_are_counted() -> None:
+    """By status and message; a 1.6 transaction the CSMS gave no id is not "unacknowledged",
+    a 2.0.1 one it deauthorized ends "completed" (the CSMS acknowledged its Ended)."""
+    from loadgen.protocols import OCPP16
+    from tests.station_driver import MemoryCsms, drive
+
+    fleet = fleets.generate(3, sites=1)
+    metrics = Metrics()
+    observer = MetricsObserver(metrics, fleet.sites)
+    clock = FakeClock()
+    ids = list(fleet.chargers)
+    replies = {
+        ids[0]: (OCPP201, "Authorize", {"idTokenInfo": {"status": "NotAtThisTime"}}),
+        ids[1]: (OCPP201, "TransactionEvent", {"idTokenInfo": {"status": "Blocked"}}),
+        ids[2]: (
+            OCPP16,
+            "StartTransaction",
+            {"transactionId": 0, "idTagInfo": {"status": "Invalid"}},
+        ),
+    }
+    for charger_id, (version, action, reply) in replies.items():
+        station = Station(
+            fleet.chargers[charger_id],
+            version,
+            clock,
+            listener=lambda kind, detail, cid=charger_id: observer.station_event(cid, kind, detail),
+        )
+        observer.add_station(station)
+        csms = MemoryCsms(version)
+        csms.responders[action] = lambda payload, reply=reply: reply
+        station.on_connected()
+        drive(station, csms)
+        station.start_session(1, "tok", authorize=action == "Authorize")
+        drive(station, csms)
+        observer.remove_station(charger_id)
+    counted = {
+        (status, message): value(
+            metrics, f"{P}authorizations_total", status=status, message=message
+        )
+        for status, message in [
+            ("NotAtThisTime", "Authorize"),
+            ("Blocked", "TransactionEvent"),
+            ("Invalid", "StartTransaction"),
+        ]
+    }
+    assert counted == {key: 1.0 for key in counted}
+    assert value(metrics, f"{P}transactions_total", outcome="completed") == 1
+    assert value(metrics, f"{P}transactions_total", outcome="unacknowledged") == 0
+    assert value(metrics, f"{P}transactions_active") == 0
 
 
 def test_reconnect_reasons_come_from_the_links_wording() -> None:
@@ -556,6 +618,8 @@ def test_label_cardinality_stays_bounded() -> None:
         status = {"evse_id": 1, "connector_id": 1, "status": rng.choice(["Faulted", junk()])}
         observer.station_event(charger_id, "status", status)
         observer.station_event(charger_id, "dropped", {"action": junk(), "payload": {}})
+        verdict = {"status": rng.choice(["Invalid", junk()]), "message": junk()}
+        observer.station_event(charger_id, "authorization", verdict)
         reason = f"closed by the CSMS: {rng.randint(1000, 4999)} {junk()}"
         observer.runner_event(charger_id, "disconnected", {"reason": reason})
         observer.runner_event(junk(), "connected", {"count": 1})  # unknown chargers: ignored
@@ -574,6 +638,7 @@ def test_label_cardinality_stays_bounded() -> None:
         f"{P}site_chargers": 5 * len(SITE_STATES),
         f"{P}reconnects_total": len(RECONNECT_REASONS),
         f"{P}dropped_messages_total": 1,
+        f"{P}authorizations_total": 2,  # Invalid and Other, from Other messages
     }
     for name, series in snapshot["metrics"].items():
         assert len(series) <= limits.get(name, 10), (name, len(series))

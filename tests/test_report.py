@@ -276,8 +276,10 @@ def test_json_round_trip(tmp_path: Path) -> None:
         "timeline",
         "totals",
         "recovery",
+        "authorizations",
     }
     assert loaded["recovery"] == []  # no mass disconnect in this run
+    assert loaded["authorizations"] == []  # no verdict on any idToken
     assert loaded["capacity"]["max_chargers"] == 1000  # the ceiling, bisected to within 50
     assert loaded["capacity"]["config"]["step"] == "x2"
     assert [s["chargers"] for s in loaded["steps"]] == [
@@ -619,3 +621,29 @@ def test_recovery_section_round_trips_and_renders(tmp_path: Path) -> None:
     assert "Recovery after mass disconnects" in text
     assert "2,000 of 2,000" in text and "41.0 s" in text and "not by the end" in text
     assert "Recovery" not in render_html(simulated())
+
+
+def test_authorizations_section_round_trips_and_renders(tmp_path: Path) -> None:
+    """The CSMS's verdicts on idTokens: counts by message and status, rejections first in
+    the HTML; odd rows dropped; no section without a verdict."""
+    verdicts = [
+        {"message": "Authorize", "status": "Accepted", "count": 1200},
+        {"message": "Authorize", "status": "Invalid", "count": 31},
+        {"message": "StartTransaction", "status": "Blocked", "count": 2},
+    ]
+    report = build_report(
+        run={"run_id": "r"},
+        settings={},
+        steps=[],
+        timeline=[],
+        totals=None,
+        capacity=None,
+        authorizations=[*verdicts, "junk", {"message": "Authorize", "count": 0}],
+    )
+    assert report["authorizations"] == verdicts
+    json_path, html_path = write_reports(report, tmp_path)
+    assert json.loads(json_path.read_text())["authorizations"] == verdicts
+    text = " ".join(Page(html_path.read_text()).text)
+    assert "33 rejections of 1,233 verdicts" in text
+    assert text.index("Invalid") < text.index("Accepted", text.index("33 rejections"))
+    assert "Authorizations" not in render_html(simulated())

@@ -11,7 +11,7 @@ from loadgen.backoff import RetryBackOff
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
 from loadgen.protocols import OCPP16, OCPP201, Version, schemas
-from loadgen.station import Station, StationConfig
+from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
 from tests.station_driver import MemoryCsms, drive, run_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
@@ -597,3 +597,258 @@ def test_the_token_type_reaches_the_wire() -> None:
     assert station.handle_csms_call("RequestStartTransaction", request) == {"status": "Accepted"}
     drive(station, csms)
     assert csms.of("TransactionEvent")[-1]["idToken"] == request["idToken"]
+
+
+# -- the CSMS's verdicts on idTokens are honoured ------------------------------------------
+
+
+def _verdict(version: Version, status: str) -> dict:
+    return {"idTagInfo" if version is OCPP16 else "idTokenInfo": {"status": status}}
+
+
+def _listen(station: Station) -> list[tuple[str, dict]]:
+    events: list[tuple[str, dict]] = []
+    station.listener = lambda kind, detail: events.append((kind, detail))
+    return events
+
+
+def _authorizations(events: list[tuple[str, dict]]) -> list[tuple[str, str]]:
+    return [(d["message"], d["status"]) for kind, d in events if kind == "authorization"]
+
+
+def _connector_statuses(version: Version, csms: MemoryCsms) -> list[str]:
+    key = "status" if version is OCPP16 else "connectorStatus"
+    return [payload[key] for payload in csms.of("StatusNotification")]
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("status", ["Invalid", "Blocked", "Expired"])
+def test_a_rejected_authorize_starts_no_transaction(version: Version, status: str) -> None:
+    station, csms, clock = make(version, meter_interval=10)
+    events = _listen(station)
+    csms.responders["Authorize"] = lambda payload: _verdict(version, status)
+    boot(station, csms)
+    pending = station.start_session(1, "tok_rejected", EV(), authorize=True)
+    assert pending is not None and station.transactions == []  # no transaction before Accepted
+    run_for(station, csms, clock, 300)
+    assert csms.actions().count("Authorize") == 1
+    assert not {"TransactionEvent", "StartTransaction", "MeterValues"} & set(csms.actions())
+    assert pending.rejected == status and station.transactions == []
+    assert _connector_statuses(version, csms)[-1] == "Available"
+    assert station.free_evse() is not None  # the next driver may try
+    assert _authorizations(events) == [("Authorize", status)]
+    assert "started" not in [kind for kind, _ in events]
+    assert station.stop_session(1) is None  # the driver leaving ends nothing
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_an_accepted_authorize_starts_the_transaction_only_then(version: Version) -> None:
+    station, csms, _ = make(version)
+    events = _listen(station)
+    boot(station, csms)
+    station.start_session(1, "tok_ok", authorize=True)
+    assert station.transactions == [] and station.free_evse() is None
+    drive(station, csms)
+    assert len(station.transactions) == 1
+    start = "StartTransaction" if version is OCPP16 else "TransactionEvent"
+    assert csms.actions().index("Authorize") < csms.actions().index(start)
+    assert _authorizations(events)[0] == ("Authorize", "Accepted")
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_an_authorize_without_a_verdict_starts_nothing(version: Version) -> None:
+    """A CALLERROR, a timeout or a dropped link is no Accepted either."""
+    station, csms, clock = make(version)
+    boot(station, csms)
+    station.start_session(1, "tok_err", authorize=True)
+    call = station.next_call()
+    while call is not None and call.action == "StatusNotification":
+        station.on_call_result(call, csms.reply(call.action, call.payload))
+        call = station.next_call()
+    assert call is not None and call.action == "Authorize"
+    station.on_call_failed(call, "error", "PropertyConstraintViolation")
+    run_for(station, csms, clock, 120)
+    assert station.transactions == [] and station.free_evse() is not None
+    station.start_session(1, "tok_err", authorize=True)
+    station.on_disconnected()  # the queued Authorize goes with the link
+    assert station.free_evse() is not None and station.queue_depth == 0
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_201_a_transaction_event_with_a_rejected_token_ends_the_transaction(remote: bool) -> None:
+    station, csms, clock = make(OCPP201, meter_interval=10)
+    events = _listen(station)
+    csms.responders["TransactionEvent"] = lambda payload: (
+        {"idTokenInfo": {"status": "Blocked"}} if "idToken" in payload else {}
+    )
+    boot(station, csms)
+    if remote:
+        token = {"idToken": "tok_remote", "type": "Central"}
+        reply = station.handle_csms_call(
+            "RequestStartTransaction", {"remoteStartId": 3, "evseId": 1, "idToken": token}
+        )
+        assert reply == {"status": "Accepted"}
+    else:
+        station.start_session(1, "tok_blocked")
+    run_for(station, csms, clock, 600)
+    events_sent = csms.of("TransactionEvent")
+    assert [e["eventType"] for e in events_sent] == ["Started", "Ended"]
+    ended = events_sent[-1]
+    assert ended["triggerReason"] == "Deauthorized"
+    assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+    assert _connector_statuses(OCPP201, csms)[-1] == "Available"
+    assert station.transactions == [] and station.completed[0].rejected == "Blocked"
+    assert _authorizations(events) == [("TransactionEvent", "Blocked")]
+    # the CSMS has the whole (short) transaction: the run ledger gets both ends
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("start_acknowledged") == 1 and kinds.count("acknowledged") == 1
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_16_a_start_transaction_with_a_rejected_id_tag_stops_deauthorized(remote: bool) -> None:
+    station, csms, clock = make(OCPP16, meter_interval=10)
+    events = _listen(station)
+    csms.responders["StartTransaction"] = lambda payload: {
+        "transactionId": 41,
+        "idTagInfo": {"status": "Invalid"},
+    }
+    boot(station, csms)
+    if remote:
+        reply = station.handle_csms_call(
+            "RemoteStartTransaction", {"idTag": "tok_remote", "connectorId": 1}
+        )
+        assert reply == {"status": "Accepted"}
+    else:
+        station.start_session(1, "tok_invalid")
+    run_for(station, csms, clock, 600)
+    (stop,) = csms.of("StopTransaction")
+    assert stop["transactionId"] == 41 and stop["reason"] == "DeAuthorized"
+    assert "MeterValues" not in csms.actions()
+    assert _connector_statuses(OCPP16, csms)[-1] == "Available"
+    assert _authorizations(events) == [("StartTransaction", "Invalid")]
+
+
+@pytest.mark.parametrize(("transaction_id", "status"), [(0, "Invalid"), (-5, "Accepted")])
+@pytest.mark.parametrize("offline", [False, True])
+def test_16_a_transaction_id_the_csms_did_not_assign_is_never_used(
+    transaction_id: int, status: str, offline: bool
+) -> None:
+    station, csms, clock = make(OCPP16, meter_interval=10)
+    events = _listen(station)
+    csms.responders["StartTransaction"] = lambda payload: {
+        "transactionId": transaction_id,
+        "idTagInfo": {"status": status},
+    }
+    boot(station, csms)
+    if offline:  # started, metered and stopped before the StartTransaction got through
+        station.on_disconnected()
+        station.start_session(1, "tok_zero")
+        run_for(station, None, clock, 35)
+        station.stop_session(1)
+        station.on_connected()
+    else:
+        station.start_session(1, "tok_zero")
+    run_for(station, csms, clock, 600)
+    assert csms.actions().count("StartTransaction") == 1
+    assert not {"MeterValues", "StopTransaction"} & set(csms.actions())
+    assert station.transactions == [] and station.settled
+    assert _connector_statuses(OCPP16, csms)[-1] == "Available"
+    kinds = [kind for kind, _ in events]
+    # nothing for the run ledger: the CSMS holds no such transaction to reconcile with
+    assert "start_acknowledged" not in kinds and "acknowledged" not in kinds
+    assert kinds.count("rejected") == 1
+    (rejected,) = [d for kind, d in events if kind == "rejected"]
+    assert rejected["status"] == (status if status != "Accepted" else NO_TRANSACTION_ID)
+
+
+# -- timestamps are wall-clock time ----------------------------------------------------------
+
+
+class _WallOf:
+    """A fake wall clock that runs ``scale`` times slower than the fake simulated clock:
+    what ``--time-scale`` does at run time."""
+
+    def __init__(self, clock: FakeClock, scale: float, start: float) -> None:
+        self.clock, self.scale, self.start, self.sim0 = clock, scale, start, clock.now()
+
+    def now(self) -> float:
+        return self.start + (self.clock.now() - self.sim0) / self.scale
+
+
+def _timestamps(payload: object) -> list[str]:
+    if isinstance(payload, dict):
+        found = [v for k, v in payload.items() if k == "timestamp" and isinstance(v, str)]
+        return found + [t for v in payload.values() for t in _timestamps(v)]
+    if isinstance(payload, list):
+        return [t for v in payload for t in _timestamps(v)]
+    return []
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version) -> None:
+    from loadgen.protocols import iso_timestamp, parse_timestamp
+
+    clock = FakeClock(start=1_780_000_000.0)
+    wall = _WallOf(clock, 10.0, start=1_700_000_000.0)
+    station = Station(CHARGER, version, clock, StationConfig(meter_interval=60), wall_clock=wall)
+    csms = MemoryCsms(version)
+    boot(station, csms)
+    station.start_session(1, "tok_wall", EV(capacity_wh=200_000, soc=0.1, max_power_w=50_000))
+    run_for(station, csms, clock, 1200)  # 20 simulated minutes online
+    station.on_disconnected()
+    run_for(station, None, clock, 1200)  # 20 offline: meter values queued
+    offline_until = wall.now()
+    station.on_connected()
+    run_for(station, csms, clock, 1200)
+    station.stop_session(1)
+    drive(station, csms)
+    stamps = [parse_timestamp(t).timestamp() for _, p in csms.received for t in _timestamps(p)]
+    assert stamps and max(stamps) <= wall.now() + 1e-3  # never in the future
+    assert min(stamps) >= 1_700_000_000.0
+    # an hour simulated is 6 minutes on the wall...
+    assert max(stamps) - min(stamps) == pytest.approx(3600 / 10, abs=1)
+    # ...with the energy of that hour: 50 kW for 1 h
+    transaction = station.completed[0]
+    assert transaction.energy_wh == pytest.approx(50_000, rel=0.01)
+    assert transaction.started_stamp == pytest.approx(1_700_000_000.0)
+    assert transaction.ended_stamp == pytest.approx(wall.now())
+    # the queued messages keep the (wall) time they happened, not the time they were sent
+    offline = [p for a, p in csms.received if p.get("offline")] if version is OCPP201 else []
+    for payload in offline:
+        assert parse_timestamp(payload["timestamp"]).timestamp() <= offline_until
+    if version is OCPP201:  # 20 minutes offline, a reading a minute, 2 wall minutes
+        assert len(offline) == 20
+        first = parse_timestamp(offline[0]["timestamp"]).timestamp()
+        assert offline_until - first == pytest.approx(1140 / 10, abs=1)
+    assert iso_timestamp(min(stamps)).startswith("2023-11-14")  # not the simulated 2026
+
+
+def test_a_scaled_clock_stamps_real_time() -> None:
+    import time
+
+    from loadgen.physics import ScaledClock
+
+    clock = ScaledClock(1000.0)
+    station = Station(CHARGER, OCPP201, clock)
+    time.sleep(0.05)  # 50 simulated seconds
+    assert clock.now() - time.time() > 40
+    assert abs(station.wall_clock.now() - time.time()) < 1
+
+
+@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+def test_a_verdict_that_comes_after_the_driver_left_starts_nothing(version: Version) -> None:
+    """Stopping (the user's stop, a Reset) while Authorize is on the wire: the late Accepted
+    must not start a transaction nobody would end."""
+    station, csms, _ = make(version)
+    boot(station, csms)
+    station.start_session(1, "tok_late", authorize=True)
+    call = station.next_call()
+    while call is not None and call.action != "Authorize":
+        station.on_call_result(call, csms.reply(call.action, call.payload))
+        call = station.next_call()
+    assert call is not None
+    station.stop_session(1)  # what StationRunner.stop does for every EVSE
+    station.on_call_result(call, csms.reply(call.action, call.payload))
+    drive(station, csms)
+    assert station.transactions == [] and station.free_evse() is not None
+    assert not {"TransactionEvent", "StartTransaction"} & set(csms.actions())

@@ -467,3 +467,40 @@ async def test_metrics_count_call_errors_and_protocol_errors(
         == 1
     )
     assert sample(text, "csms_stub_chargers_connected") == 2
+
+
+@VERSIONS
+async def test_reject_future_timestamps(
+    make_stub: StubFactory, dial: Dial, version: Version
+) -> None:
+    """A timestamp beyond the tolerance, at any depth, gets PropertyConstraintViolation and
+    is not stored; one within it, or in the past, is handled as usual."""
+    stub = await make_stub(reject_future_timestamps=5.0)
+    module = v16 if version is OCPP16 else v201
+    client = await dial(stub, "emart_jeju_04", version.subprotocol)
+    assert (await client.call(*module.boot_notification("ABB", "X")))["status"] == "Accepted"
+    now = time.time()
+
+    def status(at: float) -> tuple[str, dict[str, Any]]:
+        if version is OCPP16:
+            return v16.status_notification(1, "Available", at)
+        return v201.status_notification(1, 1, "Available", at)
+
+    assert await client.call(*status(now + 2)) == {}
+    assert await client.call(*status(now - 3600)) == {}
+    with pytest.raises(CallErrorReply) as caught:
+        await client.call(*status(now + 27 * 60))
+    assert caught.value.error_code == ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+    # a meter value's timestamp deep inside counts as much as the message's own
+    if version is OCPP16:
+        late = v16.meter_value(now + 600, v16.sampled_values(1000.0))
+        request = v16.meter_values(1, [late])
+    else:
+        late = v201.meter_value(now + 600, v201.sampled_values(1000.0))
+        request = v201.meter_values(1, [late])
+    with pytest.raises(CallErrorReply) as caught:
+        await client.call(*request)
+    assert caught.value.error_code == ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+    text = await metrics_text(stub)
+    assert sample(text, "csms_stub_future_timestamps_total", action="StatusNotification") == 1
+    assert sample(text, "csms_stub_future_timestamps_total", action="MeterValues") == 1

@@ -21,7 +21,7 @@ from loadgen import report as reports
 from loadgen.capacity import CapacityConfig, CapacityResult, with_count_percentiles
 from loadgen.locust.settings import option_names
 from loadgen.locust.shape import latency_view
-from loadgen.metrics import Merged, measure
+from loadgen.metrics import Merged, authorization_counts, measure
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,9 @@ class RunRecorder:
         recovery: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The report of the run so far (call :meth:`sample` first for the last window)."""
-        now = self.clock()
+        now, view = self.clock(), self.merged()
         totals = with_count_percentiles(
-            measure(self._start_view, self.merged(), chargers=peak, seconds=now - self._started),
+            measure(self._start_view, view, chargers=peak, seconds=now - self._started),
             self._start_latency,
             self._latency_view(),
         ).to_dict()
@@ -161,4 +161,5 @@ class RunRecorder:
             totals=totals,
             capacity=capacity_dict,
             recovery=recovery or [],
+            authorizations=authorization_counts(self._start_view, view),
         )

@@ -17,7 +17,7 @@ from loadgen.idtokens import IdToken
 from loadgen.locust.plugin import RunContext
 from loadgen.logutil import RateLimitedLog
 from loadgen.runner import Backoff, StationRunner
-from loadgen.station import Station, StationConfig
+from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
 
 log = logging.getLogger(__name__)
 #: a fault fails every user at once: one line per kind and interval, with the count
@@ -250,6 +250,10 @@ class ChargerUser(User):
     def _on_station_event(self, kind: str, detail: dict[str, Any]) -> None:
         if kind == "boot":
             self.context.count_recovery(self, kind, detail)
+        elif kind == "authorization" and detail.get("status") != "Accepted":
+            self._rejected(str(detail.get("message")), str(detail.get("status")))
+        elif kind == "rejected" and detail.get("status") == NO_TRANSACTION_ID:
+            self._rejected("StartTransaction", NO_TRANSACTION_ID)  # Accepted, but no id
         observer = self.context.metrics_observer
         if observer is not None and self.charger_id is not None:
             observer.station_event(self.charger_id, kind, detail)
@@ -276,6 +280,20 @@ class ChargerUser(User):
             coordinator.station_connected()
         elif kind == "disconnected":
             coordinator.station_disconnected()
+
+    def _rejected(self, message: str, status: str) -> None:
+        """The CSMS rejected a token: a row of Locust's failure table per message and status
+        (request type ``Authorization``, kept out of the CALL latencies)."""
+        from loadgen.locust.plugin import OcppRequestFailure
+
+        self.environment.events.request.fire(
+            request_type="Authorization",
+            name=message,
+            response_time=0,
+            response_length=0,
+            exception=OcppRequestFailure(status),
+            context={},
+        )
 
     def _failure(self, name: str, reason: str, detail: str | None = None) -> None:
         """Count a coordination failure in Locust's table (one row per kind: a fixed text)
