@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from loadgen import fleet as fleets
 from loadgen.coordination import LedgerEntry, RedisCoordinator, new_run_id
 from loadgen.reconcile import CsmsRow, Mapping, MappingError, compare
-from tests.conftest import POSTGRES_URL, REDIS_URL
+from tests.conftest import POSTGRES_URL, REDIS_URL, start_stub_process
 from tests.test_reconcile import Rows, counts, reconcile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,3 +314,59 @@ def test_compare_without_stored_energy_is_a_mismatch() -> None:
     assert report.energy_mismatches and report.lost
     assert "CSMS no energy" in report.render()
     assert report.to_json()["energy_mismatches"][0]["csms_wh"] is None
+
+
+# -- the locust command: --reconcile-db-url / --reconcile-mapping ----------------------------
+
+
+def test_the_locust_command_reconciles_through_a_mapping(tmp_path: Path, foreign: Any) -> None:
+    """A run against csms_stub on PostgreSQL, reconciled at the end by reading the stub's
+    tables through docs/mappings/csms_stub.toml; a mapping with a wrong column stops the
+    next run at its start with one line."""
+    from tests.test_locust import FAST, reconciliation, run_locust
+
+    plain_url = POSTGRES_URL.replace("+asyncpg", "")
+    stub = start_stub_process(
+        tmp_path, "--database-url", plain_url, "--database-schema", foreign.schema
+    )
+    mapping = tmp_path / "stub.toml"
+    shipped = (MAPPINGS / "csms_stub.toml").read_text()
+    mapping.write_text(f'schema = "{foreign.schema}"\n' + shipped)
+    try:
+        code, output = run_locust(
+            tmp_path / "locust.log",
+            *("--host", stub.ws_url, "--users", "20", "--spawn-rate", "20"),
+            *("--run-time", "6s", "--fleet-size", "40", "--only-summary", *FAST),
+            *("--reconcile-db-url", SECRET_URL, "--reconcile-mapping", str(mapping)),
+        )
+    finally:
+        stub.stop()
+    assert code == 0, output[-3000:]
+    assert reconciliation(output) > 0
+    assert f"through mapping {mapping} (schema {foreign.schema})" in output
+    assert "acknowledged events checked: " in output and "s3cret-pw" not in output
+
+    mapping.write_text(mapping.read_text().replace('"energy_consumed"', '"energy_kwh"'))
+    code, output = run_locust(
+        tmp_path / "bad.log",
+        *("--host", "ws://127.0.0.1:9", "--users", "1", "--run-time", "5s", *FAST),
+        *("--reconcile-db-url", SECRET_URL, "--reconcile-mapping", str(mapping)),
+        timeout=30,
+    )
+    assert code == 2, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("loadgen: ")]
+    assert len(lines) == 1 and "energy_kwh does not exist" in lines[0], output[-3000:]
+    assert "Traceback" not in output and "s3cret-pw" not in output
+    for options, message in (
+        (["--csms-api", "http://127.0.0.1:9", "--reconcile-db-url", "sqlite://"], "not both"),
+        (["--reconcile-mapping", str(mapping)], "give --reconcile-db-url"),
+    ):
+        code, output = run_locust(
+            tmp_path / "options.log",
+            *("--host", "ws://127.0.0.1:9", "--users", "1", "--run-time", "5s", *FAST),
+            *options,
+            timeout=30,
+        )
+        assert code == 2, output[-3000:]
+        lines = [line for line in output.splitlines() if line.startswith("loadgen: ")]
+        assert len(lines) == 1 and message in lines[0], output[-3000:]
