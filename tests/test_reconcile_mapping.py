@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import sqlite3
+import textwrap
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -282,8 +286,6 @@ def test_bad_mappings_are_one_line(tmp_path: Path) -> None:
 
 async def test_a_query_without_a_needed_column_says_which(tmp_path: Path, ledger: Any) -> None:
     """SQLite this time; a query that yields no energy is named as such."""
-    import sqlite3
-
     db = tmp_path / "csms.db"
     with sqlite3.connect(db) as connection:
         connection.execute("CREATE TABLE tx (cp TEXT, id TEXT, wh REAL, stopped TEXT)")
@@ -305,6 +307,15 @@ async def test_a_query_without_a_needed_column_says_which(tmp_path: Path, ledger
     assert counts(result.stdout)["matched"] == 1
     # no seqNos from this CSMS: said so, counts information only
     assert "not checked: 1 transactions" in result.stdout
+
+
+def test_the_docs_show_the_shipped_steve_mapping() -> None:
+    """docs/testing-your-csms.md quotes docs/mappings/steve.toml: the two stay the same."""
+    page = (ROOT / "docs" / "testing-your-csms.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", page, re.DOTALL)
+    assert blocks, "no TOML example in the page"
+    quoted = tomllib.loads(textwrap.dedent(blocks[0]))
+    assert quoted == tomllib.loads((MAPPINGS / "steve.toml").read_text())
 
 
 def test_compare_without_stored_energy_is_a_mismatch() -> None:
