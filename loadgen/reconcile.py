@@ -217,6 +217,11 @@ class DatabaseRecords:
         wanted = set(keys)
         return [row for row in rows if row.key in wanted]
 
+    def check(self) -> None:
+        """Read for one charger that does not exist: a missing table or an unreachable
+        database is one line of :class:`SourceUnavailable` before a run, not after it."""
+        self.fetch([("", "")])
+
     async def _fetch(self, chargers: list[str]) -> list[CsmsRow]:
         from sqlalchemy.ext.asyncio import create_async_engine
 

@@ -332,8 +332,9 @@ def test_compare_without_stored_energy_is_a_mismatch() -> None:
 
 def test_the_locust_command_reconciles_through_a_mapping(tmp_path: Path, foreign: Any) -> None:
     """A run against csms_stub on PostgreSQL, reconciled at the end by reading the stub's
-    tables through docs/mappings/csms_stub.toml; a mapping with a wrong column stops the
-    next run at its start with one line."""
+    tables through docs/mappings/csms_stub.toml; a mapping with a wrong column, a database
+    without the stub's tables, options that do not go together stop the next runs at their
+    start with one line."""
     from tests.test_locust import FAST, reconciliation, run_locust
 
     plain_url = POSTGRES_URL.replace("+asyncpg", "")
@@ -371,6 +372,8 @@ def test_the_locust_command_reconciles_through_a_mapping(tmp_path: Path, foreign
     for options, message in (
         (["--csms-api", "http://127.0.0.1:9", "--reconcile-db-url", "sqlite://"], "not both"),
         (["--reconcile-mapping", str(mapping)], "give --reconcile-db-url"),
+        # csms_stub's tables (no mapping) are looked for at the start too
+        (["--reconcile-db-url", f"sqlite:///{tmp_path / 'empty.db'}"], "no such table"),
     ):
         code, output = run_locust(
             tmp_path / "options.log",

@@ -299,6 +299,8 @@ def setup(environment: Environment, options: Any) -> RunContext:
             "(--master / --worker / --processes): workers must share "
             "charger ids and transaction ids"
         )
+    if settings.reconcile_db_url and not isinstance(runner, WorkerRunner):
+        _check_reconcile_source(settings)
     worker_id = getattr(runner, "client_id", None) or "local"
     context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
     context.open_files = after
@@ -320,8 +322,6 @@ def setup(environment: Environment, options: Any) -> RunContext:
             runner.send_message(RUN_MESSAGE, run_id)
     else:
         context.use_run(coordination.new_run_id())
-    if settings.reconcile_mapping is not None and not isinstance(runner, WorkerRunner):
-        _check_reconcile_source(settings)
     if settings.redis_url and not isinstance(runner, WorkerRunner):
         log.info(
             "reconcile afterwards with: python -m loadgen.reconcile --redis-url %s "
@@ -591,8 +591,8 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
 
 
 def _check_reconcile_source(settings: Settings) -> None:
-    """The mapping's queries run once for no charger: a wrong table or column name stops the
-    run at its start, not after it."""
+    """The CSMS's database is read once for no charger: an unreachable database, a wrong
+    table or column name stops the run at its start, not after it."""
     from loadgen import reconcile
 
     csms = reconcile.records(
@@ -601,7 +601,7 @@ def _check_reconcile_source(settings: Settings) -> None:
     try:
         csms.check()  # type: ignore[attr-defined]
     except reconcile.SourceUnavailable as exc:
-        raise SettingsError(f"--reconcile-mapping: {exc}") from None
+        raise SettingsError(f"--reconcile-db-url: {exc}") from None
 
 
 def reconcile_run(context: RunContext, settle_s: float = 10.0) -> Any:
