@@ -354,9 +354,9 @@ class Mapping:
         transactions = _relation(data["transactions"], "transactions", _TRANSACTION_FIELDS, fail)
         given = set(transactions.columns)
         if transactions.table is not None:
-            for group in (("charger_id",), ("transaction_id",)):
-                if not given & set(group):
-                    raise fail(f"[transactions.columns] needs {group[0]}")
+            for needed in ("charger_id", "transaction_id"):
+                if needed not in given:
+                    raise fail(f"[transactions.columns] needs {needed}")
             if "energy" not in given and not {"meter_start", "meter_stop"} <= given:
                 raise fail("[transactions.columns] needs energy, or meter_start and meter_stop")
             if not given & {"stop_time", "closed", "active"}:
