@@ -15,7 +15,7 @@ from typing import TypeVar
 from csms_stub.app import Stub, StubConfig
 from csms_stub.store import DEFAULT_DATABASE_URL
 from loadgen import fleet as fleets
-from loadgen import limits
+from loadgen import idtokens, limits
 
 _Number = TypeVar("_Number", int, float)
 
@@ -93,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="an idToken to answer Blocked (repeatable)",
+    )
+    parser.add_argument(
+        "--id-token-file",
+        metavar="PATH",
+        help="the only idTokens the stub knows, one a line: VALUE or VALUE,TYPE (# comments); "
+        "others, and known ones presented with another type, are answered Invalid. A "
+        "--fleet's id_tokens are known too (a fleet with tokens restricts on its own)",
+    )
+    parser.add_argument(
+        "--id-token-type",
+        default=idtokens.DEFAULT_TYPE,
+        help="IdTokenEnumType of known tokens listed without one (ISO14443)",
+    )
+    parser.add_argument(
+        "--strict-id-tokens",
+        action="store_true",
+        help="answer an idToken malformed for its type (ISO14443: 8 or 14 hex digits, "
+        "ISO15693: 16, eMAID, ...; a 1.6 idTag: printable ASCII) with CALLERROR "
+        "PropertyConstraintViolation, as CitrineOS does",
     )
     parser.add_argument(
         "--max-message-size",
@@ -193,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def known_id_tokens(
+    token_file: str | None, fleet: fleets.Fleet | None, token_type: str
+) -> tuple[idtokens.IdToken, ...] | None:
+    """The tokens of ``--id-token-file`` and the fleet's, typed (``token_type`` for those
+    without one); None when there are none: every token is then Accepted."""
+    listed = idtokens.load_file(token_file) if token_file else []
+    if fleet is not None:
+        listed += [token for group in fleet.id_tokens.values() for token in group]
+    if not token_file and not listed:
+        return None
+    default = idtokens.normalise_type(token_type)
+    typed = [idtokens.IdToken(t.value, t.type or default, t.where) for t in listed]
+    idtokens.check_unique(typed)
+    return tuple(typed)
+
+
 def config_from_args(args: argparse.Namespace) -> StubConfig:
     fleet = fleets.load(args.fleet) if args.fleet else None
     return StubConfig(
@@ -210,6 +245,8 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         require_auth=args.require_auth,
         auth_password=os.environ.get("CSMS_AUTH_PASSWORD") or None,
         blocked_tokens=tuple(args.blocked_token),
+        id_tokens=known_id_tokens(args.id_token_file, fleet, args.id_token_type),
+        strict_id_tokens=args.strict_id_tokens,
         max_message_size=args.max_message_size,
         call_timeout=args.call_timeout,
         durable=args.durable,
@@ -309,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = config_from_args(args)
-    except fleets.FleetError as exc:
+    except (fleets.FleetError, idtokens.IdTokenError) as exc:
         print(f"csms_stub: {exc}", file=sys.stderr)
         return 2
     # Every charger holds a socket: take every file the hard limit allows (the soft limit is

@@ -17,6 +17,7 @@ from csms_stub.server import OcppServer
 from csms_stub.service import DEFAULT_TARIFF_PER_KWH, Service
 from csms_stub.store import DEFAULT_DATABASE_URL, Store
 from loadgen.fleet import Fleet
+from loadgen.idtokens import IdToken
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ class StubConfig:
     #: used for chargers the fleet gives no password; never logged
     auth_password: str | None = field(default=None, repr=False)
     blocked_tokens: tuple[str, ...] = ()
+    #: the only idTokens the stub knows (others are Invalid); None: every token is Accepted
+    id_tokens: tuple[IdToken, ...] | None = None
+    #: answer a token malformed for its type with CALLERROR PropertyConstraintViolation
+    strict_id_tokens: bool = False
     max_message_size: int = 256 * 1024
     call_timeout: float = 30.0
     ping_interval: float = 0.0
@@ -98,6 +103,9 @@ class Stub:
             tariff=config.tariff,
             blocked_tokens=config.blocked_tokens,
             call_timeout=config.call_timeout,
+            id_tokens=config.id_tokens,
+            strict_id_tokens=config.strict_id_tokens,
+            on_authorize=self.metrics.authorized,
         )
         self.ocpp = OcppServer(self)
         self._api: _EmbeddedUvicorn | None = None

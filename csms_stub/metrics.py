@@ -98,6 +98,13 @@ class StubMetrics:
             ["table"],
             registry=r,
         )
+        self.authorizations = Counter(
+            "csms_stub_authorizations",
+            "The stub's verdicts on idTokens (Authorize, transaction messages), by status: "
+            "Accepted, Blocked, Invalid, Malformed (--strict-id-tokens: CALLERROR)",
+            ["status"],
+            registry=r,
+        )
         self.db_queue_depth = Gauge(
             "csms_stub_db_queue_depth", "Rows waiting for the batch writer", registry=r
         )
@@ -108,6 +115,9 @@ class StubMetrics:
 
     def write_failed(self, table: str) -> None:
         self.db_write_failures.labels(table).inc()
+
+    def authorized(self, status: str) -> None:
+        self.authorizations.labels(status).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

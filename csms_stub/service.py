@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from csms_stub import store as tables
 from csms_stub.store import Store, Unstorable
+from loadgen import idtokens
 from loadgen.fleet import Fleet
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import parse_timestamp, v16, v201
@@ -188,6 +189,9 @@ class Service:
         tariff: float = DEFAULT_TARIFF_PER_KWH,
         blocked_tokens: Iterable[str] = (),
         call_timeout: float = 30.0,
+        id_tokens: Iterable[idtokens.IdToken] | None = None,
+        strict_id_tokens: bool = False,
+        on_authorize: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -196,6 +200,13 @@ class Service:
         self.tariff = tariff
         self.blocked_tokens = frozenset(blocked_tokens)
         self.call_timeout = call_timeout
+        #: the only idTokens this CSMS knows (upper-cased value -> type), or None: any
+        self.known_tokens: dict[str, str | None] | None = None
+        if id_tokens is not None:
+            self.known_tokens = {token.value.upper(): token.type for token in id_tokens}
+        self.strict_id_tokens = strict_id_tokens
+        #: called with each verdict (Accepted, Blocked, Invalid, Malformed): a metric
+        self.on_authorize = on_authorize
         self.chargers: dict[str, ChargerState] = {}
         self.transactions: dict[tuple[str, str], TransactionState] = {}
         self.connections: dict[str, Connection] = {}
@@ -378,10 +389,32 @@ class Service:
             },
         )
 
-    def authorize(self, token: str | None) -> str:
-        if token is not None and token in self.blocked_tokens:
-            return "Blocked"
-        return "Accepted"
+    def authorize(self, token: str, token_type: str | None = None) -> str:
+        """The CSMS's verdict on an idToken (2.0.1: of ``token_type``; 1.6: an idTag, None).
+
+        With ``strict_id_tokens`` a token malformed for its type raises :class:`Unstorable`
+        (CALLERROR PropertyConstraintViolation, as CitrineOS answers); with a known-token
+        list, others, and known ones of another type, are Invalid."""
+        if self.strict_id_tokens:
+            problem = idtokens.format_problem(token, token_type)
+            if problem is not None:
+                self._count_verdict("Malformed")
+                raise Unstorable(f"idToken {token[:40]!r}: {problem}")
+        if token in self.blocked_tokens:
+            status = "Blocked"
+        elif self.known_tokens is None:
+            status = "Accepted"
+        else:
+            known_type = self.known_tokens.get(token.upper(), "")
+            # 1.6 idTags carry no type: the value alone identifies them
+            known = known_type != "" and (token_type is None or known_type == token_type)
+            status = "Accepted" if known else "Invalid"
+        self._count_verdict(status)
+        return status
+
+    def _count_verdict(self, status: str) -> None:
+        if self.on_authorize is not None:
+            self.on_authorize(status)
 
     def transaction_event(
         self,

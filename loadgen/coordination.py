@@ -22,8 +22,13 @@ with a new *epoch* (part of every transaction id, so numbering may restart witho
 an id) and a grace period of one TTL in which no new lease is granted while the live workers
 re-claim what they hold.
 
+idTokens come in groups: the run's pool (group ``""``) and the fleet's per site or charger
+table (``site:<id>``, ``chargers:<n>``); a session leases from its charger's group. A token
+is one string, ``VALUE`` or ``VALUE\tTYPE`` (:meth:`loadgen.idtokens.IdToken.item`).
+
 Redis keys, all under ``ocpp:run:<run_id>:``: ``meta`` (hash: epoch, pool sizes, ready_at),
-``pool:<chargers|tokens>:free`` (zset: id by time freed, so ids are reused oldest first),
+``pool:<chargers|tokens|tokens:<group>>:free`` (zset: id by time freed, so ids are reused
+oldest first),
 ``pool:<..>:expiry`` (zset: id by lease expiry, ms), ``pool:<..>:owner`` (hash: id to
 holder), ``txn`` (the transaction counter), ``counters`` (hash: connected, peak) and
 ``ledger`` (a stream of msgpack entries, see :class:`LedgerEntry`). Redis must not evict
@@ -43,7 +48,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -217,8 +222,9 @@ class Coordinator(Protocol):
     def next_transaction_id(self) -> str:
         """A transaction id (<= 36 chars) unique across the run and all its workers."""
 
-    def acquire_token(self) -> str | None:
-        """An idToken no other session uses, or None when all are in use."""
+    def acquire_token(self, group: str = "") -> str | None:
+        """An idToken of ``group`` (``""``: the run's pool) no other session uses, or None
+        when all are in use."""
 
     def release_token(self, token: str) -> None: ...
 
@@ -235,6 +241,18 @@ class Coordinator(Protocol):
 
     def close(self) -> None:
         """Release everything held and flush what is buffered."""
+
+
+TokenGroups = Mapping[str, Iterable[str]]
+
+
+def _token_groups(tokens: Iterable[str] | TokenGroups) -> dict[str, list[str]]:
+    """Tokens by group; a plain iterable is the run's pool. A token is in one group only."""
+    groups = tokens if isinstance(tokens, Mapping) else {"": tokens}
+    result = {str(group): [str(item) for item in items] for group, items in groups.items()}
+    result.setdefault("", [])
+    _unique([item for items in result.values() for item in items], "idTokens")
+    return result
 
 
 def _unique(ids: Iterable[str], what: str) -> list[str]:
@@ -305,7 +323,7 @@ class InProcessCoordinator:
     def __init__(
         self,
         charger_ids: Iterable[str],
-        tokens: Iterable[str] = (),
+        tokens: Iterable[str] | TokenGroups = (),
         *,
         run_id: str | None = None,
         lease_ttl: float = 30.0,
@@ -316,9 +334,12 @@ class InProcessCoordinator:
         self.lease_ttl = lease_ttl
         self._lock = threading.RLock()
         self._chargers = _LocalPool(_unique(charger_ids, "charger ids"), lease_ttl, clock)
-        self._tokens = _LocalPool(_unique(tokens, "idTokens"), lease_ttl, clock)
+        self._tokens = {
+            group: _LocalPool(items, lease_ttl, clock)
+            for group, items in _token_groups(tokens).items()
+        }
         self._held: dict[str, str] = {}
-        self._held_tokens: set[str] = set()
+        self._held_tokens: dict[str, str] = {}  # token -> its group
         self._numbers = itertools.count(1)
         self._ledger: list[LedgerEntry] = []
         self._connected = 0
@@ -352,9 +373,9 @@ class InProcessCoordinator:
     def renew_all(self) -> Renewal:
         with self._lock:
             lost = Renewal(chargers=[c for c in list(self._held) if not self.renew(c)])
-            for token in list(self._held_tokens):
-                if not self._tokens.renew(token, ""):
-                    self._held_tokens.discard(token)
+            for token, group in list(self._held_tokens.items()):
+                if not self._tokens[group].renew(token, ""):
+                    del self._held_tokens[token]
                     lost.tokens.append(token)
             return lost
 
@@ -362,20 +383,23 @@ class InProcessCoordinator:
         with self._lock:
             return f"{self.run_id[:8]}-{next(self._numbers)}"
 
-    def acquire_token(self) -> str | None:
+    def acquire_token(self, group: str = "") -> str | None:
         with self._lock:
-            token = self._tokens.lease("")
+            pool = self._tokens.get(group)
+            if pool is None:
+                raise ValueError(f"no idToken group {group!r} in this run")
+            token = pool.lease("")
             while token is not None and token in self._held_tokens:
-                token = self._tokens.lease("")  # ours already (see lease_charger)
+                token = pool.lease("")  # ours already (see lease_charger)
             if token is not None:
-                self._held_tokens.add(token)
+                self._held_tokens[token] = group
             return token
 
     def release_token(self, token: str) -> None:
         with self._lock:
-            if token in self._held_tokens:
-                self._held_tokens.discard(token)
-                self._tokens.release(token, "")
+            group = self._held_tokens.pop(token, None)
+            if group is not None:
+                self._tokens[group].release(token, "")
 
     def record_transaction(self, entry: LedgerEntry) -> None:
         with self._lock:
@@ -431,17 +455,20 @@ end
 """
 
 
-# KEYS: meta, counters, then free / expiry / owner of the chargers and of the tokens.
-# ARGV: epoch, grace ms, number of charger ids, the charger ids, then the tokens.
+# KEYS: meta, counters, then free / expiry / owner of the chargers and of each token group.
+# ARGV: epoch, grace ms, number of charger ids, the charger ids, then per token group its
+# number of tokens and the tokens.
 # Creates the run's state once; later calls (or other workers) just read it.
 _INIT = (
     """
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'chargers', 'tokens')
-if meta[1] then return {meta[1], tonumber(meta[2]), tonumber(meta[3]), 0} end
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'chargers', 'tokens', 'token_pools')
+if meta[1] then
+  return {meta[1], tonumber(meta[2]), tonumber(meta[3]), 0, tonumber(meta[4])}
+end
 """
     + _NOW
     + """
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+for k = 2, #KEYS do redis.call('DEL', KEYS[k]) end
 local n = tonumber(ARGV[3])
 local function fill(key, first, last)
   local batch = {}
@@ -456,11 +483,19 @@ local function fill(key, first, last)
   if #batch > 0 then redis.call('ZADD', key, unpack(batch)) end
 end
 fill(KEYS[3], 4, 3 + n)
-fill(KEYS[6], 4 + n, #ARGV)
-local tokens = #ARGV - 3 - n
+local i = 4 + n
+local tokens = 0
+local pools = 0
+for k = 6, #KEYS, 3 do
+  local count = tonumber(ARGV[i])
+  fill(KEYS[k], i + 1, i + count)
+  i = i + 1 + count
+  tokens = tokens + count
+  pools = pools + 1
+end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'chargers', n, 'tokens', tokens,
-           'ready_at', now + tonumber(ARGV[2]), 'created_at', now)
-return {ARGV[1], n, tokens, 1}
+           'token_pools', pools, 'ready_at', now + tonumber(ARGV[2]), 'created_at', now)
+return {ARGV[1], n, tokens, 1, pools}
 """
 )
 
@@ -603,7 +638,7 @@ class RedisCoordinator:
         url: str,
         run_id: str,
         charger_ids: Iterable[str],
-        tokens: Iterable[str] = (),
+        tokens: Iterable[str] | TokenGroups = (),
         *,
         lease_ttl: float = 30.0,
         block_size: int = 1000,
@@ -635,11 +670,18 @@ class RedisCoordinator:
         self._counters = f"{self.prefix}:counters"
         self.ledger_key = ledger_key(run_id)
         self._chargers = _RedisPool(self.prefix, "chargers", _unique(charger_ids, "charger ids"))
-        self._tokens = _RedisPool(self.prefix, "tokens", _unique(tokens, "idTokens"))
+        # the run's pool keeps the key it always had; a group's is pool:tokens:<group>
+        self._token_pools = {
+            group: _RedisPool(self.prefix, f"tokens:{group}" if group else "tokens", items)
+            for group, items in _token_groups(tokens).items()
+        }
+        self._group_of = {
+            item: group for group, pool in self._token_pools.items() for item in pool.ids
+        }
         self._lock = threading.RLock()  # local state; never held across Redis I/O
         self._io_lock = threading.RLock()  # ordered flushes and epoch changes (may do I/O)
         self._held: dict[str, str] = {}  # charger id -> worker id
-        self._held_tokens: dict[str, str] = {}
+        self._held_tokens: dict[str, dict[str, str]] = {g: {} for g in self._token_pools}
         self._blocks: collections.deque[list[Any]] = collections.deque()  # [epoch, next, last]
         self._prefetching = False
         self._epoch: str | None = None
@@ -728,15 +770,24 @@ class RedisCoordinator:
         """Create the run's pools, or join them; after data loss, with a grace period."""
         with self._io_lock:
             grace_ms = int(self.lease_ttl * 1000) if self._epoch is not None else 0
-            keys = [self._meta, self._counters, *self._chargers.keys, *self._tokens.keys]
-            args = [secrets.token_hex(3), grace_ms, len(self._chargers.ids)]
-            reply = self._redis(self._s_init, keys, [*args, *self._chargers.ids, *self._tokens.ids])
+            keys = [self._meta, self._counters, *self._chargers.keys]
+            args = [secrets.token_hex(3), grace_ms, len(self._chargers.ids), *self._chargers.ids]
+            for pool in self._token_pools.values():
+                keys += pool.keys
+                args += [len(pool.ids), *pool.ids]
+            reply = self._redis(self._s_init, keys, args)
             epoch, chargers, tokens, created = _text(reply[0]), reply[1], reply[2], reply[3]
-            if (chargers, tokens) != (len(self._chargers.ids), len(self._tokens.ids)):
+            pools = reply[4] if len(reply) > 4 else None
+            ours = (
+                len(self._chargers.ids),
+                sum(len(pool.ids) for pool in self._token_pools.values()),
+                len(self._token_pools),
+            )
+            if (chargers, tokens, pools) != ours:
                 raise ValueError(
                     f"run {self.run_id} has {chargers} charger ids and {tokens} idTokens in "
-                    f"Redis; this worker has {len(self._chargers.ids)} and "
-                    f"{len(self._tokens.ids)}: every worker needs the same fleet and tokens"
+                    f"{pools} groups in Redis; this worker has {ours[0]} and {ours[1]} in "
+                    f"{ours[2]}: every worker needs the same fleet and tokens"
                 )
             if created and self._epoch is not None:
                 log.warning(
@@ -763,7 +814,7 @@ class RedisCoordinator:
                 self._pending_delta += self._applied
                 self._applied = 0
             self._renew_pool(self._chargers, self._held)
-            self._renew_pool(self._tokens, self._held_tokens)
+            self._renew_tokens()
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -845,8 +896,7 @@ class RedisCoordinator:
     def renew_all(self) -> Renewal:
         """Renew every lease (raises if Redis is unreachable), then send what is buffered."""
         renewal = Renewal(
-            chargers=self._renew_pool(self._chargers, self._held),
-            tokens=self._renew_pool(self._tokens, self._held_tokens),
+            chargers=self._renew_pool(self._chargers, self._held), tokens=self._renew_tokens()
         )
         self._try_flush()
         return renewal
@@ -856,11 +906,24 @@ class RedisCoordinator:
         with self._lock:
             return dict(self._held)
 
-    def acquire_token(self) -> str | None:
-        return self._lease(self._tokens, self._held_tokens, "token")
+    def _renew_tokens(self) -> list[str]:
+        """Renew held tokens: one Redis call per group this worker holds tokens of."""
+        lost: list[str] = []
+        for group, held in self._held_tokens.items():
+            if held:
+                lost += self._renew_pool(self._token_pools[group], held)
+        return lost
+
+    def acquire_token(self, group: str = "") -> str | None:
+        pool = self._token_pools.get(group)
+        if pool is None:
+            raise ValueError(f"no idToken group {group!r} in this run")
+        return self._lease(pool, self._held_tokens[group], "token")
 
     def release_token(self, token: str) -> None:
-        self._release(self._tokens, self._held_tokens, [token])
+        group = self._group_of.get(token)
+        if group is not None:
+            self._release(self._token_pools[group], self._held_tokens[group], [token])
 
     # -- transaction ids ---------------------------------------------------------------------
 
@@ -978,9 +1041,12 @@ class RedisCoordinator:
     def close(self) -> None:
         """Release all leases, flush what is buffered (best effort), close the connection."""
         with self._lock:
-            chargers, tokens = list(self._held), list(self._held_tokens)
+            chargers = list(self._held)
+            tokens = {group: list(held) for group, held in self._held_tokens.items()}
         self._release(self._chargers, self._held, chargers)
-        self._release(self._tokens, self._held_tokens, tokens)
+        for group, items in tokens.items():
+            if items:
+                self._release(self._token_pools[group], self._held_tokens[group], items)
         try:
             self.flush()
         except CoordinatorUnavailable:
@@ -999,6 +1065,7 @@ def delete_run(client: redis.Redis, run_id: str) -> int:
     keys = [f"{prefix}:{name}" for name in ("meta", "txn", "counters", "ledger")]
     for pool in ("chargers", "tokens"):
         keys += [f"{prefix}:pool:{pool}:{part}" for part in ("free", "expiry", "owner")]
+    keys += [_text(key) for key in client.scan_iter(match=f"{prefix}:pool:tokens:*", count=1000)]
     return int(client.delete(*keys))
 
 
@@ -1017,7 +1084,7 @@ def read_ledger(client: redis.Redis, run_id: str, page: int = 10_000) -> Iterato
 
 def create(
     charger_ids: Iterable[str],
-    tokens: Iterable[str] = (),
+    tokens: Iterable[str] | TokenGroups = (),
     *,
     redis_url: str | None = None,
     run_id: str | None = None,

@@ -21,7 +21,23 @@ A fleet is a TOML file (``tomllib`` is in the standard library)::
 
 Charger fields: ``site``, ``ids`` or ``pattern`` + ``count`` (+ ``start``, default 1),
 ``rated_power_kw``, ``evse_count`` (1), ``connectors_per_evse`` (1), ``vendor``, ``model``,
-``firmware``, ``serial_pattern`` (``"SN-{id}-001"``), ``password`` (security profile 1).
+``firmware``, ``serial_pattern`` (``"SN-{id}-001"``), ``password`` (security profile 1),
+``id_tokens``. Sites: ``id``, ``name``, ``lat``, ``lon``, ``id_tokens``.
+
+``id_tokens`` lists the idTokens (RFID cards, eMAIDs, ...) used at a site's chargers, or at
+the chargers of one ``[[chargers]]`` table: each a string (its type is the run's
+``--id-token-type``, ISO14443 by default; a 1.6 run sends no type) or a table with
+``value`` and ``type`` (an OCPP 2.0.1 IdTokenEnumType)::
+
+    [[sites]]
+    id = "emart_jeju_main"
+    lat = 33.5113
+    lon = 126.5219
+    id_tokens = ["04A2B3C4D5E6F7", {value = "KRLGNC00000001", type = "eMAID"}]
+
+A charger presents its table's tokens if it has any, else its site's, else the run's
+(``--id-token-file``, or generated). A token appears once in a fleet; its format is
+checked for its type (see :mod:`loadgen.idtokens`).
 Errors name the file, the line of the offending table and the field.
 """
 
@@ -34,9 +50,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadgen import idtokens
+
 SEED_FLEET = Path(__file__).with_name("fleets") / "seed.toml"
 
 _FORMATTER = string.Formatter()
+#: a charger id is the last path segment of the WebSocket URL (identifierString[48])
+_CHARGER_ID = re.compile(r"[A-Za-z0-9*\-_=:+|@.]+")
 
 _CHARGER_FIELDS = {
     "site",
@@ -52,9 +72,11 @@ _CHARGER_FIELDS = {
     "firmware",
     "serial_pattern",
     "password",
+    "id_tokens",
 }
-_SITE_FIELDS = {"id", "name", "lat", "lon"}
-_DEFAULT_FIELDS = _CHARGER_FIELDS - {"site", "ids", "pattern", "count", "start"}
+_SITE_FIELDS = {"id", "name", "lat", "lon", "id_tokens"}
+# Tokens in [defaults] would be every charger's: that is the run's pool (--id-token-file).
+_DEFAULT_FIELDS = _CHARGER_FIELDS - {"site", "ids", "pattern", "count", "start", "id_tokens"}
 
 
 class FleetError(ValueError):
@@ -82,12 +104,17 @@ class Charger:
     serial_number: str = ""
     #: Basic-auth password (security profile 1); never logged
     password: str | None = field(default=None, repr=False)
+    #: the key of its tokens in :attr:`Fleet.id_tokens` ("": the run's pool)
+    token_group: str = ""
 
 
 @dataclass(frozen=True)
 class Fleet:
     sites: dict[str, Site]
     chargers: dict[str, Charger]
+    #: idTokens by group: ``site:<id>`` (a site's) and ``chargers:<n>`` (the n-th
+    #: [[chargers]] table's, from 0); the run's pool is not here
+    id_tokens: dict[str, tuple[idtokens.IdToken, ...]] = field(default_factory=dict)
 
     def site_of(self, charger_id: str) -> Site | None:
         charger = self.chargers.get(charger_id)
@@ -127,6 +154,7 @@ def parse(text: str, source: str = "<fleet>") -> Fleet:
     _reject_unknown(defaults, _DEFAULT_FIELDS, lambda m: fail("defaults", None, m))
 
     sites: dict[str, Site] = {}
+    tokens: dict[str, tuple[idtokens.IdToken, ...]] = {}
     raw_sites = document.get("sites", [])
     if not isinstance(raw_sites, list):
         raise FleetError(f"{source}: 'sites' must be an array of tables ([[sites]])")
@@ -145,6 +173,9 @@ def parse(text: str, source: str = "<fleet>") -> Fleet:
         if site_id in sites:
             raise site_fail(f"field 'id': duplicate site id {site_id!r}")
         sites[site_id] = Site(site_id, name, lat, lon)
+        if "id_tokens" in raw:
+            where = f"{source}:{lines.get(('sites', index), '?')}: sites[{index}]"
+            tokens[f"site:{site_id}"] = _id_tokens(raw["id_tokens"], where, site_fail)
 
     chargers: dict[str, Charger] = {}
     raw_chargers = document.get("chargers", [])
@@ -161,6 +192,11 @@ def parse(text: str, source: str = "<fleet>") -> Fleet:
         if site_id not in sites:
             raise charger_fail(f"field 'site': no [[sites]] entry with id {site_id!r}")
         id_field = "ids" if "ids" in merged else "pattern"
+        group = f"site:{site_id}" if f"site:{site_id}" in tokens else ""
+        if "id_tokens" in raw:
+            where = f"{source}:{lines.get(('chargers', index), '?')}: chargers[{index}]"
+            group = f"chargers:{index}"
+            tokens[group] = _id_tokens(raw["id_tokens"], where, charger_fail)
         for charger_id in _charger_ids(merged, charger_fail):
             if charger_id in chargers:
                 raise charger_fail(f"field '{id_field}': duplicate charger id {charger_id!r}")
@@ -187,8 +223,47 @@ def parse(text: str, source: str = "<fleet>") -> Fleet:
                 firmware=_string(merged, "firmware", charger_fail, default="1.0.0"),
                 serial_number=serial_number,
                 password=password,
+                token_group=group,
             )
-    return Fleet(sites, chargers)
+    try:
+        # one owner per token across the fleet, as in a token file
+        idtokens.check_unique([token for group in tokens.values() for token in group])
+    except idtokens.IdTokenError as exc:
+        raise FleetError(str(exc)) from None
+    return Fleet(sites, chargers, tokens)
+
+
+def _id_tokens(raw: Any, where: str, fail: Any) -> tuple[idtokens.IdToken, ...]:
+    """A site's or charger table's ``id_tokens``: strings, or tables of value and type."""
+    if not isinstance(raw, list) or not raw:
+        raise fail("field 'id_tokens' must be a non-empty list of tokens")
+    result = []
+    for n, entry in enumerate(raw):
+        label = f"field 'id_tokens'[{n}]"
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"value", "type"}
+            if unknown:
+                raise fail(f"{label}: unknown field(s): {', '.join(sorted(unknown))}")
+            value, token_type = entry.get("value"), entry.get("type")
+            if not isinstance(token_type, str | None):
+                raise fail(f"{label}: 'type' must be a string")
+        else:
+            value, token_type = entry, None
+        if not isinstance(value, str):
+            raise fail(f"{label}: a token is a string or a table {{value = ..., type = ...}}")
+        try:
+            token = idtokens.IdToken(
+                value.strip(),
+                idtokens.normalise_type(token_type) if token_type is not None else None,
+                f"{where} {label}",
+            )
+        except idtokens.IdTokenError as exc:
+            raise fail(f"{label}: {exc}") from None
+        problem = idtokens.format_problem(token.value, token.type) if token.type else None
+        if problem is not None:
+            raise fail(f"{label}: idToken {token.value!r}: {problem}")
+        result.append(token)
+    return tuple(result)
 
 
 def _charger_ids(raw: dict[str, Any], fail: Any) -> list[str]:
@@ -222,7 +297,7 @@ def _charger_ids(raw: dict[str, Any], fail: Any) -> list[str]:
     id_field = "ids" if "ids" in raw else "pattern"
     for charger_id in result:
         # The id is the last path segment of the WebSocket URL (identifierString[48]).
-        if len(charger_id) > 48 or not re.fullmatch(r"[A-Za-z0-9*\-_=:+|@.]+", charger_id):
+        if len(charger_id) > 48 or not _CHARGER_ID.fullmatch(charger_id):
             raise fail(
                 f"field '{id_field}': charger id {charger_id!r} is not an OCPP "
                 "identifierString of <= 48 chars"
@@ -301,18 +376,28 @@ _GENERATED_SITES = (
 _GENERATED_RATINGS_W = (50_000.0, 100_000.0, 150_000.0, 22_000.0)
 
 
-def generate(count: int, prefix: str = "CP", sites: int = len(_GENERATED_SITES)) -> Fleet:
+def generate(
+    count: int,
+    prefix: str = "CP",
+    sites: int = len(_GENERATED_SITES),
+    pattern: str | None = None,
+) -> Fleet:
     """A fleet of ``count`` chargers ``<prefix>000001`` ... spread over a few sites, with a
-    mix of ratings: what a load test uses when no fleet file is given."""
+    mix of ratings: what a load test uses when no fleet file is given.
+
+    ``pattern`` names them instead: a format string given the charger's number (from 1)
+    positionally and as ``n``, e.g. ``CP{:06d}`` or ``site-a-{n}``; every id it makes must
+    be distinct and fit the WebSocket URL (an OCPP identifierString of at most 48 chars)."""
     if count < 1:
         raise FleetError("a generated fleet needs at least one charger")
     if not 1 <= sites <= len(_GENERATED_SITES):
         raise FleetError(f"a generated fleet has 1 to {len(_GENERATED_SITES)} sites")
     chosen = _GENERATED_SITES[:sites]
     width = max(6, len(str(count)))
+    ids = _pattern_ids(pattern, count) if pattern is not None else None
     chargers = {}
     for n in range(1, count + 1):
-        charger_id = f"{prefix}{n:0{width}d}"
+        charger_id = ids[n - 1] if ids is not None else f"{prefix}{n:0{width}d}"
         chargers[charger_id] = Charger(
             id=charger_id,
             site_id=chosen[n % sites].id,
@@ -320,3 +405,26 @@ def generate(count: int, prefix: str = "CP", sites: int = len(_GENERATED_SITES))
             serial_number=f"SN-{charger_id}-001",
         )
     return Fleet({site.id: site for site in chosen}, chargers)
+
+
+def _pattern_ids(pattern: str, count: int) -> list[str]:
+    """The ids a charger id pattern makes for chargers 1..count, or :class:`FleetError`."""
+    try:
+        ids = [pattern.format(n, n=n) for n in range(1, count + 1)]
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+        raise FleetError(
+            f"charger id pattern {pattern!r} does not format a charger number "
+            f"(write e.g. CP{{:06d}}): {exc}"
+        ) from None
+    if len(set(ids)) != len(ids):
+        raise FleetError(
+            f"charger id pattern {pattern!r} makes the same id for several chargers "
+            f"({ids[0]!r} ...): use the number, e.g. CP{{:06d}}"
+        )
+    for charger_id in ids:
+        if len(charger_id) > 48 or not _CHARGER_ID.fullmatch(charger_id):
+            raise FleetError(
+                f"charger id pattern {pattern!r} makes {charger_id!r}, not an OCPP "
+                "identifierString of <= 48 chars (letters, digits, *-_=:+|@.; no '/')"
+            )
+    return ids

@@ -65,6 +65,8 @@ class Transaction:
     started_at: float
     start_wh: float
     remote_start_id: int | None = None
+    #: 2.0.1 IdTokenEnumType of ``token`` (1.6 sends none)
+    token_type: str = "ISO14443"
     csms_id: int | None = None  # 1.6 only
     seq_no: itertools.count = field(default_factory=itertools.count)
     next_meter_at: float = 0.0
@@ -367,8 +369,10 @@ class Station:
         *,
         remote_start_id: int | None = None,
         authorize: bool = False,
+        token_type: str | None = None,
     ) -> Transaction | None:
-        """Plug in an EV on ``evse_id`` and start a transaction for ``token``."""
+        """Plug in an EV on ``evse_id`` and start a transaction for ``token`` (2.0.1: of
+        ``token_type``, ISO14443 if None)."""
         limit = 20 if self.is16 else 36  # 1.6 idTag is CiString20; 2.0.1 idToken string[36]
         if not token or len(token) > limit:
             raise ValueError(f"id token {token!r} must be 1 to {limit} characters")
@@ -384,13 +388,14 @@ class Station:
             started_at=now,
             start_wh=evse.register.wh,
             remote_start_id=remote_start_id,
+            token_type=token_type or "ISO14443",
             next_meter_at=now + self.meter_interval,
         )
         evse.transaction = transaction
         evse.physics = ChargingPhysics(ev or EV(), evse.register, self.charger.rated_power_w, now)
         self._set_status(evse, "Preparing" if self.is16 else "Occupied")
         if authorize:
-            self._queue.append(self._authorize_call(token))
+            self._queue.append(self._authorize_call(token, transaction.token_type))
         self._queue_transaction_start(evse, transaction)
         if self.is16:
             self._set_status(evse, "Charging")
@@ -434,11 +439,11 @@ class Station:
     def transactions(self) -> list[Transaction]:
         return [evse.transaction for evse in self.evses.values() if evse.transaction]
 
-    def _authorize_call(self, token: str) -> OutgoingCall:
+    def _authorize_call(self, token: str, token_type: str) -> OutgoingCall:
         if self.is16:
             _, payload = v16.authorize(token)
         else:
-            _, payload = v201.authorize(token)
+            _, payload = v201.authorize(token, token_type)
         return OutgoingCall("Authorize", lambda: payload)
 
     def _transactional(
@@ -495,7 +500,7 @@ class Station:
             remote_start_id=transaction.remote_start_id,
             evse_id=evse.id,
             connector_id=transaction.connector_id,
-            token=v201.id_token(transaction.token),
+            token=v201.id_token(transaction.token, transaction.token_type),
             offline=offline,
             meter_values=[
                 v201.meter_value(now, v201.sampled_values(energy, power, soc, "Transaction.Begin"))
@@ -610,11 +615,20 @@ class Station:
         self._emit("csms_call", {"action": action, "payload": payload})
         return handler(self, payload)
 
-    def _remote_start(self, token: str, evse_id: int | None, remote_start_id: int | None) -> bool:
+    def _remote_start(
+        self,
+        token: str,
+        evse_id: int | None,
+        remote_start_id: int | None,
+        token_type: str | None = None,
+    ) -> bool:
         evse = self.evses.get(evse_id) if evse_id else self.free_evse()
         if evse is None or evse.transaction is not None or not evse.operative:
             return False
-        return self.start_session(evse.id, token, remote_start_id=remote_start_id) is not None
+        started = self.start_session(
+            evse.id, token, remote_start_id=remote_start_id, token_type=token_type
+        )
+        return started is not None
 
     def _reset(self, immediate: bool, reason_16: str) -> None:
         for evse in self.evses.values():
@@ -755,8 +769,10 @@ def _status_16(status: str) -> str:
 
 
 def _request_start_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    token = payload["idToken"]
+    # the CSMS's token as it gave it: its type goes back in the TransactionEvent
     ok = station._remote_start(
-        payload["idToken"]["idToken"], payload.get("evseId"), payload["remoteStartId"]
+        token["idToken"], payload.get("evseId"), payload["remoteStartId"], token["type"]
     )
     return {"status": "Accepted" if ok else "Rejected"}
 

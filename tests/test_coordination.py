@@ -604,6 +604,42 @@ def test_an_idtoken_is_in_one_session_at_a_time(coordinators: Any) -> None:
     assert second.acquire_token() == tokens[2]
 
 
+def test_idtoken_groups_lease_only_their_own_tokens(
+    raw: redis.Redis, coordinators: Any, run_id: str
+) -> None:
+    """A charger leases from its own group (its fleet table's or site's tokens); each group
+    is leased one session at a time, in both implementations; the items carry the type."""
+    groups = {
+        "": ["04A2B3C4D5E6F7\tISO14443"],
+        "site:jeju": ["KRLGNC00000001\teMAID", "12345678\tKeyCode"],
+        "chargers:0": ["E004015012345678\tISO15693"],
+    }
+    now = [0.0]
+    local = InProcessCoordinator(CHARGERS, groups, lease_ttl=10, clock=lambda: now[0])
+    first, second = coordinators(tokens=groups), coordinators(tokens=groups)
+    for a, b in ((local, local), (first, second)):
+        site = {a.acquire_token("site:jeju"), b.acquire_token("site:jeju")}
+        assert site == set(groups["site:jeju"])
+        assert b.acquire_token("site:jeju") is None
+        assert a.acquire_token("chargers:0") == groups["chargers:0"][0]
+        assert b.acquire_token("chargers:0") is None
+        assert b.acquire_token() == groups[""][0]
+        with pytest.raises(ValueError, match="no idToken group"):
+            a.acquire_token("site:nowhere")
+        a.release_token(groups["chargers:0"][0])
+        assert b.acquire_token("chargers:0") == groups["chargers:0"][0]
+        assert a.renew_all().tokens == [] and b.renew_all().tokens == []
+    assert raw.zcard(f"{first.prefix}:pool:tokens:site:jeju:expiry") == 2
+    with pytest.raises(ValueError, match="same fleet and tokens"):
+        coordinators(tokens={"": groups[""], "site:jeju": groups["site:jeju"]})
+    with pytest.raises(ValueError, match="duplicate idTokens"):
+        InProcessCoordinator(CHARGERS, {"": ["x"], "site:a": ["x"]})
+    first.close()
+    second.close()
+    assert coordination.delete_run(raw, run_id) > 0
+    assert not list(raw.scan_iter(match=f"{first.prefix}:*"))
+
+
 def test_transaction_ids_are_unique_short_and_come_in_blocks(
     raw: redis.Redis, coordinators: Any, run_id: str
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from loadgen import fleet as fleets
 from loadgen.fleet import Charger, FleetError
+from loadgen.idtokens import IdToken
 
 SITES = """\
 [[sites]]
@@ -298,3 +299,96 @@ def test_generated_fleet_spreads_chargers_over_sites() -> None:
     assert {c.rated_power_w for c in generated.chargers.values()} >= {50_000.0, 100_000.0}
     with pytest.raises(fleets.FleetError):
         fleets.generate(0)
+
+
+# -- idTokens per site and per charger table -----------------------------------------------
+
+TOKEN_FLEET = """\
+[[sites]]
+id = "north"
+lat = 33.5
+lon = 126.5
+id_tokens = ["04A2B3C4D5E6F7", {value = "KRLGNC00000001", type = "emaid"}]
+
+[[sites]]
+id = "south"
+lat = 33.25
+lon = 126.56
+
+[[chargers]]
+site = "north"
+ids = ["n1", "n2"]
+rated_power_kw = 50
+
+[[chargers]]
+site = "north"
+ids = ["vip"]
+rated_power_kw = 50
+id_tokens = [{value = "E004015012345678", type = "ISO15693"}, {value = "1234"}]
+
+[[chargers]]
+site = "south"
+ids = ["s1"]
+rated_power_kw = 50
+"""
+
+
+def test_id_tokens_of_sites_and_charger_tables(tmp_path: Path) -> None:
+    fleet = fleets.load(write(tmp_path, TOKEN_FLEET))
+    assert fleet.id_tokens == {
+        "site:north": (IdToken("04A2B3C4D5E6F7"), IdToken("KRLGNC00000001", "eMAID")),
+        "chargers:1": (IdToken("E004015012345678", "ISO15693"), IdToken("1234")),
+    }
+    groups = {charger.id: charger.token_group for charger in fleet.chargers.values()}
+    # its table's tokens, else its site's, else the run's pool
+    assert groups == {"n1": "site:north", "n2": "site:north", "vip": "chargers:1", "s1": ""}
+    assert fleet.id_tokens["site:north"][1].where.startswith(f"{tmp_path / 'fleet.toml'}:1: ")
+
+
+@pytest.mark.parametrize(
+    "replace,table,index,expected",
+    [
+        (('id_tokens = [{value = "E0', 'id_tokens = [{value = "XX'), "chargers", 1,
+         "field 'id_tokens'[0]: idToken 'XX04015012345678': an ISO15693 idToken is"),
+        (('type = "emaid"', 'type = "RFID"'), "sites", 0,
+         "field 'id_tokens'[1]: unknown idToken type 'RFID'"),
+        (('{value = "1234"}', '{value = "1234", owner = "x"}'), "chargers", 1,
+         "field 'id_tokens'[1]: unknown field(s): owner"),
+        (('{value = "1234"}', "12"), "chargers", 1, "field 'id_tokens'[1]: a token is a string"),
+        (('id_tokens = [{value = "E004015012345678", type = "ISO15693"}, {value = "1234"}]',
+          "id_tokens = []"), "chargers", 1,
+         "field 'id_tokens' must be a non-empty list"),
+    ],
+)  # fmt: skip
+def test_bad_id_tokens_name_file_line_and_field(
+    tmp_path: Path, replace: tuple[str, str], table: str, index: int, expected: str
+) -> None:
+    text = TOKEN_FLEET.replace(*replace, 1)
+    assert text != TOKEN_FLEET
+    message = load_error(tmp_path, text)
+    line = line_of(text, f"[[{table}]]", index + 1)
+    assert f"fleet.toml:{line}: {table}[{index}]: {expected}" in message, message
+
+
+def test_a_token_belongs_to_one_place_in_a_fleet(tmp_path: Path) -> None:
+    text = TOKEN_FLEET.replace('{value = "1234"}', '"04a2b3c4d5e6f7"')
+    message = load_error(tmp_path, text)
+    assert "idToken '04a2b3c4d5e6f7' appears twice (also at" in message, message
+    assert f":{line_of(text, '[[chargers]]', 2)}: chargers[1] field 'id_tokens'[1]" in message
+    text = "[defaults]\nid_tokens = ['DEADBEEF']\n" + TOKEN_FLEET
+    assert "defaults: unknown field(s): id_tokens" in load_error(tmp_path, text)
+
+
+def test_a_charger_id_pattern_names_the_generated_fleet() -> None:
+    generated = fleets.generate(12, pattern="CP{:06d}")
+    assert list(generated.chargers)[:2] == ["CP000001", "CP000002"]
+    assert list(fleets.generate(2, pattern="site-a-{n}").chargers) == ["site-a-1", "site-a-2"]
+    for pattern, expected in (
+        ("CP", "makes the same id for several chargers"),
+        ("CP{:02d}-{x}", "does not format a charger number"),
+        ("CP{:s}", "does not format a charger number"),
+        ("a/{:06d}", "makes 'a/000001', not an OCPP identifierString"),
+        ("X" * 45 + "{:04d}", "not an OCPP identifierString of <= 48 chars"),
+    ):
+        with pytest.raises(FleetError, match=re.escape(expected)):
+            fleets.generate(12, pattern=pattern)

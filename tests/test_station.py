@@ -578,3 +578,22 @@ def test_csms_sets_the_retry_backoff_as_16_vendor_keys() -> None:
     got = station.handle_csms_call("GetConfiguration", {"key": ["RetryBackOffRandomRange"]})
     schemas.validate(OCPP16, "GetConfiguration", got, response=True)
     assert got["configurationKey"][0]["value"] == "90"
+
+
+def test_the_token_type_reaches_the_wire() -> None:
+    """Authorize and TransactionEvent carry the session's token type; a remote start keeps
+    the type the CSMS gave."""
+    station, csms, _ = make()
+    boot(station, csms)
+    station.start_session(1, "KRLGNC00000001", authorize=True, token_type="eMAID")
+    drive(station, csms)
+    (authorize,) = csms.of("Authorize")
+    assert authorize["idToken"] == {"idToken": "KRLGNC00000001", "type": "eMAID"}
+    started = csms.of("TransactionEvent")[0]
+    assert started["idToken"] == {"idToken": "KRLGNC00000001", "type": "eMAID"}
+    station.stop_session(1)
+    drive(station, csms)
+    request = {"remoteStartId": 3, "idToken": {"idToken": "app-user-7", "type": "Central"}}
+    assert station.handle_csms_call("RequestStartTransaction", request) == {"status": "Accepted"}
+    drive(station, csms)
+    assert csms.of("TransactionEvent")[-1]["idToken"] == request["idToken"]

@@ -54,6 +54,8 @@ def authorize(service: Service, charger_id: str, payload: dict[str, Any]) -> dic
 
 def start_transaction(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     timestamp = storable_timestamp(payload["timestamp"])
+    # judged before anything is stored: a malformed idTag (--strict-id-tokens) stores nothing
+    status = service.authorize(payload["idTag"])
     transaction_id = service.new_transaction_id_16()
     service.transaction_event(
         charger_id,
@@ -70,7 +72,7 @@ def start_transaction(service: Service, charger_id: str, payload: dict[str, Any]
     )
     return {
         "transactionId": int(transaction_id),
-        "idTagInfo": {"status": service.authorize(payload["idTag"])},
+        "idTagInfo": {"status": status},
     }
 
 
@@ -94,6 +96,7 @@ def meter_values(service: Service, charger_id: str, payload: dict[str, Any]) -> 
 
 def stop_transaction(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     timestamp = storable_timestamp(payload["timestamp"])
+    status = service.authorize(payload["idTag"]) if "idTag" in payload else None
     readings = readings_from_meter_values(payload.get("transactionData", ()))
     readings.append(MeterReading(timestamp, energy_wh=float(payload["meterStop"])))
     service.transaction_event(
@@ -107,8 +110,8 @@ def stop_transaction(service: Service, charger_id: str, payload: dict[str, Any])
         readings=readings,
     )
     response: dict[str, Any] = {}
-    if "idTag" in payload:
-        response["idTagInfo"] = {"status": service.authorize(payload["idTag"])}
+    if status is not None:
+        response["idTagInfo"] = {"status": status}
     return response
 
 

@@ -42,13 +42,16 @@ def status_notification(
 
 
 def authorize(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"idTokenInfo": {"status": service.authorize(payload["idToken"]["idToken"])}}
+    token = payload["idToken"]
+    return {"idTokenInfo": {"status": service.authorize(token["idToken"], token["type"])}}
 
 
 def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     info = payload["transactionInfo"]
     evse = payload.get("evse") or {}
     token = payload.get("idToken")
+    # judged before anything is stored: a malformed token (--strict-id-tokens) stores nothing
+    status = service.authorize(token["idToken"], token["type"]) if token else None
     transaction = service.transaction_event(
         charger_id,
         info["transactionId"],
@@ -69,8 +72,8 @@ def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]
     if payload["eventType"] != "Started":
         # Running cost on Updated, final cost on Ended (2.0.1 TransactionEventResponse).
         response["totalCost"] = transaction.cost
-    if token:
-        response["idTokenInfo"] = {"status": service.authorize(token["idToken"])}
+    if status is not None:
+        response["idTokenInfo"] = {"status": status}
     return response
 
 

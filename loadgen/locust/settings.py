@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen import backoff
+from loadgen import backoff, idtokens
 from loadgen import fleet as fleets
 from loadgen.capacity import CapacityConfig, parse_p95_slo
 from loadgen.link import tls_context
@@ -43,7 +43,9 @@ class Settings:
     reconnect_cap: float
     reconnect_tries: int | None
     offline_replay_rate: float
-    tokens: list[str]
+    #: idTokens by group (``""``: the run's pool; the fleet's ``site:<id>``,
+    #: ``chargers:<n>``), each as :meth:`loadgen.idtokens.IdToken.item`
+    tokens: dict[str, list[str]]
     csms_api: str | None = None
     #: --reconcile-db-url: the CSMS's database, read at the end (never logged: a password)
     reconcile_db_url: str | None = field(default=None, repr=False)
@@ -93,6 +95,12 @@ def add_arguments(parser: Any) -> None:
         type=int,
         default=10_000,
         help="chargers in the generated fleet, the most users a run can have (default 10000)",
+    )
+    add(
+        "--charger-id-pattern",
+        default="",
+        help="charger ids of the generated fleet, a format string given the charger's "
+        "number: CP{:06d} (default: CP000001 ...)",
     )
     # Locust has a --profile of its own (it groups runs), hence the prefix.
     add(
@@ -194,7 +202,20 @@ def add_arguments(parser: Any) -> None:
         "--id-tokens",
         type=int,
         default=0,
-        help="size of the idToken pool (default: one per charger)",
+        help="size of the idToken pool (default: one per charger; with --id-token-file, "
+        "its first N tokens)",
+    )
+    add(
+        "--id-token-file",
+        default="",
+        help="the run's idTokens, one a line: VALUE or VALUE,TYPE (# comments); "
+        "default: generated tokens valid for --id-token-type",
+    )
+    add(
+        "--id-token-type",
+        default="",
+        help="IdTokenEnumType of tokens without one, and of generated tokens: ISO14443 "
+        "(default), ISO15693, eMAID, KeyCode, Local, Central, MacAddress (1.6 sends no type)",
     )
     add(
         "--redis-url",
@@ -410,11 +431,21 @@ def settings_from_options(options: Any) -> Settings:
     ):
         if not 0 <= value < float("inf"):  # also refuses NaN
             raise SettingsError(f"{name} must not be negative, not {value}")
+    pattern = getattr(options, "charger_id_pattern", "") or None
+    if pattern and options.fleet:
+        raise SettingsError("--charger-id-pattern names a generated fleet, not --fleet's chargers")
     try:
-        fleet = fleets.load(options.fleet) if options.fleet else fleets.generate(options.fleet_size)
+        fleet = (
+            fleets.load(options.fleet)
+            if options.fleet
+            else fleets.generate(options.fleet_size, pattern=pattern)
+        )
         profile = parse_profile(options.ocpp_profile)
     except (fleets.FleetError, ProfileError) as exc:
-        raise SettingsError(str(exc)) from None
+        message = str(exc)
+        if message.startswith("charger id pattern "):  # generate() names it; we say the option
+            message = "--charger-id-pattern " + message.removeprefix("charger id pattern ")
+        raise SettingsError(message) from None
     ssl_context = None
     if host.startswith("wss://") or options.ca_bundle or options.client_cert:
         try:
@@ -424,10 +455,8 @@ def settings_from_options(options: Any) -> Settings:
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(f"TLS settings: {exc}") from None
     capacity = _capacity_config(options, len(fleet.chargers))
+    tokens = _id_tokens(options, version, fleet)
     mapping = _reconcile_source(options)
-    token_count = options.id_tokens or len(fleet.chargers)
-    limit = 20 if version.name == "1.6" else 36
-    tokens = [f"tok{n:07d}"[:limit] for n in range(1, token_count + 1)]
     return Settings(
         host=host.rstrip("/"),
         version=version,
@@ -483,6 +512,43 @@ def _reconcile_source(options: Any) -> Any:
         return Mapping.load(options.reconcile_mapping)
     except MappingError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _id_tokens(options: Any, version: Version, fleet: fleets.Fleet) -> dict[str, list[str]]:
+    """The run's idTokens by group: the fleet's, and the run's pool (``--id-token-file`` or
+    generated), checked for the version and their types; SettingsError names the first
+    problem and where it is."""
+    token_type = getattr(options, "id_token_type", "") or None
+    token_file = getattr(options, "id_token_file", "") or None
+    try:
+        if token_type is not None:
+            token_type = idtokens.normalise_type(token_type)
+    except idtokens.IdTokenError as exc:
+        raise SettingsError(f"--id-token-type: {exc}") from None
+    try:
+        if token_file:
+            pool = idtokens.load_file(token_file)
+            if options.id_tokens > len(pool):
+                raise SettingsError(
+                    f"--id-tokens {options.id_tokens}: {token_file} holds only {len(pool)}"
+                )
+            pool = pool[: options.id_tokens or None]
+        else:
+            # 1.6 sends no type; its generated idTags look like ISO14443 card UIDs
+            pool = idtokens.generate(
+                options.id_tokens or len(fleet.chargers), token_type or idtokens.DEFAULT_TYPE
+            )
+        groups = {"": pool, **fleet.id_tokens}
+        checked = idtokens.check(
+            [token for group in groups.values() for token in group], version.name, token_type
+        )
+    except idtokens.IdTokenError as exc:
+        raise SettingsError(f"idTokens: {exc}") from None
+    result: dict[str, list[str]] = {}
+    position = iter(checked)
+    for group, items in groups.items():
+        result[group] = [next(position).item() for _ in items]
+    return result
 
 
 def _blackout(at: float, duration: float) -> tuple[float, float] | None:

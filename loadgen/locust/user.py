@@ -13,6 +13,7 @@ from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from loadgen import coordination
+from loadgen.idtokens import IdToken
 from loadgen.locust.plugin import RunContext
 from loadgen.logutil import RateLimitedLog
 from loadgen.runner import Backoff, StationRunner
@@ -180,17 +181,25 @@ class ChargerUser(User):
         evse = station.free_evse()
         if evse is None or not station.accepted:
             return  # busy (a remote start?) or not connected: try at the next arrival
+        assert self.charger_id is not None
+        # its fleet table's tokens, else its site's, else the run's pool
+        group = context.settings.fleet.chargers[self.charger_id].token_group
         try:
-            self.token = context.coordinator.acquire_token() if context.coordinator else None
+            self.token = context.coordinator.acquire_token(group) if context.coordinator else None
         except coordination.CoordinatorUnavailable as exc:
             self._failure("idToken", "coordinator unavailable", str(exc))
             return
         if self.token is None:
             self._failure("idToken", "idToken pool exhausted")
             return
+        token = IdToken.from_item(self.token)
         try:
             started = station.start_session(
-                evse.id, self.token, plan.new_ev(self.rng), authorize=plan.authorize
+                evse.id,
+                token.value,
+                plan.new_ev(self.rng),
+                authorize=plan.authorize,
+                token_type=token.type,
             )
         except coordination.CoordinatorUnavailable as exc:  # no transaction id block
             self._failure("transactionId", "coordinator unavailable", str(exc))
