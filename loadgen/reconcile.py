@@ -18,25 +18,34 @@ CSMS and reports, by transaction:
 Exit status: 0 when nothing was lost, 1 on any finding above but "matched", 2 when a source
 cannot be read.
 
-The CSMS side sits behind :class:`CsmsRecords`, so another CSMS needs one small class: the
-csms_stub HTTP API and a database with csms_stub's ``charger_usage_log`` (and optionally
-``transaction_event``) tables are here.
+The CSMS side sits behind :class:`CsmsRecords`: csms_stub's HTTP API, a database with
+csms_stub's ``charger_usage_log`` (and optionally ``transaction_event``) tables, and any
+other CSMS's database read through a mapping file (``--mapping FILE``, see
+:class:`Mapping`): a query or table/column names that yield charger id, transaction id,
+energy, start and stop time, and optionally each stored event's seqNo.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
+import math
 import os
 import sys
+import time
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 import sqlalchemy as sa
@@ -66,6 +75,9 @@ class CsmsRow:
     event_count: int | None = None
     #: the stored seqNos as ranges; None when the source cannot tell (counts only)
     seq_nos: tuple[tuple[int, int], ...] | None = None
+    #: when the CSMS says the transaction started / stopped (epoch s), where it tells
+    start_time: float | None = None
+    stop_time: float | None = None
 
     @property
     def key(self) -> Key:
@@ -78,7 +90,10 @@ class CsmsRecords(Protocol):
     description: str
 
     def fetch(self, keys: Collection[Key]) -> list[CsmsRow]:
-        """Every row the CSMS has for these (charger, transaction) keys, duplicates included."""
+        """Every row the CSMS has for these (charger, transaction) keys, duplicates included.
+
+        A source may also return the other rows of the same chargers: those that started
+        during the run (by their ``start_time``) are listed as extra at the CSMS."""
 
 
 # -- the ledger ------------------------------------------------------------------------------
@@ -202,6 +217,11 @@ class DatabaseRecords:
         wanted = set(keys)
         return [row for row in rows if row.key in wanted]
 
+    def check(self) -> None:
+        """Read for one charger that does not exist: a missing table or an unreachable
+        database is one line of :class:`SourceUnavailable` before a run, not after it."""
+        self.fetch([("", "")])
+
     async def _fetch(self, chargers: list[str]) -> list[CsmsRow]:
         from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -241,6 +261,314 @@ class DatabaseRecords:
         return rows
 
 
+# -- the CSMS: any database, through a mapping -----------------------------------------------
+
+
+class MappingError(ValueError):
+    """A mapping file that cannot work; the message is one line naming the file."""
+
+
+#: what the [transactions] section yields, by our name; one of each group is needed
+_TRANSACTION_FIELDS = (
+    "charger_id",
+    "transaction_id",
+    "energy",
+    "meter_start",
+    "meter_stop",
+    "start_time",
+    "stop_time",
+    "closed",
+    "active",
+    "event_count",
+)
+_EVENT_FIELDS = ("charger_id", "transaction_id", "seq_no")
+_SECTION_KEYS = {"query", "table", "columns", "energy_scale"}
+_TOP_KEYS = {"schema", "timezone", "transactions", "events"}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """Where one kind of record comes from: a SQL query whose columns carry our names, or a
+    table and which of its columns holds each of our names."""
+
+    section: str
+    query: str | None = None
+    table: str | None = None
+    #: our name -> the table's column (table form only)
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How to read a CSMS's own tables: a TOML file.
+
+    ``[transactions]`` (required) and ``[events]`` (optional) each give either ``query``, a
+    SQL query whose columns are named as below, or ``table`` plus ``[<section>.columns]``,
+    our name = the table's column. A transaction row needs ``charger_id``,
+    ``transaction_id``, the energy (``energy``, or ``meter_start`` and ``meter_stop``: the
+    meter readings, subtracted here, so readings stored as strings need no SQL cast) and
+    whether it ended (``stop_time`` not null, or a boolean ``closed`` or ``active``);
+    ``start_time`` and ``event_count`` are optional. ``energy_scale`` converts the energy
+    to Wh (1000 for kWh; default 1). An event row is one stored transaction message:
+    ``charger_id``, ``transaction_id``, ``seq_no`` (OCPP 2.0.1); with it, acknowledged
+    seqNos the CSMS did not store are found. Top level: ``schema``, the PostgreSQL schema of
+    the tables (the search path for queries), and ``timezone``, the zone of timestamps
+    stored without one (default UTC).
+    """
+
+    path: str
+    transactions: Relation
+    events: Relation | None = None
+    energy_scale: float = 1.0
+    schema: str | None = None
+    timezone: dt.tzinfo = dt.UTC
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Mapping:
+        """Read and check a mapping file; :class:`MappingError` with one line if it cannot work."""
+        name = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise MappingError(f"mapping {name}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise MappingError(f"mapping {name}: not TOML: {_one_line(exc)}") from None
+
+        def fail(message: str) -> MappingError:
+            return MappingError(f"mapping {name}: {message}")
+
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if unknown:
+            raise fail(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+        schema = data.get("schema")
+        if schema is not None and (not isinstance(schema, str) or not schema):
+            raise fail("schema must be a non-empty string")
+        zone: dt.tzinfo = dt.UTC
+        if "timezone" in data:
+            try:
+                zone = ZoneInfo(str(data["timezone"]))
+            except (ZoneInfoNotFoundError, ValueError):
+                raise fail(f"unknown timezone {data['timezone']!r}") from None
+        if not isinstance(data.get("transactions"), dict):
+            raise fail("a [transactions] section is required")
+        transactions = _relation(data["transactions"], "transactions", _TRANSACTION_FIELDS, fail)
+        given = set(transactions.columns)
+        if transactions.table is not None:
+            for needed in ("charger_id", "transaction_id"):
+                if needed not in given:
+                    raise fail(f"[transactions.columns] needs {needed}")
+            if "energy" not in given and not {"meter_start", "meter_stop"} <= given:
+                raise fail("[transactions.columns] needs energy, or meter_start and meter_stop")
+            if not given & {"stop_time", "closed", "active"}:
+                raise fail("[transactions.columns] needs stop_time, closed or active")
+        scale = data["transactions"].get("energy_scale", 1)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise fail(f"[transactions] energy_scale must be a positive number, not {scale!r}")
+        events = None
+        if "events" in data:
+            if not isinstance(data["events"], dict):
+                raise fail("[events] must be a section")
+            events = _relation(data["events"], "events", _EVENT_FIELDS, fail)
+            if "energy_scale" in data["events"]:
+                raise fail("energy_scale belongs in [transactions]")
+            missing = [n for n in _EVENT_FIELDS if events.table and n not in events.columns]
+            if missing:
+                raise fail(f"[events.columns] needs {missing[0]}")
+        return cls(name, transactions, events, float(scale), schema, zone)
+
+
+def _relation(section: dict[str, Any], name: str, fields: tuple[str, ...], fail: Any) -> Relation:
+    unknown = sorted(set(section) - _SECTION_KEYS)
+    if unknown:
+        raise fail(f"[{name}] has an unknown key {unknown[0]!r} (known: query, table, columns)")
+    query, table = section.get("query"), section.get("table")
+    if (query is None) == (table is None):
+        raise fail(f"[{name}] needs either query or table (with [{name}.columns])")
+    if query is not None:
+        if not isinstance(query, str) or not query.strip():
+            raise fail(f"[{name}] query must be a non-empty string")
+        if "columns" in section:
+            raise fail(f"[{name}] query names its columns itself (AS charger_id, ...): no columns")
+        return Relation(name, query=query.strip().rstrip(";"))
+    columns = section.get("columns")
+    if not isinstance(table, str) or not table:
+        raise fail(f"[{name}] table must be a non-empty string")
+    if not isinstance(columns, dict):
+        raise fail(f"[{name}] table needs [{name}.columns]: our name = its column")
+    for ours, theirs in columns.items():
+        if ours not in fields:
+            raise fail(f"[{name}.columns] unknown name {ours!r} (known: {', '.join(fields)})")
+        if not isinstance(theirs, str) or not theirs:
+            raise fail(f"[{name}.columns] {ours} must name a column")
+    return Relation(name, table=table, columns=dict(columns))
+
+
+def _number(value: Any) -> float | None:
+    """A stored number (int, Decimal, float, or a string such as SteVe's meter values)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value) if isinstance(value, int | float | Decimal | str) else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _epoch(value: Any, zone: dt.tzinfo) -> float | None:
+    """A stored timestamp as epoch seconds; naive ones are in ``zone``."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=zone)).timestamp()
+    return _number(value)  # epoch seconds already
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "t", "true", "y", "yes")
+    return bool(value)
+
+
+class MappedRecords:
+    """Any CSMS's database, read through a :class:`Mapping` (SQLAlchemy, async drivers:
+    ``postgresql://`` and ``sqlite://`` as they are, e.g. ``mysql+aiomysql://`` for others).
+
+    The mapping's query (or table) is filtered by charger here, a chunk of chargers at a
+    time, so it may select the whole history: only the run's chargers are read.
+    """
+
+    CHUNK = 500
+
+    def __init__(self, url: str, mapping: Mapping, schema: str | None = None) -> None:
+        self.url = normalize_url(url)
+        self.mapping = mapping
+        self.schema = schema or mapping.schema
+        shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        self.description = f"database {shown} through mapping {mapping.path}" + (
+            f" (schema {self.schema})" if self.schema else ""
+        )
+
+    def fetch(self, keys: Collection[Key]) -> list[CsmsRow]:
+        # Every row of the run's chargers: the comparison finds the extra ones among them.
+        return self._run(sorted({charger for charger, _ in keys}))
+
+    def check(self) -> None:
+        """Run each of the mapping's queries for no charger: a wrong table or column name, an
+        unreachable database, is one line of :class:`SourceUnavailable` before a run, not
+        after it."""
+        self._run([], probe=True)
+
+    def _run(self, chargers: list[str], probe: bool = False) -> list[CsmsRow]:
+        try:
+            return asyncio.run(self._fetch(chargers, probe))
+        except (TimeoutError, sa.exc.SQLAlchemyError, OSError) as exc:
+            raise SourceUnavailable(f"cannot read {self.description}: {_db_error(exc)}") from exc
+
+    def _select(self, relation: Relation, chargers: list[str] | None) -> sa.Select[Any]:
+        """The relation's rows, our names as column names, for these chargers (None: none)."""
+        if relation.query is not None:
+            source = sa.text(relation.query).columns(sa.column("charger_id")).subquery("mapped")
+            query = sa.select(sa.literal_column("*")).select_from(source)
+            charger = source.c.charger_id
+        else:
+            table = sa.table(
+                relation.table or "",
+                *(sa.column(name) for name in set(relation.columns.values())),
+                schema=self.schema,
+            )
+            query = sa.select(*(table.c[col].label(ours) for ours, col in relation.columns.items()))
+            charger = table.c[relation.columns["charger_id"]]
+        if chargers is None:
+            return query.where(sa.false())
+        return query.where(charger.in_(chargers))
+
+    async def _fetch(self, chargers: list[str], probe: bool) -> list[CsmsRow]:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.url)
+        mapping, rows = self.mapping, []
+        try:
+            async with engine.connect() as connection:
+                if self.schema and engine.dialect.name == "postgresql":
+                    # Queries name tables plainly; the schema is where they are looked up.
+                    quoted = engine.dialect.identifier_preparer.quote(self.schema)
+                    await connection.exec_driver_sql(f"SET search_path TO {quoted}")
+                chunks = (
+                    [None]
+                    if probe
+                    else [chargers[i : i + self.CHUNK] for i in range(0, len(chargers), self.CHUNK)]
+                )
+                for chunk in chunks:
+                    seq: dict[Key, list[int]] | None = None
+                    if mapping.events is not None:
+                        seq = defaultdict(list)
+                        result = await self._execute(connection, mapping.events, chunk)
+                        for event in result:
+                            key = (str(event["charger_id"]), str(event["transaction_id"]))
+                            number = _number(event["seq_no"])
+                            if number is not None:
+                                seq[key].append(int(number))
+                    result = await self._execute(connection, mapping.transactions, chunk)
+                    rows += [self._row(row, seq) for row in result]
+        finally:
+            await engine.dispose()
+        return rows
+
+    async def _execute(
+        self, connection: Any, relation: Relation, chunk: list[str] | None
+    ) -> list[dict[str, Any]]:
+        result = await connection.execute(self._select(relation, chunk))
+        names = set(result.keys())
+        fields = _EVENT_FIELDS if relation.section == "events" else ("charger_id", "transaction_id")
+        lacking = [name for name in fields if name not in names]
+        if relation.section == "transactions":
+            if "energy" not in names and not {"meter_start", "meter_stop"} <= names:
+                lacking.append("energy (or meter_start and meter_stop)")
+            if not names & {"stop_time", "closed", "active"}:
+                lacking.append("stop_time (or closed, or active)")
+        if lacking:
+            raise SourceUnavailable(
+                f"mapping {self.mapping.path}: the [{relation.section}] query yields no column "
+                f"named {lacking[0]} (it yields {', '.join(sorted(names))})"
+            )
+        return [dict(row._mapping) for row in result]
+
+    def _row(self, row: dict[str, Any], seq: dict[Key, list[int]] | None) -> CsmsRow:
+        zone = self.mapping.timezone
+        if "closed" in row:
+            closed = _flag(row["closed"])
+        elif "active" in row:
+            closed = not _flag(row["active"])
+        else:
+            closed = row.get("stop_time") is not None
+        if "energy" in row:
+            energy = _number(row["energy"])
+        else:
+            start, stop = _number(row["meter_start"]), _number(row["meter_stop"])
+            energy = None if start is None or stop is None else stop - start
+        key = (str(row["charger_id"]), str(row["transaction_id"]))
+        count = _number(row.get("event_count"))
+        return CsmsRow(
+            *key,
+            closed,
+            math.nan if energy is None else energy * self.mapping.energy_scale,
+            None if count is None else int(count),
+            None if seq is None else tuple(seqnos.from_numbers(seq.get(key, ()))),
+            _epoch(row.get("start_time"), zone),
+            _epoch(row.get("stop_time"), zone),
+        )
+
+
+def _db_error(exc: BaseException) -> str:
+    """The database's own words (``column "x" does not exist``), not SQLAlchemy's wrapping."""
+    cause = getattr(exc, "orig", None)
+    cause = getattr(cause, "__cause__", None) or cause  # asyncpg's error under the adapter's
+    return _one_line(cause if cause is not None else exc)
+
+
 # -- the comparison --------------------------------------------------------------------------
 
 
@@ -264,6 +592,12 @@ class Report:
     #: information only: no seqNos from the CSMS (or an old ledger): counts compared
     message_count_differs: list[tuple[Key, int, int]] = field(default_factory=list)
     unchecked: int = 0
+    #: information only: transactions of the run's chargers at the CSMS that the ledger does
+    #: not have, started during the run (sources that give start times)
+    extra: list[Key] = field(default_factory=list)
+    #: information only: start / stop times the CSMS stored later than the reconciliation
+    #: (the stations sent simulated time, or the CSMS's clock is ahead)
+    future_times: list[tuple[Key, float]] = field(default_factory=list)
 
     @property
     def transactions(self) -> int:
@@ -295,7 +629,8 @@ class Report:
             "missing": [{"key": list(k), "reason": r} for k, r in self.missing],
             "duplicated": [{"key": list(k), "reason": r} for k, r in self.duplicated],
             "energy_mismatches": [
-                {"key": list(k), "ledger_wh": a, "csms_wh": b} for k, a, b in self.energy_mismatches
+                {"key": list(k), "ledger_wh": a, "csms_wh": b if math.isfinite(b) else None}
+                for k, a, b in self.energy_mismatches
             ],
             "seq_gaps": [{"key": list(k), "reason": r} for k, r in self.seq_gaps],
             "never_ended": [{"key": list(k), "reason": r} for k, r in self.never_ended],
@@ -305,6 +640,10 @@ class Report:
                 "information_only": self.unchecked,
             },
             "message_count_differs": len(self.message_count_differs),
+            "extra": [list(k) for k in self.extra],
+            "future_times": [
+                {"key": list(k), "seconds_ahead": round(ahead, 1)} for k, ahead in self.future_times
+            ],
             "lost": self.lost,
         }
 
@@ -324,9 +663,9 @@ class Report:
         for (charger, tid), reason in self.duplicated[:details]:
             lines.append(f"  - duplicated {charger} {tid}: {reason}")
         for (charger, tid), ledger_wh, csms_wh in self.energy_mismatches[:details]:
+            stored = f"{csms_wh:.1f} Wh" if math.isfinite(csms_wh) else "no energy"
             lines.append(
-                f"  - energy mismatch {charger} {tid}: ledger {ledger_wh:.1f} Wh, "
-                f"CSMS {csms_wh:.1f} Wh"
+                f"  - energy mismatch {charger} {tid}: ledger {ledger_wh:.1f} Wh, CSMS {stored}"
             )
         for (charger, tid), reason in self.seq_gaps[:details]:
             lines.append(f"  - acknowledged events missing {charger} {tid}: {reason}")
@@ -345,10 +684,23 @@ class Report:
             lines.append(
                 f"message counts differ (information only): {len(self.message_count_differs)}"
             )
+        if self.extra:
+            lines.append(f"at the CSMS, not in the ledger (information only): {len(self.extra)}")
+            lines += [f"  - extra {charger} {tid}" for charger, tid in self.extra[:details]]
+        if self.future_times:
+            ahead = max(seconds for _, seconds in self.future_times)
+            lines.append(
+                f"times in the future at the CSMS (information only): {len(self.future_times)} "
+                f"transactions, up to {ahead:.0f} s ahead of this machine's clock"
+            )
         if self.retried_appends:
             lines.append(f"retried ledger appends ignored: {self.retried_appends}")
         lines.append("result: LOSS" if self.lost else "result: OK")
         return "\n".join(lines)
+
+
+#: clock skew between this machine and the CSMS's allowed before a time counts as future
+FUTURE_TOLERANCE_S = 60.0
 
 
 def compare(
@@ -357,13 +709,17 @@ def compare(
     csms: CsmsRecords,
     tolerance_wh: float = 1.0,
     retried_appends: int = 0,
+    now: float | None = None,
 ) -> Report:
     """Classify each ledger transaction once; duplicates and acknowledged events the CSMS
     lacks are counted besides that.
 
     A transaction with a start entry and no end entry was never ended by the fleet: after a
     run that is a dead worker's (or a stop that timed out), so it fails the reconciliation.
-    Run mid-run, the transactions still charging show up the same way.
+    Run mid-run, the transactions still charging show up the same way. Information only:
+    start and stop times the CSMS stored later than ``now`` (default: the clock), and
+    transactions of the run's chargers that the CSMS started during the run and the ledger
+    does not have (extra).
     """
     entries = list(entries)
     report = Report(run_id, csms.description, len(entries), retried_appends)
@@ -375,6 +731,19 @@ def compare(
     rows: dict[Key, list[CsmsRow]] = defaultdict(list)
     for row in csms.fetch(starts.keys() | ends.keys()):
         rows[row.key].append(row)
+    limit = (time.time() if now is None else now) + FUTURE_TOLERANCE_S
+    known = starts.keys() | ends.keys()
+    # The run began no later than its first transaction (the stations' clock runs at the
+    # wall clock's pace or faster); a row that started before that is an earlier run's.
+    began = min((entry.start for entry in entries), default=0.0) - FUTURE_TOLERANCE_S
+    for key, found in sorted(rows.items()):
+        times = [t for row in found for t in (row.start_time, row.stop_time) if t is not None]
+        if times and max(times) > limit:
+            report.future_times.append((key, max(times) - limit + FUTURE_TOLERANCE_S))
+        if key not in known and any(
+            row.start_time is not None and row.start_time >= began for row in found
+        ):
+            report.extra.append(key)
     for key, ledger in ends.items():
         found = rows.get(key, [])
         if len(ledger) > 1:
@@ -390,7 +759,7 @@ def compare(
             report.missing.append((key, "not closed at the CSMS"))
             continue
         entry, row = ledger[0], closed[0]
-        if abs(entry.energy_wh - row.energy_wh) > tolerance_wh:
+        if not abs(entry.energy_wh - row.energy_wh) <= tolerance_wh:  # NaN: none stored
             report.energy_mismatches.append((key, entry.energy_wh, row.energy_wh))
         else:
             report.matched.append(key)
@@ -449,6 +818,25 @@ def reconcile(redis_url: str, run_id: str, csms: CsmsRecords, tolerance_wh: floa
     return compare(run_id, entries, csms, tolerance_wh, ledger.retried)
 
 
+def records(
+    csms_api: str | None = None,
+    database_url: str | None = None,
+    schema: str | None = None,
+    mapping: str | Mapping | None = None,
+) -> CsmsRecords:
+    """The CSMS source the options name: csms_stub's API, csms_stub's tables, or another
+    CSMS's database through a mapping (a path, loaded here: :class:`MappingError`)."""
+    if csms_api:
+        return StubApiRecords(csms_api)
+    if not database_url:
+        raise ValueError("a CSMS source needs an API URL or a database URL")
+    if mapping is None:
+        return DatabaseRecords(database_url, schema)
+    if not isinstance(mapping, Mapping):
+        mapping = Mapping.load(mapping)
+    return MappedRecords(database_url, mapping, schema)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadgen.reconcile",
@@ -469,9 +857,17 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--csms-api", help="csms_stub's HTTP API, e.g. http://127.0.0.1:8080")
     source.add_argument(
         "--database-url",
-        help="the CSMS database (charger_usage_log; transaction_event for seqNos), SQLAlchemy URL",
+        help="the CSMS database, SQLAlchemy URL: csms_stub's tables (charger_usage_log; "
+        "transaction_event for seqNos), or another CSMS's through --mapping",
     )
     parser.add_argument("--database-schema", help="PostgreSQL schema of the tables")
+    parser.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="read another CSMS's tables: a TOML file naming the query or table and columns "
+        "that give charger id, transaction id, energy, start and stop (see docs/"
+        "testing-your-csms.md)",
+    )
     parser.add_argument(
         "--tolerance-wh", type=float, default=1.0, help="energy difference allowed (1 Wh)"
     )
@@ -481,12 +877,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    csms: CsmsRecords = (
-        StubApiRecords(args.csms_api)
-        if args.csms_api
-        else DatabaseRecords(args.database_url, args.database_schema)
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mapping and not args.database_url:
+        parser.error("--mapping reads a database: give --database-url")
+    try:
+        csms = records(args.csms_api, args.database_url, args.database_schema, args.mapping)
+    except MappingError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
     try:
         report = reconcile(args.redis_url, args.run, csms, args.tolerance_wh)
     except SourceUnavailable as exc:

@@ -299,6 +299,8 @@ def setup(environment: Environment, options: Any) -> RunContext:
             "(--master / --worker / --processes): workers must share "
             "charger ids and transaction ids"
         )
+    if settings.reconcile_db_url and not isinstance(runner, WorkerRunner):
+        _check_reconcile_source(settings)
     worker_id = getattr(runner, "client_id", None) or "local"
     context = RunContext(settings, environment, ScaledClock(settings.time_scale), worker_id)
     context.open_files = after
@@ -580,19 +582,37 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
     if context is None or context.coordinator is None:
         return
     context.coordinator.close()  # releases leases, flushes the ledger
-    if context.settings.csms_api and not isinstance(environment.runner, WorkerRunner):
+    settings = context.settings
+    reconciles = settings.csms_api or settings.reconcile_db_url
+    if reconciles and not isinstance(environment.runner, WorkerRunner):
         report = reconcile_run(context)
         if report is not None and report.lost:
             environment.process_exit_code = 1
+
+
+def _check_reconcile_source(settings: Settings) -> None:
+    """The CSMS's database is read once for no charger: an unreachable database, a wrong
+    table or column name stops the run at its start, not after it."""
+    from loadgen import reconcile
+
+    csms = reconcile.records(
+        settings.csms_api, settings.reconcile_db_url, mapping=settings.reconcile_mapping
+    )
+    try:
+        csms.check()  # type: ignore[attr-defined]
+    except reconcile.SourceUnavailable as exc:
+        raise SettingsError(f"--reconcile-db-url: {exc}") from None
 
 
 def reconcile_run(context: RunContext, settle_s: float = 10.0) -> Any:
     """Compare this run's ledger with what the CSMS stored; print and return the report."""
     from loadgen import reconcile
 
-    coordinator = context.coordinator
-    assert coordinator is not None and context.settings.csms_api is not None
-    csms = reconcile.StubApiRecords(context.settings.csms_api)
+    coordinator, settings = context.coordinator, context.settings
+    assert coordinator is not None
+    csms = reconcile.records(
+        settings.csms_api, settings.reconcile_db_url, mapping=settings.reconcile_mapping
+    )
     try:
         if isinstance(coordinator, coordination.InProcessCoordinator):
             entries, retried = coordinator.ledger(), 0
@@ -608,6 +628,12 @@ def reconcile_run(context: RunContext, settle_s: float = 10.0) -> Any:
                 entries = again
             retried = source.retried
         report = reconcile.compare(coordinator.run_id, entries, csms, retried_appends=retried)
+        # A CSMS's database may lag its answers (batched writes): read until nothing is
+        # lost, or for settle_s. csms_stub's API answers only after its writes are flushed.
+        deadline = time.monotonic() + settle_s
+        while settings.reconcile_db_url and report.lost and time.monotonic() < deadline:
+            gevent.sleep(1.0)
+            report = reconcile.compare(coordinator.run_id, entries, csms, retried_appends=retried)
     except reconcile.SourceUnavailable as exc:
         sys.stderr.write(f"loadgen: cannot reconcile: {exc}\n")
         return None

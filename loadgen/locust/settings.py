@@ -47,6 +47,10 @@ class Settings:
     #: ``chargers:<n>``), each as :meth:`loadgen.idtokens.IdToken.item`
     tokens: dict[str, list[str]]
     csms_api: str | None = None
+    #: --reconcile-db-url: the CSMS's database, read at the end (never logged: a password)
+    reconcile_db_url: str | None = field(default=None, repr=False)
+    #: --reconcile-mapping, loaded (a loadgen.reconcile.Mapping); None: csms_stub's tables
+    reconcile_mapping: Any = None
     prometheus_port: int = 9646
     #: seconds a charger id / idToken lease lives unless renewed (renewed every third of it)
     lease_ttl: float = 30.0
@@ -248,6 +252,19 @@ def add_arguments(parser: Any) -> None:
         "CSMS stored (exit code 1 on any loss)",
     )
     add(
+        "--reconcile-db-url",
+        default="",
+        is_secret=True,
+        help="instead of --csms-api: the CSMS's database (SQLAlchemy URL), read at the end "
+        "to reconcile; csms_stub's tables, or another CSMS's with --reconcile-mapping",
+    )
+    add(
+        "--reconcile-mapping",
+        default="",
+        help="TOML file: the query or table/columns of the CSMS's database that give charger "
+        "id, transaction id, energy, start and stop (docs/testing-your-csms.md)",
+    )
+    add(
         "--report-dir",
         default="",
         help="write a JSON and a self-contained HTML report here at the end of every run",
@@ -439,6 +456,7 @@ def settings_from_options(options: Any) -> Settings:
             raise SettingsError(f"TLS settings: {exc}") from None
     capacity = _capacity_config(options, len(fleet.chargers))
     tokens = _id_tokens(options, version, fleet)
+    mapping = _reconcile_source(options)
     return Settings(
         host=host.rstrip("/"),
         version=version,
@@ -457,6 +475,8 @@ def settings_from_options(options: Any) -> Settings:
         offline_replay_rate=options.offline_replay_rate,
         tokens=tokens,
         csms_api=options.csms_api.rstrip("/") or None,
+        reconcile_db_url=options.reconcile_db_url or None,
+        reconcile_mapping=mapping,
         prometheus_port=options.prometheus_port,
         lease_ttl=options.lease_ttl,
         ssl_context=ssl_context,
@@ -475,6 +495,23 @@ def settings_from_options(options: Any) -> Settings:
         blackout=_blackout(options.blackout_at, options.blackout_for),
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )
+
+
+def _reconcile_source(options: Any) -> Any:
+    """The loaded ``--reconcile-mapping`` (None without one), after checking that the
+    reconciliation options go together."""
+    if options.csms_api and options.reconcile_db_url:
+        raise SettingsError("--csms-api and --reconcile-db-url: give one CSMS source, not both")
+    if not options.reconcile_mapping:
+        return None
+    if not options.reconcile_db_url:
+        raise SettingsError("--reconcile-mapping reads a database: give --reconcile-db-url")
+    from loadgen.reconcile import Mapping, MappingError  # sqlalchemy: only when asked for
+
+    try:
+        return Mapping.load(options.reconcile_mapping)
+    except MappingError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _id_tokens(options: Any, version: Version, fleet: fleets.Fleet) -> dict[str, list[str]]:
