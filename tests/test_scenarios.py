@@ -66,7 +66,8 @@ def rows(directory: Path, query: str) -> list[sqlite3.Row]:
 
 @pytest.fixture
 def stub(tmp_path: Path):
-    process = start_stub_process(tmp_path, "--fleet", SEED)
+    # as strict about token formats as a real CSMS: the seed's tokens are sent as app tokens
+    process = start_stub_process(tmp_path, "--fleet", SEED, "--strict-id-tokens")
     yield process
     process.stop()
 

@@ -7,6 +7,9 @@ from loadgen.runner import RetryBackOff
 from loadgen.scenarios.harness import Harness, ScenarioFailed
 
 MAIN = "emart_jeju_01"
+#: the seed's tokens (token_user_001, ...) are app accounts, not card UIDs: a strict CSMS
+#: would refuse them as ISO14443
+APP_TOKEN = "Central"
 #: scenario 5's station backs off 1, 2, 4, 8 s as the seed describes (no random range:
 #: one station has no crowd to spread)
 SEED_BACKOFF = RetryBackOff(wait_minimum=1, random_range=0, repeat_times=3, cap=8)
@@ -44,7 +47,7 @@ def scenario_2(h: Harness) -> None:
     h.wait_for(lambda: station.accepted, 30, "an accepted boot")
     # A 64 kWh car arriving at 79 %: it draws the full 100 kW, then tapers past 80 %.
     transaction = station.start_session(
-        1, "token_user_001", EV(64_000, soc=0.79, max_power_w=150_000)
+        1, "token_user_001", EV(64_000, soc=0.79, max_power_w=150_000), token_type=APP_TOKEN
     )
     runner.wake()
     if transaction is None:
@@ -117,7 +120,10 @@ def scenario_4(h: Harness) -> None:
         for charger_id in group:
             runner = runners[charger_id]
             transactions[charger_id] = runner.station.start_session(
-                1, f"token_user_{len(transactions) + 100}", cars.get(charger_id, EV())
+                1,
+                f"token_user_{len(transactions) + 100}",
+                cars.get(charger_id, EV()),
+                token_type=APP_TOKEN,
             )
             runner.wake()
         h.sleep(5)
@@ -162,7 +168,9 @@ def scenario_5(h: Harness, down_timeout: float = 120.0, back_timeout: float = 18
     runner = h.station(MAIN, meter_interval=5, backoff=SEED_BACKOFF)
     station = runner.station
     h.wait_for(lambda: station.accepted, 30, "an accepted boot")
-    transaction = station.start_session(1, "token_user_005", EV(64_000, soc=0.3))
+    transaction = station.start_session(
+        1, "token_user_005", EV(64_000, soc=0.3), token_type=APP_TOKEN
+    )
     runner.wake()
     h.wait_for(lambda: transaction.messages >= 2 and station.settled, 15, "charging")
     first_connects = runner.connects
