@@ -315,6 +315,7 @@ def _update_firmware(
     state.firmware_generation += 1
     generation = state.firmware_generation
     state.firmware_request = request_id
+    state.firmware_status = "DownloadScheduled"  # until the download starts
     now = station.clock.now()
 
     def step(status: str, then: Callable[[], None] | None = None, after: float = 0.0) -> None:
@@ -418,7 +419,9 @@ def trigger(station: Station, message: str) -> bool:
     """TriggerMessage for the status notifications of this module; False: not one of them."""
     state = station.commands
     if message == "FirmwareStatusNotification":
-        status = state.firmware_status if state.firmware_status != "Installed" else "Idle"
+        status = state.firmware_status
+        if status == "Installed" or (station.is16 and status == "DownloadScheduled"):
+            status = "Idle"  # 1.6 has no DownloadScheduled
         if station.is16:
             station.notify(*v16.firmware_status_notification(status))
         else:
