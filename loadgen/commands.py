@@ -505,9 +505,7 @@ def get_monitoring_report_201(station: Station, payload: dict[str, Any]) -> dict
     for variable, settings in station.commands.monitors.values():
         if criteria and not any(settings["type"] in kinds[c] for c in criteria):
             continue
-        if wanted and not any(
-            station.device_model.report([cv], None) == [variable] for cv in wanted
-        ):
+        if wanted and variable not in station.device_model.report(wanted, None):
             continue
         grouped.setdefault(id(variable), (variable, []))[1].append(settings)
     if not grouped:

@@ -666,7 +666,7 @@ class Station:
                 reason_16 if self.is16 else "ImmediateReset",
                 trigger="ResetCommand",
             )
-        if evse_id is None:
+        if evse_id is None and self.reset_requested is None:  # (the last stop may have)
             self.reboot("RemoteReset")
         return "Accepted"
 

@@ -492,6 +492,10 @@ def test_variable_monitors_are_kept_reported_and_cleared() -> None:
     drive(station, csms)
     (notify,) = csms.of("NotifyMonitoringReport")
     assert notify["monitor"][0]["variableMonitoring"][0]["id"] == first["id"]
+    evse = {"requestId": 9, "componentVariable": [{"component": {"name": "EVSE"}}]}
+    assert ask(station, "GetMonitoringReport", evse) == {"status": "Accepted"}
+    other = {"requestId": 10, "componentVariable": [{"component": {"name": "TxCtrlr"}}]}
+    assert ask(station, "GetMonitoringReport", other) == {"status": "EmptyResultSet"}
     delta = {"requestId": 7, "monitoringCriteria": ["DeltaMonitoring"]}
     assert ask(station, "GetMonitoringReport", delta) == {"status": "EmptyResultSet"}
     clear = ask(station, "ClearVariableMonitoring", {"id": [first["id"], 999]})
