@@ -176,11 +176,25 @@ class Station:
         self.reset_pending = False
         #: (due, order, action): what the CSMS's commands scheduled (a firmware download)
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_order = itertools.count()
         #: sent after the next accepted boot (FirmwareStatusNotification Installed)
-        self._after_boot: list[OutgoingCall] = []
-        self.commands = commands.CommandState()
-        self.device_model = device_model.build(self)
+        self._after_boot: list[OutgoingCall] | None = None
+        # Made on first use: a device model is ~16 KB, and most stations are never asked.
+        self._commands: commands.CommandState | None = None
+        self._device_model: device_model.DeviceModel | None = None
+
+    @property
+    def commands(self) -> commands.CommandState:
+        """What the station keeps for the CSMS's commands (reservations, local list, ...)."""
+        if self._commands is None:
+            self._commands = commands.CommandState()
+        return self._commands
+
+    @property
+    def device_model(self) -> device_model.DeviceModel:
+        """The components and variables a CSMS reads and sets (one model for all)."""
+        if self._device_model is None:
+            self._device_model = device_model.build(self)
+        return self._device_model
 
     # -- runtime: connection -------------------------------------------------------------
 
@@ -350,8 +364,8 @@ class Station:
             for connector_id, status in evse.connectors.items()
         ]
         # Before the replayed transaction messages, which may have been waiting a while.
-        self._queue.extendleft(reversed(status_calls + self._after_boot))
-        self._after_boot = []
+        self._queue.extendleft(reversed(status_calls + (self._after_boot or [])))
+        self._after_boot = None
 
     # -- status --------------------------------------------------------------------------
 
@@ -401,9 +415,11 @@ class Station:
         evse = self.evses[evse_id]
         if evse.transaction is not None or not evse.operative or self.rebooting:
             return None
-        allowed, reservation_id = commands.use_reservation(self, evse_id, token)
-        if not allowed:
-            return None  # reserved for another idToken
+        reservation_id = None
+        if self._commands is not None and self._commands.reservations:
+            allowed, reservation_id = commands.use_reservation(self, evse_id, token)
+            if not allowed:
+                return None  # reserved for another idToken
         now = self.clock.now()
         transaction = Transaction(
             local_id=self._new_transaction_id(),
@@ -690,7 +706,7 @@ class Station:
             return
         if not evse.operative:
             status = "Unavailable"
-        elif commands.reservation_on(self, evse.id) is not None:
+        elif self._commands is not None and commands.reservation_on(self, evse.id) is not None:
             status = "Reserved"
         else:
             status = "Available"
@@ -699,7 +715,7 @@ class Station:
 
     def schedule(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` from :meth:`tick` once the clock reaches ``when``."""
-        heapq.heappush(self._timers, (when, next(self._timer_order), action))
+        heapq.heappush(self._timers, (when, next(_TIMER_ORDER), action))
 
     def notify(self, action: str, payload: dict[str, Any]) -> None:
         """Queue a station-initiated message (a report, a status notification); like a
@@ -708,6 +724,8 @@ class Station:
 
     def after_boot(self, action: str, payload: dict[str, Any]) -> None:
         """Queue ``action`` for right after the next accepted boot."""
+        if self._after_boot is None:
+            self._after_boot = []
         self._after_boot.append(OutgoingCall(action, lambda: payload))
 
     def messages_in_queue(self, transaction_id: str | None = None) -> bool:
@@ -818,6 +836,9 @@ class Station:
         if self.listener is not None:
             self.listener(kind, detail)
 
+
+#: breaks ties between timers due at the same time: first scheduled, first run
+_TIMER_ORDER = itertools.count()
 
 #: the longest heartbeat / meter interval a CSMS can set (a week); longer is refused
 MAX_INTERVAL = 7 * 24 * 3600.0
