@@ -75,6 +75,14 @@ class CommandState:
     log_request: int | None = None
 
 
+def due(station: Station, when: str) -> float:
+    """A CSMS's dateTime, which is wall-clock time, as a time on the station's clock (they
+    differ under ``--time-scale``; a test's fake clock takes it as it is)."""
+    wall = parse_timestamp(when).timestamp()
+    from_wall = getattr(station.clock, "from_wall", None)
+    return from_wall(wall) if from_wall is not None else wall
+
+
 # -- reports (2.0.1) ---------------------------------------------------------------------
 
 
@@ -213,8 +221,7 @@ def _reserve(
     holder = reservation_on(station, evse_id)
     if evse.transaction is not None or holder not in (None, previous):
         return "Occupied"
-    # The expiry is a dateTime; the station's clock is what its timers run on.
-    expires_at = parse_timestamp(expiry).timestamp()
+    expires_at = due(station, expiry)
     if expires_at <= station.clock.now():
         return "Rejected"
     if previous is not None:  # the same id again replaces the reservation (H01.FR.02)
@@ -329,7 +336,7 @@ def _update_firmware(
     def installing() -> None:
         if state.firmware_generation != generation:
             return
-        install_at = parse_timestamp(install).timestamp() if install else 0.0
+        install_at = due(station, install) if install else 0.0
         if station.transactions or station.clock.now() < install_at:
             # A charger does not cut a session short to install (L01.FR.06).
             later = max(station.clock.now() + INSTALL_POLL_S, install_at)
@@ -344,7 +351,7 @@ def _update_firmware(
         station.after_boot(*_firmware_notification(station, "Installed", signed))
         station.reboot("FirmwareUpdate")
 
-    retrieve_at = max(now, parse_timestamp(retrieve).timestamp())
+    retrieve_at = max(now, due(station, retrieve))
     station.schedule(
         retrieve_at, lambda: step("Downloading", lambda: step("Downloaded", installing), DOWNLOAD_S)
     )
