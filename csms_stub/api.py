@@ -1,4 +1,5 @@
-"""The stub's HTTP API (FastAPI): remote start/stop, live state, statistics, metrics.
+"""The stub's HTTP API (FastAPI): remote start/stop, any CSMS call, live state, statistics,
+metrics.
 
 It runs on the same event loop as the OCPP server, so a remote start is one ``await`` on the
 charger's connection. Reads of stored transactions wait for the batch writer first, so what
@@ -31,6 +32,8 @@ ERROR_STATUS = {
     "call_error": 502,
     "invalid_response": 502,
     "timeout": 504,
+    "unknown_action": 400,
+    "invalid_request": 400,
 }
 
 
@@ -42,6 +45,11 @@ class StartRequest(BaseModel):
 
 class StopRequest(BaseModel):
     transaction_id: str = Field(min_length=1, max_length=36)
+
+
+class CallRequest(BaseModel):
+    action: str = Field(min_length=1, max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict)
 
 
 def _iso(value: Any) -> Any:
@@ -89,6 +97,13 @@ def create_app(stub: Stub) -> FastAPI:
     async def stop(charger_id: str, request: StopRequest) -> JSONResponse:
         """Send RequestStopTransaction (1.6: RemoteStopTransaction) to the charger."""
         return await remote(service.remote_stop(charger_id, request.transaction_id))
+
+    @app.post("/chargers/{charger_id}/call")
+    async def call(charger_id: str, request: CallRequest) -> JSONResponse:
+        """Send any CSMS-initiated CALL of the charger's OCPP version (validated against its
+        schema first: 400 if it is not one) and return the charger's CALLRESULT as
+        ``reply``; 502 for a CALLERROR, 504 when no reply came in time."""
+        return await remote(service.remote_call(charger_id, request.action, request.payload))
 
     @app.get("/chargers")
     async def chargers() -> list[dict[str, Any]]:

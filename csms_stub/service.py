@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,7 +24,7 @@ from csms_stub.store import Store, Unstorable
 from loadgen import idtokens
 from loadgen.fleet import Fleet
 from loadgen.ocppj import ErrorCode
-from loadgen.protocols import parse_timestamp, v16, v201
+from loadgen.protocols import Version, parse_timestamp, schemas, v16, v201
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class Connection(Protocol):
 
     charger_id: str
     version_name: str
+    version: Version
+    #: what this connection answers: the actions a charger sends
+    handlers: Mapping[str, Any]
 
     async def call(
         self, action: str, payload: dict[str, Any], timeout: float
@@ -628,6 +631,27 @@ class Service:
         if reply.get("status") != "Accepted":
             raise RemoteCallFailed("rejected", f"{action} answered {reply.get('status')!r}")
         return {"status": "success", "charger_id": charger_id, "transaction_id": transaction_id}
+
+    async def remote_call(
+        self, charger_id: str, action: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Send any CSMS-initiated CALL the charger's OCPP version defines; its CALLRESULT."""
+        connection = self._live_connection(charger_id)
+        version = connection.version
+        if action in connection.handlers:
+            raise RemoteCallFailed(
+                "unknown_action", f"{action} is sent by a charger, not by a CSMS"
+            )
+        try:
+            schemas.validate(version, action, payload)
+        except schemas.UnknownAction:
+            raise RemoteCallFailed(
+                "unknown_action", f"OCPP {version.name} has no action {action[:64]!r}"
+            ) from None
+        except schemas.PayloadError as exc:
+            raise RemoteCallFailed("invalid_request", exc.description) from None
+        reply = await self._call(connection, action, payload)
+        return {"status": "success", "charger_id": charger_id, "action": action, "reply": reply}
 
     # -- statistics ----------------------------------------------------------------------
 

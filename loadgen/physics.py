@@ -79,6 +79,11 @@ class ScaledClock:
         """How long ``simulated`` seconds take in real time."""
         return simulated / self.time_scale
 
+    def from_wall(self, wall: float) -> float:
+        """This clock's time when the wall clock shows ``wall``: a CSMS's expiry or
+        download time, which is real, comes due after the real time it names."""
+        return self.now() + (wall - time.time()) * self.time_scale
+
 
 @dataclass
 class EV:

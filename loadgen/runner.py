@@ -60,6 +60,16 @@ class Backoff:
         return max(0.0, base + (rng or random).uniform(-spread, spread))
 
 
+#: a reboot lasts the configured delay +- this fraction
+REBOOT_JITTER = 0.25
+
+
+def reboot_delay(seconds: float, rng: random.Random | None = None) -> float:
+    """How long one reboot keeps a station away: ``seconds`` +- 25 %."""
+    spread = seconds * REBOOT_JITTER
+    return max(0.0, seconds + (rng or random).uniform(-spread, spread))
+
+
 class StationRunner:
     """One station's life on gevent. ``start()``; ``stop()`` ends it cleanly."""
 
@@ -241,8 +251,13 @@ class StationRunner:
                 raise
             self._end_connection(link)
             if self.station.reset_requested:
+                # A real charger is away for seconds while it reboots; one that came back
+                # within milliseconds met the CSMS still holding its old connection.
+                delay = reboot_delay(self.station.config.reboot_delay)
+                self._emit("rebooting", {"reason": self.station.reset_requested, "delay": delay})
+                self._idle_until(self._real_now() + delay, interruptible=False)
                 self.station.reset_requested = None
-                continue  # a reset reboots at once, no back-off
+                continue  # then it connects at once, no back-off
             if not self._stopping:
                 attempt = 1
                 first = self.backoff.first_wait()
@@ -316,13 +331,14 @@ class StationRunner:
         self._wake.wait(timeout)
         self._wake.clear()
 
-    def _idle_until(self, real_deadline: float) -> None:
+    def _idle_until(self, real_deadline: float, interruptible: bool = True) -> None:
         """Wait while disconnected, still ticking the station (meter values go on, into
-        the offline queue)."""
+        the offline queue). ``retry_now()`` cuts it short unless not ``interruptible``
+        (a reboot takes its time)."""
         self._retry = False
         while not self._stopping:
             remaining = real_deadline - self._real_now()
-            if remaining <= 0 or self._retry:
+            if remaining <= 0 or (self._retry and interruptible):
                 self._retry = False
                 return
             deadline = self.station.next_deadline()

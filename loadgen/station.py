@@ -28,6 +28,7 @@ CSMS recognises a repeat by its seqNo). Everything else is dropped when the link
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import uuid
 from collections import deque
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen import backoff, seqnos
+from loadgen import backoff, commands, device_model, seqnos
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
@@ -98,6 +99,10 @@ class Transaction:
     acknowledged: int = 0
     #: 2.0.1: the seqNos of those messages, as ranges (1.6 has no seqNo)
     acknowledged_seq_nos: seqnos.Ranges = field(default_factory=list)
+    #: the running cost the CSMS last sent (CostUpdated)
+    cost: float | None = None
+    #: the reservation this transaction used (ReserveNow)
+    reservation_id: int | None = None
 
     def acknowledge(self, payload: dict[str, Any] | None) -> None:
         self.acknowledged += 1
@@ -137,6 +142,11 @@ class StationConfig:
     initial_register_wh: float = 0.0
     #: the reconnect back-off the runtime follows; the CSMS may change it (SetVariables)
     retry_backoff: backoff.RetryBackOff = field(default_factory=backoff.RetryBackOff)
+    #: real seconds a reset or firmware installation keeps the station away (the runtime
+    #: jitters it by +-25 %)
+    reboot_delay: float = 8.0
+    #: reportData / monitors / messages per NotifyReport (and the other multi-part reports)
+    report_items_per_message: int = 20
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -188,6 +198,29 @@ class Station:
         self._next_heartbeat: float | None = None
         self._next_replay: float = 0.0
         self._configuration: dict[str, str] = {}
+        #: a station-wide Reset OnIdle waits for the running transactions to end
+        self.reset_pending = False
+        #: (due, order, action): what the CSMS's commands scheduled (a firmware download)
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        #: sent after the next accepted boot (FirmwareStatusNotification Installed)
+        self._after_boot: list[OutgoingCall] | None = None
+        # Made on first use: a device model is ~16 KB, and most stations are never asked.
+        self._commands: commands.CommandState | None = None
+        self._device_model: device_model.DeviceModel | None = None
+
+    @property
+    def commands(self) -> commands.CommandState:
+        """What the station keeps for the CSMS's commands (reservations, local list, ...)."""
+        if self._commands is None:
+            self._commands = commands.CommandState()
+        return self._commands
+
+    @property
+    def device_model(self) -> device_model.DeviceModel:
+        """The components and variables a CSMS reads and sets (one model for all)."""
+        if self._device_model is None:
+            self._device_model = device_model.build(self)
+        return self._device_model
 
     # -- runtime: connection -------------------------------------------------------------
 
@@ -297,10 +330,14 @@ class Station:
                 deadlines.append(evse.transaction.next_meter_at)
         if self.online and self.accepted and self._queue and self._queue[0].offline:
             deadlines.append(self._next_replay)
+        if self._timers:
+            deadlines.append(self._timers[0][0])
         return min(deadlines) if deadlines else None
 
     def tick(self) -> None:
         now = self.clock.now()
+        while self._timers and self._timers[0][0] <= now:
+            heapq.heappop(self._timers)[2]()
         if self.accepted and self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             if not any(call.action == "Heartbeat" for call in self._queue):
@@ -357,7 +394,8 @@ class Station:
             for connector_id, status in evse.connectors.items()
         ]
         # Before the replayed transaction messages, which may have been waiting a while.
-        self._queue.extendleft(reversed(status_calls))
+        self._queue.extendleft(reversed(status_calls + (self._after_boot or [])))
+        self._after_boot = None
 
     # -- status --------------------------------------------------------------------------
 
@@ -380,6 +418,8 @@ class Station:
     # -- sessions (driven by the charging profile) ---------------------------------------
 
     def free_evse(self) -> Evse | None:
+        if self.rebooting:
+            return None
         for evse in self.evses.values():
             if (
                 evse.operative
@@ -411,8 +451,18 @@ class Station:
         if not token or len(token) > limit:
             raise ValueError(f"id token {token!r} must be 1 to {limit} characters")
         evse = self.evses[evse_id]
-        if evse.transaction is not None or evse.authorizing is not None or not evse.operative:
+        if (
+            evse.transaction is not None
+            or evse.authorizing is not None
+            or not evse.operative
+            or self.rebooting
+        ):
             return None
+        reservation_id = None
+        if self._commands is not None and self._commands.reservations:
+            allowed, reservation_id = commands.use_reservation(self, evse_id, token)
+            if not allowed:
+                return None  # reserved for another idToken
         now = self.clock.now()
         transaction = Transaction(
             local_id=self._new_transaction_id(),
@@ -423,6 +473,7 @@ class Station:
             start_wh=evse.register.wh,
             remote_start_id=remote_start_id,
             token_type=token_type or "ISO14443",
+            reservation_id=reservation_id,
         )
         self._set_status(evse, "Preparing" if self.is16 else "Occupied")
         if authorize:
@@ -453,7 +504,7 @@ class Station:
         evse = self.evses[evse_id]
         if evse.authorizing is not None:  # the driver left before the CSMS's verdict
             evse.authorizing = None
-            self._set_status(evse, "Available")
+            self.set_idle_status(evse)
             return None
         transaction = evse.transaction
         if transaction is None or transaction.stopping:
@@ -473,9 +524,12 @@ class Station:
         evse.physics = None
         if self.is16:
             self._set_status(evse, "Finishing")
-        self._set_status(evse, "Available")
+        # Unavailable when a ChangeAvailability(Inoperative) was Scheduled for its end.
+        self.set_idle_status(evse)
         self.completed.append(transaction)
         self._emit("stopped", {"transaction": transaction})
+        if self.reset_pending and not self.transactions:
+            self.reboot("RemoteReset")  # the Reset OnIdle answered Scheduled
         return transaction
 
     def transaction_by_id(self, transaction_id: str) -> Transaction | None:
@@ -506,7 +560,7 @@ class Station:
                 self._begin(evse, transaction, ev)
                 return
             transaction.rejected = status
-            self._set_status(evse, "Available")
+            self.set_idle_status(evse)
             self._emit("rejected", {"transaction": transaction, "status": status})
 
         def failed(error: str) -> None:
@@ -520,7 +574,7 @@ class Station:
         if evse.authorizing is not transaction:
             return
         evse.authorizing = None
-        self._set_status(evse, "Available")
+        self.set_idle_status(evse)
 
     def _authorization(self, message: str, transaction: Transaction, status: str) -> None:
         self._emit(
@@ -604,6 +658,7 @@ class Station:
             trigger,
             charging_state="Charging",
             remote_start_id=transaction.remote_start_id,
+            reservation_id=transaction.reservation_id,
             evse_id=evse.id,
             connector_id=transaction.connector_id,
             token=v201.id_token(transaction.token, transaction.token_type),
@@ -751,18 +806,80 @@ class Station:
         )
         return started is not None
 
-    def _reset(self, immediate: bool, reason_16: str) -> None:
-        for evse in self.evses.values():
-            if evse.authorizing is not None:
-                self.stop_session(evse.id)  # no transaction yet: none to start after a reboot
-            if evse.transaction is not None:
-                self.stop_session(
-                    evse.id,
-                    "ImmediateReset" if not self.is16 else reason_16,
-                    trigger="ResetCommand",
-                )
-        self.reset_requested = "RemoteReset"
-        self.boot_reason = "RemoteReset"
+    def _reset(self, immediate: bool, reason_16: str, evse_id: int | None = None) -> str:
+        """Reset the station (or one EVSE). Immediate ends the transactions first
+        (2.0.1: ImmediateReset); OnIdle with transactions running answers Scheduled and
+        reboots when the last one ends (B12); a reset EVSE only ends its transaction."""
+        targets = [self.evses[evse_id]] if evse_id else list(self.evses.values())
+        for evse in targets:
+            if evse.authorizing is not None:  # no transaction yet: none to start after a reboot
+                self.stop_session(evse.id)
+        busy = [evse for evse in targets if evse.transaction is not None]
+        if busy and not immediate:
+            if evse_id is None:
+                self.reset_pending = True  # no new transactions meanwhile
+            return "Scheduled"
+        for evse in busy:
+            self.stop_session(
+                evse.id,
+                reason_16 if self.is16 else "ImmediateReset",
+                trigger="ResetCommand",
+            )
+        if evse_id is None and self.reset_requested is None:  # (the last stop may have)
+            self.reboot("RemoteReset")
+        return "Accepted"
+
+    def reboot(self, reason: str) -> None:
+        """Ask the runtime to drop the connection, stay away for the reboot delay and boot
+        again with ``reason`` (2.0.1 BootReason: RemoteReset, FirmwareUpdate)."""
+        self.reset_pending = False
+        self.reset_requested = reason
+        self.boot_reason = reason
+        self._emit("reboot", {"reason": reason})
+
+    @property
+    def rebooting(self) -> bool:
+        """A reset is on its way: no new transactions start."""
+        return self.reset_pending or self.reset_requested is not None
+
+    def set_idle_status(self, evse: Evse) -> None:
+        """The status of an EVSE without a transaction: Unavailable when inoperative,
+        Reserved when reserved, else Available."""
+        if evse.transaction is not None:
+            return
+        if not evse.operative:
+            status = "Unavailable"
+        elif self._commands is not None and commands.reservation_on(self, evse.id) is not None:
+            status = "Reserved"
+        else:
+            status = "Available"
+        for connector_id in evse.connectors:
+            self._set_status(evse, status, connector_id)
+
+    def schedule(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` from :meth:`tick` once the clock reaches ``when``."""
+        heapq.heappush(self._timers, (when, next(_TIMER_ORDER), action))
+
+    def notify(self, action: str, payload: dict[str, Any]) -> None:
+        """Queue a station-initiated message (a report, a status notification); like a
+        heartbeat it is dropped if the link drops first."""
+        self._queue.append(OutgoingCall(action, lambda: payload))
+
+    def after_boot(self, action: str, payload: dict[str, Any]) -> None:
+        """Queue ``action`` for right after the next accepted boot."""
+        if self._after_boot is None:
+            self._after_boot = []
+        self._after_boot.append(OutgoingCall(action, lambda: payload))
+
+    def messages_in_queue(self, transaction_id: str | None = None) -> bool:
+        """Transaction messages not yet acknowledged (of ``transaction_id``, if given)."""
+        calls = list(self._queue) + ([self._in_flight] if self._in_flight else [])
+        return any(
+            call.transactional
+            and call.transaction is not None
+            and (transaction_id is None or call.transaction.transaction_id == transaction_id)
+            for call in calls
+        )
 
     def _availability(self, evse_id: int | None, operative: bool) -> str:
         if evse_id and evse_id not in self.evses:
@@ -774,10 +891,11 @@ class Station:
             if evse.transaction is not None:
                 scheduled = True  # takes effect when the transaction ends
                 continue
-            self._set_status(evse, "Available" if operative else "Unavailable")
+            self.set_idle_status(evse)
         return "Scheduled" if scheduled else "Accepted"
 
-    def _trigger(self, message: str, evse_id: int | None) -> str:
+    def trigger_message(self, message: str, evse_id: int | None) -> str:
+        """TriggerMessage: queue ``message``; "NotImplemented" for one we cannot send."""
         if message == "BootNotification":
             self._queue.append(self._boot_call())
         elif message == "Heartbeat":
@@ -791,7 +909,7 @@ class Station:
             for evse in self.evses.values():
                 if evse.transaction is not None and (evse_id is None or evse.id == evse_id):
                     self._meter_update(evse, "Trigger")
-        else:
+        elif not commands.trigger(self, message):
             return "NotImplemented"
         return "Accepted"
 
@@ -862,6 +980,9 @@ class Station:
             self.listener(kind, detail)
 
 
+#: breaks ties between timers due at the same time: first scheduled, first run
+_TIMER_ORDER = itertools.count()
+
 #: the longest heartbeat / meter interval a CSMS can set (a week); longer is refused
 MAX_INTERVAL = 7 * 24 * 3600.0
 
@@ -876,15 +997,6 @@ def seconds_or_zero(value: Any) -> float:
     if not 0 < value <= MAX_INTERVAL:  # also false for NaN
         return 0.0
     return float(value)
-
-
-# 1.6 keys for the same variables
-_KEYS_16 = {
-    "HeartbeatInterval": ("OCPPCommCtrlr", "HeartbeatInterval"),
-    "MeterValueSampleInterval": ("SampledDataCtrlr", "TxUpdatedInterval"),
-    # not in 1.6's core: vendor keys under the 2.0.1 names, so a 1.6 CSMS can tune them too
-    **{name: (backoff.COMPONENT, name) for name in backoff.VARIABLES},
-}
 
 
 def _verdict(reply: dict[str, Any], info: str) -> str:
@@ -917,8 +1029,8 @@ def _request_stop_201(station: Station, payload: dict[str, Any]) -> dict[str, An
 def _reset_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     if "evseId" in payload and payload["evseId"] not in station.evses:
         return {"status": "Rejected"}  # an EVSE we do not have: not a reason to reboot all
-    station._reset(payload["type"] == "Immediate", "SoftReset")
-    return {"status": "Accepted"}
+    status = station._reset(payload["type"] == "Immediate", "SoftReset", payload.get("evseId"))
+    return {"status": status}
 
 
 def _change_availability_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
@@ -929,22 +1041,19 @@ def _change_availability_201(station: Station, payload: dict[str, Any]) -> dict[
 
 def _trigger_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     evse = (payload.get("evse") or {}).get("id")
-    return {"status": station._trigger(payload["requestedMessage"], evse)}
+    return {"status": station.trigger_message(payload["requestedMessage"], evse)}
 
 
 def _get_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    known = station.variables()
     results = []
     for item in payload["getVariableData"]:
-        component, variable = item["component"]["name"], item["variable"]["name"]
+        variable, status = station.device_model.lookup(item["component"], item["variable"])
         result: dict[str, Any] = {"component": item["component"], "variable": item["variable"]}
-        if (component, variable) in known:
-            result["attributeStatus"] = "Accepted"
-            result["attributeValue"] = known[(component, variable)]
-        elif any(c == component for c, _ in known):
-            result["attributeStatus"] = "UnknownVariable"
-        else:
-            result["attributeStatus"] = "UnknownComponent"
+        if variable is not None and item.get("attributeType", "Actual") != "Actual":
+            status = "NotSupportedAttributeType"  # only Actual values are kept
+        result["attributeStatus"] = status
+        if variable is not None and status == "Accepted":
+            result["attributeValue"] = variable.read()
         results.append(result)
     return {"getVariableResult": results}
 
@@ -952,10 +1061,14 @@ def _get_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, A
 def _set_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     results = []
     for item in payload["setVariableData"]:
-        component, variable = item["component"]["name"], item["variable"]["name"]
-        status = station._set_variable(component, variable, item["attributeValue"])
-        if status == "UnknownVariable" and not any(c == component for c, _ in station.variables()):
-            status = "UnknownComponent"
+        variable, status = station.device_model.lookup(item["component"], item["variable"])
+        if variable is not None:
+            if item.get("attributeType", "Actual") != "Actual":
+                status = "NotSupportedAttributeType"
+            elif variable.write is None:
+                status = "Rejected"  # read-only
+            else:
+                status = variable.write(item["attributeValue"])
         results.append(
             {
                 "component": item["component"],
@@ -984,6 +1097,7 @@ def _data_transfer(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 _HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
+    **commands.HANDLERS_201,
     "RequestStartTransaction": _request_start_201,
     "RequestStopTransaction": _request_stop_201,
     "Reset": _reset_201,
@@ -1011,8 +1125,9 @@ def _remote_stop_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]
 
 
 def _reset_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    # 1.6 has no OnIdle: both types end the transactions at once (Soft: gracefully).
     hard = payload["type"] == "Hard"
-    station._reset(hard, "HardReset" if hard else "SoftReset")
+    station._reset(True, "HardReset" if hard else "SoftReset")
     return {"status": "Accepted"}
 
 
@@ -1022,17 +1137,20 @@ def _change_availability_16(station: Station, payload: dict[str, Any]) -> dict[s
 
 
 def _trigger_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"status": station._trigger(payload["requestedMessage"], payload.get("connectorId"))}
+    return {
+        "status": station.trigger_message(payload["requestedMessage"], payload.get("connectorId"))
+    }
 
 
 def _get_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    known = station.variables()
-    values = {key: known[path] for key, path in _KEYS_16.items()}
-    requested = payload.get("key") or list(values)
+    keys = station.device_model.keys_16()
+    requested = payload.get("key") or list(keys)
     found = [
-        {"key": key, "readonly": False, "value": values[key]} for key in requested if key in values
+        {"key": key, "readonly": keys[key].write is None, "value": keys[key].read()[:500]}
+        for key in requested
+        if key in keys
     ]
-    unknown = [key for key in requested if key not in values]
+    unknown = [key for key in requested if key not in keys]
     result: dict[str, Any] = {"configurationKey": found}
     if unknown:
         result["unknownKey"] = unknown
@@ -1040,10 +1158,12 @@ def _get_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str
 
 
 def _change_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    path = _KEYS_16.get(payload["key"])
-    if path is None:
+    variable = station.device_model.keys_16().get(payload["key"])
+    if variable is None:
         return {"status": "NotSupported"}
-    return {"status": station._set_variable(*path, payload["value"])}
+    if variable.write is None:
+        return {"status": "Rejected"}  # read-only
+    return {"status": variable.write(payload["value"])}
 
 
 def _unlock_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
@@ -1054,6 +1174,7 @@ def _unlock_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 _HANDLERS_16: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
+    **commands.HANDLERS_16,
     "RemoteStartTransaction": _remote_start_16,
     "RemoteStopTransaction": _remote_stop_16,
     "Reset": _reset_16,

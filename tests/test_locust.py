@@ -248,6 +248,7 @@ BAD_OPTIONS = {
     "nan back-off": (["--retry-backoff-random-range", "nan"], "--retry-backoff-random-range"),
     "blackout without length": (["--blackout-at", "5"], "--blackout-for"),
     "lease ttl 0": (["--lease-ttl", "0"], "--lease-ttl"),
+    "negative reboot delay": (["--reboot-delay", "-1"], "--reboot-delay"),
     "processes without redis": (["--processes", "2"], "--redis-url"),
     "master without redis": (["--master"], "--redis-url"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from hypothesis import given
@@ -110,3 +111,12 @@ def test_scaled_clock_runs_faster() -> None:
     assert clock.now() >= first
     with pytest.raises(ValueError):
         ScaledClock(0)
+
+
+def test_scaled_clock_maps_wall_clock_times() -> None:
+    """A CSMS's expiry one real minute ahead comes due after one real minute: ten
+    simulated minutes on a clock ten times faster."""
+    clock = ScaledClock(10)
+    due = clock.from_wall(time.time() + 60)
+    assert due - clock.now() == pytest.approx(600, abs=1)
+    assert clock.real_seconds(due - clock.now()) == pytest.approx(60, abs=0.1)

@@ -336,6 +336,72 @@ def test_v201_firmware_status_notification(status: str, request_id: int | None) 
 
 @no_deadline
 @given(
+    status=enum_of(OCPP201, "LogStatusNotification", "status"),
+    request_id=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_v201_log_status_notification(status: str, request_id: int | None) -> None:
+    payload = check(OCPP201, v201.log_status_notification(status, request_id))
+    assert payload["status"] == status and payload.get("requestId") == request_id
+
+
+@no_deadline
+@given(
+    reservation_id=st.integers(min_value=0, max_value=2**31 - 1),
+    status=enum_of(OCPP201, "ReservationStatusUpdate", "reservationUpdateStatus"),
+)
+def test_v201_reservation_status_update(reservation_id: int, status: str) -> None:
+    payload = check(OCPP201, v201.reservation_status_update(reservation_id, status))
+    assert payload == {"reservationId": reservation_id, "reservationUpdateStatus": status}
+
+
+@no_deadline
+@given(
+    seq_no=st.integers(min_value=0, max_value=1000),
+    when=timestamps,
+    kind=enum_of(OCPP201, "NotifyMonitoringReport", "monitor", "variableMonitoring", "type"),
+    tbc=st.booleans(),
+    empty=st.booleans(),
+)
+def test_v201_notify_monitoring_report(
+    seq_no: int, when: Any, kind: str, tbc: bool, empty: bool
+) -> None:
+    monitor = [
+        {
+            "component": {"name": "EVSE", "evse": {"id": 1}},
+            "variable": {"name": "Power"},
+            "variableMonitoring": [
+                {"id": 1, "transaction": False, "value": 1.5, "type": kind, "severity": 3}
+            ],
+        }
+    ]
+    payload = check(
+        OCPP201, v201.notify_monitoring_report(7, seq_no, when, None if empty else monitor, tbc)
+    )
+    assert payload.get("monitor") == (None if empty else monitor)
+    assert payload.get("tbc", False) == tbc
+
+
+@no_deadline
+@given(
+    priority=enum_of(OCPP201, "NotifyDisplayMessages", "messageInfo", "priority"),
+    content=text(512),
+    tbc=st.booleans(),
+)
+def test_v201_notify_display_messages(priority: str, content: str, tbc: bool) -> None:
+    info = [{"id": 1, "priority": priority, "message": {"format": "UTF8", "content": content}}]
+    payload = check(OCPP201, v201.notify_display_messages(3, info, tbc))
+    assert payload["messageInfo"] == info and payload.get("tbc", False) == tbc
+
+
+@no_deadline
+@given(data=text(512), seq_no=st.integers(min_value=0, max_value=100), when=timestamps)
+def test_v201_notify_customer_information(data: str, seq_no: int, when: Any) -> None:
+    payload = check(OCPP201, v201.notify_customer_information(5, seq_no, when, data))
+    assert payload["data"] == data and payload["requestId"] == 5
+
+
+@no_deadline
+@given(
     vendor_id=text(255),
     message_id=st.none() | text(50),
     data=st.none()
@@ -477,6 +543,38 @@ def test_v16_stop_transaction(
     )
     assert payload["transactionId"] == transaction_id
     assert payload.get("reason") == reason
+
+
+@no_deadline
+@given(status=enum_of(OCPP16, "FirmwareStatusNotification", "status"))
+def test_v16_firmware_status_notification(status: str) -> None:
+    assert check(OCPP16, v16.firmware_status_notification(status)) == {"status": status}
+
+
+@no_deadline
+@given(status=enum_of(OCPP16, "DiagnosticsStatusNotification", "status"))
+def test_v16_diagnostics_status_notification(status: str) -> None:
+    assert check(OCPP16, v16.diagnostics_status_notification(status)) == {"status": status}
+
+
+@no_deadline
+@given(
+    status=enum_of(OCPP16, "SignedFirmwareStatusNotification", "status"),
+    request_id=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_v16_signed_firmware_status_notification(status: str, request_id: int | None) -> None:
+    payload = check(OCPP16, v16.signed_firmware_status_notification(status, request_id))
+    assert payload["status"] == status and payload.get("requestId") == request_id
+
+
+@no_deadline
+@given(
+    status=enum_of(OCPP16, "LogStatusNotification", "status"),
+    request_id=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_v16_log_status_notification(status: str, request_id: int | None) -> None:
+    payload = check(OCPP16, v16.log_status_notification(status, request_id))
+    assert payload["status"] == status and payload.get("requestId") == request_id
 
 
 @no_deadline

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import sqlite3
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -16,6 +21,7 @@ from loadgen.physics import ScaledClock
 from loadgen.protocols import OCPP201
 from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig
+from tests.conftest import start_stub_process
 from tests.fake_csms import FakeCsms, wait_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
@@ -238,3 +244,82 @@ def test_a_blackout_drops_the_connection_tries_nothing_then_reconnects_by_back_o
     assert [r["delay"] for r in retries] == pytest.approx([0.2, 0.4, 0.8])
     assert 1.3 < back_after < 3.0
     assert [kind for kind, _ in events].count("booted_lost") == 2  # the blackout and the stop
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST from a thread of gevent's pool: the hub (and the station) keeps running."""
+
+    def post() -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    return gevent.get_hub().threadpool.spawn(post).get(timeout=15)
+
+
+def test_csms_api_call_get_base_report_then_reset_reboots_after_the_delay(
+    tmp_path: Path,
+) -> None:
+    """End to end against csms_stub: the API's GetBaseReport brings NotifyReport parts to
+    the stub; its Reset keeps the station away for the reboot delay, then it boots again
+    with reason RemoteReset."""
+    events: list[tuple[float, str, dict[str, Any]]] = []
+    clock = ScaledClock(1)
+
+    def record(kind: str, detail: dict[str, Any]) -> None:
+        events.append((time.monotonic(), kind, detail))
+
+    station = Station(
+        CHARGER,
+        OCPP201,
+        clock,
+        StationConfig(reboot_delay=1.0, report_items_per_message=10),
+        listener=record,
+    )
+    stub = start_stub_process(tmp_path)
+    try:
+        runner = StationRunner(
+            station, stub.ws_url, clock=clock, backoff=RetryBackOff(0.1, 0.0), on_event=record
+        )
+        runner.start()
+        wait_for(lambda: station.accepted, timeout=10)
+        call_url = f"{stub.api_url}/chargers/{CHARGER.id}/call"
+        status, body = _post(
+            call_url,
+            {"action": "GetBaseReport", "payload": {"requestId": 3, "reportBase": "FullInventory"}},
+        )
+        assert (status, body["reply"]) == (200, {"status": "Accepted"}), body
+        parts = -(-len(station.device_model.variables) // 10)
+        database = tmp_path / "x.db"
+
+        def stored_parts() -> list[int]:
+            with sqlite3.connect(database) as db:
+                rows = db.execute(
+                    "SELECT detail FROM event_log WHERE action = 'NotifyReport'"
+                ).fetchall()
+            return sorted(json.loads(detail)["seqNo"] for (detail,) in rows)
+
+        wait_for(lambda: len(stored_parts()) == parts, timeout=10)
+        assert stored_parts() == list(range(parts))
+
+        status, body = _post(call_url, {"action": "Reset", "payload": {"type": "Immediate"}})
+        assert (status, body["reply"]) == (200, {"status": "Accepted"}), body
+        wait_for(lambda: runner.connects == 2 and station.accepted, timeout=10)
+        (rebooting,) = [(at, d) for at, kind, d in events if kind == "rebooting"]
+        assert 0.75 <= rebooting[1]["delay"] <= 1.25
+        assert rebooting[1]["reason"] == "RemoteReset"
+        (reconnected,) = [at for at, kind, d in events if kind == "connected" and d["count"] == 2]
+        assert reconnected - rebooting[0] >= rebooting[1]["delay"] - 0.05
+        boots = [
+            d["payload"] for _, kind, d in events
+            if kind == "sent" and d["action"] == "BootNotification"
+        ]  # fmt: skip
+        assert [b["reason"] for b in boots] == ["PowerUp", "RemoteReset"]
+        runner.stop(timeout=5)
+    finally:
+        stub.stop()

@@ -346,11 +346,15 @@ def test_csms_call_effects() -> None:
     assert csms.of("BootNotification")[-1]["reason"] == "RemoteReset"
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
-def test_unknown_csms_call_is_not_implemented(version: Version) -> None:
+@pytest.mark.parametrize(
+    ("version", "action"), [(OCPP201, "RemoteStartTransaction"), (OCPP16, "GetBaseReport")]
+)
+def test_an_action_the_version_does_not_define_is_not_implemented(
+    version: Version, action: str
+) -> None:
     station, _, _ = make(version)
     with pytest.raises(CallErrorReply) as raised:
-        station.handle_csms_call("CertificateSigned", {"certificateChain": "x"})
+        station.handle_csms_call(action, {"idTag": "x", "requestId": 1})
     assert raised.value.error_code == "NotImplemented"
 
 

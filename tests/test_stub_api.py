@@ -8,9 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from csms_stub import store as tables
+from loadgen import fleet as fleets
 from loadgen.aio_client import CallErrorReply, OcppClient
+from loadgen.physics import FakeClock
 from loadgen.protocols import OCPP16, OCPP201, schemas, v16, v201
+from loadgen.station import Station, StationConfig
 from tests.conftest import eventually
 
 
@@ -274,3 +279,73 @@ async def test_transactions_with_their_stored_seq_nos_as_runs(connect, http) -> 
         assert [row["seq_nos"] for row in rows] == [[[0, 1], [3, 4]]]
     rows = (await http.get("/transactions", params={"charger_id": "nobody", "seq_nos": 1})).json()
     assert rows == []
+
+
+# -- POST /chargers/{id}/call: any CSMS-initiated CALL ------------------------------------
+
+
+async def _drive(station: Station, client: OcppClient) -> list[tuple[str, dict[str, Any]]]:
+    """Send what a pure station has queued to the stub, as its runtime would."""
+    sent = []
+    while (call := station.next_call()) is not None:
+        assert call.payload is not None
+        station.on_call_result(call, await client.call(call.action, call.payload))
+        sent.append((call.action, call.payload))
+    return sent
+
+
+async def test_any_csms_call_reaches_the_station_and_its_reply_comes_back(
+    make_stub, connect
+) -> None:
+    """GetBaseReport through the API: the station's CALLRESULT is the answer, and its
+    multi-part NotifyReport reaches the stub. Then every way such a call can fail."""
+    stub = await make_stub(call_timeout=0.5)
+    charger = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
+    station = Station(charger, OCPP201, FakeClock(), StationConfig(report_items_per_message=8))
+    slow = asyncio.Event()
+
+    async def on_call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if slow.is_set():
+            await asyncio.sleep(1.0)  # past the stub's call timeout
+        return station.handle_csms_call(action, payload)
+
+    client = await connect("emart_jeju_01", on_call=on_call, url=stub.url)
+    station.on_connected()
+    await _drive(station, client)  # the boot and its status notifications
+    assert station.accepted
+    async with httpx.AsyncClient(base_url=stub.api_url, timeout=10) as http:
+        call = {
+            "action": "GetBaseReport",
+            "payload": {"requestId": 5, "reportBase": "FullInventory"},
+        }
+        response = await http.post("/chargers/emart_jeju_01/call", json=call)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["action"], body["reply"]) == ("GetBaseReport", {"status": "Accepted"})
+        sent = await _drive(station, client)
+        parts = [payload for action, payload in sent if action == "NotifyReport"]
+        assert len(parts) == -(-len(station.device_model.variables) // 8) > 1
+        assert [p["seqNo"] for p in parts] == list(range(len(parts)))
+        assert [p.get("tbc", False) for p in parts] == [True] * (len(parts) - 1) + [False]
+        await stub.store.flush(5)
+        stored = await stub.store.fetch(
+            sa.select(tables.event_log.c.detail).where(tables.event_log.c.action == "NotifyReport"),
+            5,
+        )
+        assert sorted(row["detail"]["seqNo"] for row in stored) == list(range(len(parts)))
+
+        async def post(action: str, payload: dict[str, Any], charger_id: str = "emart_jeju_01"):
+            response = await http.post(
+                f"/chargers/{charger_id}/call", json={"action": action, "payload": payload}
+            )
+            return response.status_code, response.json().get("error")
+
+        assert await post("GetLocalListVersion", {}) == (200, None)
+        assert await post("Nope", {}) == (400, "unknown_action")
+        assert await post("RemoteStartTransaction", {"idTag": "x"}) == (400, "unknown_action")
+        assert await post("Heartbeat", {}) == (400, "unknown_action")  # a charger's to send
+        assert await post("GetBaseReport", {"requestId": 1}) == (400, "invalid_request")
+        assert await post("GetLocalListVersion", {}, "nobody") == (404, "unknown_charger")
+        assert await post("GetLocalListVersion", {}, "emart_jeju_02") == (409, "charger_offline")
+        slow.set()
+        assert await post("GetLocalListVersion", {}) == (504, "timeout")

@@ -71,6 +71,17 @@ async def test_every_201_handler_answers_a_valid_call_result(
         ),
         v201.security_event_notification("StartupOfTheDevice", now, "power on"),
         v201.firmware_status_notification("Installed", 3),
+        v201.log_status_notification("UploadFailure", 4),
+        v201.reservation_status_update(5, "Expired"),
+        v201.notify_monitoring_report(
+            6, 0, now, [{"component": component, "variable": variable, "variableMonitoring": [
+                {"id": 1, "transaction": False, "value": 1, "type": "Delta", "severity": 5}]}],
+        ),
+        v201.notify_display_messages(
+            8, [{"id": 1, "priority": "NormalCycle",
+                 "message": {"format": "UTF8", "content": "hello"}}],
+        ),
+        v201.notify_customer_information(9, 0, now, "No data"),
         v201.data_transfer("com.example.vendor", "Ping", {"seq": 1}),
         v201.transaction_event(
             "Ended", "tx-201-a", 2, now + 120, "StopAuthorized", stopped_reason="Local",
@@ -100,6 +111,11 @@ async def test_every_201_handler_answers_a_valid_call_result(
         "NotifyEvent",
         "SecurityEventNotification",
         "FirmwareStatusNotification",
+        "LogStatusNotification",
+        "ReservationStatusUpdate",
+        "NotifyMonitoringReport",
+        "NotifyDisplayMessages",
+        "NotifyCustomerInformation",
     ):
         assert replies[action] == [{}]
 
@@ -148,6 +164,17 @@ async def test_every_16_handler_answers_a_valid_call_result(
     }
     second = await call(v16.start_transaction(1, "TAG-16", 11_000, now + 200))
     assert second["transactionId"] > transaction_id  # the CSMS assigns fresh ids
+    for notification in (
+        v16.firmware_status_notification("Downloading"),
+        v16.diagnostics_status_notification("Uploading"),
+        v16.signed_firmware_status_notification("Installed", 2),
+        v16.log_status_notification("UploadFailure", 3),
+        (
+            "SecurityEventNotification",
+            {"type": "StartupOfTheDevice", "timestamp": "2026-01-01T00:00:00Z"},
+        ),
+    ):
+        assert await call(notification) == {}
     assert exercised == set(HANDLERS["1.6"]), "a 1.6 handler was not exercised"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from csms_stub.handlers.v201 import logged
 from csms_stub.service import (
     MeterReading,
     Service,
@@ -129,4 +130,11 @@ HANDLERS = {
     "MeterValues": meter_values,
     "StopTransaction": stop_transaction,
     "DataTransfer": data_transfer,
+    # What a charge point sends after the CSMS's commands (UpdateFirmware, GetDiagnostics,
+    # and the security extension's).
+    "FirmwareStatusNotification": logged("FirmwareStatusNotification"),
+    "DiagnosticsStatusNotification": logged("DiagnosticsStatusNotification"),
+    "SignedFirmwareStatusNotification": logged("SignedFirmwareStatusNotification"),
+    "LogStatusNotification": logged("LogStatusNotification"),
+    "SecurityEventNotification": logged("SecurityEventNotification"),
 }

@@ -85,7 +85,9 @@ def meter_values(service: Service, charger_id: str, payload: dict[str, Any]) -> 
     return {}
 
 
-def _logged(action: str) -> Any:
+def logged(action: str) -> Any:
+    """A handler that stores the notification in the event log and answers ``{}``."""
+
     def handler(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         service.log_event(charger_id, "notification", action, payload)
         return {}
@@ -107,9 +109,15 @@ HANDLERS = {
     "Authorize": authorize,
     "TransactionEvent": transaction_event,
     "MeterValues": meter_values,
-    "NotifyReport": _logged("NotifyReport"),
-    "NotifyEvent": _logged("NotifyEvent"),
-    "SecurityEventNotification": _logged("SecurityEventNotification"),
-    "FirmwareStatusNotification": _logged("FirmwareStatusNotification"),
+    "NotifyReport": logged("NotifyReport"),
+    "NotifyEvent": logged("NotifyEvent"),
+    "SecurityEventNotification": logged("SecurityEventNotification"),
+    "FirmwareStatusNotification": logged("FirmwareStatusNotification"),
+    # What a station sends after the CSMS's commands (GetLog, ReserveNow, ...).
+    "LogStatusNotification": logged("LogStatusNotification"),
+    "ReservationStatusUpdate": logged("ReservationStatusUpdate"),
+    "NotifyMonitoringReport": logged("NotifyMonitoringReport"),
+    "NotifyDisplayMessages": logged("NotifyDisplayMessages"),
+    "NotifyCustomerInformation": logged("NotifyCustomerInformation"),
     "DataTransfer": data_transfer,
 }

@@ -70,6 +70,8 @@ class Settings:
     #: --blackout-at / --blackout-for: every charger drops its connection at this second
     #: of the run for that many seconds (None: no blackout)
     blackout: tuple[float, float] | None = None
+    #: real seconds a station stays away after a Reset or a firmware installation (+-25 %)
+    reboot_delay: float = 8.0
     #: security profile 1 for chargers without a fleet password; never logged
     password: str | None = field(default=None, repr=False)
 
@@ -191,6 +193,13 @@ def add_arguments(parser: Any) -> None:
         default=0.0,
         help="seconds the blackout lasts: no reconnect attempts, then each charger "
         "reconnects by its back-off",
+    )
+    add(
+        "--reboot-delay",
+        type=float,
+        default=8.0,
+        help="seconds a station stays away after a Reset or a firmware installation before "
+        "it reconnects, +-25 %% (default 8; 0: at once)",
     )
     add(
         "--offline-replay-rate",
@@ -428,6 +437,7 @@ def settings_from_options(options: Any) -> Settings:
         ("--blackout-at", options.blackout_at),
         ("--blackout-for", options.blackout_for),
         ("--id-tokens", options.id_tokens),
+        ("--reboot-delay", options.reboot_delay),
     ):
         if not 0 <= value < float("inf"):  # also refuses NaN
             raise SettingsError(f"{name} must not be negative, not {value}")
@@ -493,6 +503,7 @@ def settings_from_options(options: Any) -> Settings:
             max_tries=options.reconnect_tries or None,
         ),
         blackout=_blackout(options.blackout_at, options.blackout_for),
+        reboot_delay=options.reboot_delay,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )
 

@@ -79,6 +79,7 @@ class ChargerUser(User):
                 meter_interval=settings.meter_interval,
                 offline_replay_rate=settings.offline_replay_rate,
                 retry_backoff=settings.retry_backoff,
+                reboot_delay=settings.reboot_delay,
             ),
             new_transaction_id=coordinator.next_transaction_id,
             listener=self._on_station_event,

@@ -133,6 +133,25 @@ def stop_transaction(
     )
 
 
+def firmware_status_notification(status: str) -> Request:
+    return "FirmwareStatusNotification", {"status": status}
+
+
+def diagnostics_status_notification(status: str) -> Request:
+    return "DiagnosticsStatusNotification", {"status": status}
+
+
+# The security extension's (OCPP 1.6 Security Whitepaper) notifications.
+
+
+def signed_firmware_status_notification(status: str, request_id: int | None = None) -> Request:
+    return "SignedFirmwareStatusNotification", compact({"status": status, "requestId": request_id})
+
+
+def log_status_notification(status: str, request_id: int | None = None) -> Request:
+    return "LogStatusNotification", compact({"status": status, "requestId": request_id})
+
+
 def data_transfer(
     vendor_id: str, message_id: str | None = None, data: str | None = None
 ) -> Request:

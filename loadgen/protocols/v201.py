@@ -102,6 +102,7 @@ def transaction_event(
     charging_state: str | None = None,
     stopped_reason: str | None = None,
     remote_start_id: int | None = None,
+    reservation_id: int | None = None,
     evse_id: int | None = None,
     connector_id: int | None = None,
     token: dict[str, str] | None = None,
@@ -132,6 +133,8 @@ def transaction_event(
         payload["evse"] = evse
     if token is not None:
         payload["idToken"] = token
+    if reservation_id is not None:
+        payload["reservationId"] = reservation_id
     if meter_values:
         payload["meterValue"] = meter_values
     return "TransactionEvent", payload
@@ -183,6 +186,61 @@ def security_event_notification(
 
 def firmware_status_notification(status: str, request_id: int | None = None) -> Request:
     return "FirmwareStatusNotification", compact({"status": status, "requestId": request_id})
+
+
+def log_status_notification(status: str, request_id: int | None = None) -> Request:
+    return "LogStatusNotification", compact({"status": status, "requestId": request_id})
+
+
+def reservation_status_update(reservation_id: int, status: str) -> Request:
+    return "ReservationStatusUpdate", {
+        "reservationId": reservation_id,
+        "reservationUpdateStatus": status,
+    }
+
+
+def notify_monitoring_report(
+    request_id: int,
+    seq_no: int,
+    timestamp: float | str,
+    monitor: list[dict[str, Any]] | None = None,
+    tbc: bool = False,
+) -> Request:
+    payload: dict[str, Any] = {
+        "requestId": request_id,
+        "generatedAt": timestamp_text(timestamp),
+        "seqNo": seq_no,
+    }
+    if monitor:
+        payload["monitor"] = monitor
+    if tbc:
+        payload["tbc"] = True
+    return "NotifyMonitoringReport", payload
+
+
+def notify_display_messages(
+    request_id: int, message_info: list[dict[str, Any]] | None = None, tbc: bool = False
+) -> Request:
+    payload: dict[str, Any] = {"requestId": request_id}
+    if message_info:
+        payload["messageInfo"] = message_info
+    if tbc:
+        payload["tbc"] = True
+    return "NotifyDisplayMessages", payload
+
+
+def notify_customer_information(
+    request_id: int, seq_no: int, timestamp: float | str, data: str, tbc: bool = False
+) -> Request:
+    payload: dict[str, Any] = {
+        "data": data,
+        "seqNo": seq_no,
+        "generatedAt": timestamp_text(timestamp),
+        "requestId": request_id,
+    }
+    if tbc:
+        payload["tbc"] = True
+    return "NotifyCustomerInformation", payload
 
 
 def data_transfer(vendor_id: str, message_id: str | None = None, data: Any = None) -> Request:
