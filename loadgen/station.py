@@ -27,11 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen import backoff, seqnos
+from loadgen import backoff, seqnos, smart_charging_station
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
 from loadgen.protocols import OCPP16, Version, v16, v201
+from loadgen.smart_charging import ActiveTransaction, SmartCharging
 
 #: what a station answers when the CSMS asks for something it does not do
 NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
@@ -162,6 +163,9 @@ class Station:
         self._next_heartbeat: float | None = None
         self._next_replay: float = 0.0
         self._configuration: dict[str, str] = {}
+        #: the charging profiles the CSMS set (1.6 replaces one at the same stack level)
+        self.smart_charging = SmartCharging(self.evses, replace_same_stack_level=self.is16)
+        self._limits_due: float | None = None  # when a schedule period next begins or ends
 
     # -- runtime: connection -------------------------------------------------------------
 
@@ -267,10 +271,14 @@ class Station:
                 deadlines.append(evse.transaction.next_meter_at)
         if self.online and self.accepted and self._queue and self._queue[0].offline:
             deadlines.append(self._next_replay)
+        if self._limits_due is not None:
+            deadlines.append(self._limits_due)
         return min(deadlines) if deadlines else None
 
     def tick(self) -> None:
         now = self.clock.now()
+        if self._limits_due is not None and now >= self._limits_due:
+            self.apply_charging_limits(since=self._limits_due)
         if self.accepted and self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             if not any(call.action == "Heartbeat" for call in self._queue):
@@ -388,6 +396,7 @@ class Station:
         )
         evse.transaction = transaction
         evse.physics = ChargingPhysics(ev or EV(), evse.register, self.charger.rated_power_w, now)
+        self.apply_charging_limits(report=False)  # a TxDefaultProfile applies from the start
         self._set_status(evse, "Preparing" if self.is16 else "Occupied")
         if authorize:
             self._queue.append(self._authorize_call(token))
@@ -514,6 +523,8 @@ class Station:
         evse.physics.advance(now)
         energy, power, soc = self._readings(evse, None)
         state = "Charging" if power > 0 else "SuspendedEV"
+        if power <= 0 < evse.physics.ev.acceptance_w():
+            state = "SuspendedEVSE"  # a charging profile's limit of 0
         if state != transaction.charging_state:
             transaction.charging_state = state
             trigger = "ChargingStateChanged"
@@ -604,17 +615,32 @@ class Station:
 
     def handle_csms_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Answer a CSMS-initiated CALL; raises :class:`CallErrorReply` for a CALLERROR."""
-        handler = (_HANDLERS_16 if self.is16 else _HANDLERS_201).get(action)
+        handler = (_HANDLERS_16 if self.is16 else _HANDLERS_201).get(action) or (
+            smart_charging_station.HANDLERS_16 if self.is16 else smart_charging_station.HANDLERS_201
+        ).get(action)
         if handler is None:
             raise CallErrorReply(NOT_IMPLEMENTED, f"{action} is not implemented")
         self._emit("csms_call", {"action": action, "payload": payload})
         return handler(self, payload)
 
-    def _remote_start(self, token: str, evse_id: int | None, remote_start_id: int | None) -> bool:
+    def _remote_start(
+        self,
+        token: str,
+        evse_id: int | None,
+        remote_start_id: int | None,
+        charging_profile: dict[str, Any] | None = None,
+    ) -> bool | dict[str, str]:
+        """True if a transaction started; False, or a 2.0.1 statusInfo, if not."""
+        profile = smart_charging_station.remote_start_profile(self, charging_profile, evse_id)
+        if isinstance(profile, Exception):
+            return profile.status_info()
         evse = self.evses.get(evse_id) if evse_id else self.free_evse()
         if evse is None or evse.transaction is not None or not evse.operative:
             return False
-        return self.start_session(evse.id, token, remote_start_id=remote_start_id) is not None
+        started = self.start_session(evse.id, token, remote_start_id=remote_start_id) is not None
+        if started and profile is not None:
+            smart_charging_station.adopt_remote_start_profile(self, profile, evse.id)
+        return started
 
     def _reset(self, immediate: bool, reason_16: str) -> None:
         for evse in self.evses.values():
@@ -720,6 +746,43 @@ class Station:
         self.retry_backoff = dataclasses.replace(self.retry_backoff, **{field_name: value})
         return "Accepted"
 
+    # -- smart charging (loadgen.smart_charging) -----------------------------------------
+
+    def now_wall(self) -> float:
+        """The CSMS's clock, which charging profiles' times are on: the one place that
+        says which clock that is."""
+        return self.clock.now()
+
+    def queue_call(self, action: str, payload: dict[str, Any]) -> None:
+        """Send a CALL of the station's own once the ones before it went out."""
+        self._queue.append(OutgoingCall(action, lambda: payload))
+
+    def apply_charging_limits(self, report: bool = True, since: float | None = None) -> None:
+        """Make every charging EVSE draw at most the limit in force, from ``since`` (a
+        schedule period's start) or now; 2.0.1 reports a change of power at once
+        (ChargingRateChanged) unless ``report`` is False."""
+        now = self.clock.now()
+        wall = self.now_wall()
+        due: list[float] = []
+        for evse in self.evses.values():
+            transaction, physics = evse.transaction, evse.physics
+            if transaction is None or physics is None or transaction.stopping:
+                continue
+            running = ActiveTransaction(transaction.local_id, transaction.started_at)
+            limit = self.smart_charging.limit_w(evse.id, wall, running)
+            rated = self.charger.rated_power_w
+            limit = rated if limit is None else min(limit, rated)
+            if limit != physics.charger_limit_w:
+                before = physics.power_w
+                physics.set_limit(limit, min(now, since if since is not None else now))
+                physics.advance(now)
+                if report and not self.is16 and physics.power_w != before:
+                    self._meter_update(evse, "ChargingRateChanged")
+            following = self.smart_charging.next_change(evse.id, wall, running)
+            if following is not None:
+                due.append(now + (following - wall))  # the station's clock from the CSMS's
+        self._limits_due = min(due) if due else None
+
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
         if self.listener is not None:
             self.listener(kind, detail)
@@ -756,8 +819,13 @@ def _status_16(status: str) -> str:
 
 def _request_start_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     ok = station._remote_start(
-        payload["idToken"]["idToken"], payload.get("evseId"), payload["remoteStartId"]
+        payload["idToken"]["idToken"],
+        payload.get("evseId"),
+        payload["remoteStartId"],
+        payload.get("chargingProfile"),
     )
+    if isinstance(ok, dict):
+        return {"status": "Rejected", "statusInfo": ok}
     return {"status": "Accepted" if ok else "Rejected"}
 
 
@@ -853,8 +921,10 @@ _HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = 
 
 
 def _remote_start_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    ok = station._remote_start(payload["idTag"], payload.get("connectorId"), None)
-    return {"status": "Accepted" if ok else "Rejected"}
+    ok = station._remote_start(
+        payload["idTag"], payload.get("connectorId"), None, payload.get("chargingProfile")
+    )
+    return {"status": "Accepted" if ok is True else "Rejected"}
 
 
 def _remote_stop_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
