@@ -564,6 +564,8 @@ def test_v201_charging_profile(profile: tuple[dict[str, Any], dict[str, Any]], e
     assert (
         payload["chargingProfile"]["chargingSchedule"][0]["chargingRateUnit"] == args["rate_unit"]
     )
+    raw = payload["chargingProfile"]
+    check(OCPP201, v201.request_start_transaction(1, v201.id_token("t"), evse or None, raw))
 
 
 @no_deadline
