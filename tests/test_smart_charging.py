@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection
 
 from loadgen import fleet as fleets
-from loadgen.physics import EV, FakeClock
+from loadgen.physics import EV, FakeClock, ScaledClock
 from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas, v16, v201
+from loadgen.runner import StationRunner
 from loadgen.smart_charging import (
     STATION_MAX,
     TX,
@@ -20,6 +22,7 @@ from loadgen.smart_charging import (
     SmartCharging,
 )
 from loadgen.station import Station, StationConfig
+from tests.fake_csms import FakeCsms, csms_call, wait_for
 from tests.station_driver import MemoryCsms, drive, run_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]  # rated 100 kW
@@ -386,3 +389,49 @@ def test_a_remote_start_honours_its_tx_profile(version: Version) -> None:
         assert reply["statusInfo"]["reasonCode"] == "InvalidProfile"
     assert reply["status"] == "Rejected"
     assert station.evses[1].transaction is None
+
+
+# -- over real sockets -----------------------------------------------------------------------
+
+
+def test_a_csms_limits_a_station_over_the_wire() -> None:
+    """SetChargingProfile from a CSMS on a real socket: the reply, then ~7 kW in the next
+    meter values; GetChargingProfiles is answered and followed by ReportChargingProfiles."""
+
+    async def friendly(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+        reply = {"currentTime": "2026-01-01T00:00:00.000Z", "interval": 300, "status": "Accepted"}
+        await csms.answer(ws, call, reply if call[2] == "BootNotification" else {})
+
+    def calls(csms: FakeCsms, action: str) -> list[dict[str, Any]]:
+        return [f[3] for f in csms.frames() if f[0] == 2 and f[2] == action]
+
+    def reply_to(csms: FakeCsms, message_id: str) -> Any:
+        return next((f for f in csms.frames() if f[0] in (3, 4) and f[1] == message_id), None)
+
+    clock = ScaledClock(20)  # a meter value every 0.1 s
+    station = Station(CHARGER, OCPP201, clock, StationConfig(meter_interval=2))
+    with FakeCsms(friendly) as csms:
+        runner = StationRunner(station, csms.url.rsplit("/", 1)[0], clock=clock, validate=True)
+        runner.start()
+        try:
+            wait_for(lambda: station.accepted)
+            station.start_session(1, "tok", EV(**EV_150KW))
+            runner.wake()
+            wait_for(lambda: len(calls(csms, "TransactionEvent")) >= 2)
+            tx_profile = v201.charging_profile(1, 0, TX, [(0, 7_000)], kind="Relative")
+            _, request = v201.set_charging_profile(1, tx_profile)
+            csms.push(csms_call("set-1", "SetChargingProfile", request))
+            assert wait_for(lambda: reply_to(csms, "set-1")) == [3, "set-1", {"status": "Accepted"}]
+            sent_before = len(calls(csms, "TransactionEvent"))
+            wait_for(lambda: len(calls(csms, "TransactionEvent")) >= sent_before + 2)
+            after = calls(csms, "TransactionEvent")[sent_before:]
+            _, power, _ = after[-1]["meterValue"][0]["sampledValue"]
+            assert power["measurand"] == "Power.Active.Import" and power["value"] == 7_000
+            _, request = v201.get_charging_profiles(42, 1)
+            csms.push(csms_call("get-1", "GetChargingProfiles", request))
+            assert wait_for(lambda: reply_to(csms, "get-1"))[2] == {"status": "Accepted"}
+            (report,) = wait_for(lambda: calls(csms, "ReportChargingProfiles"))
+            assert report["requestId"] == 42 and report["chargingProfile"][0]["id"] == 1
+        finally:
+            station.stop_session(1)
+            runner.stop(timeout=5)
