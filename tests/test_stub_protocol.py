@@ -71,6 +71,9 @@ async def test_every_201_handler_answers_a_valid_call_result(
         ),
         v201.security_event_notification("StartupOfTheDevice", now, "power on"),
         v201.firmware_status_notification("Installed", 3),
+        v201.report_charging_profiles(
+            5, 0, [v201.charging_profile(1, 0, "ChargingStationMaxProfile", [(0, 50_000.0)])],
+        ),
         v201.data_transfer("com.example.vendor", "Ping", {"seq": 1}),
         v201.transaction_event(
             "Ended", "tx-201-a", 2, now + 120, "StopAuthorized", stopped_reason="Local",
@@ -100,6 +103,7 @@ async def test_every_201_handler_answers_a_valid_call_result(
         "NotifyEvent",
         "SecurityEventNotification",
         "FirmwareStatusNotification",
+        "ReportChargingProfiles",
     ):
         assert replies[action] == [{}]
 

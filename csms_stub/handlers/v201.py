@@ -108,5 +108,7 @@ HANDLERS = {
     "NotifyEvent": _logged("NotifyEvent"),
     "SecurityEventNotification": _logged("SecurityEventNotification"),
     "FirmwareStatusNotification": _logged("FirmwareStatusNotification"),
+    # what a station holds, after the CSMS's GetChargingProfiles
+    "ReportChargingProfiles": _logged("ReportChargingProfiles"),
     "DataTransfer": data_transfer,
 }
