@@ -780,8 +780,14 @@ class Station:
                     self._meter_update(evse, "ChargingRateChanged")
             following = self.smart_charging.next_change(evse.id, wall, running)
             if following is not None:
-                due.append(now + (following - wall))  # the station's clock from the CSMS's
+                due.append(self._clock_from_wall(following))
         self._limits_due = min(due) if due else None
+
+    def _clock_from_wall(self, wall: float) -> float:
+        """A moment on the CSMS's clock (:meth:`now_wall`) as one on the station's clock,
+        which its timers (:meth:`next_deadline`) run on. The same clock for now; a station
+        whose clock runs ``time_scale`` times faster would multiply the wait."""
+        return self.clock.now() + (wall - self.now_wall())
 
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
         if self.listener is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection
 
 from loadgen import fleet as fleets
@@ -132,6 +134,51 @@ def test_composite_schedule_is_the_minimum_over_time() -> None:
     assert periods == [(0, 7_000), (600, 20_000), (1800, 5_000)]
     # nothing in force: the EVSE's rating
     assert SmartCharging([1]).composite(1, T0, 60, rated_w=100_000) == [(0, 100_000)]
+
+
+@st.composite
+def profile_sets(draw: st.DrawFn) -> list[ChargingProfile]:
+    """A few profiles of every purpose and kind, installable on EVSE 1 of a station."""
+    found = []
+    for n in range(draw(st.integers(1, 5))):
+        purpose = draw(st.sampled_from([STATION_MAX, TX_DEFAULT, TX]))
+        kind = draw(st.sampled_from(["Absolute", "Relative", "Recurring"]))
+        offsets = sorted(set(draw(st.lists(st.integers(1, 4 * 3600), max_size=3))))
+        found.append(
+            profile(
+                n + 1,
+                purpose,
+                [(o, draw(st.integers(0, 200)) * 500) for o in [0, *offsets]],
+                stack_level=n,  # distinct: no duplicates to refuse
+                evse_id=0 if purpose == STATION_MAX else 1,
+                kind=kind,
+                recurrency="Daily" if kind == "Recurring" else None,
+                start_schedule=T0 + draw(st.integers(-86_400, 3600)),
+                duration=draw(st.none() | st.integers(60, 6 * 3600)),
+                valid_from=draw(st.none() | st.integers(-3600, 3600).map(lambda d: T0 + d)),
+                valid_to=draw(st.none() | st.integers(3600 * 2, 3600 * 30).map(lambda d: T0 + d)),
+            )
+        )
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(profiles=profile_sets(), moments=st.lists(st.integers(0, 8 * 3600 - 1), max_size=20))
+def test_the_composite_schedule_is_the_limit_at_every_moment(
+    profiles: list[ChargingProfile], moments: list[int]
+) -> None:
+    smart = SmartCharging([1])
+    transaction = ActiveTransaction("tx", T0 - 120)
+    for candidate in profiles:
+        smart.install(candidate, transaction, T0 - 600)
+    periods = smart.composite(1, T0, 8 * 3600, rated_w=50_000, transaction=transaction)
+    assert periods[0][0] == 0
+    assert [start for start, _ in periods] == sorted({start for start, _ in periods})
+    for moment in moments:
+        in_force = smart.limit_w(1, T0 + moment, transaction)
+        expected = 50_000 if in_force is None else min(in_force, 50_000)
+        scheduled = [limit for start, limit in periods if start <= moment][-1]
+        assert scheduled == expected, (moment, periods)
 
 
 @pytest.mark.parametrize(
