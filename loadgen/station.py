@@ -163,8 +163,8 @@ class Station:
         self._next_heartbeat: float | None = None
         self._next_replay: float = 0.0
         self._configuration: dict[str, str] = {}
-        #: the charging profiles the CSMS set (1.6 replaces one at the same stack level)
-        self.smart_charging = SmartCharging(self.evses, replace_same_stack_level=self.is16)
+        # the charging profiles, made when the CSMS first asks (~400 bytes a station saved)
+        self._smart_charging: SmartCharging | None = None
         self._limits_due: float | None = None  # when a schedule period next begins or ends
 
     # -- runtime: connection -------------------------------------------------------------
@@ -748,6 +748,13 @@ class Station:
 
     # -- smart charging (loadgen.smart_charging) -----------------------------------------
 
+    @property
+    def smart_charging(self) -> SmartCharging:
+        """The charging profiles the CSMS set (1.6 replaces one at the same stack level)."""
+        if self._smart_charging is None:
+            self._smart_charging = SmartCharging(self.evses, replace_same_stack_level=self.is16)
+        return self._smart_charging
+
     def now_wall(self) -> float:
         """The CSMS's clock, which charging profiles' times are on: the one place that
         says which clock that is."""
@@ -761,6 +768,8 @@ class Station:
         """Make every charging EVSE draw at most the limit in force, from ``since`` (a
         schedule period's start) or now; 2.0.1 reports a change of power at once
         (ChargingRateChanged) unless ``report`` is False."""
+        if self._smart_charging is None:
+            return  # no profile ever: every EVSE at its rating, as ChargingPhysics starts
         now = self.clock.now()
         wall = self.now_wall()
         due: list[float] = []
