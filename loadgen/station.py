@@ -789,7 +789,8 @@ class Station:
                     self._meter_update(evse, "ChargingRateChanged")
             following = self.smart_charging.next_change(evse.id, wall, running)
             if following is not None:
-                due.append(self._clock_from_wall(following))
+                # a period in the year 9999 is no timer to set: look again in a day
+                due.append(self._clock_from_wall(min(following, wall + 86_400.0)))
         self._limits_due = min(due) if due else None
 
     def _clock_from_wall(self, wall: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection
 
@@ -482,3 +482,113 @@ def test_a_csms_limits_a_station_over_the_wire() -> None:
         finally:
             station.stop_session(1)
             runner.stop(timeout=5)
+
+
+# -- whatever a CSMS sends -------------------------------------------------------------------
+
+DATES = st.none() | st.sampled_from(
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999Z",
+        iso_timestamp(T0),
+        iso_timestamp(T0 + 90),
+        "2026-05-28T20:26:40+14:00",
+    ]
+)
+ANY_INT = st.integers(-(2**31), 2**31 - 1)
+
+
+@st.composite
+def absurd_profiles(draw: st.DrawFn) -> dict[str, Any]:
+    """A 2.0.1 ChargingProfileType, schema-valid in form but with any values in it."""
+    periods = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "startPeriod": st.integers(-10, 10) | ANY_INT,
+                    "limit": st.floats(allow_nan=False, allow_infinity=False)
+                    | st.integers(0, 50_000),
+                },
+                optional={"numberPhases": st.integers(-1, 5)},
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    if draw(st.integers(0, 4)):  # mostly a schedule a charger takes, to reach the physics
+        start = 0
+        for period in periods:
+            period["startPeriod"], period["limit"] = start, abs(period["limit"])
+            start += draw(st.sampled_from([30, 60, 3600, 2**20]))
+    schedule = {"id": draw(ANY_INT), "chargingRateUnit": draw(st.sampled_from("WA"))}
+    schedule["chargingSchedulePeriod"] = periods
+    if (start := draw(DATES)) is not None:
+        schedule["startSchedule"] = start
+    if (duration := draw(st.none() | st.integers(-10, 10**6) | ANY_INT)) is not None:
+        schedule["duration"] = duration
+    found: dict[str, Any] = {
+        "id": draw(ANY_INT),
+        "stackLevel": draw(st.integers(-1, 3) | st.integers(0, 2**31 - 1)),
+        "chargingProfilePurpose": draw(st.sampled_from([STATION_MAX, TX_DEFAULT, TX])),
+        "chargingProfileKind": draw(st.sampled_from(["Absolute", "Relative", "Recurring"])),
+        "chargingSchedule": [schedule],
+    }
+    for key, value in (
+        ("recurrencyKind", draw(st.none() | st.sampled_from(["Daily", "Weekly"]))),
+        ("validFrom", draw(DATES)),
+        ("validTo", draw(DATES)),
+        ("transactionId", draw(st.none() | st.just("nope"))),
+    ):
+        if value is not None:
+            found[key] = value
+    return found
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    version=st.sampled_from([OCPP201, OCPP16]),
+    raw=st.lists(absurd_profiles(), min_size=1, max_size=4),
+    evse_ids=st.lists(st.sampled_from([0, 1, 0, 1, 2, -1]), min_size=4, max_size=4),
+)
+def test_any_profile_gets_a_valid_answer_and_the_station_charges_on(
+    version: Version, raw: list[dict[str, Any]], evse_ids: list[int]
+) -> None:
+    station, csms, clock = make(version)
+    station.start_session(1, "tok", EV(**EV_150KW))
+    for candidate, evse_id in zip(raw, evse_ids, strict=False):
+        if version is OCPP16:
+            schedule = candidate["chargingSchedule"][0]
+            profile_16 = v16.charging_profile(
+                candidate["id"],
+                candidate["stackLevel"],
+                candidate["chargingProfilePurpose"],
+                [(p["startPeriod"], p["limit"]) for p in schedule["chargingSchedulePeriod"]],
+                kind=candidate["chargingProfileKind"],
+                rate_unit=schedule["chargingRateUnit"],
+                start_schedule=schedule.get("startSchedule"),
+                duration=schedule.get("duration"),
+                recurrency=candidate.get("recurrencyKind"),
+                valid_from=candidate.get("validFrom"),
+                valid_to=candidate.get("validTo"),
+            )
+            request = v16.set_charging_profile(evse_id, profile_16)
+        else:
+            request = v201.set_charging_profile(evse_id, candidate)
+        try:
+            schemas.validate(version, *request)
+        except schemas.PayloadError:
+            continue  # the link answers it with a CALLERROR before the station sees it
+        status = ask(station, request)["status"]
+        event(status)
+        assert status in ("Accepted", "Rejected")
+    for evse_id in (0, 1):
+        if version is OCPP16:
+            ask(station, v16.get_composite_schedule(evse_id, 7 * 86_400))
+        else:
+            ask(station, v201.get_composite_schedule(7 * 86_400, evse_id))
+            ask(station, v201.get_charging_profiles(1, evse_id))
+    run_for(station, csms, clock, 600)  # every message valid (MemoryCsms checks)
+    limit = station.evses[1].physics.charger_limit_w
+    assert 0 <= limit <= CHARGER.rated_power_w
+    assert station.next_deadline() is not None
+    assert station.next_deadline() <= clock.now() + 86_400
