@@ -91,30 +91,41 @@ def _composite_periods(
 
 
 def remote_start_profile(
-    station: Station, profile: dict[str, Any] | None, evse_id: int | None
-) -> ChargingProfile | ProfileRejected | None:
-    """Read the chargingProfile of a remote start before the transaction starts: a
-    profile to install once it has, a reason to reject the remote start, or None."""
-    if profile is None:
+    station: Station, request: dict[str, Any]
+) -> ChargingProfile | dict[str, Any] | None:
+    """Read the chargingProfile of a RequestStartTransaction (RemoteStartTransaction)
+    before the transaction starts: a profile to install once it has, None if there is
+    none, or the Rejected answer to the remote start (only a TxProfile may come with it)."""
+    raw = request.get("chargingProfile")
+    if raw is None:
         return None
     try:
         if station.is16:
-            parsed = v16.charging_profile_from(profile, evse_id or 0)
+            profile = v16.charging_profile_from(raw, 0)
         else:
-            parsed = v201.charging_profile_from(profile, evse_id or 0)
-        if parsed.purpose != TX:
+            profile = v201.charging_profile_from(raw, 0)
+        if profile.purpose != TX:
             raise ProfileRejected("InvalidProfile", "a remote start takes a TxProfile")
-        if parsed.transaction_id is not None:
+        if profile.transaction_id is not None:
             raise ProfileRejected("InvalidProfile", "the transaction has no id yet")
-        check(parsed)
+        check(profile)
     except ProfileRejected as exc:
-        return exc
-    return parsed
+        return _rejected(exc, with_info=not station.is16)
+    return profile
 
 
-def adopt_remote_start_profile(station: Station, profile: ChargingProfile, evse_id: int) -> None:
-    """Bind a remote start's TxProfile to the transaction that started on ``evse_id``."""
-    profile.evse_id = evse_id
+def adopt_remote_start_profile(
+    station: Station, profile: ChargingProfile, request: dict[str, Any]
+) -> None:
+    """Bind a remote start's TxProfile to the transaction the start began: 2.0.1's by its
+    remoteStartId, 1.6's by its idTag (the latest)."""
+    if station.is16:
+        mine = [t for t in station.transactions if t.token == request["idTag"]]
+    else:
+        mine = [t for t in station.transactions if t.remote_start_id == request["remoteStartId"]]
+    if not mine:
+        return  # the transaction did not start (yet): nothing to limit
+    profile.evse_id = max(mine, key=lambda t: t.started_at).evse_id
     # checked before the start; nothing else can make it fail on a new transaction
     with contextlib.suppress(ProfileRejected):
         _install(station, profile)

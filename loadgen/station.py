@@ -623,24 +623,11 @@ class Station:
         self._emit("csms_call", {"action": action, "payload": payload})
         return handler(self, payload)
 
-    def _remote_start(
-        self,
-        token: str,
-        evse_id: int | None,
-        remote_start_id: int | None,
-        charging_profile: dict[str, Any] | None = None,
-    ) -> bool | dict[str, str]:
-        """True if a transaction started; False, or a 2.0.1 statusInfo, if not."""
-        profile = smart_charging_station.remote_start_profile(self, charging_profile, evse_id)
-        if isinstance(profile, Exception):
-            return profile.status_info()
+    def _remote_start(self, token: str, evse_id: int | None, remote_start_id: int | None) -> bool:
         evse = self.evses.get(evse_id) if evse_id else self.free_evse()
         if evse is None or evse.transaction is not None or not evse.operative:
             return False
-        started = self.start_session(evse.id, token, remote_start_id=remote_start_id) is not None
-        if started and profile is not None:
-            smart_charging_station.adopt_remote_start_profile(self, profile, evse.id)
-        return started
+        return self.start_session(evse.id, token, remote_start_id=remote_start_id) is not None
 
     def _reset(self, immediate: bool, reason_16: str) -> None:
         for evse in self.evses.values():
@@ -834,14 +821,14 @@ def _status_16(status: str) -> str:
 
 
 def _request_start_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    profile = smart_charging_station.remote_start_profile(station, payload)
+    if isinstance(profile, dict):
+        return profile  # Rejected, with the reason
     ok = station._remote_start(
-        payload["idToken"]["idToken"],
-        payload.get("evseId"),
-        payload["remoteStartId"],
-        payload.get("chargingProfile"),
+        payload["idToken"]["idToken"], payload.get("evseId"), payload["remoteStartId"]
     )
-    if isinstance(ok, dict):
-        return {"status": "Rejected", "statusInfo": ok}
+    if ok and profile is not None:
+        smart_charging_station.adopt_remote_start_profile(station, profile, payload)
     return {"status": "Accepted" if ok else "Rejected"}
 
 
@@ -937,10 +924,13 @@ _HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = 
 
 
 def _remote_start_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    ok = station._remote_start(
-        payload["idTag"], payload.get("connectorId"), None, payload.get("chargingProfile")
-    )
-    return {"status": "Accepted" if ok is True else "Rejected"}
+    profile = smart_charging_station.remote_start_profile(station, payload)
+    if isinstance(profile, dict):
+        return profile
+    ok = station._remote_start(payload["idTag"], payload.get("connectorId"), None)
+    if ok and profile is not None:
+        smart_charging_station.adopt_remote_start_profile(station, profile, payload)
+    return {"status": "Accepted" if ok else "Rejected"}
 
 
 def _remote_stop_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
