@@ -52,6 +52,8 @@ _RECURRENCE_S = {"Daily": 86_400.0, "Weekly": 7 * 86_400.0}
 # Schedule boundaries land on the clock exactly; floats (millisecond startSchedules, large
 # epochs) may not: treat anything this close as on the boundary.
 _EPSILON_S = 1e-6
+#: the most profiles a station holds (1.6 MaxChargingProfilesInstalled); more are Rejected
+MAX_PROFILES = 64
 # a composite schedule longer than this many periods is cut (a week of 5-minute periods)
 _MAX_COMPOSITE_PERIODS = 2016
 
@@ -222,6 +224,8 @@ class SmartCharging:
             )
         replaced = {p.id for p in same_level} if self.replace_same_stack_level else set()
         replaced.add(profile.id)
+        if sum(p.id not in replaced for p in self.profiles) >= MAX_PROFILES:
+            raise ProfileRejected("TooManyProfiles", f"{MAX_PROFILES} profiles are installed")
         self.profiles = [p for p in self.profiles if p.id not in replaced]
         profile.installed_at = now
         self.profiles.append(profile)
@@ -257,7 +261,7 @@ class SmartCharging:
             gone = self.select(ids=[profile_id])
         else:
             gone = self.select(evse_id, purpose, stack_level)
-        self.profiles = [p for p in self.profiles if p not in gone]
+        self.profiles = [p for p in self.profiles if all(p is not g for g in gone)]
         return len(gone)
 
     def forget_transactions_but(self, running: Iterable[str]) -> None:

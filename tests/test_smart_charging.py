@@ -14,6 +14,7 @@ from loadgen.physics import EV, FakeClock, ScaledClock
 from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas, v16, v201
 from loadgen.runner import StationRunner
 from loadgen.smart_charging import (
+    MAX_PROFILES,
     STATION_MAX,
     TX,
     TX_DEFAULT,
@@ -217,6 +218,16 @@ def test_same_purpose_and_stack_level_is_a_duplicate_in_201_and_replaces_in_16()
         strict.install(profile(2, TX_DEFAULT, [(0, 9_000)]), None, T0)
     lenient.install(profile(2, TX_DEFAULT, [(0, 9_000)]), None, T0)
     assert [p.id for p in strict.profiles] == [1] and [p.id for p in lenient.profiles] == [2]
+
+
+def test_a_station_holds_a_bounded_number_of_profiles() -> None:
+    smart = SmartCharging([1])
+    for n in range(MAX_PROFILES):
+        smart.install(profile(n, TX_DEFAULT, [(0, 7_000)], stack_level=n), None, T0)
+    with pytest.raises(ProfileRejected, match="TooManyProfiles"):
+        smart.install(profile(999, TX_DEFAULT, [(0, 7_000)], stack_level=999), None, T0)
+    smart.install(profile(3, TX_DEFAULT, [(0, 1_000)], stack_level=3), None, T0)  # a replacement
+    assert len(smart.profiles) == MAX_PROFILES
 
 
 # -- a station following the limits, against an in-memory CSMS ----------------------------
