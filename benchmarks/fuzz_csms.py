@@ -85,6 +85,55 @@ ABSURD_CALLS: list[tuple[str, dict[str, Any]]] = [
         {"idToken": {"idToken": "\u0000" * 36, "type": "Central"}, "remoteStartId": -(2**31)},
     ),
     ("RequestStopTransaction", {"transactionId": "\u0000" * 36}),
+    (
+        "SetChargingProfile",
+        {
+            "evseId": 0,
+            "chargingProfile": {
+                "id": -(2**31),
+                "stackLevel": 2**31 - 1,
+                "chargingProfilePurpose": "ChargingStationMaxProfile",
+                "chargingProfileKind": "Recurring",
+                "recurrencyKind": "Weekly",
+                "validTo": "9999-12-31T23:59:59Z",
+                "chargingSchedule": [
+                    {
+                        "id": 0,
+                        "startSchedule": "0001-01-01T00:00:00Z",
+                        "chargingRateUnit": "A",
+                        "chargingSchedulePeriod": [
+                            {"startPeriod": 0, "limit": 1e308, "numberPhases": 3},
+                            {"startPeriod": 2**31 - 1, "limit": 0},
+                        ],
+                    }
+                ],
+            },
+        },
+    ),
+    (
+        "SetChargingProfile",
+        {
+            "evseId": 1,
+            "chargingProfile": {
+                "id": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxProfile",
+                "chargingProfileKind": "Relative",
+                "transactionId": "\u0000" * 36,
+                "chargingSchedule": [
+                    {
+                        "id": 1,
+                        "chargingRateUnit": "W",
+                        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": -1}],
+                    }
+                ],
+            },
+        },
+    ),
+    ("GetCompositeSchedule", {"duration": 2**31 - 1, "evseId": 0, "chargingRateUnit": "A"}),
+    ("GetCompositeSchedule", {"duration": -1, "evseId": 2**31}),
+    ("GetChargingProfiles", {"requestId": -1, "chargingProfile": {"stackLevel": -1}}),
+    ("ClearChargingProfile", {"chargingProfileCriteria": {"evseId": 2**31}}),
     ("Reset", {"type": "Immediate"}),
     ("Reset", {"type": "OnIdle", "evseId": 2**31}),
     ("ChangeAvailability", {"operationalStatus": "Inoperative", "evse": {"id": 2**31}}),

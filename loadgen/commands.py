@@ -78,9 +78,7 @@ class CommandState:
 def due(station: Station, when: str) -> float:
     """A CSMS's dateTime, which is wall-clock time, as a time on the station's clock (they
     differ under ``--time-scale``; a test's fake clock takes it as it is)."""
-    wall = parse_timestamp(when).timestamp()
-    from_wall = getattr(station.clock, "from_wall", None)
-    return from_wall(wall) if from_wall is not None else wall
+    return station.clock_from_wall(parse_timestamp(when).timestamp())
 
 
 # -- reports (2.0.1) ---------------------------------------------------------------------

@@ -155,6 +155,13 @@ class ChargingPhysics:
             return 0.0
         return max(0.0, min(self.charger_limit_w, self.ev.acceptance_w()))
 
+    def set_limit(self, limit_w: float, at: float) -> None:
+        """Change the charger's limit from ``at`` on (a charging profile's limit in force):
+        the energy before ``at`` is integrated at the old one."""
+        self.advance(at)
+        self.charger_limit_w = limit_w
+        self.power_w = self._power()
+
     def advance(self, now: float) -> float:
         """Integrate up to ``now``; returns the Wh delivered since the last call."""
         delivered = 0.0

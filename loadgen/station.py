@@ -36,11 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen import backoff, commands, device_model, seqnos
+from loadgen import backoff, commands, device_model, seqnos, smart_charging_station
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
 from loadgen.protocols import OCPP16, Version, v16, v201
+from loadgen.smart_charging import SmartCharging
 
 #: what a station answers when the CSMS asks for something it does not do
 NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
@@ -221,6 +222,9 @@ class Station:
         if self._device_model is None:
             self._device_model = device_model.build(self)
         return self._device_model
+        # the charging profiles, made when the CSMS first asks (~400 bytes a station saved)
+        self._smart_charging: SmartCharging | None = None
+        self._limits_due: float | None = None  # when a schedule period next begins or ends
 
     # -- runtime: connection -------------------------------------------------------------
 
@@ -332,12 +336,16 @@ class Station:
             deadlines.append(self._next_replay)
         if self._timers:
             deadlines.append(self._timers[0][0])
+        if self._limits_due is not None:
+            deadlines.append(self._limits_due)
         return min(deadlines) if deadlines else None
 
     def tick(self) -> None:
         now = self.clock.now()
         while self._timers and self._timers[0][0] <= now:
             heapq.heappop(self._timers)[2]()
+        if self._limits_due is not None and now >= self._limits_due:
+            self.apply_charging_limits(since=self._limits_due)
         if self.accepted and self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             if not any(call.action == "Heartbeat" for call in self._queue):
@@ -489,8 +497,10 @@ class Station:
         transaction.started_at = now
         transaction.start_wh = evse.register.wh
         transaction.next_meter_at = now + self.meter_interval
+        transaction.started_stamp = self.wall_clock.now()  # what the CSMS is told
         evse.transaction = transaction
         evse.physics = ChargingPhysics(ev, evse.register, self.charger.rated_power_w, now)
+        self.apply_charging_limits(report=False)  # a TxDefaultProfile applies from the start
         self._queue_transaction_start(evse, transaction)
         if self.is16:
             self._set_status(evse, "Charging")
@@ -621,8 +631,8 @@ class Station:
         return evse.register.wh, physics.power_w, soc
 
     def _queue_transaction_start(self, evse: Evse, transaction: Transaction) -> None:
-        now = self.wall_clock.now()
-        transaction.started_stamp = now
+        now = transaction.started_stamp
+        assert now is not None  # set by _begin
         energy, power, soc = self._readings(evse, "Transaction.Begin")
         if self.is16:
             _, payload = v16.start_transaction(evse.id, transaction.token, round(energy), now)
@@ -690,6 +700,8 @@ class Station:
         now = self.wall_clock.now()
         energy, power, soc = self._readings(evse, None)
         state = "Charging" if power > 0 else "SuspendedEV"
+        if power <= 0 < evse.physics.ev.acceptance_w():
+            state = "SuspendedEVSE"  # a charging profile's limit of 0
         if state != transaction.charging_state:
             transaction.charging_state = state
             trigger = "ChargingStateChanged"
@@ -975,6 +987,62 @@ class Station:
         self.retry_backoff = dataclasses.replace(self.retry_backoff, **{field_name: value})
         return "Accepted"
 
+    # -- smart charging (loadgen.smart_charging) -----------------------------------------
+
+    @property
+    def smart_charging(self) -> SmartCharging:
+        """The charging profiles the CSMS set (1.6 replaces one at the same stack level)."""
+        if self._smart_charging is None:
+            self._smart_charging = SmartCharging(self.evses, replace_same_stack_level=self.is16)
+        return self._smart_charging
+
+    def now_wall(self) -> float:
+        """The CSMS's clock (real time), which charging profiles' and every CSMS dateTime
+        are on."""
+        return self.wall_clock.now()
+
+    def queue_call(self, action: str, payload: dict[str, Any]) -> None:
+        """Send a CALL of the station's own once the ones before it went out."""
+        self._queue.append(OutgoingCall(action, lambda: payload))
+
+    def apply_charging_limits(self, report: bool = True, since: float | None = None) -> None:
+        """Make every charging EVSE draw at most the limit in force, from ``since`` (a
+        schedule period's start) or now; 2.0.1 reports a change of power at once
+        (ChargingRateChanged) unless ``report`` is False."""
+        if self._smart_charging is None:
+            return  # no profile ever: every EVSE at its rating, as ChargingPhysics starts
+        now = self.clock.now()
+        wall = self.now_wall()
+        due: list[float] = []
+        for evse in self.evses.values():
+            transaction, physics = evse.transaction, evse.physics
+            if transaction is None or physics is None or transaction.stopping:
+                continue
+            running = smart_charging_station.active_transaction(transaction)
+            limit = self.smart_charging.limit_w(evse.id, wall, running)
+            rated = self.charger.rated_power_w
+            limit = rated if limit is None else min(limit, rated)
+            if limit != physics.charger_limit_w:
+                before = physics.power_w
+                physics.set_limit(limit, min(now, since if since is not None else now))
+                physics.advance(now)
+                if report and not self.is16 and physics.power_w != before:
+                    self._meter_update(evse, "ChargingRateChanged")
+            following = self.smart_charging.next_change(evse.id, wall, running)
+            if following is not None:
+                # a period in the year 9999 is no timer to set: look again in a day
+                due.append(self.clock_from_wall(min(following, wall + 86_400.0)))
+        self._limits_due = min(due) if due else None
+
+    def clock_from_wall(self, wall: float) -> float:
+        """A moment on the CSMS's clock (:meth:`now_wall`) as one on the station's clock,
+        which its timers (:meth:`next_deadline`) run on: under ``--time-scale`` the wait
+        until a real moment is that many times longer on the station's clock."""
+        from_wall = getattr(self.clock, "from_wall", None)
+        if from_wall is not None:
+            return from_wall(wall)
+        return self.clock.now() + (wall - self.now_wall())  # a test's fake clocks
+
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
         if self.listener is not None:
             self.listener(kind, detail)
@@ -1010,11 +1078,16 @@ def _status_16(status: str) -> str:
 
 
 def _request_start_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    profile = smart_charging_station.remote_start_profile(station, payload)
+    if isinstance(profile, dict):
+        return profile  # Rejected, with the reason
     token = payload["idToken"]
     # the CSMS's token as it gave it: its type goes back in the TransactionEvent
     ok = station._remote_start(
         token["idToken"], payload.get("evseId"), payload["remoteStartId"], token["type"]
     )
+    if ok and profile is not None:
+        smart_charging_station.adopt_remote_start_profile(station, profile, payload)
     return {"status": "Accepted" if ok else "Rejected"}
 
 
@@ -1098,6 +1171,7 @@ def _data_transfer(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
 
 _HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
     **commands.HANDLERS_201,
+    **smart_charging_station.HANDLERS_201,
     "RequestStartTransaction": _request_start_201,
     "RequestStopTransaction": _request_stop_201,
     "Reset": _reset_201,
@@ -1112,7 +1186,12 @@ _HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = 
 
 
 def _remote_start_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    profile = smart_charging_station.remote_start_profile(station, payload)
+    if isinstance(profile, dict):
+        return profile
     ok = station._remote_start(payload["idTag"], payload.get("connectorId"), None)
+    if ok and profile is not None:
+        smart_charging_station.adopt_remote_start_profile(station, profile, payload)
     return {"status": "Accepted" if ok else "Rejected"}
 
 
@@ -1175,6 +1254,7 @@ def _unlock_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
 
 _HANDLERS_16: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
     **commands.HANDLERS_16,
+    **smart_charging_station.HANDLERS_16,
     "RemoteStartTransaction": _remote_start_16,
     "RemoteStopTransaction": _remote_stop_16,
     "Reset": _reset_16,

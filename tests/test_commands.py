@@ -17,7 +17,7 @@ from loadgen import fleet as fleets
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import FakeClock
 from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas
-from loadgen.station import _HANDLERS_16, _HANDLERS_201, Station, StationConfig
+from loadgen.station import Station, StationConfig
 from tests.station_driver import MemoryCsms, drive, run_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
@@ -70,13 +70,6 @@ STATION_TO_CSMS = {
         "StartTransaction", "StatusNotification", "StopTransaction",
     },
 }  # fmt: skip
-#: smart charging is another part's; skipped only while its handlers are not there yet
-SMART_CHARGING = {
-    "SetChargingProfile",
-    "GetChargingProfiles",
-    "ClearChargingProfile",
-    "GetCompositeSchedule",
-}
 
 
 def csms_actions(version: Version) -> list[str]:
@@ -129,9 +122,6 @@ def test_every_csms_action_gets_a_valid_answer(
 ) -> None:
     """No action a version defines for the CSMS gets NotImplemented; each reply, and what
     the station sends after it (reports, status notifications, a reboot's boot), validates."""
-    handlers = _HANDLERS_16 if version is OCPP16 else _HANDLERS_201
-    if action in SMART_CHARGING and action not in handlers:
-        pytest.skip("smart charging: another part adds these handlers")
     station, csms, clock = make(version, TWO_EVSES, report_items_per_message=4)
     station.start_session(2, "tokA")
     drive(station, csms)

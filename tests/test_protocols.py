@@ -599,6 +599,238 @@ def test_v16_remote_stop_transaction(transaction_id: int) -> None:
     }
 
 
+# -- smart charging ----------------------------------------------------------------------
+
+PURPOSES = ["ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile"]
+
+
+@st.composite
+def profiles(draw: st.DrawFn, version: Version) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments for ``charging_profile`` and what they should read back as."""
+    offsets = sorted(set(draw(st.lists(st.integers(1, 7 * 86_400), max_size=4))))
+    limits = draw(
+        st.lists(st.integers(0, 5_000_000), min_size=len(offsets) + 1, max_size=len(offsets) + 1)
+    )
+    kind = draw(st.sampled_from(["Absolute", "Recurring", "Relative"]))
+    args: dict[str, Any] = {
+        "profile_id": draw(st.integers(1, 2**31 - 1)),
+        "stack_level": draw(small_ints),
+        "purpose": draw(st.sampled_from(PURPOSES)),
+        "periods": [(o, n / 10) for o, n in zip([0, *offsets], limits, strict=True)],
+        "kind": kind,
+        "rate_unit": draw(st.sampled_from(["W", "A"])),
+        "start_schedule": draw(st.none() | epochs.map(round)),
+        "duration": draw(st.none() | st.integers(1, 10**7)),
+        "recurrency": draw(st.sampled_from(["Daily", "Weekly"])) if kind == "Recurring" else None,
+        "valid_from": draw(st.none() | epochs.map(round)),
+        "valid_to": draw(st.none() | epochs.map(round)),
+    }
+    if args["purpose"] == "TxProfile" and draw(st.booleans()):
+        args["transaction_id"] = draw(st.integers(1, 2**31 - 1))
+        if version is OCPP201:
+            args["transaction_id"] = f"tx-{args['transaction_id']}"
+    return args, {
+        "id": args["profile_id"],
+        "stack_level": args["stack_level"],
+        "purpose": args["purpose"],
+        "kind": kind,
+        "rate_unit": args["rate_unit"],
+        "start_schedule": args["start_schedule"],
+        "duration": args["duration"],
+        "valid_from": args["valid_from"],
+        "valid_to": args["valid_to"],
+        "recurrency": args["recurrency"],
+    }
+
+
+def _read_back(profile: Any, expected: dict[str, Any], args: dict[str, Any]) -> None:
+    for name, value in expected.items():
+        assert getattr(profile, name) == value, name
+    assert [(p.start, p.limit) for p in profile.periods] == [
+        (start, pytest.approx(limit)) for start, limit in args["periods"]
+    ]
+    transaction_id = args.get("transaction_id")
+    assert profile.transaction_id == (None if transaction_id is None else str(transaction_id))
+
+
+@no_deadline
+@given(profile=profiles(OCPP201), evse=small_ints)
+def test_v201_charging_profile(profile: tuple[dict[str, Any], dict[str, Any]], evse: int) -> None:
+    args, _ = profile
+    payload = check(OCPP201, v201.set_charging_profile(evse, v201.charging_profile(**args)))
+    assert payload["evseId"] == evse
+    assert (
+        payload["chargingProfile"]["chargingSchedule"][0]["chargingRateUnit"] == args["rate_unit"]
+    )
+    raw = payload["chargingProfile"]
+    check(OCPP201, v201.request_start_transaction(1, v201.id_token("t"), evse or None, raw))
+
+
+@no_deadline
+@given(profile=profiles(OCPP201), evse=small_ints)
+def test_v201_charging_profile_from(
+    profile: tuple[dict[str, Any], dict[str, Any]], evse: int
+) -> None:
+    args, expected = profile
+    raw = v201.charging_profile(**args)
+    parsed = v201.charging_profile_from(raw, evse)
+    _read_back(parsed, expected, args)
+    assert parsed.evse_id == evse and parsed.raw is raw
+
+
+def test_v201_set_charging_profile() -> None:
+    profile = v201.charging_profile(1, 0, "TxDefaultProfile", [(0, 7000.0)], kind="Relative")
+    assert check(OCPP201, v201.set_charging_profile(1, profile)) == {
+        "evseId": 1,
+        "chargingProfile": profile,
+    }
+
+
+@no_deadline
+@given(
+    request_id=st.integers(0, 2**31 - 1),
+    evse=st.none() | small_ints,
+    purpose=st.none() | st.sampled_from(PURPOSES),
+    stack_level=st.none() | small_ints,
+    ids=st.none() | st.lists(small_ints, min_size=1, max_size=3),
+)
+def test_v201_get_charging_profiles(
+    request_id: int,
+    evse: int | None,
+    purpose: str | None,
+    stack_level: int | None,
+    ids: list[int] | None,
+) -> None:
+    payload = check(
+        OCPP201, v201.get_charging_profiles(request_id, evse, purpose, stack_level, ids)
+    )
+    assert payload["requestId"] == request_id and ("evseId" in payload) == (evse is not None)
+
+
+@no_deadline
+@given(
+    profile_id=st.none() | small_ints,
+    evse=st.none() | small_ints,
+    purpose=st.none() | st.sampled_from(PURPOSES),
+    stack_level=st.none() | small_ints,
+)
+def test_v201_clear_charging_profile(
+    profile_id: int | None, evse: int | None, purpose: str | None, stack_level: int | None
+) -> None:
+    payload = check(OCPP201, v201.clear_charging_profile(profile_id, evse, purpose, stack_level))
+    assert payload.get("chargingProfileId") == profile_id
+    assert ("chargingProfileCriteria" in payload) == any(
+        v is not None for v in (evse, purpose, stack_level)
+    )
+
+
+@no_deadline
+@given(duration=st.integers(1, 10**6), evse=small_ints, unit=st.none() | st.sampled_from("WA"))
+def test_v201_get_composite_schedule(duration: int, evse: int, unit: str | None) -> None:
+    payload = check(OCPP201, v201.get_composite_schedule(duration, evse, unit))
+    assert payload.get("chargingRateUnit") == unit
+
+
+@no_deadline
+@given(profile=profiles(OCPP201), evse=small_ints, tbc=st.booleans())
+def test_v201_report_charging_profiles(
+    profile: tuple[dict[str, Any], dict[str, Any]], evse: int, tbc: bool
+) -> None:
+    raw = v201.charging_profile(**profile[0])
+    payload = check(OCPP201, v201.report_charging_profiles(7, evse, [raw], tbc=tbc))
+    assert payload["chargingProfile"] == [raw] and payload.get("tbc", False) == tbc
+
+
+@no_deadline
+@given(
+    evse=small_ints,
+    when=timestamps,
+    unit=st.sampled_from("WA"),
+    limits=st.lists(st.floats(0, 1e6), min_size=1, max_size=5),
+)
+def test_v201_composite_schedule(evse: int, when: Any, unit: str, limits: list[float]) -> None:
+    periods = [(60 * n, limit) for n, limit in enumerate(limits)]
+    schedule = v201.composite_schedule(evse, 3600, when, unit, periods)
+    reply = {"status": "Accepted", "schedule": schedule}
+    schemas.validate(OCPP201, "GetCompositeSchedule", reply, response=True)
+    assert [p["limit"] for p in schedule["chargingSchedulePeriod"]] == limits
+
+
+@no_deadline
+@given(profile=profiles(OCPP16), connector=small_ints)
+def test_v16_charging_profile(
+    profile: tuple[dict[str, Any], dict[str, Any]], connector: int
+) -> None:
+    args, _ = profile
+    raw = v16.charging_profile(**args)
+    payload = check(OCPP16, v16.set_charging_profile(connector, raw))
+    assert payload["connectorId"] == connector
+    if args["purpose"] == "ChargingStationMaxProfile":  # 1.6's words on the wire
+        assert raw["chargingProfilePurpose"] == "ChargePointMaxProfile"
+    check(OCPP16, v16.remote_start_transaction("tag", connector or None, raw))
+
+
+@no_deadline
+@given(profile=profiles(OCPP16), connector=small_ints)
+def test_v16_charging_profile_from(
+    profile: tuple[dict[str, Any], dict[str, Any]], connector: int
+) -> None:
+    args, expected = profile
+    parsed = v16.charging_profile_from(v16.charging_profile(**args), connector)
+    _read_back(parsed, expected, args)
+    assert parsed.evse_id == connector
+
+
+def test_v16_purpose_from_16() -> None:
+    assert v16.purpose_from_16("ChargePointMaxProfile") == "ChargingStationMaxProfile"
+    assert v16.purpose_from_16("TxProfile") == "TxProfile"
+
+
+def test_v16_set_charging_profile() -> None:
+    profile = v16.charging_profile(3, 1, "ChargingStationMaxProfile", [(0, 32.0)], rate_unit="A")
+    assert check(OCPP16, v16.set_charging_profile(0, profile))["connectorId"] == 0
+
+
+@no_deadline
+@given(
+    profile_id=st.none() | small_ints,
+    connector=st.none() | small_ints,
+    purpose=st.none() | st.sampled_from(PURPOSES),
+    stack_level=st.none() | small_ints,
+)
+def test_v16_clear_charging_profile(
+    profile_id: int | None, connector: int | None, purpose: str | None, stack_level: int | None
+) -> None:
+    payload = check(OCPP16, v16.clear_charging_profile(profile_id, connector, purpose, stack_level))
+    assert payload.get("id") == profile_id
+    assert payload.get("chargingProfilePurpose") in (
+        None,
+        *enum(OCPP16, "ClearChargingProfile", "chargingProfilePurpose"),
+    )
+
+
+@no_deadline
+@given(connector=small_ints, duration=st.integers(1, 10**6), unit=st.none() | st.sampled_from("WA"))
+def test_v16_get_composite_schedule(connector: int, duration: int, unit: str | None) -> None:
+    payload = check(OCPP16, v16.get_composite_schedule(connector, duration, unit))
+    assert payload["duration"] == duration
+
+
+@no_deadline
+@given(
+    connector=small_ints,
+    when=timestamps,
+    unit=st.sampled_from("WA"),
+    limits=st.lists(st.floats(0, 1e6), min_size=1, max_size=5),
+)
+def test_v16_composite_schedule(connector: int, when: Any, unit: str, limits: list[float]) -> None:
+    periods = [(60 * n, limit) for n, limit in enumerate(limits)]
+    reply = v16.composite_schedule(connector, 3600, when, unit, periods)
+    schemas.validate(OCPP16, "GetCompositeSchedule", reply, response=True)  # multiples of 0.1
+    sent = [p["limit"] for p in reply["chargingSchedule"]["chargingSchedulePeriod"]]
+    assert sent == [round(limit, 1) for limit in limits]  # the nearest multiple of 0.1
+
+
 def test_every_builder_is_covered() -> None:
     """A new builder must get a test here: compare the modules' public functions."""
     tested = set(globals())

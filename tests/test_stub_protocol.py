@@ -82,6 +82,9 @@ async def test_every_201_handler_answers_a_valid_call_result(
                  "message": {"format": "UTF8", "content": "hello"}}],
         ),
         v201.notify_customer_information(9, 0, now, "No data"),
+        v201.report_charging_profiles(
+            5, 0, [v201.charging_profile(1, 0, "ChargingStationMaxProfile", [(0, 50_000.0)])],
+        ),
         v201.data_transfer("com.example.vendor", "Ping", {"seq": 1}),
         v201.transaction_event(
             "Ended", "tx-201-a", 2, now + 120, "StopAuthorized", stopped_reason="Local",
@@ -116,6 +119,7 @@ async def test_every_201_handler_answers_a_valid_call_result(
         "NotifyMonitoringReport",
         "NotifyDisplayMessages",
         "NotifyCustomerInformation",
+        "ReportChargingProfiles",
     ):
         assert replies[action] == [{}]
 

@@ -119,5 +119,7 @@ HANDLERS = {
     "NotifyMonitoringReport": logged("NotifyMonitoringReport"),
     "NotifyDisplayMessages": logged("NotifyDisplayMessages"),
     "NotifyCustomerInformation": logged("NotifyCustomerInformation"),
+    # what a station holds, after the CSMS's GetChargingProfiles
+    "ReportChargingProfiles": logged("ReportChargingProfiles"),
     "DataTransfer": data_transfer,
 }

@@ -18,6 +18,7 @@ from loadgen.protocols import (
     compact,
     timestamp_text,
 )
+from loadgen.smart_charging import STATION_MAX, ChargingProfile, Period, parse_time
 
 VERSION = OCPP16
 
@@ -161,9 +162,145 @@ def data_transfer(
 # CSMS -> charge point
 
 
-def remote_start_transaction(id_tag: str, connector_id: int | None = None) -> Request:
-    return "RemoteStartTransaction", compact({"idTag": id_tag, "connectorId": connector_id})
+def remote_start_transaction(
+    id_tag: str, connector_id: int | None = None, charging_profile: dict[str, Any] | None = None
+) -> Request:
+    return "RemoteStartTransaction", compact(
+        {"idTag": id_tag, "connectorId": connector_id, "chargingProfile": charging_profile}
+    )
 
 
 def remote_stop_transaction(transaction_id: int) -> Request:
     return "RemoteStopTransaction", {"transactionId": transaction_id}
+
+
+# Smart charging (1.6 §3.13): CSMS -> charge point requests and parsing. 1.6 calls the
+# station-wide profile ChargePointMaxProfile; the station holds it as 2.0.1's
+# ChargingStationMaxProfile.
+
+_PURPOSE_16 = {"ChargePointMaxProfile": STATION_MAX}
+_PURPOSE_FROM_201 = {value: key for key, value in _PURPOSE_16.items()}
+
+
+def purpose_from_16(purpose: str) -> str:
+    """A 1.6 chargingProfilePurpose in 2.0.1's words."""
+    return _PURPOSE_16.get(purpose, purpose)
+
+
+def charging_profile(
+    profile_id: int,
+    stack_level: int,
+    purpose: str,
+    periods: list[tuple[int, float]],
+    *,
+    kind: str = "Absolute",
+    rate_unit: str = "W",
+    start_schedule: float | str | None = None,
+    duration: int | None = None,
+    recurrency: str | None = None,
+    valid_from: float | str | None = None,
+    valid_to: float | str | None = None,
+    transaction_id: int | None = None,
+) -> dict[str, Any]:
+    """A csChargingProfiles object; ``periods`` are ``(startPeriod, limit)`` pairs (1.6
+    limits are multiples of 0.1)."""
+    schedule = compact(
+        {
+            "duration": duration,
+            "startSchedule": None if start_schedule is None else timestamp_text(start_schedule),
+            "chargingRateUnit": rate_unit,
+            "chargingSchedulePeriod": [
+                {"startPeriod": start, "limit": round(limit, 1)} for start, limit in periods
+            ],
+        }
+    )
+    return compact(
+        {
+            "chargingProfileId": profile_id,
+            "transactionId": transaction_id,
+            "stackLevel": stack_level,
+            "chargingProfilePurpose": _PURPOSE_FROM_201.get(purpose, purpose),
+            "chargingProfileKind": kind,
+            "recurrencyKind": recurrency,
+            "validFrom": None if valid_from is None else timestamp_text(valid_from),
+            "validTo": None if valid_to is None else timestamp_text(valid_to),
+            "chargingSchedule": schedule,
+        }
+    )
+
+
+def charging_profile_from(profile: dict[str, Any], connector_id: int) -> ChargingProfile:
+    """A schema-valid csChargingProfiles as the station holds it; raises
+    :class:`~loadgen.smart_charging.ProfileRejected` for a bad dateTime."""
+    schedule = profile["chargingSchedule"]
+    transaction_id = profile.get("transactionId")
+    return ChargingProfile(
+        id=profile["chargingProfileId"],
+        stack_level=profile["stackLevel"],
+        purpose=purpose_from_16(profile["chargingProfilePurpose"]),
+        kind=profile["chargingProfileKind"],
+        rate_unit=schedule["chargingRateUnit"],
+        periods=[
+            Period(p["startPeriod"], float(p["limit"]), p.get("numberPhases"))
+            for p in schedule["chargingSchedulePeriod"]
+        ],
+        evse_id=connector_id,
+        recurrency=profile.get("recurrencyKind"),
+        valid_from=parse_time(profile.get("validFrom")),
+        valid_to=parse_time(profile.get("validTo")),
+        start_schedule=parse_time(schedule.get("startSchedule")),
+        duration=schedule.get("duration"),
+        transaction_id=None if transaction_id is None else str(transaction_id),
+        raw=profile,
+    )
+
+
+def set_charging_profile(connector_id: int, profile: dict[str, Any]) -> Request:
+    return "SetChargingProfile", {"connectorId": connector_id, "csChargingProfiles": profile}
+
+
+def clear_charging_profile(
+    profile_id: int | None = None,
+    connector_id: int | None = None,
+    purpose: str | None = None,
+    stack_level: int | None = None,
+) -> Request:
+    return "ClearChargingProfile", compact(
+        {
+            "id": profile_id,
+            "connectorId": connector_id,
+            "chargingProfilePurpose": _PURPOSE_FROM_201.get(purpose or "", purpose),
+            "stackLevel": stack_level,
+        }
+    )
+
+
+def get_composite_schedule(
+    connector_id: int, duration: int, rate_unit: str | None = None
+) -> Request:
+    return "GetCompositeSchedule", compact(
+        {"connectorId": connector_id, "duration": duration, "chargingRateUnit": rate_unit}
+    )
+
+
+def composite_schedule(
+    connector_id: int,
+    duration: int,
+    start: float | str,
+    rate_unit: str,
+    periods: list[tuple[int, float]],
+) -> dict[str, Any]:
+    """An Accepted GetCompositeSchedule reply; ``periods`` are ``(startPeriod, limit)``."""
+    return {
+        "status": "Accepted",
+        "connectorId": connector_id,
+        "scheduleStart": timestamp_text(start),
+        "chargingSchedule": {
+            "duration": duration,
+            "startSchedule": timestamp_text(start),
+            "chargingRateUnit": rate_unit,
+            "chargingSchedulePeriod": [
+                {"startPeriod": offset, "limit": round(limit, 1)} for offset, limit in periods
+            ],
+        },
+    }

@@ -18,6 +18,7 @@ from loadgen.protocols import (
     compact,
     timestamp_text,
 )
+from loadgen.smart_charging import ChargingProfile, Period, parse_time
 
 VERSION = OCPP201
 
@@ -251,12 +252,171 @@ def data_transfer(vendor_id: str, message_id: str | None = None, data: Any = Non
 
 
 def request_start_transaction(
-    remote_start_id: int, token: dict[str, str], evse_id: int | None = None
+    remote_start_id: int,
+    token: dict[str, str],
+    evse_id: int | None = None,
+    charging_profile: dict[str, Any] | None = None,
 ) -> Request:
     return "RequestStartTransaction", compact(
-        {"remoteStartId": remote_start_id, "idToken": token, "evseId": evse_id}
+        {
+            "remoteStartId": remote_start_id,
+            "idToken": token,
+            "evseId": evse_id,
+            "chargingProfile": charging_profile,
+        }
     )
 
 
 def request_stop_transaction(transaction_id: str) -> Request:
     return "RequestStopTransaction", {"transactionId": transaction_id}
+
+
+# Smart charging (K01-K10): CSMS -> station requests, the station's report, and parsing.
+
+
+def charging_profile(
+    profile_id: int,
+    stack_level: int,
+    purpose: str,
+    periods: list[tuple[int, float]],
+    *,
+    kind: str = "Absolute",
+    rate_unit: str = "W",
+    start_schedule: float | str | None = None,
+    duration: int | None = None,
+    recurrency: str | None = None,
+    valid_from: float | str | None = None,
+    valid_to: float | str | None = None,
+    transaction_id: str | None = None,
+    schedule_id: int | None = None,
+) -> dict[str, Any]:
+    """A ChargingProfileType; ``periods`` are ``(startPeriod, limit)`` pairs."""
+    schedule = compact(
+        {
+            "id": profile_id if schedule_id is None else schedule_id,
+            "startSchedule": None if start_schedule is None else timestamp_text(start_schedule),
+            "duration": duration,
+            "chargingRateUnit": rate_unit,
+            "chargingSchedulePeriod": [
+                {"startPeriod": start, "limit": limit} for start, limit in periods
+            ],
+        }
+    )
+    return compact(
+        {
+            "id": profile_id,
+            "stackLevel": stack_level,
+            "chargingProfilePurpose": purpose,
+            "chargingProfileKind": kind,
+            "recurrencyKind": recurrency,
+            "validFrom": None if valid_from is None else timestamp_text(valid_from),
+            "validTo": None if valid_to is None else timestamp_text(valid_to),
+            "transactionId": transaction_id,
+            "chargingSchedule": [schedule],
+        }
+    )
+
+
+def charging_profile_from(profile: dict[str, Any], evse_id: int) -> ChargingProfile:
+    """A schema-valid ChargingProfileType as the station holds it (its first schedule);
+    raises :class:`~loadgen.smart_charging.ProfileRejected` for a bad dateTime."""
+    schedule = profile["chargingSchedule"][0]
+    return ChargingProfile(
+        id=profile["id"],
+        stack_level=profile["stackLevel"],
+        purpose=profile["chargingProfilePurpose"],
+        kind=profile["chargingProfileKind"],
+        rate_unit=schedule["chargingRateUnit"],
+        periods=[
+            Period(p["startPeriod"], float(p["limit"]), p.get("numberPhases"))
+            for p in schedule["chargingSchedulePeriod"]
+        ],
+        evse_id=evse_id,
+        recurrency=profile.get("recurrencyKind"),
+        valid_from=parse_time(profile.get("validFrom")),
+        valid_to=parse_time(profile.get("validTo")),
+        start_schedule=parse_time(schedule.get("startSchedule")),
+        duration=schedule.get("duration"),
+        transaction_id=profile.get("transactionId"),
+        raw=profile,
+    )
+
+
+def set_charging_profile(evse_id: int, profile: dict[str, Any]) -> Request:
+    return "SetChargingProfile", {"evseId": evse_id, "chargingProfile": profile}
+
+
+def get_charging_profiles(
+    request_id: int,
+    evse_id: int | None = None,
+    purpose: str | None = None,
+    stack_level: int | None = None,
+    profile_ids: list[int] | None = None,
+) -> Request:
+    criterion = compact(
+        {
+            "chargingProfilePurpose": purpose,
+            "stackLevel": stack_level,
+            "chargingProfileId": profile_ids,
+        }
+    )
+    return "GetChargingProfiles", compact(
+        {"requestId": request_id, "evseId": evse_id, "chargingProfile": criterion}
+    )
+
+
+def clear_charging_profile(
+    profile_id: int | None = None,
+    evse_id: int | None = None,
+    purpose: str | None = None,
+    stack_level: int | None = None,
+) -> Request:
+    criteria = compact(
+        {"evseId": evse_id, "chargingProfilePurpose": purpose, "stackLevel": stack_level}
+    )
+    return "ClearChargingProfile", compact(
+        {"chargingProfileId": profile_id, "chargingProfileCriteria": criteria or None}
+    )
+
+
+def get_composite_schedule(duration: int, evse_id: int, rate_unit: str | None = None) -> Request:
+    return "GetCompositeSchedule", compact(
+        {"duration": duration, "evseId": evse_id, "chargingRateUnit": rate_unit}
+    )
+
+
+def report_charging_profiles(
+    request_id: int,
+    evse_id: int,
+    profiles: list[dict[str, Any]],
+    source: str = "CSO",
+    tbc: bool = False,
+) -> Request:
+    payload: dict[str, Any] = {
+        "requestId": request_id,
+        "chargingLimitSource": source,
+        "evseId": evse_id,
+        "chargingProfile": profiles,
+    }
+    if tbc:
+        payload["tbc"] = True
+    return "ReportChargingProfiles", payload
+
+
+def composite_schedule(
+    evse_id: int,
+    duration: int,
+    start: float | str,
+    rate_unit: str,
+    periods: list[tuple[int, float]],
+) -> dict[str, Any]:
+    """A CompositeScheduleType; ``periods`` are ``(startPeriod, limit)`` in ``rate_unit``."""
+    return {
+        "evseId": evse_id,
+        "duration": duration,
+        "scheduleStart": timestamp_text(start),
+        "chargingRateUnit": rate_unit,
+        "chargingSchedulePeriod": [
+            {"startPeriod": offset, "limit": limit} for offset, limit in periods
+        ],
+    }
