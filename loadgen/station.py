@@ -208,6 +208,9 @@ class Station:
         # Made on first use: a device model is ~16 KB, and most stations are never asked.
         self._commands: commands.CommandState | None = None
         self._device_model: device_model.DeviceModel | None = None
+        # the charging profiles, made when the CSMS first asks (~400 bytes a station saved)
+        self._smart_charging: SmartCharging | None = None
+        self._limits_due: float | None = None  # when a schedule period next begins or ends
 
     @property
     def commands(self) -> commands.CommandState:
@@ -222,9 +225,6 @@ class Station:
         if self._device_model is None:
             self._device_model = device_model.build(self)
         return self._device_model
-        # the charging profiles, made when the CSMS first asks (~400 bytes a station saved)
-        self._smart_charging: SmartCharging | None = None
-        self._limits_due: float | None = None  # when a schedule period next begins or ends
 
     # -- runtime: connection -------------------------------------------------------------
 
