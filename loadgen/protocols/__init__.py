@@ -49,6 +49,13 @@ OCPP201 = Version(
     schema_package="v201",
     request_schema_suffix="Request",
 )
+#: OCPP 2.1: the 2.0.1 message set and more, plus two RPC frames (SEND, CALLRESULTERROR)
+OCPP21 = Version(
+    name="2.1",
+    subprotocol="ocpp2.1",
+    schema_package="v21",
+    request_schema_suffix="Request",
+)
 
 VERSIONS: dict[str, Version] = {v.name: v for v in (OCPP16, OCPP201)}
 BY_SUBPROTOCOL: dict[str, Version] = {v.subprotocol: v for v in VERSIONS.values()}
