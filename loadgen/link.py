@@ -80,6 +80,7 @@ __all__ = [
 ]
 
 _perf_counter = time.perf_counter
+_WEBSOCKETS_LOG = logging.getLogger("websockets.client")
 
 #: bytes asked of the socket per read; OCPP frames are far smaller, big ones take a few reads
 RECV_SIZE = 65536
@@ -539,7 +540,10 @@ class Link:
             if uri.secure:
                 sock = self._start_tls(sock, uri.host)
             ws = ClientProtocol(
-                uri, subprotocols=[self.version.subprotocol], max_size=self.max_size
+                uri,
+                subprotocols=[self.version.subprotocol],
+                max_size=self.max_size,
+                logger=_WEBSOCKETS_LOG,  # else a getLogger() per connect
             )
             request = ws.connect()
             if self._authorization is not None:
