@@ -14,10 +14,9 @@ Locust process it
   (``os.times``) and RSS, garbage-collector pauses (``gc.callbacks``), and the Heartbeat
   round trips from Locust's own statistics (the difference of the ``Heartbeat`` entry's
   response-time histogram between the start and the end of the hold);
-- two experiments, off by default (plain ``ChargerUser`` otherwise): ``--lag-spread S``
-  makes each user sleep a random 0-S s before its ``on_start`` (Locust starts a whole
-  second's worth of users at once), ``--lag-gc-freeze`` calls ``gc.freeze()`` every second
-  while Locust spawns and when it is done (full collections then skip the stations);
+- ``--lag-unpaced``: the generator as it was before its spawn path was tuned, to compare in
+  the same run: each batch Locust makes started at once (no ``StartPacer``), no
+  ``gc.freeze()`` while spawning (no ``CollectorFreeze``), an address lookup per connect;
 - stops by itself after the last step, after the first step that misses
   ``--lag-limit-ms`` (unless ``--lag-keep-going``), or after ``--lag-budget`` seconds.
 
@@ -30,7 +29,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import random
 import sys
 import time
 from array import array
@@ -43,7 +41,9 @@ from locust import LoadTestShape, events
 from locust.runners import LocalRunner
 from locust.stats import calculate_response_time_percentile
 
+from loadgen import link
 from loadgen.locust import ChargerUser
+from loadgen.pacing import CollectorFreeze
 
 __all__ = ["ChargerUser", "Steps"]
 
@@ -279,28 +279,18 @@ def _arguments(parser: Any) -> None:
     group.add_argument("--lag-limit-ms", type=float, default=100.0, help="p99 lag target")
     group.add_argument("--lag-keep-going", action="store_true", help="don't stop at a miss")
     group.add_argument("--lag-budget", type=float, default=900.0, help="seconds, whole run")
-    group.add_argument("--lag-spread", type=float, default=0.0, help="experiment, seconds")
-    group.add_argument("--lag-gc-freeze", action="store_true", help="experiment")
+    group.add_argument(
+        "--lag-unpaced", action="store_true", help="no start pacing, gc.freeze, address cache"
+    )
 
 
-def spread_starts(seconds: float) -> None:
-    """Experiment: each user first sleeps a random 0-``seconds`` s, so a batch Locust
-    spawns in one go connects spread over the second instead of all at once."""
-    on_start = ChargerUser.on_start
-
-    def spread_on_start(self: ChargerUser) -> None:
-        gevent.sleep(random.uniform(0.0, seconds))
-        on_start(self)
-
-    ChargerUser.on_start = spread_on_start  # type: ignore[method-assign]
-
-
-def freeze_while_spawning(runner: Any) -> None:
-    """Experiment: move everything allocated so far out of the collector's sight."""
-    while True:
-        gevent.sleep(1.0)
-        if runner.state == "spawning":
-            gc.freeze()
+def unpaced(environment: Any) -> None:
+    """The spawn path as it was: batches start at once, the collector sees every station,
+    every connect looks the CSMS's address up."""
+    context = environment.ocpp
+    context.pacer.delay = lambda ticket: 0.0
+    context.collector = CollectorFreeze(perf, freeze=lambda: None, unfreeze=lambda: None)
+    link.ADDRESSES.ttl = 0.0
 
 
 @events.init.add_listener
@@ -316,11 +306,8 @@ def _on_init(environment: Any, **_: Any) -> None:
         lambda **_: setattr(PROBE, "spawned_at", perf())
     )
     gc.callbacks.append(PROBE.on_gc)
-    if options.lag_spread > 0:
-        spread_starts(options.lag_spread)
-    if options.lag_gc_freeze:
-        environment.events.spawning_complete.add_listener(lambda **_: gc.freeze())
-        gevent.spawn(freeze_while_spawning, environment.runner)
+    if options.lag_unpaced:
+        unpaced(environment)
     gevent.spawn(PROBE.run_probe, options.lag_probe_ms / 1000)
     gevent.spawn(run_steps, environment, options)
 

@@ -15,9 +15,12 @@ state) pinned to ``--server-core`` (default 0), so the CSMS is not the limit:
    garbage-collector pauses. Target: p99 lag < 100 ms with 10,000 chargers. The ramp stops
    at the first step that misses it (``--keep-going`` to go on).
 2. **spawn rate**: a fresh Locust process spawns ``--spawn-users`` (default
-   ``--max-chargers``) at ``--spawn-rate`` (target 500/s) and again at each of
-   ``--ceiling-rates`` (default 1,000 and 2,000/s): chargers connected *and booted* per
-   second, from the times the BootNotification replies arrived.
+   ``--max-chargers``) at ``--spawn-rate`` (default and target 1,000/s, with timer lag p99
+   < 100 ms) and again at each of ``--ceiling-rates`` (default 2,000/s): chargers connected
+   *and booted* per second, from the times the BootNotification replies arrived, the timer
+   lag meanwhile, and the process's CPU per charger. Each rate also runs unpaced (the spawn
+   path before its tuning: batches started at once, no ``gc.freeze()``, an address lookup
+   per connect; ``--no-unpaced`` skips it): the same run's baseline.
 3. **baseline**: the raw asyncio client (``_common.Charger``: ``websockets``, connect, boot,
    heartbeats at the same interval, no Locust) holding the same counts in one process on
    the same core: its RSS per connection and CPU, and the ratios.
@@ -51,7 +54,7 @@ from loadgen.protocols import v201
 
 LAG_TARGET_MS = 100.0
 CHARGERS_TARGET = 10_000
-SPAWN_TARGET = 500.0
+SPAWN_TARGET = 1000.0
 LOCUSTFILE = Path(__file__).resolve().parent / "_locustfile_lag.py"
 MB = 2**20
 
@@ -124,8 +127,10 @@ def locust_run(
     settle: float,
     args: argparse.Namespace,
     name: str,
+    unpaced: bool = False,
 ) -> dict[str, Any]:
-    """One headless Locust process through ``steps``; its result and Locust's own stats."""
+    """One headless Locust process through ``steps``; its result and Locust's own stats.
+    ``unpaced``: the spawn path as it was (``_locustfile_lag.py --lag-unpaced``)."""
     ramp = sum(max(0, b - a) for a, b in zip([0, *steps], steps, strict=False))
     budget = len(steps) * (32 + settle + hold) + 3 * ramp / spawn_rate + 30
     with tempfile.TemporaryDirectory(prefix="bench-locust-") as tmp:
@@ -171,10 +176,8 @@ def locust_run(
         ]
         if args.keep_going:
             argv.append("--lag-keep-going")
-        if args.spread:
-            argv += ["--lag-spread", f"{args.spread:g}"]
-        if args.gc_freeze:
-            argv.append("--lag-gc-freeze")
+        if unpaced:
+            argv.append("--lag-unpaced")
         result = common.run_worker(argv, [args.locust_core], budget + 120, name)
         with open(stats_file + ".json") as f:
             result["locust_stats"] = json.load(f)
@@ -332,15 +335,6 @@ def asyncio_run(server: ServerProcess, steps: list[int], args: argparse.Namespac
 # -- the report ------------------------------------------------------------------------------
 
 
-def experiments(args: argparse.Namespace) -> str:
-    on = []
-    if args.spread:
-        on.append(f"each user's start spread over {args.spread:g} s")
-    if args.gc_freeze:
-        on.append("gc.freeze() while spawning")
-    return f"; EXPERIMENT: {', '.join(on)}" if on else ""
-
-
 def report_steps(
     run: dict[str, Any], aio: list[dict[str, Any]] | None, args: argparse.Namespace
 ) -> int:
@@ -398,7 +392,7 @@ def report_steps(
         title=(
             f"One Locust process (core {args.locust_core}), idle chargers, Heartbeat every "
             f"{args.heartbeat_interval:g} s, spawn {args.spawn_rate:g}/s, each step held "
-            f"{args.hold:g} s; fast baseline server on core {args.server_core}" + experiments(args)
+            f"{args.hold:g} s; fast baseline server on core {args.server_core}"
         ),
     )
     print(
@@ -473,6 +467,12 @@ def report_steps(
     return 0 if met else 1
 
 
+def spawn_cpu_us(sp: dict[str, Any]) -> float:
+    """The Locust process's CPU per charger booted during a spawn, µs."""
+    seconds = sp["window"][1] - sp["window"][0]
+    return sp["cpu_cores"] * seconds / sp["booted"] * 1e6 if sp["booted"] else float("nan")
+
+
 def report_spawn(runs: list[dict[str, Any]], args: argparse.Namespace) -> int:
     rows = []
     for run in runs:
@@ -480,16 +480,18 @@ def report_spawn(runs: list[dict[str, Any]], args: argparse.Namespace) -> int:
         sp = s["spawn"]
         rows.append(
             [
+                "unpaced" if run["unpaced"] else "paced",
                 f"{run['spawn_rate']:g}/s",
                 sp["users"],
                 sp["booted"],
                 sp["seconds"],
                 nan(sp.get("rate")),
                 nan(sp.get("steady_rate")),
-                sp["locust_spawned_seconds"],
                 nan(sp["lag_ms"]["p99"]),
                 nan(sp["lag_ms"]["max"]),
+                spawn_cpu_us(sp),
                 sp["cpu_cores"],
+                sp["gc"]["total_ms"],
                 sp["sampled"]["server_cores"],
                 " ".join(f"{b * 100:.0f}%" for b in sp["sampled"]["core_busy"]),
                 s["boot_failures"] + s["connect_failures"],
@@ -499,16 +501,18 @@ def report_spawn(runs: list[dict[str, Any]], args: argparse.Namespace) -> int:
         )
     common.print_table(
         [
+            "generator",
             "asked",
             "users",
             "booted",
             "all booted s",
             "rate /s",
             "steady /s",
-            "Locust spawned s",
             "lag p99",
             "lag max",
+            "CPU us/charger",
             "cores",
+            "GC ms",
             "srv cores",
             "core busy",
             "errors",
@@ -516,25 +520,47 @@ def report_spawn(runs: list[dict[str, Any]], args: argparse.Namespace) -> int:
             "boot p99",
         ],
         rows,
-        title="Spawn rate: a fresh Locust process spawning chargers from 0 (connected + booted)"
-        + experiments(args),
+        title="Spawn rate: a fresh Locust process spawning chargers from 0 (connected + booted)",
     )
     print(
         "   rate = booted / (last BootNotification reply - start of the spawn); steady = the "
-        "same between the 10th and 90th percentile boots; Locust spawns in batches of "
-        "--spawn-rate users once a second, so the ideal 'all booted' is ~(users / rate - 1) s"
+        "same between the 10th and 90th percentile boots; lag = how late a 50 ms sleep woke "
+        "while spawning (every connected charger's timers wait as long); CPU us/charger = the "
+        "Locust process's CPU during the spawn / chargers booted; GC ms = time in the "
+        "collector during the spawn; unpaced = the same process with each batch started at "
+        "once, no gc.freeze(), an address lookup per connect (the spawn path before)"
     )
+    by_rate: dict[float, dict[bool, dict[str, Any]]] = {}
+    for run in runs:
+        by_rate.setdefault(run["spawn_rate"], {})[run["unpaced"]] = run["steps"][-1]["spawn"]
+    for rate, pair in by_rate.items():
+        if True in pair and False in pair:
+            new, old = pair[False], pair[True]
+            print(
+                f"{rate:>6g}/s: paced / unpaced: CPU per charger {spawn_cpu_us(new):,.0f} / "
+                f"{spawn_cpu_us(old):,.0f} us = {spawn_cpu_us(new) / spawn_cpu_us(old):.2f} x; "
+                f"steady rate {nan(new.get('steady_rate')):,.0f} / "
+                f"{nan(old.get('steady_rate')):,.0f} /s; lag p99 "
+                f"{nan(new['lag_ms']['p99']):.0f} / {nan(old['lag_ms']['p99']):.0f} ms"
+            )
     status = 0
     for run in runs:
-        if run["spawn_rate"] != args.spawn_rate:
+        if run["spawn_rate"] != args.spawn_rate or run["unpaced"]:
             continue
         sp = run["steps"][-1]["spawn"]
-        achieved = nan(sp.get("steady_rate"))
-        met = achieved >= 0.95 * SPAWN_TARGET and sp["booted"] >= sp["users"]
+        achieved, lag = nan(sp.get("steady_rate")), nan(sp["lag_ms"]["p99"])
+        met = (
+            achieved >= 0.95 * SPAWN_TARGET
+            and sp["booted"] >= sp["users"]
+            and lag < args.lag_limit_ms
+        )
         status |= not met
         print(
             f"\nSpawn rate at --spawn-rate {args.spawn_rate:g}: {achieved:,.0f} chargers/s "
-            f"connected and booted (target {SPAWN_TARGET:g}/s: {'met' if met else 'MISSED'})"
+            f"connected and booted, timer lag p99 {lag:.0f} ms (target {SPAWN_TARGET:,.0f}/s "
+            f"with p99 < {args.lag_limit_ms:g} ms: {'met' if met else 'MISSED'}); "
+            f"{spawn_cpu_us(sp):,.0f} us of CPU per charger: ~{1e6 / spawn_cpu_us(sp):,.0f}/s "
+            "on one free core"
         )
     return status
 
@@ -583,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ceiling-rates",
         type=float,
         nargs="*",
-        default=[1000.0, 2000.0],
+        default=[2000.0],
         help="also spawn at these rates, to find the ceiling (none: don't)",
     )
     parser.add_argument("--spawn-users", type=int, help="default: --max-chargers")
@@ -596,15 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lag-limit-ms", type=float, default=LAG_TARGET_MS)
     parser.add_argument("--keep-going", action="store_true", help="don't stop at a missed step")
     parser.add_argument(
-        "--spread",
-        type=float,
-        default=0.0,
-        help="experiment: each user sleeps a random 0-N s before connecting",
-    )
-    parser.add_argument(
-        "--gc-freeze",
+        "--no-unpaced",
         action="store_true",
-        help="experiment: gc.freeze() in the Locust process while it spawns and after",
+        help="skip the spawn runs of the unpaced generator (the spawn phase's baseline)",
     )
     parser.add_argument("--no-spawn", action="store_true", help="skip the spawn-rate runs")
     parser.add_argument("--no-baseline", action="store_true", help="skip the asyncio client")
@@ -629,6 +649,7 @@ def main() -> int:
         len(steps) * per_step * (1 if args.no_baseline else 2)
         + 4 * args.max_chargers / args.spawn_rate * (1 if args.no_baseline else 2)
         + (0 if args.no_spawn else sum(70 + 3 * spawn_users / r for r in rates))
+        * (1 if args.no_unpaced else 2)
         + 4 * (args.quiet_wait + 60)
     )
     if args.hold < args.heartbeat_interval:
@@ -672,15 +693,20 @@ def main() -> int:
     spawn_runs = []
     if not args.no_spawn:
         for rate in rates:
-            common.wait_for_quiet(args.quiet_wait)
-            with (
-                common.phase(f"Locust, spawn {spawn_users:,} at {rate:g}/s"),
-                baseline_server(args) as (server, sampler),
-            ):
-                spawn = locust_run(server, [0, spawn_users], rate, 5.0, 1.0, args, "Locust (spawn)")
-                time.sleep(0.5)
-                annotate(spawn, sampler)
-            spawn_runs.append(spawn)
+            for unpaced in (False,) if args.no_unpaced else (True, False):
+                common.wait_for_quiet(args.quiet_wait)
+                kind = "unpaced" if unpaced else "paced"
+                with (
+                    common.phase(f"Locust ({kind}), spawn {spawn_users:,} at {rate:g}/s"),
+                    baseline_server(args) as (server, sampler),
+                ):
+                    spawn = locust_run(
+                        server, [0, spawn_users], rate, 5.0, 1.0, args, "Locust (spawn)", unpaced
+                    )
+                    time.sleep(0.5)
+                    annotate(spawn, sampler)
+                spawn["unpaced"] = unpaced
+                spawn_runs.append(spawn)
         figures["spawn"] = spawn_runs
     print(f"\nlocust_worker: {common.machine_note()}")
     status |= report_steps(run, aio, args)

@@ -40,6 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.pacing import start_offset
+
 #: why the search stopped (the start of :attr:`CapacityResult.stopped_because`)
 REACHED_MAX = "reached --capacity-max"
 LIMITED_BY_GENERATOR = "limited by the load generator (add workers)"
@@ -828,10 +830,14 @@ class RateStepMeasurement:
 
     @property
     def last_arrival_seconds(self) -> float:
-        """When Locust starts the step's last users: it starts floor(rate) at once, every
-        floor(rate) / rate seconds."""
+        """When the step's last user starts: Locust makes floor(rate) users at once, every
+        floor(rate) / rate seconds, and the process spreads each batch
+        (:func:`loadgen.pacing.start_offset`; with several workers each spreads its share,
+        so their last users start a little sooner)."""
         burst = max(1, math.floor(self.rate))
-        return (math.ceil(self.chargers / burst) - 1) * burst / self.rate
+        batches = math.ceil(self.chargers / burst)
+        last = self.chargers - (batches - 1) * burst
+        return (batches - 1) * burst / self.rate + start_offset(last - 1, last)
 
     def slack_ms(self, config: CapacityConfig) -> float:
         """How late the last boots may be and the CSMS still keep pace: booted by the

@@ -58,6 +58,8 @@ class ProfileMix:
 
     def choose(self, rng: random.Random) -> str:
         names = list(self.weights)
+        if len(names) == 1:
+            return names[0]  # no draw (once per charger started)
         return rng.choices(names, weights=[self.weights[n] for n in names])[0]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -351,11 +352,7 @@ class StationRunner:
             self._wake.clear()
             self.station.tick()
 
-    @staticmethod
-    def _real_now() -> float:
-        import time
-
-        return time.monotonic()
+    _real_now = staticmethod(time.monotonic)
 
     def _emit(self, kind: str, detail: dict[str, Any]) -> None:
         if self.on_event is not None:

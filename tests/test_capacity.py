@@ -34,6 +34,7 @@ from loadgen.capacity import (
     parse_step,
     percentile,
 )
+from loadgen.pacing import start_offset
 
 # -- parsing --------------------------------------------------------------------------------
 
@@ -936,9 +937,12 @@ def boot_queue(rate: float, chargers: int, boot_rate: float) -> list[tuple[float
     """(arrival s, BootNotification latency s) of each charger of a rate step against a
     CSMS that answers boots one by one, ``boot_rate`` a second in arrival order (csms_stub
     --max-boot-rate), with arrivals as Locust makes them: bursts of floor(rate) users,
-    floor(rate) / rate seconds apart."""
+    floor(rate) / rate seconds apart, each spread by the process (loadgen.pacing)."""
     burst = max(1, math.floor(rate))
-    arrivals = [(n // burst) * burst / rate for n in range(chargers)]
+    sizes = [min(burst, chargers - n // burst * burst) for n in range(chargers)]
+    arrivals = [
+        (n // burst) * burst / rate + start_offset(n % burst, size) for n, size in enumerate(sizes)
+    ]
     turn, out = 0.0, []
     for at in arrivals:
         turn = max(turn, at)

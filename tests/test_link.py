@@ -34,6 +34,7 @@ from geventhttpclient import HTTPClient
 from websockets.asyncio.server import ServerConnection
 
 from loadgen.link import (
+    AddressCache,
     CallErrorReply,
     CallErrorResponse,
     CallTimeout,
@@ -742,6 +743,62 @@ def test_connect_failures_are_one_line_reasons(links) -> None:
     assert [outcome for outcome, _ in observer.connects] == ["refused", "timeout", "subprotocol"]
     with pytest.raises(ValueError, match="not a WebSocket URL"):
         Link("http://127.0.0.1/cp", OCPP201, Station())
+
+
+def test_address_cache_resolves_once_per_ttl_and_never_remembers_a_failure() -> None:
+    """Each connect used to ask gevent's thread-pool resolver (a thread hand-off, ~10 % of
+    a connect's CPU): a burst of chargers to one CSMS now costs one lookup."""
+    now = [0.0]
+    asked: list[tuple[str, int]] = []
+    tcp = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+    answers: dict[str, Any] = {"csms": [(*tcp, ("10.0.0.7", 9000))]}
+
+    def resolve(host: str, port: int, family: int, kind: int) -> Any:
+        asked.append((host, port))
+        assert kind == socket.SOCK_STREAM
+        gevent.sleep(0.01)  # a lookup takes a while: others must wait for it, not ask again
+        answer = answers.get(host)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return answer
+
+    cache = AddressCache(30.0, clock=lambda: now[0], resolve=resolve)
+    burst = [gevent.spawn(cache.lookup, "csms", 9000) for _ in range(50)]
+    gevent.joinall(burst, raise_error=True)
+    assert {tuple(g.value) for g in burst} == {tuple(answers["csms"])}
+    assert asked == [("csms", 9000)]
+    now[0] = 29.9
+    cache.lookup("csms", 9000)
+    assert len(asked) == 1
+    now[0] = 30.1  # expired: asked again, and a changed answer is taken
+    answers["csms"] = [(*tcp, ("10.0.0.8", 9000))]
+    assert cache.lookup("csms", 9000)[0][4] == ("10.0.0.8", 9000)
+    assert len(asked) == 2
+    assert cache.lookup("csms", 9001) is not None and len(asked) == 3  # per port
+    # failures: every waiter gets its own try (and error), nothing is cached
+    burst = [gevent.spawn(cache.lookup, "nowhere", 9000) for _ in range(3)]
+    gevent.joinall(burst)
+    assert all(isinstance(g.exception, socket.gaierror) for g in burst)
+    assert asked.count(("nowhere", 9000)) == 3
+    answers["nowhere"] = []  # an empty answer is a failure too
+    with pytest.raises(socket.gaierror):
+        cache.lookup("nowhere", 9000)
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_connect_failure(links, monkeypatch) -> None:
+    import loadgen.link
+
+    def resolve(*args: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(loadgen.link, "ADDRESSES", AddressCache(resolve=resolve))
+    observer = Recorder()
+    with pytest.raises(ConnectFailed) as caught:
+        links("ws://csms.invalid:9000/cp", observer=observer).connect()
+    assert caught.value.kind == "dns" and "csms.invalid" in str(caught.value)
+    assert [outcome for outcome, _ in observer.connects] == ["dns"]
 
 
 def test_out_of_open_files_is_a_counted_connect_failure_said_once(

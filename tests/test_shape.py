@@ -61,6 +61,7 @@ class World:
         max_users: int | None = None,
         cpu: Callable[[float], float] | None = None,
         boot_rate: float | None = None,
+        spawn_limit: float | None = None,
     ) -> None:
         self.clock = FakeClock(start=5000.0)
         self.metrics = Metrics(worker="local")
@@ -76,6 +77,8 @@ class World:
         self.connected = 0
         self.booted = 0.0
         self.boot_rate = boot_rate
+        #: the most users a second the load generator starts, whatever the rate asked
+        self.spawn_limit = spawn_limit
         self.waiting = 0  # refused, in back-off
         self.response_times: dict[str, dict[int, int]] = {}
         #: (time, connected) whenever the connected chargers changed
@@ -120,7 +123,8 @@ class World:
     def advance(self, seconds: float = 1.0) -> None:
         now = self.clock.advance(seconds)
         if self.users < self.want:
-            self.users = min(float(self.want), self.users + self.rate * seconds)
+            rate = self.rate if self.spawn_limit is None else min(self.rate, self.spawn_limit)
+            self.users = min(float(self.want), self.users + rate * seconds)
         else:
             self.users = max(float(self.want), self.users - self.rate * seconds)
         if self.max_users is not None:
@@ -555,6 +559,23 @@ def connect_rate_alone() -> None:
         "generator_saturated": False,
         "reasons": [],
     }
+
+
+@case
+def a_generator_that_cannot_keep_the_rate_is_no_csms_figure() -> None:
+    # a CSMS that admits anything, a load generator that starts at most 30 users a second
+    world = World(spawn_limit=30.0)
+    search = config(mode="connect-rate", rate_start=10.0, rate_step_chargers=100)
+    shape = make_shape(world, search, latencies=world.latencies)
+    drive(shape, world)
+    ((_, result),) = world.results
+    assert result.max_connect_rate is None and result.connect_rate_limited_by_generator
+    line = result.connect_rate_line()
+    assert line.startswith("capacity: connect rate: no answer: limited by the load generator")
+    assert "load generator saturated: started 100 chargers in" in line, line
+    steps = result.to_dict()["connect_rate_steps"]
+    assert [s["ok"] for s in steps[:-1]] == [True] * (len(steps) - 1)
+    assert steps[-1]["generator_saturated"] and steps[-1]["rate"] > 30
 
 
 # -- running the cases in a child process ---------------------------------------------------

@@ -39,6 +39,7 @@ from loadgen.metrics import (
     known_statuses,
     serve,
 )
+from loadgen.pacing import CollectorFreeze, StartPacer
 from loadgen.physics import ScaledClock
 from loadgen.report import write_reports
 
@@ -85,6 +86,10 @@ class RunContext:
     recovery: recovery.RecoveryCounter = field(default_factory=recovery.RecoveryCounter)
     #: wall-clock start of the current test (recovery events are said relative to it)
     started: float = field(default_factory=time.time)
+    #: spreads each batch of users Locust starts at once (pacing.StartPacer)
+    pacer: StartPacer = field(default_factory=lambda: StartPacer(time.monotonic))
+    #: keeps the collector off the stations while users start (pacing.CollectorFreeze)
+    collector: CollectorFreeze = field(default_factory=lambda: CollectorFreeze(time.monotonic))
 
     def admit(self) -> str | None:
         """None (and one more user admitted) if one more charger fits under the open-file
@@ -307,6 +312,7 @@ def setup(environment: Environment, options: Any) -> RunContext:
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
     _setup_recovery(context, environment)
+    context.collector.hold()  # what is loaded by now lives as long as the process
     if not isinstance(runner, WorkerRunner):
         _setup_capacity_and_reports(context, environment, options)
     if isinstance(runner, WorkerRunner):

@@ -50,9 +50,15 @@ class ChargerUser(User):
         self.admitted = False
         #: a boot Accepted before: the next one is a re-boot (recovery figures)
         self.booted_before = False
+        #: Locust makes a second's users at once: when this one's start is due
+        self._start_ticket = self.context.pacer.arrive()
 
     def on_start(self) -> None:
         context = self.context
+        wait = context.pacer.delay(self._start_ticket)
+        if wait > 0 and not self._wait(wait):
+            return  # stopped before its turn came
+        context.collector.hold()
         # A user that cannot get an id stops quietly in its task: StopUser raised here
         # would make Locust log a traceback per user (thousands during a Redis outage).
         if not context.ready.wait(30):
@@ -223,6 +229,7 @@ class ChargerUser(User):
             raise StopUser()
 
     def on_stop(self) -> None:
+        self.context.collector.release()  # its station's cycles must be collectable
         if self.admitted:
             self.admitted = False
             self.context.dismiss()
