@@ -8,8 +8,10 @@ more module and one more :class:`Version`.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
 from loadgen.ocppj import ErrorCode
@@ -68,6 +70,12 @@ def get_version(name: str) -> Version:
         known = ", ".join(VERSIONS)
         raise ValueError(f"unknown OCPP version {name!r} (known: {known})")
     return version
+
+
+def module_for(version: Version) -> ModuleType:
+    """The builders module of ``version`` (:mod:`.v16`, :mod:`.v201`, :mod:`.v21`): the one
+    place a version picks its messages."""
+    return importlib.import_module(f"{__name__}.{version.schema_package}")
 
 
 def iso_timestamp(when: float | datetime) -> str:
