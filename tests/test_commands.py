@@ -16,7 +16,7 @@ import pytest
 from loadgen import fleet as fleets
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import FakeClock
-from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, iso_timestamp, schemas
 from loadgen.station import Station, StationConfig
 from tests.station_driver import MemoryCsms, drive, run_for
 
@@ -70,6 +70,13 @@ STATION_TO_CSMS = {
         "StartTransaction", "StatusNotification", "StopTransaction",
     },
 }  # fmt: skip
+# 2.1: 2.0.1's and the new ones a charger sends (it opens periodic event streams itself)
+STATION_TO_CSMS[OCPP21.name] = STATION_TO_CSMS[OCPP201.name] | {
+    "BatterySwap", "ClosePeriodicEventStream", "GetCertificateChainStatus", "NotifyDERAlarm",
+    "NotifyDERStartStop", "NotifyPriorityCharging", "NotifySettlement",
+    "OpenPeriodicEventStream", "PullDynamicScheduleUpdate", "ReportDERControl",
+    "VatNumberValidation",
+}  # fmt: skip
 
 
 def csms_actions(version: Version) -> list[str]:
@@ -97,10 +104,10 @@ def sample(version: Version, action: str, everything: bool, when: str) -> dict[s
             return {name: build(node["properties"][name]) for name in names}
         if kind == "array":
             return [build(node["items"])]
-        if kind == "integer":
-            return 1
-        if kind == "number":
-            return 1.5
+        if kind in ("integer", "number"):
+            value = 1 if kind == "integer" else 1.5
+            # inside the bounds (2.1's dischargeLimit is at most 0)
+            return min(max(value, node.get("minimum", value)), node.get("maximum", value))
         if kind == "boolean":
             return False
         if node.get("format") == "date-time":
@@ -115,7 +122,7 @@ def sample(version: Version, action: str, everything: bool, when: str) -> dict[s
 @pytest.mark.parametrize("everything", [False, True], ids=["required", "all-fields"])
 @pytest.mark.parametrize(
     ("version", "action"),
-    [(OCPP201, a) for a in csms_actions(OCPP201)] + [(OCPP16, a) for a in csms_actions(OCPP16)],
+    [(v, a) for v in (OCPP201, OCPP21, OCPP16) for a in csms_actions(v)],
 )
 def test_every_csms_action_gets_a_valid_answer(
     version: Version, action: str, everything: bool
@@ -141,7 +148,7 @@ def test_every_csms_action_gets_a_valid_answer(
 
 
 def test_the_station_to_csms_list_is_the_schemas() -> None:
-    for version in (OCPP201, OCPP16):
+    for version in (OCPP201, OCPP21, OCPP16):
         assert STATION_TO_CSMS[version.name] <= set(schemas.actions(version))
 
 

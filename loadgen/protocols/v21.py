@@ -19,7 +19,6 @@ from loadgen.protocols.v201 import (
     authorize,
     boot_notification,
     charging_profile,
-    charging_profile_from,
     clear_charging_profile,
     composite_schedule,
     data_transfer,
@@ -45,6 +44,7 @@ from loadgen.protocols.v201 import (
     set_charging_profile,
     status_notification,
 )
+from loadgen.smart_charging import ChargingProfile, ProfileRejected
 
 __all__ = [
     "ENERGY_REGISTER",
@@ -178,6 +178,26 @@ def cost_details(
             )
         ]
     return details
+
+
+#: 2.1 profile purposes and kinds a charge-only station does not run
+_UNSUPPORTED_PURPOSES = ("PriorityCharging", "LocalGeneration")
+
+
+def charging_profile_from(profile: dict[str, Any], evse_id: int) -> ChargingProfile:
+    """2.0.1's reading of a ChargingProfileType, for the profiles a charge-only station
+    runs: 2.1's PriorityCharging / LocalGeneration purposes, Dynamic kind and periods
+    without a ``limit`` (setpoints, discharging: V2X) raise
+    :class:`~loadgen.smart_charging.ProfileRejected`."""
+    purpose = profile["chargingProfilePurpose"]
+    if purpose in _UNSUPPORTED_PURPOSES:
+        raise ProfileRejected("UnsupportedPurpose", f"{purpose} profiles are not supported")
+    if profile["chargingProfileKind"] == "Dynamic":
+        raise ProfileRejected("UnsupportedKind", "Dynamic profiles are not supported")
+    for schedule in profile["chargingSchedule"]:
+        if any("limit" not in period for period in schedule["chargingSchedulePeriod"]):
+            raise ProfileRejected("UnsupportedParam", "a period without a limit (V2X)")
+    return v201.charging_profile_from(profile, evse_id)
 
 
 # CSMS -> station: tariffs
