@@ -101,6 +101,14 @@ def _no_stream(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     return _status("Rejected", "NotFound", "no periodic event stream is open")
 
 
+# HOOK(SEND): a station that opened a stream (OpenPeriodicEventStream, a CALL) would send
+# its NotifyPeriodicEventStream as a 2.1 SEND frame (MessageTypeId 6, no reply), which the
+# station's queue cannot carry (every OutgoingCall awaits a CALLRESULT). When the link can
+# send a SEND, give Station a ``send_unconfirmed(action, payload)`` for the runtime to
+# drain, and open streams for the monitors that ask for one (SetMonitoringData's
+# periodicEventStream). Until then no stream is opened, so Get/Adjust find none.
+
+
 def _get_periodic_event_stream(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     return {}  # the station opens no streams (OpenPeriodicEventStream is its to send)
 
