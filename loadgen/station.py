@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -700,7 +701,8 @@ class Station:
         m = self.messages
         if self.is21 and transaction.tariff is None:
             # the default tariff in force at the start prices the whole transaction
-            transaction.tariff = self.tariffs.for_evse(evse.id, self.now_wall())
+            tariffs = self._tariffs  # made only when the CSMS sets one (memory)
+            transaction.tariff = tariffs.for_evse(evse.id, self.now_wall()) if tariffs else None
         _, payload = m.transaction_event(
             "Started",
             transaction.local_id,
@@ -866,15 +868,21 @@ class Station:
         tariff = transaction.tariff
         if tariff is not None:
             energy, seconds = self._usage(transaction, evse)
-            fields["tariff_id"] = tariff.id
-            fields["cost_details"] = self.messages.cost_details(
+            cost = tariff.cost(energy, seconds)
+            failed = not math.isfinite(cost)  # absurd prices: say so, send no Infinity
+            details = self.messages.cost_details(
                 tariff.currency,
-                tariff.cost(energy, seconds),
+                0.0 if failed else cost,
                 energy,
                 seconds,
                 tariff_id=tariff.id,
                 period_start=transaction.started_stamp,
             )
+            if failed:
+                details["failureToCalculate"] = True
+                details["failureReason"] = "the tariff's prices give no finite cost"
+            fields["tariff_id"] = tariff.id
+            fields["cost_details"] = details
         return fields
 
     def _transaction_limit(self, transaction: Transaction, reply: dict[str, Any]) -> None:

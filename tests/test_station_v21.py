@@ -243,3 +243,13 @@ def test_allowed_energy_transfer_and_priority_charging_know_the_transaction() ->
     assert ask(station, "UsePriorityCharging", priority)["status"] == "NoProfile"
     none = {"transactionId": "nope", "activate": True}
     assert ask(station, "UsePriorityCharging", none)["status"] == "Rejected"
+
+
+def test_a_tariff_whose_cost_overflows_is_reported_as_a_failure_to_calculate() -> None:
+    station, csms, clock = make(meter_interval=60)
+    ask(station, *v21.set_default_tariff(0, v21.tariff("absurd", price_kwh=1e308)))
+    station.start_session(1, "driver-1", big_ev())
+    run_for(station, csms, clock, 120)  # every event went through the 2.1 schemas
+    details = events(csms)[-1]["costDetails"]
+    assert details["failureToCalculate"] is True
+    assert details["totalCost"]["total"] == {"exclTax": 0.0}
