@@ -1,9 +1,9 @@
 """One module per OCPP version, and what they share.
 
-Each version module (:mod:`.v16`, :mod:`.v201`) builds the messages of that version.
-:class:`Version` describes a version: its name, its WebSocket subprotocol, where the ``ocpp``
-package keeps its JSON schemas and how it spells the RPC error codes. Adding OCPP 2.1 is one
-more module and one more :class:`Version`.
+Each version module (:mod:`.v16`, :mod:`.v201`, :mod:`.v21`) builds the messages of that
+version; :func:`module_for` picks a version's module. :class:`Version` describes a version:
+its name, its WebSocket subprotocol, where the ``ocpp`` package keeps its JSON schemas and
+how it spells the RPC error codes.
 """
 
 from __future__ import annotations
