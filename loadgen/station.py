@@ -23,6 +23,10 @@ never used. Each verdict is an ``authorization`` event for the listener.
 Transaction messages survive disconnects: they are queued (2.0.1 with ``offline=true``),
 replayed in order after the next accepted boot, and retried after a timeout or a drop (the
 CSMS recognises a repeat by its seqNo). Everything else is dropped when the link drops.
+
+A 2.1 station does all of 2.0.1's with the 2.1 builders (``self.messages``), and prices its
+transactions with the CSMS's tariff (costDetails) and ends them at the CSMS's
+transactionLimit; its answers to the 2.1-only actions are in :mod:`loadgen.station_v21`.
 """
 
 from __future__ import annotations
