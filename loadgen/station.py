@@ -895,7 +895,7 @@ class Station:
         limit = reply.get("transactionLimit")
         if not self.is21 or not isinstance(limit, dict):
             return
-        limit = {k: v for k, v in limit.items() if k in _LIMIT_KEYS}
+        limit = {k: v for k, v in limit.items() if k in _LIMIT_KEYS} or None  # {}: none
         evse = self.evses.get(transaction.evse_id)
         if (
             limit == transaction.limit
@@ -904,7 +904,7 @@ class Station:
             or evse.transaction is not transaction
         ):
             return
-        transaction.limit = limit or None
+        transaction.limit = limit
         self._emit("limit", {"transaction": transaction, "limit": limit})
         self._meter_update(evse, "LimitSet")  # checks the new limit at once
         if not transaction.limit:

@@ -253,3 +253,11 @@ def test_a_tariff_whose_cost_overflows_is_reported_as_a_failure_to_calculate() -
     details = events(csms)[-1]["costDetails"]
     assert details["failureToCalculate"] is True
     assert details["totalCost"]["total"] == {"exclTax": 0.0}
+
+
+def test_an_empty_limit_is_no_limit_and_sends_nothing() -> None:
+    station, csms, clock = limited({}, meter_interval=60)
+    station.start_session(1, "driver-1", big_ev())
+    run_for(station, csms, clock, 120)
+    assert "LimitSet" not in [e["triggerReason"] for e in events(csms)]
+    assert station.transactions[0].limit is None
