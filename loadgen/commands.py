@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loadgen.device_model import LOCAL_LIST_MAX, Variable, chunks
-from loadgen.protocols import parse_timestamp, v16, v201
+from loadgen.protocols import parse_timestamp, v16
 
 if TYPE_CHECKING:
     from loadgen.station import Station
@@ -91,7 +91,9 @@ def _send_report(station: Station, request_id: int, variables: list[Variable]) -
     now = station.clock.now()
     for seq_no, part in enumerate(parts):
         station.notify(
-            *v201.notify_report(request_id, seq_no, now, part, tbc=seq_no < len(parts) - 1)
+            *station.messages.notify_report(
+                request_id, seq_no, now, part, tbc=seq_no < len(parts) - 1
+            )
         )
 
 
@@ -240,7 +242,7 @@ def _end_reservation(station: Station, reservation: Reservation, update: str | N
     del station.commands.reservations[reservation.id]
     station.set_idle_status(station.evses[reservation.evse_id])
     if update is not None and not station.is16:
-        station.notify(*v201.reservation_status_update(reservation.id, update))
+        station.notify(*station.messages.reservation_status_update(reservation.id, update))
 
 
 def use_reservation(station: Station, evse_id: int, token: str) -> tuple[bool, int | None]:
@@ -304,7 +306,7 @@ def cancel_reservation_16(station: Station, payload: dict[str, Any]) -> dict[str
 def _firmware_notification(station: Station, status: str, signed: bool) -> Any:
     request_id = station.commands.firmware_request
     if not station.is16:
-        return v201.firmware_status_notification(status, request_id)
+        return station.messages.firmware_status_notification(status, request_id)
     if signed:
         return v16.signed_firmware_status_notification(status, request_id)
     return v16.firmware_status_notification(status)
@@ -399,7 +401,11 @@ def _upload_log(station: Station, request_id: int | None, diagnostics: bool) -> 
         state.log_status = status
         if diagnostics:
             return v16.diagnostics_status_notification(status)
-        build = v16.log_status_notification if station.is16 else v201.log_status_notification
+        build = (
+            v16.log_status_notification
+            if station.is16
+            else station.messages.log_status_notification
+        )
         return build(status, request_id)
 
     failed = "UploadFailed" if diagnostics else "UploadFailure"
@@ -432,12 +438,12 @@ def trigger(station: Station, message: str) -> bool:
         else:
             # requestId only while an update runs (L01.FR.20)
             request = state.firmware_request if status != "Idle" else None
-            station.notify(*v201.firmware_status_notification(status, request))
+            station.notify(*station.messages.firmware_status_notification(status, request))
         return True
     if message == "LogStatusNotification" and not station.is16:
         status = "Uploading" if state.log_status == "Uploading" else "Idle"
         request = state.log_request if status != "Idle" else None
-        station.notify(*v201.log_status_notification(status, request))
+        station.notify(*station.messages.log_status_notification(status, request))
         return True
     if message == "DiagnosticsStatusNotification" and station.is16:
         status = "Uploading" if state.log_status == "Uploading" else "Idle"
@@ -491,6 +497,8 @@ def set_variable_monitoring_201(station: Station, payload: dict[str, Any]) -> di
                     "type": item["type"],
                     "severity": item["severity"],
                 }
+                if station.is21:  # 2.1 requires it: the CSMS's own are CustomMonitor
+                    settings["eventNotificationType"] = "CustomMonitor"
                 state.monitors[monitor_id] = (variable, settings)
                 result["id"] = monitor_id
         result["status"] = status
@@ -527,7 +535,7 @@ def get_monitoring_report_201(station: Station, payload: dict[str, Any]) -> dict
     now = station.clock.now()
     for seq_no, part in enumerate(parts):
         station.notify(
-            *v201.notify_monitoring_report(
+            *station.messages.notify_monitoring_report(
                 payload["requestId"], seq_no, now, part, tbc=seq_no < len(parts) - 1
             )
         )
@@ -585,7 +593,9 @@ def get_display_messages_201(station: Station, payload: dict[str, Any]) -> dict[
     parts = chunks(found, station.config.report_items_per_message)
     for index, part in enumerate(parts):
         station.notify(
-            *v201.notify_display_messages(payload["requestId"], part, tbc=index < len(parts) - 1)
+            *station.messages.notify_display_messages(
+                payload["requestId"], part, tbc=index < len(parts) - 1
+            )
         )
     return {"status": "Accepted"}
 
@@ -619,7 +629,7 @@ def customer_information_201(station: Station, payload: dict[str, Any]) -> dict[
     if payload["report"]:
         data = "; ".join(found) if found else "No data"
         station.notify(
-            *v201.notify_customer_information(
+            *station.messages.notify_customer_information(
                 payload["requestId"], 0, station.clock.now(), data[:512]
             )
         )

@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from loadgen.protocols import v16, v201
+from loadgen.protocols import v16
 from loadgen.smart_charging import (
     SOURCE,
     TX,
@@ -103,7 +103,7 @@ def remote_start_profile(
         if station.is16:
             profile = v16.charging_profile_from(raw, 0)
         else:
-            profile = v201.charging_profile_from(raw, 0)
+            profile = station.messages.charging_profile_from(raw, 0)
         if profile.purpose != TX:
             raise ProfileRejected("InvalidProfile", "a remote start takes a TxProfile")
         if profile.transaction_id is not None:
@@ -136,7 +136,10 @@ def adopt_remote_start_profile(
 
 def _set_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     try:
-        _install(station, v201.charging_profile_from(payload["chargingProfile"], payload["evseId"]))
+        _install(
+            station,
+            station.messages.charging_profile_from(payload["chargingProfile"], payload["evseId"]),
+        )
     except ProfileRejected as exc:
         return _rejected(exc, with_info=True)
     return {"status": "Accepted"}
@@ -159,7 +162,7 @@ def _get_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
     evse_ids = sorted({p.evse_id for p in found})
     for n, evse_id in enumerate(evse_ids):
         profiles = [_as_reported(p) for p in found if p.evse_id == evse_id]
-        _, report = v201.report_charging_profiles(
+        _, report = station.messages.report_charging_profiles(
             payload["requestId"], evse_id, profiles, SOURCE, tbc=n < len(evse_ids) - 1
         )
         station.queue_call("ReportChargingProfiles", report)
@@ -204,7 +207,7 @@ def _composite_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
         }
     unit = payload.get("chargingRateUnit") or "W"
     start, periods = _composite_periods(station, evse_id, duration, unit)
-    schedule = v201.composite_schedule(evse_id, duration, start, unit, periods)
+    schedule = station.messages.composite_schedule(evse_id, duration, start, unit, periods)
     return {"status": "Accepted", "schedule": schedule}
 
 

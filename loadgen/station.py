@@ -23,6 +23,10 @@ never used. Each verdict is an ``authorization`` event for the listener.
 Transaction messages survive disconnects: they are queued (2.0.1 with ``offline=true``),
 replayed in order after the next accepted boot, and retried after a timeout or a drop (the
 CSMS recognises a repeat by its seqNo). Everything else is dropped when the link drops.
+
+A 2.1 station does all of 2.0.1's with the 2.1 builders (``self.messages``), and prices its
+transactions with the CSMS's tariff (costDetails) and ends them at the CSMS's
+transactionLimit; its answers to the 2.1-only actions are in :mod:`loadgen.station_v21`.
 """
 
 from __future__ import annotations
@@ -30,18 +34,28 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen import backoff, commands, device_model, seqnos, smart_charging_station
+from loadgen import (
+    backoff,
+    commands,
+    device_model,
+    protocols,
+    seqnos,
+    smart_charging_station,
+    station_v21,
+)
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
-from loadgen.protocols import OCPP16, Version, v16, v201
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, v16
 from loadgen.smart_charging import SmartCharging
+from loadgen.tariffs import Tariff, Tariffs
 
 #: what a station answers when the CSMS asks for something it does not do
 NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
@@ -104,6 +118,12 @@ class Transaction:
     cost: float | None = None
     #: the reservation this transaction used (ReserveNow)
     reservation_id: int | None = None
+    #: 2.1: the tariff pricing this transaction (its running cost), if the CSMS gave one
+    tariff: Tariff | None = None
+    #: 2.1: the CSMS's TransactionLimitType (maxEnergy, maxTime, maxCost, maxSoC)
+    limit: dict[str, Any] | None = None
+    #: 2.1: when a limit may next be reached (station clock), to look again then
+    limit_due: float | None = None
 
     def acknowledge(self, payload: dict[str, Any] | None) -> None:
         self.acknowledged += 1
@@ -171,6 +191,9 @@ class Station:
         self.charger = charger
         self.version = version
         self.is16 = version is OCPP16
+        self.is21 = version is OCPP21
+        #: the version's message builders (:func:`loadgen.protocols.module_for`)
+        self.messages = protocols.module_for(version)
         self.clock = clock
         self.wall_clock: Clock = wall_clock or getattr(clock, "wall", None) or clock
         self.config = config or StationConfig()
@@ -211,6 +234,7 @@ class Station:
         # the charging profiles, made when the CSMS first asks (~400 bytes a station saved)
         self._smart_charging: SmartCharging | None = None
         self._limits_due: float | None = None  # when a schedule period next begins or ends
+        self._tariffs: Tariffs | None = None  # 2.1's default tariffs, made when first set
 
     @property
     def commands(self) -> commands.CommandState:
@@ -218,6 +242,13 @@ class Station:
         if self._commands is None:
             self._commands = commands.CommandState()
         return self._commands
+
+    @property
+    def tariffs(self) -> Tariffs:
+        """2.1: the default tariffs the CSMS set (SetDefaultTariff)."""
+        if self._tariffs is None:
+            self._tariffs = Tariffs()
+        return self._tariffs
 
     @property
     def device_model(self) -> device_model.DeviceModel:
@@ -332,6 +363,8 @@ class Station:
         for evse in self.evses.values():
             if evse.transaction is not None and not evse.transaction.stopping:
                 deadlines.append(evse.transaction.next_meter_at)
+                if evse.transaction.limit_due is not None:
+                    deadlines.append(evse.transaction.limit_due)
         if self.online and self.accepted and self._queue and self._queue[0].offline:
             deadlines.append(self._next_replay)
         if self._timers:
@@ -359,6 +392,13 @@ class Station:
             ):
                 transaction.next_meter_at = now + self.meter_interval
                 self._meter_update(evse, "MeterValuePeriodic")
+            transaction = evse.transaction
+            if (
+                transaction is not None
+                and transaction.limit_due is not None
+                and now >= transaction.limit_due
+            ):
+                self._check_limits(evse)
 
     # -- boot ----------------------------------------------------------------------------
 
@@ -370,7 +410,7 @@ class Station:
                 charger.vendor, charger.model, charger.serial_number or None, charger.firmware
             )
         else:
-            _, payload = v201.boot_notification(
+            _, payload = self.messages.boot_notification(
                 charger.vendor,
                 charger.model,
                 charger.serial_number or None,
@@ -412,7 +452,7 @@ class Station:
         if self.is16:
             _, payload = v16.status_notification(evse_id, _status_16(status), timestamp)
         else:
-            _, payload = v201.status_notification(evse_id, connector_id, status, timestamp)
+            _, payload = self.messages.status_notification(evse_id, connector_id, status, timestamp)
         return OutgoingCall("StatusNotification", lambda: payload)
 
     def _set_status(self, evse: Evse, status: str, connector_id: int = 1) -> None:
@@ -455,7 +495,7 @@ class Station:
         transaction only if it answers Accepted: until then the returned transaction is
         pending (``evse.authorizing``); rejected, it never starts (``rejected`` says why).
         """
-        limit = 20 if self.is16 else 36  # 1.6 idTag is CiString20; 2.0.1 idToken string[36]
+        limit = self.messages.ID_TOKEN_MAX_LENGTH
         if not token or len(token) > limit:
             raise ValueError(f"id token {token!r} must be 1 to {limit} characters")
         evse = self.evses[evse_id]
@@ -558,7 +598,7 @@ class Station:
         if self.is16:
             _, payload = v16.authorize(token)
         else:
-            _, payload = v201.authorize(token, transaction.token_type)
+            _, payload = self.messages.authorize(token, transaction.token_type)
 
         def authorized(reply: dict[str, Any]) -> None:
             status = _verdict(reply, "idTagInfo" if self.is16 else "idTokenInfo")
@@ -567,6 +607,8 @@ class Station:
             evse.authorizing = None
             self._authorization("Authorize", transaction, status)
             if status == ACCEPTED:
+                if self.is21 and isinstance(reply.get("tariff"), dict):
+                    transaction.tariff = _tariff_or_none(reply["tariff"])  # the driver's
                 self._begin(evse, transaction, ev)
                 return
             transaction.rejected = status
@@ -660,7 +702,12 @@ class Station:
         trigger = "RemoteStart" if transaction.remote_start_id is not None else "Authorized"
         offline = not (self.online and self.accepted)
         seq_no = next(transaction.seq_no)
-        _, payload = v201.transaction_event(
+        m = self.messages
+        if self.is21 and transaction.tariff is None:
+            # the default tariff in force at the start prices the whole transaction
+            tariffs = self._tariffs  # made only when the CSMS sets one (memory)
+            transaction.tariff = tariffs.for_evse(evse.id, self.now_wall()) if tariffs else None
+        _, payload = m.transaction_event(
             "Started",
             transaction.local_id,
             seq_no,
@@ -671,16 +718,18 @@ class Station:
             reservation_id=transaction.reservation_id,
             evse_id=evse.id,
             connector_id=transaction.connector_id,
-            token=v201.id_token(transaction.token, transaction.token_type),
+            token=m.id_token(transaction.token, transaction.token_type),
             offline=offline,
             meter_values=[
-                v201.meter_value(now, v201.sampled_values(energy, power, soc, "Transaction.Begin"))
+                m.meter_value(now, m.sampled_values(energy, power, soc, "Transaction.Begin"))
             ],
+            **self._fields_21(transaction, evse, start=True),
         )
 
         def started(reply: dict[str, Any]) -> None:
             self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
             self._token_verdict(transaction, reply)
+            self._transaction_limit(transaction, reply)
 
         self._transactional("TransactionEvent", transaction, lambda: payload, started)
 
@@ -722,7 +771,8 @@ class Station:
             self._transactional("MeterValues", transaction, build)
             return
         offline = not (self.online and self.accepted)
-        _, payload = v201.transaction_event(
+        m = self.messages
+        _, payload = m.transaction_event(
             "Updated",
             transaction.local_id,
             next(transaction.seq_no),
@@ -731,10 +781,19 @@ class Station:
             charging_state=transaction.charging_state,
             offline=offline,
             meter_values=[
-                v201.meter_value(now, v201.sampled_values(energy, power, soc, "Sample.Periodic"))
+                m.meter_value(now, m.sampled_values(energy, power, soc, "Sample.Periodic"))
             ],
+            **self._fields_21(transaction, evse, limit_set=trigger == "LimitSet"),
         )
-        self._transactional("TransactionEvent", transaction, lambda: payload)
+
+        def updated(reply: dict[str, Any]) -> None:
+            self._transaction_limit(transaction, reply)
+
+        self._transactional(
+            "TransactionEvent", transaction, lambda: payload, updated if self.is21 else None
+        )
+        if self.is21 and transaction.limit:
+            self._check_limits(evse)
 
     def _queue_transaction_end(self, evse: Evse, transaction: Transaction, trigger: str) -> None:
         assert evse.physics is not None
@@ -764,7 +823,8 @@ class Station:
             self._transactional("StopTransaction", transaction, build, self._ended(transaction))
             return
         offline = not (self.online and self.accepted)
-        _, payload = v201.transaction_event(
+        m = self.messages
+        _, payload = m.transaction_event(
             "Ended",
             transaction.local_id,
             next(transaction.seq_no),
@@ -774,12 +834,121 @@ class Station:
             stopped_reason=transaction.stop_reason,
             offline=offline,
             meter_values=[
-                v201.meter_value(now, v201.sampled_values(energy, 0.0, soc, "Transaction.End"))
+                m.meter_value(now, m.sampled_values(energy, 0.0, soc, "Transaction.End"))
             ],
+            **self._fields_21(transaction, evse),
         )
         self._transactional(
             "TransactionEvent", transaction, lambda: payload, self._ended(transaction)
         )
+
+    # -- 2.1: running cost and transaction limits ---------------------------------------
+
+    def _usage(self, transaction: Transaction, evse: Evse) -> tuple[float, float]:
+        """Energy (Wh) and time (s, station clock) of the transaction so far."""
+        if transaction.ended_at is not None:
+            return transaction.energy_wh, transaction.ended_at - transaction.started_at
+        return evse.register.wh - transaction.start_wh, self.clock.now() - transaction.started_at
+
+    def running_cost(self, transaction: Transaction, evse: Evse) -> float | None:
+        """2.1: the cost so far under the transaction's tariff (None without one)."""
+        if transaction.tariff is None:
+            return None
+        return transaction.tariff.cost(*self._usage(transaction, evse))
+
+    def _fields_21(
+        self, transaction: Transaction, evse: Evse, start: bool = False, limit_set: bool = False
+    ) -> dict[str, Any]:
+        """A 2.1 TransactionEvent's extra fields: the tariff and its running cost (when the
+        CSMS gave a tariff), the limit just accepted (LimitSet), the operation mode at the
+        start; nothing for 2.0.1."""
+        if not self.is21:
+            return {}
+        fields: dict[str, Any] = {}
+        if start:
+            fields["operation_mode"] = "ChargingOnly"
+        if limit_set and transaction.limit:
+            fields["transaction_limit"] = transaction.limit
+        tariff = transaction.tariff
+        if tariff is not None:
+            energy, seconds = self._usage(transaction, evse)
+            cost = tariff.cost(energy, seconds)
+            failed = not math.isfinite(cost)  # absurd prices: say so, send no Infinity
+            details = self.messages.cost_details(
+                tariff.currency,
+                0.0 if failed else cost,
+                energy,
+                seconds,
+                tariff_id=tariff.id,
+                period_start=transaction.started_stamp,
+            )
+            if failed:
+                details["failureToCalculate"] = True
+                details["failureReason"] = "the tariff's prices give no finite cost"
+            fields["tariff_id"] = tariff.id
+            fields["cost_details"] = details
+        return fields
+
+    def _transaction_limit(self, transaction: Transaction, reply: dict[str, Any]) -> None:
+        """2.1: a TransactionEventResponse's transactionLimit replaces the one in force;
+        the station confirms it (LimitSet) and ends the transaction when it is reached."""
+        limit = reply.get("transactionLimit")
+        if not self.is21 or not isinstance(limit, dict):
+            return
+        limit = {k: v for k, v in limit.items() if k in _LIMIT_KEYS} or None  # {}: none
+        evse = self.evses.get(transaction.evse_id)
+        if (
+            limit == transaction.limit
+            or transaction.stopping
+            or evse is None
+            or evse.transaction is not transaction
+        ):
+            return
+        transaction.limit = limit
+        self._emit("limit", {"transaction": transaction, "limit": limit})
+        self._meter_update(evse, "LimitSet")  # checks the new limit at once
+        if not transaction.limit:
+            transaction.limit_due = None
+
+    def _check_limits(self, evse: Evse) -> None:
+        """End the transaction once a limit is reached; else note when one may be."""
+        transaction = evse.transaction
+        if transaction is None or transaction.stopping or not transaction.limit:
+            return
+        assert evse.physics is not None
+        now = self.clock.now()
+        evse.physics.advance(now)
+        limit = transaction.limit
+        energy, seconds = self._usage(transaction, evse)
+        soc = evse.physics.ev.soc * 100
+        cost = self.running_cost(transaction, evse)
+        reached = None
+        if limit.get("maxEnergy") is not None and energy >= limit["maxEnergy"]:
+            reached = ("EnergyLimitReached", "EnergyLimitReached")
+        elif limit.get("maxTime") is not None and seconds >= limit["maxTime"]:
+            reached = ("TimeLimitReached", "TimeLimitReached")
+        elif limit.get("maxSoC") is not None and soc >= limit["maxSoC"]:
+            reached = ("SOCLimitReached", "SoCLimitReached")
+        elif limit.get("maxCost") is not None and cost is not None and cost >= limit["maxCost"]:
+            # ReasonEnumType has no cost limit: the trigger says which limit it was
+            reached = ("Other", "CostLimitReached")
+        if reached is not None:
+            transaction.limit_due = None
+            self.stop_session(evse.id, reached[0], trigger=reached[1])
+            return
+        # When the nearest limit falls at today's power (it tapers: then look again).
+        power = evse.physics.power_w
+        waits = [self.meter_interval]
+        if limit.get("maxTime") is not None:
+            waits.append(limit["maxTime"] - seconds)
+        if limit.get("maxEnergy") is not None and power > 0:
+            waits.append((limit["maxEnergy"] - energy) * 3600.0 / power)
+        if limit.get("maxCost") is not None and cost is not None and transaction.tariff:
+            tariff = transaction.tariff
+            per_second = tariff.price_kwh * power / 3.6e6 + tariff.price_minute / 60.0
+            if per_second > 0:
+                waits.append((limit["maxCost"] - cost) / per_second)
+        transaction.limit_due = now + max(min(waits), 0.001)
 
     def _ended(self, transaction: Transaction) -> Callable[[dict[str, Any]], None]:
         def acknowledged(reply: dict[str, Any]) -> None:
@@ -792,7 +961,7 @@ class Station:
 
     def handle_csms_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Answer a CSMS-initiated CALL; raises :class:`CallErrorReply` for a CALLERROR."""
-        handler = (_HANDLERS_16 if self.is16 else _HANDLERS_201).get(action)
+        handler = _HANDLERS[self.version.name].get(action)
         if handler is None:
             raise CallErrorReply(NOT_IMPLEMENTED, f"{action} is not implemented")
         self._emit("csms_call", {"action": action, "payload": payload})
@@ -1067,6 +1236,18 @@ def seconds_or_zero(value: Any) -> float:
     return float(value)
 
 
+#: the TransactionLimitType fields a station honours
+_LIMIT_KEYS = ("maxEnergy", "maxTime", "maxCost", "maxSoC")
+
+
+def _tariff_or_none(raw: dict[str, Any]) -> Tariff | None:
+    """A CSMS's TariffType, or None when its validFrom is no dateTime."""
+    try:
+        return Tariff.from_ocpp(raw)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _verdict(reply: dict[str, Any], info: str) -> str:
     """The status of an idTokenInfo / idTagInfo; a reply without one is no Accepted."""
     status = (reply.get(info) or {}).get("status")
@@ -1265,4 +1446,11 @@ _HANDLERS_16: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
     "UnlockConnector": _unlock_16,
     "ClearCache": _clear_cache,
     "DataTransfer": _data_transfer,
+}
+
+#: every CSMS-initiated action a station answers, by version: 2.1 answers 2.0.1's the same way
+_HANDLERS: dict[str, dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]]] = {
+    OCPP16.name: _HANDLERS_16,
+    OCPP201.name: _HANDLERS_201,
+    OCPP21.name: {**_HANDLERS_201, **station_v21.HANDLERS_21},
 }

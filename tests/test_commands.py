@@ -16,11 +16,13 @@ import pytest
 from loadgen import fleet as fleets
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import FakeClock
-from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, iso_timestamp, schemas
 from loadgen.station import Station, StationConfig
 from tests.station_driver import MemoryCsms, drive, run_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
+#: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
+V2 = [OCPP201, OCPP21]
 TWO_EVSES = dataclasses.replace(CHARGER, evse_count=2)
 
 
@@ -70,6 +72,13 @@ STATION_TO_CSMS = {
         "StartTransaction", "StatusNotification", "StopTransaction",
     },
 }  # fmt: skip
+# 2.1: 2.0.1's and the new ones a charger sends (it opens periodic event streams itself)
+STATION_TO_CSMS[OCPP21.name] = STATION_TO_CSMS[OCPP201.name] | {
+    "BatterySwap", "ClosePeriodicEventStream", "GetCertificateChainStatus", "NotifyDERAlarm",
+    "NotifyDERStartStop", "NotifyPriorityCharging", "NotifySettlement",
+    "OpenPeriodicEventStream", "PullDynamicScheduleUpdate", "ReportDERControl",
+    "VatNumberValidation",
+}  # fmt: skip
 
 
 def csms_actions(version: Version) -> list[str]:
@@ -97,10 +106,10 @@ def sample(version: Version, action: str, everything: bool, when: str) -> dict[s
             return {name: build(node["properties"][name]) for name in names}
         if kind == "array":
             return [build(node["items"])]
-        if kind == "integer":
-            return 1
-        if kind == "number":
-            return 1.5
+        if kind in ("integer", "number"):
+            value = 1 if kind == "integer" else 1.5
+            # inside the bounds (2.1's dischargeLimit is at most 0)
+            return min(max(value, node.get("minimum", value)), node.get("maximum", value))
         if kind == "boolean":
             return False
         if node.get("format") == "date-time":
@@ -115,7 +124,7 @@ def sample(version: Version, action: str, everything: bool, when: str) -> dict[s
 @pytest.mark.parametrize("everything", [False, True], ids=["required", "all-fields"])
 @pytest.mark.parametrize(
     ("version", "action"),
-    [(OCPP201, a) for a in csms_actions(OCPP201)] + [(OCPP16, a) for a in csms_actions(OCPP16)],
+    [(v, a) for v in (OCPP201, OCPP21, OCPP16) for a in csms_actions(v)],
 )
 def test_every_csms_action_gets_a_valid_answer(
     version: Version, action: str, everything: bool
@@ -141,15 +150,16 @@ def test_every_csms_action_gets_a_valid_answer(
 
 
 def test_the_station_to_csms_list_is_the_schemas() -> None:
-    for version in (OCPP201, OCPP16):
+    for version in (OCPP201, OCPP21, OCPP16):
         assert STATION_TO_CSMS[version.name] <= set(schemas.actions(version))
 
 
 # -- reports: one device model -----------------------------------------------------------
 
 
-def test_get_base_report_is_multi_part_and_agrees_with_get_variables() -> None:
-    station, csms, _ = make(OCPP201, TWO_EVSES, report_items_per_message=7)
+@pytest.mark.parametrize("version", V2)
+def test_get_base_report_is_multi_part_and_agrees_with_get_variables(version: Version) -> None:
+    station, csms, _ = make(version, TWO_EVSES, report_items_per_message=7)
     ask(
         station,
         "SetVariables",
@@ -187,8 +197,9 @@ def test_get_base_report_is_multi_part_and_agrees_with_get_variables() -> None:
     assert (attribute["value"], attribute["mutability"]) == ("77", "ReadWrite")
 
 
-def test_get_report_by_criteria_and_component() -> None:
-    station, csms, _ = make(OCPP201, TWO_EVSES)
+@pytest.mark.parametrize("version", V2)
+def test_get_report_by_criteria_and_component(version: Version) -> None:
+    station, csms, _ = make(version, TWO_EVSES)
     config = ask(station, "GetBaseReport", {"requestId": 1, "reportBase": "ConfigurationInventory"})
     assert config == {"status": "Accepted"}
     drive(station, csms)
@@ -239,8 +250,9 @@ def test_get_configuration_16_reads_the_same_model() -> None:
 # -- transactions ------------------------------------------------------------------------
 
 
-def test_get_transaction_status_and_cost_updated() -> None:
-    station, csms, _ = make()
+@pytest.mark.parametrize("version", V2)
+def test_get_transaction_status_and_cost_updated(version: Version) -> None:
+    station, csms, _ = make(version)
     transaction = station.start_session(1, "tokA")
     assert transaction is not None
     tid = transaction.transaction_id
@@ -265,7 +277,7 @@ def test_get_transaction_status_and_cost_updated() -> None:
 # -- local authorisation list ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_local_list_full_differential_and_version_mismatch(version: Version) -> None:
     station, _, _ = make(version)
     is16 = version is OCPP16
@@ -311,8 +323,9 @@ def test_local_list_full_differential_and_version_mismatch(version: Version) -> 
 # -- reservations ------------------------------------------------------------------------
 
 
-def test_reserve_now_holds_the_evse_for_its_token_until_used() -> None:
-    station, csms, clock = make(OCPP201, TWO_EVSES)
+@pytest.mark.parametrize("version", V2)
+def test_reserve_now_holds_the_evse_for_its_token_until_used(version: Version) -> None:
+    station, csms, clock = make(version, TWO_EVSES)
     reserve = {
         "id": 7,
         "expiryDateTime": later(clock, 600),
@@ -337,8 +350,9 @@ def test_reserve_now_holds_the_evse_for_its_token_until_used() -> None:
     assert ask(station, "CancelReservation", {"reservationId": 7}) == {"status": "Rejected"}
 
 
-def test_reservation_expires_and_can_be_cancelled() -> None:
-    station, csms, clock = make()
+@pytest.mark.parametrize("version", V2)
+def test_reservation_expires_and_can_be_cancelled(version: Version) -> None:
+    station, csms, clock = make(version)
     token = {"idToken": "tokR", "type": "ISO14443"}
     payload = {"id": 1, "expiryDateTime": later(clock, 300), "idToken": token, "evseId": 1}
     assert ask(station, "ReserveNow", payload) == {"status": "Accepted"}
@@ -390,8 +404,9 @@ def _firmware_201(clock: FakeClock, request_id: int) -> dict[str, Any]:
     }
 
 
-def test_update_firmware_waits_for_the_transaction_then_reboots_201() -> None:
-    station, csms, clock = make()
+@pytest.mark.parametrize("version", V2)
+def test_update_firmware_waits_for_the_transaction_then_reboots_201(version: Version) -> None:
+    station, csms, clock = make(version)
     station.start_session(1, "tokA")
     assert ask(station, "UpdateFirmware", _firmware_201(clock, 9)) == {"status": "Accepted"}
     run_for(station, csms, clock, 60)
@@ -437,7 +452,7 @@ def test_update_firmware_16() -> None:
     assert csms.of("FirmwareStatusNotification")[-1] == {"status": "Installed"}
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_get_log_uploads_and_fails(version: Version) -> None:
     station, csms, clock = make(version)
     payload = {"logType": "DiagnosticsLog", "requestId": 3, "log": {"remoteLocation": "x"}}
@@ -464,8 +479,9 @@ def test_get_diagnostics_16() -> None:
 # -- monitoring, display messages, customer information ----------------------------------
 
 
-def test_variable_monitors_are_kept_reported_and_cleared() -> None:
-    station, csms, _ = make()
+@pytest.mark.parametrize("version", V2)
+def test_variable_monitors_are_kept_reported_and_cleared(version: Version) -> None:
+    station, csms, _ = make(version)
     monitor = {
         "value": 5000,
         "type": "UpperThreshold",
@@ -493,8 +509,9 @@ def test_variable_monitors_are_kept_reported_and_cleared() -> None:
     assert ask(station, "GetMonitoringReport", {"requestId": 8}) == {"status": "EmptyResultSet"}
 
 
-def test_display_messages_are_kept() -> None:
-    station, csms, _ = make()
+@pytest.mark.parametrize("version", V2)
+def test_display_messages_are_kept(version: Version) -> None:
+    station, csms, _ = make(version)
     message = {"id": 3, "priority": "InFront", "message": {"format": "UTF8", "content": "Hi"}}
     assert ask(station, "SetDisplayMessage", {"message": message}) == {"status": "Accepted"}
     unknown = {**message, "id": 4, "transactionId": "nope"}
@@ -510,8 +527,9 @@ def test_display_messages_are_kept() -> None:
     assert ask(station, "GetDisplayMessages", {"requestId": 2}) == {"status": "Unknown"}
 
 
-def test_customer_information_reports_and_clears_the_local_list_entry() -> None:
-    station, csms, _ = make()
+@pytest.mark.parametrize("version", V2)
+def test_customer_information_reports_and_clears_the_local_list_entry(version: Version) -> None:
+    station, csms, _ = make(version)
     entry = {
         "idToken": {"idToken": "C1", "type": "ISO14443"},
         "idTokenInfo": {"status": "Accepted"},
@@ -534,8 +552,9 @@ def test_customer_information_reports_and_clears_the_local_list_entry() -> None:
 # -- Reset and ChangeAvailability (issue 15's defects) -----------------------------------
 
 
-def test_reset_on_idle_waits_for_the_transactions_to_end() -> None:
-    station, csms, _ = make(OCPP201, TWO_EVSES)
+@pytest.mark.parametrize("version", V2)
+def test_reset_on_idle_waits_for_the_transactions_to_end(version: Version) -> None:
+    station, csms, _ = make(version, TWO_EVSES)
     station.start_session(1, "tokA")
     assert ask(station, "Reset", {"type": "OnIdle"}) == {"status": "Scheduled"}
     assert station.reset_requested is None and station.transactions
@@ -546,8 +565,9 @@ def test_reset_on_idle_waits_for_the_transactions_to_end() -> None:
     assert csms.of("TransactionEvent")[-1]["transactionInfo"]["stoppedReason"] == "Local"
 
 
-def test_reset_immediate_ends_transactions_with_immediate_reset() -> None:
-    station, csms, _ = make(OCPP201, TWO_EVSES)
+@pytest.mark.parametrize("version", V2)
+def test_reset_immediate_ends_transactions_with_immediate_reset(version: Version) -> None:
+    station, csms, _ = make(version, TWO_EVSES)
     station.start_session(1, "tokA")
     station.start_session(2, "tokB")
     assert ask(station, "Reset", {"type": "Immediate"}) == {"status": "Accepted"}
@@ -558,8 +578,9 @@ def test_reset_immediate_ends_transactions_with_immediate_reset() -> None:
     assert station.reset_requested == "RemoteReset"
 
 
-def test_reset_of_one_evse_resets_only_that_evse() -> None:
-    station, csms, _ = make(OCPP201, TWO_EVSES)
+@pytest.mark.parametrize("version", V2)
+def test_reset_of_one_evse_resets_only_that_evse(version: Version) -> None:
+    station, csms, _ = make(version, TWO_EVSES)
     station.start_session(1, "tokA")
     station.start_session(2, "tokB")
     assert ask(station, "Reset", {"type": "OnIdle", "evseId": 2}) == {"status": "Scheduled"}
@@ -581,7 +602,7 @@ def test_reset_16_ends_transactions_with_its_reason() -> None:
     assert station.reset_requested == "RemoteReset"
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_inoperative_during_a_transaction_reports_unavailable_when_it_ends(
     version: Version,
 ) -> None:

@@ -15,6 +15,7 @@ from loadgen import ocppj
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import (
     OCPP16,
+    OCPP21,
     OCPP201,
     Version,
     get_version,
@@ -22,8 +23,10 @@ from loadgen.protocols import (
     parse_timestamp,
     schemas,
     v16,
+    v21,
     v201,
 )
+from loadgen.smart_charging import ProfileRejected
 
 # -- schema helpers ----------------------------------------------------------------------
 
@@ -68,6 +71,11 @@ def check(version: Version, request: tuple[str, dict[str, Any]]) -> dict[str, An
     assert framed.action == action and framed.payload == payload
     return payload
 
+
+#: 2.1 reuses 2.0.1's builders where the shapes agree: each 2.0.1 test runs on both
+V2 = pytest.mark.parametrize(
+    ("version", "m"), [(OCPP201, v201), (OCPP21, v21)], ids=["2.0.1", "2.1"]
+)
 
 # -- strategies --------------------------------------------------------------------------
 
@@ -119,6 +127,7 @@ def sampled_16(draw: st.DrawFn) -> list[dict[str, Any]]:
 # -- OCPP 2.0.1 builders -----------------------------------------------------------------
 
 
+@V2
 @no_deadline
 @given(
     vendor=text(50),
@@ -128,26 +137,35 @@ def sampled_16(draw: st.DrawFn) -> list[dict[str, Any]]:
     reason=enum_of(OCPP201, "BootNotification", "reason"),
 )
 def test_v201_boot_notification(
-    vendor: str, model: str, serial: str | None, firmware: str | None, reason: str
+    version: Version,
+    m: Any,
+    vendor: str,
+    model: str,
+    serial: str | None,
+    firmware: str | None,
+    reason: str,
 ) -> None:
-    payload = check(OCPP201, v201.boot_notification(vendor, model, serial, firmware, reason))
+    payload = check(version, m.boot_notification(vendor, model, serial, firmware, reason))
     assert payload["chargingStation"]["vendorName"] == vendor
     assert ("serialNumber" in payload["chargingStation"]) == (serial is not None)
     assert payload["reason"] == reason
 
 
-def test_v201_boot_notification_defaults_to_power_up() -> None:
-    payload = check(OCPP201, v201.boot_notification("ABB", "Terra 53"))
+@V2
+def test_v201_boot_notification_defaults_to_power_up(version: Version, m: Any) -> None:
+    payload = check(version, m.boot_notification("ABB", "Terra 53"))
     assert payload == {
         "chargingStation": {"vendorName": "ABB", "model": "Terra 53"},
         "reason": "PowerUp",
     }
 
 
-def test_v201_heartbeat() -> None:
-    assert check(OCPP201, v201.heartbeat()) == {}
+@V2
+def test_v201_heartbeat(version: Version, m: Any) -> None:
+    assert check(version, m.heartbeat()) == {}
 
 
+@V2
 @no_deadline
 @given(
     evse=small_ints,
@@ -155,19 +173,23 @@ def test_v201_heartbeat() -> None:
     status=enum_of(OCPP201, "StatusNotification", "connectorStatus"),
     when=timestamps,
 )
-def test_v201_status_notification(evse: int, connector: int, status: str, when: Any) -> None:
-    payload = check(OCPP201, v201.status_notification(evse, connector, status, when))
+def test_v201_status_notification(
+    version: Version, m: Any, evse: int, connector: int, status: str, when: Any
+) -> None:
+    payload = check(version, m.status_notification(evse, connector, status, when))
     assert payload["connectorStatus"] == status
     assert parse_timestamp(payload["timestamp"]).tzinfo is UTC
 
 
+@V2
 @no_deadline
 @given(token=text(36), token_type=enum_of(OCPP201, "Authorize", "idToken", "type"))
-def test_v201_authorize(token: str, token_type: str) -> None:
-    payload = check(OCPP201, v201.authorize(token, token_type))
+def test_v201_authorize(version: Version, m: Any, token: str, token_type: str) -> None:
+    payload = check(version, m.authorize(token, token_type))
     assert payload == {"idToken": {"idToken": token, "type": token_type}}
 
 
+@V2
 @no_deadline
 @given(
     event_type=enum_of(OCPP201, "TransactionEvent", "eventType"),
@@ -187,6 +209,8 @@ def test_v201_authorize(token: str, token_type: str) -> None:
     offline=st.booleans(),
 )
 def test_v201_transaction_event(
+    version: Version,
+    m: Any,
     event_type: str,
     transaction_id: str,
     seq_no: int,
@@ -202,8 +226,8 @@ def test_v201_transaction_event(
     offline: bool,
 ) -> None:
     payload = check(
-        OCPP201,
-        v201.transaction_event(
+        version,
+        m.transaction_event(
             event_type,
             transaction_id,
             seq_no,
@@ -215,7 +239,7 @@ def test_v201_transaction_event(
             evse_id=evse,
             connector_id=connector,
             token=token,
-            meter_values=[v201.meter_value(t, sampled) for t, sampled in meter],
+            meter_values=[m.meter_value(t, sampled) for t, sampled in meter],
             offline=offline,
         ),
     )
@@ -226,22 +250,27 @@ def test_v201_transaction_event(
     assert ("meterValue" in payload) == bool(meter)
 
 
+@V2
 @no_deadline
 @given(evse=small_ints, meter=st.lists(st.tuples(timestamps, sampled_201()), min_size=1))
-def test_v201_meter_values(evse: int, meter: list[tuple[Any, list[dict[str, Any]]]]) -> None:
-    payload = check(OCPP201, v201.meter_values(evse, [v201.meter_value(t, s) for t, s in meter]))
+def test_v201_meter_values(
+    version: Version, m: Any, evse: int, meter: list[tuple[Any, list[dict[str, Any]]]]
+) -> None:
+    payload = check(version, m.meter_values(evse, [m.meter_value(t, s) for t, s in meter]))
     assert len(payload["meterValue"]) == len(meter)
 
 
-def test_v201_sampled_values_units_and_rounding() -> None:
-    values = v201.sampled_values(energy_wh=1234.56789, power_w=7000, soc_percent=None)
+@V2
+def test_v201_sampled_values_units_and_rounding(version: Version, m: Any) -> None:
+    values = m.sampled_values(energy_wh=1234.56789, power_w=7000, soc_percent=None)
     assert values == [
-        {"value": 1234.568, "measurand": v201.ENERGY_REGISTER, "unitOfMeasure": {"unit": "Wh"}},
-        {"value": 7000.0, "measurand": v201.POWER, "unitOfMeasure": {"unit": "W"}},
+        {"value": 1234.568, "measurand": m.ENERGY_REGISTER, "unitOfMeasure": {"unit": "Wh"}},
+        {"value": 7000.0, "measurand": m.POWER, "unitOfMeasure": {"unit": "W"}},
     ]
-    assert v201.sampled_values() == []
+    assert m.sampled_values() == []
 
 
+@V2
 @no_deadline
 @given(
     seq_no=seq_nos,
@@ -267,12 +296,15 @@ def test_v201_sampled_values_units_and_rounding() -> None:
     ),
     tbc=st.booleans(),
 )
-def test_v201_notify_event(seq_no: int, when: Any, events: list[dict[str, Any]], tbc: bool) -> None:
-    payload = check(OCPP201, v201.notify_event(seq_no, when, events, tbc))
+def test_v201_notify_event(
+    version: Version, m: Any, seq_no: int, when: Any, events: list[dict[str, Any]], tbc: bool
+) -> None:
+    payload = check(version, m.notify_event(seq_no, when, events, tbc))
     assert payload["eventData"] == events
     assert payload.get("tbc", False) is tbc
 
 
+@V2
 @no_deadline
 @given(
     request_id=st.integers(min_value=0, max_value=2**31 - 1),
@@ -309,51 +341,70 @@ def test_v201_notify_event(seq_no: int, when: Any, events: list[dict[str, Any]],
     tbc=st.booleans(),
 )
 def test_v201_notify_report(
-    request_id: int, seq_no: int, when: Any, report: list[dict[str, Any]] | None, tbc: bool
+    version: Version,
+    m: Any,
+    request_id: int,
+    seq_no: int,
+    when: Any,
+    report: list[dict[str, Any]] | None,
+    tbc: bool,
 ) -> None:
-    payload = check(OCPP201, v201.notify_report(request_id, seq_no, when, report, tbc))
+    payload = check(version, m.notify_report(request_id, seq_no, when, report, tbc))
     assert payload["requestId"] == request_id
     assert payload.get("reportData") == report
 
 
+@V2
 @no_deadline
 @given(event_type=text(50), when=timestamps, tech_info=st.none() | text(255))
-def test_v201_security_event_notification(event_type: str, when: Any, tech_info: Any) -> None:
-    payload = check(OCPP201, v201.security_event_notification(event_type, when, tech_info))
+def test_v201_security_event_notification(
+    version: Version, m: Any, event_type: str, when: Any, tech_info: Any
+) -> None:
+    payload = check(version, m.security_event_notification(event_type, when, tech_info))
     assert payload["type"] == event_type
     assert ("techInfo" in payload) == (tech_info is not None)
 
 
+@V2
 @no_deadline
 @given(
     status=enum_of(OCPP201, "FirmwareStatusNotification", "status"),
     request_id=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
 )
-def test_v201_firmware_status_notification(status: str, request_id: int | None) -> None:
-    payload = check(OCPP201, v201.firmware_status_notification(status, request_id))
+def test_v201_firmware_status_notification(
+    version: Version, m: Any, status: str, request_id: int | None
+) -> None:
+    payload = check(version, m.firmware_status_notification(status, request_id))
     assert payload["status"] == status
 
 
+@V2
 @no_deadline
 @given(
     status=enum_of(OCPP201, "LogStatusNotification", "status"),
     request_id=st.none() | st.integers(min_value=0, max_value=2**31 - 1),
 )
-def test_v201_log_status_notification(status: str, request_id: int | None) -> None:
-    payload = check(OCPP201, v201.log_status_notification(status, request_id))
+def test_v201_log_status_notification(
+    version: Version, m: Any, status: str, request_id: int | None
+) -> None:
+    payload = check(version, m.log_status_notification(status, request_id))
     assert payload["status"] == status and payload.get("requestId") == request_id
 
 
+@V2
 @no_deadline
 @given(
     reservation_id=st.integers(min_value=0, max_value=2**31 - 1),
     status=enum_of(OCPP201, "ReservationStatusUpdate", "reservationUpdateStatus"),
 )
-def test_v201_reservation_status_update(reservation_id: int, status: str) -> None:
-    payload = check(OCPP201, v201.reservation_status_update(reservation_id, status))
+def test_v201_reservation_status_update(
+    version: Version, m: Any, reservation_id: int, status: str
+) -> None:
+    payload = check(version, m.reservation_status_update(reservation_id, status))
     assert payload == {"reservationId": reservation_id, "reservationUpdateStatus": status}
 
 
+@V2
 @no_deadline
 @given(
     seq_no=st.integers(min_value=0, max_value=1000),
@@ -363,7 +414,7 @@ def test_v201_reservation_status_update(reservation_id: int, status: str) -> Non
     empty=st.booleans(),
 )
 def test_v201_notify_monitoring_report(
-    seq_no: int, when: Any, kind: str, tbc: bool, empty: bool
+    version: Version, m: Any, seq_no: int, when: Any, kind: str, tbc: bool, empty: bool
 ) -> None:
     monitor = [
         {
@@ -374,32 +425,41 @@ def test_v201_notify_monitoring_report(
             ],
         }
     ]
+    if version is OCPP21:  # required in 2.1
+        monitor[0]["variableMonitoring"][0]["eventNotificationType"] = "CustomMonitor"
     payload = check(
-        OCPP201, v201.notify_monitoring_report(7, seq_no, when, None if empty else monitor, tbc)
+        version, m.notify_monitoring_report(7, seq_no, when, None if empty else monitor, tbc)
     )
     assert payload.get("monitor") == (None if empty else monitor)
     assert payload.get("tbc", False) == tbc
 
 
+@V2
 @no_deadline
 @given(
     priority=enum_of(OCPP201, "NotifyDisplayMessages", "messageInfo", "priority"),
     content=text(512),
     tbc=st.booleans(),
 )
-def test_v201_notify_display_messages(priority: str, content: str, tbc: bool) -> None:
+def test_v201_notify_display_messages(
+    version: Version, m: Any, priority: str, content: str, tbc: bool
+) -> None:
     info = [{"id": 1, "priority": priority, "message": {"format": "UTF8", "content": content}}]
-    payload = check(OCPP201, v201.notify_display_messages(3, info, tbc))
+    payload = check(version, m.notify_display_messages(3, info, tbc))
     assert payload["messageInfo"] == info and payload.get("tbc", False) == tbc
 
 
+@V2
 @no_deadline
 @given(data=text(512), seq_no=st.integers(min_value=0, max_value=100), when=timestamps)
-def test_v201_notify_customer_information(data: str, seq_no: int, when: Any) -> None:
-    payload = check(OCPP201, v201.notify_customer_information(5, seq_no, when, data))
+def test_v201_notify_customer_information(
+    version: Version, m: Any, data: str, seq_no: int, when: Any
+) -> None:
+    payload = check(version, m.notify_customer_information(5, seq_no, when, data))
     assert payload["data"] == data and payload["requestId"] == 5
 
 
+@V2
 @no_deadline
 @given(
     vendor_id=text(255),
@@ -409,11 +469,14 @@ def test_v201_notify_customer_information(data: str, seq_no: int, when: Any) -> 
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what orjson can write
     | st.dictionaries(st.text(), st.text()),
 )
-def test_v201_data_transfer(vendor_id: str, message_id: str | None, data: Any) -> None:
-    payload = check(OCPP201, v201.data_transfer(vendor_id, message_id, data))
+def test_v201_data_transfer(
+    version: Version, m: Any, vendor_id: str, message_id: str | None, data: Any
+) -> None:
+    payload = check(version, m.data_transfer(vendor_id, message_id, data))
     assert payload["vendorId"] == vendor_id
 
 
+@V2
 @no_deadline
 @given(
     remote_start_id=st.integers(min_value=0, max_value=2**31 - 1),
@@ -423,16 +486,17 @@ def test_v201_data_transfer(vendor_id: str, message_id: str | None, data: Any) -
     evse=st.none() | st.integers(min_value=1, max_value=10),
 )
 def test_v201_request_start_transaction(
-    remote_start_id: int, token: dict[str, str], evse: int | None
+    version: Version, m: Any, remote_start_id: int, token: dict[str, str], evse: int | None
 ) -> None:
-    payload = check(OCPP201, v201.request_start_transaction(remote_start_id, token, evse))
+    payload = check(version, m.request_start_transaction(remote_start_id, token, evse))
     assert payload["idToken"] == token
 
 
+@V2
 @no_deadline
 @given(transaction_id=text(36))
-def test_v201_request_stop_transaction(transaction_id: str) -> None:
-    assert check(OCPP201, v201.request_stop_transaction(transaction_id)) == {
+def test_v201_request_stop_transaction(version: Version, m: Any, transaction_id: str) -> None:
+    assert check(version, m.request_stop_transaction(transaction_id)) == {
         "transactionId": transaction_id
     }
 
@@ -653,39 +717,45 @@ def _read_back(profile: Any, expected: dict[str, Any], args: dict[str, Any]) -> 
     assert profile.transaction_id == (None if transaction_id is None else str(transaction_id))
 
 
+@V2
 @no_deadline
 @given(profile=profiles(OCPP201), evse=small_ints)
-def test_v201_charging_profile(profile: tuple[dict[str, Any], dict[str, Any]], evse: int) -> None:
+def test_v201_charging_profile(
+    version: Version, m: Any, profile: tuple[dict[str, Any], dict[str, Any]], evse: int
+) -> None:
     args, _ = profile
-    payload = check(OCPP201, v201.set_charging_profile(evse, v201.charging_profile(**args)))
+    payload = check(version, m.set_charging_profile(evse, m.charging_profile(**args)))
     assert payload["evseId"] == evse
     assert (
         payload["chargingProfile"]["chargingSchedule"][0]["chargingRateUnit"] == args["rate_unit"]
     )
     raw = payload["chargingProfile"]
-    check(OCPP201, v201.request_start_transaction(1, v201.id_token("t"), evse or None, raw))
+    check(version, m.request_start_transaction(1, m.id_token("t"), evse or None, raw))
 
 
+@V2
 @no_deadline
 @given(profile=profiles(OCPP201), evse=small_ints)
 def test_v201_charging_profile_from(
-    profile: tuple[dict[str, Any], dict[str, Any]], evse: int
+    version: Version, m: Any, profile: tuple[dict[str, Any], dict[str, Any]], evse: int
 ) -> None:
     args, expected = profile
-    raw = v201.charging_profile(**args)
-    parsed = v201.charging_profile_from(raw, evse)
+    raw = m.charging_profile(**args)
+    parsed = m.charging_profile_from(raw, evse)
     _read_back(parsed, expected, args)
     assert parsed.evse_id == evse and parsed.raw is raw
 
 
-def test_v201_set_charging_profile() -> None:
-    profile = v201.charging_profile(1, 0, "TxDefaultProfile", [(0, 7000.0)], kind="Relative")
-    assert check(OCPP201, v201.set_charging_profile(1, profile)) == {
+@V2
+def test_v201_set_charging_profile(version: Version, m: Any) -> None:
+    profile = m.charging_profile(1, 0, "TxDefaultProfile", [(0, 7000.0)], kind="Relative")
+    assert check(version, m.set_charging_profile(1, profile)) == {
         "evseId": 1,
         "chargingProfile": profile,
     }
 
 
+@V2
 @no_deadline
 @given(
     request_id=st.integers(0, 2**31 - 1),
@@ -695,18 +765,19 @@ def test_v201_set_charging_profile() -> None:
     ids=st.none() | st.lists(small_ints, min_size=1, max_size=3),
 )
 def test_v201_get_charging_profiles(
+    version: Version,
+    m: Any,
     request_id: int,
     evse: int | None,
     purpose: str | None,
     stack_level: int | None,
     ids: list[int] | None,
 ) -> None:
-    payload = check(
-        OCPP201, v201.get_charging_profiles(request_id, evse, purpose, stack_level, ids)
-    )
+    payload = check(version, m.get_charging_profiles(request_id, evse, purpose, stack_level, ids))
     assert payload["requestId"] == request_id and ("evseId" in payload) == (evse is not None)
 
 
+@V2
 @no_deadline
 @given(
     profile_id=st.none() | small_ints,
@@ -715,32 +786,42 @@ def test_v201_get_charging_profiles(
     stack_level=st.none() | small_ints,
 )
 def test_v201_clear_charging_profile(
-    profile_id: int | None, evse: int | None, purpose: str | None, stack_level: int | None
+    version: Version,
+    m: Any,
+    profile_id: int | None,
+    evse: int | None,
+    purpose: str | None,
+    stack_level: int | None,
 ) -> None:
-    payload = check(OCPP201, v201.clear_charging_profile(profile_id, evse, purpose, stack_level))
+    payload = check(version, m.clear_charging_profile(profile_id, evse, purpose, stack_level))
     assert payload.get("chargingProfileId") == profile_id
     assert ("chargingProfileCriteria" in payload) == any(
         v is not None for v in (evse, purpose, stack_level)
     )
 
 
+@V2
 @no_deadline
 @given(duration=st.integers(1, 10**6), evse=small_ints, unit=st.none() | st.sampled_from("WA"))
-def test_v201_get_composite_schedule(duration: int, evse: int, unit: str | None) -> None:
-    payload = check(OCPP201, v201.get_composite_schedule(duration, evse, unit))
+def test_v201_get_composite_schedule(
+    version: Version, m: Any, duration: int, evse: int, unit: str | None
+) -> None:
+    payload = check(version, m.get_composite_schedule(duration, evse, unit))
     assert payload.get("chargingRateUnit") == unit
 
 
+@V2
 @no_deadline
 @given(profile=profiles(OCPP201), evse=small_ints, tbc=st.booleans())
 def test_v201_report_charging_profiles(
-    profile: tuple[dict[str, Any], dict[str, Any]], evse: int, tbc: bool
+    version: Version, m: Any, profile: tuple[dict[str, Any], dict[str, Any]], evse: int, tbc: bool
 ) -> None:
-    raw = v201.charging_profile(**profile[0])
-    payload = check(OCPP201, v201.report_charging_profiles(7, evse, [raw], tbc=tbc))
+    raw = m.charging_profile(**profile[0])
+    payload = check(version, m.report_charging_profiles(7, evse, [raw], tbc=tbc))
     assert payload["chargingProfile"] == [raw] and payload.get("tbc", False) == tbc
 
 
+@V2
 @no_deadline
 @given(
     evse=small_ints,
@@ -748,11 +829,13 @@ def test_v201_report_charging_profiles(
     unit=st.sampled_from("WA"),
     limits=st.lists(st.floats(0, 1e6), min_size=1, max_size=5),
 )
-def test_v201_composite_schedule(evse: int, when: Any, unit: str, limits: list[float]) -> None:
+def test_v201_composite_schedule(
+    version: Version, m: Any, evse: int, when: Any, unit: str, limits: list[float]
+) -> None:
     periods = [(60 * n, limit) for n, limit in enumerate(limits)]
-    schedule = v201.composite_schedule(evse, 3600, when, unit, periods)
+    schedule = m.composite_schedule(evse, 3600, when, unit, periods)
     reply = {"status": "Accepted", "schedule": schedule}
-    schemas.validate(OCPP201, "GetCompositeSchedule", reply, response=True)
+    schemas.validate(version, "GetCompositeSchedule", reply, response=True)
     assert [p["limit"] for p in schedule["chargingSchedulePeriod"]] == limits
 
 
@@ -831,10 +914,179 @@ def test_v16_composite_schedule(connector: int, when: Any, unit: str, limits: li
     assert sent == [round(limit, 1) for limit in limits]  # the nearest multiple of 0.1
 
 
+# -- OCPP 2.1: what differs from 2.0.1 ----------------------------------------------------
+
+
+def test_v21_reuses_every_v201_builder_it_does_not_redefine() -> None:
+    """One home per concept: a 2.1 message of 2.0.1's shape is built by v201's builder."""
+    public = {
+        n
+        for n, f in vars(v201).items()
+        if callable(f) and not n.startswith("_") and f.__module__ == v201.__name__
+    }
+    own = {n for n, f in vars(v21).items() if getattr(f, "__module__", None) == v21.__name__}
+    assert own >= {"transaction_event", "charging_profile_from"}
+    for name in public - own:
+        assert getattr(v21, name) is getattr(v201, name), name
+
+
+@no_deadline
+@given(
+    token=text(255),
+    token_type=text(20),
+    trigger=enum_of(OCPP21, "TransactionEvent", "triggerReason"),
+    stopped=st.none() | enum_of(OCPP21, "TransactionEvent", "transactionInfo", "stoppedReason"),
+    total=st.floats(0, 1e6),
+    energy=st.floats(0, 1e9),
+    seconds=st.integers(0, 10**7),
+    limit=st.builds(
+        v21.transaction_limit,
+        st.none() | st.floats(0, 1e9),
+        st.none() | st.integers(0, 10**7),
+        st.none() | st.floats(0, 1e6),
+        st.none() | st.integers(0, 100),
+    ),
+    mode=st.none() | enum_of(OCPP21, "TransactionEvent", "transactionInfo", "operationMode"),
+)
+def test_v21_transaction_event(
+    token: str,
+    token_type: str,
+    trigger: str,
+    stopped: str | None,
+    total: float,
+    energy: float,
+    seconds: int,
+    limit: dict[str, Any],
+    mode: str | None,
+) -> None:
+    """2.1's idToken (255 characters, a free type) and its new TransactionEvent fields."""
+    cost = v21.cost_details("EUR", total, energy, seconds, tariff_id="t1", period_start=0.0)
+    payload = check(
+        OCPP21,
+        v21.transaction_event(
+            "Updated",
+            "tx-1",
+            3,
+            0.0,
+            trigger,
+            stopped_reason=stopped,
+            token=v21.id_token(token, token_type),
+            cost_details=cost,
+            transaction_limit=limit,
+            tariff_id="t1",
+            operation_mode=mode,
+        ),
+    )
+    assert payload["costDetails"]["totalCost"]["total"] == {"exclTax": total}
+    assert payload["transactionInfo"].get("transactionLimit") == (limit or None)
+    assert payload["transactionInfo"].get("operationMode") == mode
+    assert payload["idToken"] == {"idToken": token, "type": token_type}
+
+
+def test_v21_transaction_event_without_2_1_fields_is_2_0_1s() -> None:
+    args = ("Started", "tx-1", 0, 0.0, "Authorized")
+    assert v21.transaction_event(*args) == v201.transaction_event(*args)
+
+
+def test_v21_cost_details() -> None:
+    details = v21.cost_details("KRW", 1234.5, 7000.0, 600)
+    assert details == {
+        "totalCost": {"currency": "KRW", "typeOfCost": "NormalCost", "total": {"exclTax": 1234.5}},
+        "totalUsage": {"energy": 7000.0, "chargingTime": 600, "idleTime": 0},
+    }
+    check(OCPP21, v21.transaction_event("Ended", "t", 9, 0.0, "EVDeparted", cost_details=details))
+
+
+def test_v21_transaction_limit() -> None:
+    assert v21.transaction_limit(max_energy=5000.0, max_soc=80) == {
+        "maxEnergy": 5000.0,
+        "maxSoC": 80,
+    }
+    assert v21.transaction_limit() == {}
+
+
+@no_deadline
+@given(
+    tariff_id=text(60),
+    currency=text(3),
+    price_kwh=st.none() | st.floats(0, 100),
+    price_minute=st.none() | st.floats(0, 100),
+    idle=st.none() | st.floats(0, 100),
+    fixed=st.none() | st.floats(0, 100),
+    valid_from=st.none() | timestamps,
+    evse=small_ints,
+)
+def test_v21_tariff(
+    tariff_id: str,
+    currency: str,
+    price_kwh: float | None,
+    price_minute: float | None,
+    idle: float | None,
+    fixed: float | None,
+    valid_from: Any,
+    evse: int,
+) -> None:
+    tariff = v21.tariff(
+        tariff_id,
+        currency,
+        price_kwh=price_kwh,
+        price_minute=price_minute,
+        idle_price_minute=idle,
+        fixed_fee=fixed,
+        valid_from=valid_from,
+    )
+    assert check(OCPP21, v21.set_default_tariff(evse, tariff))["tariff"] == tariff
+    check(OCPP21, v21.change_transaction_tariff("tx-1", tariff))
+
+
+def test_v21_set_default_tariff() -> None:
+    payload = check(OCPP21, v21.set_default_tariff(0, v21.tariff("t", price_kwh=0.3)))
+    assert payload == {
+        "evseId": 0,
+        "tariff": {"tariffId": "t", "currency": "EUR", "energy": {"prices": [{"priceKwh": 0.3}]}},
+    }
+
+
+def test_v21_change_transaction_tariff() -> None:
+    payload = check(OCPP21, v21.change_transaction_tariff("tx-9", v21.tariff("t2")))
+    assert payload["transactionId"] == "tx-9"
+
+
+def test_v21_get_tariffs() -> None:
+    assert check(OCPP21, v21.get_tariffs()) == {"evseId": 0}
+    assert check(OCPP21, v21.get_tariffs(2)) == {"evseId": 2}
+
+
+def test_v21_clear_tariffs() -> None:
+    assert check(OCPP21, v21.clear_tariffs()) == {}
+    assert check(OCPP21, v21.clear_tariffs(["a", "b"], 1)) == {"tariffIds": ["a", "b"], "evseId": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"chargingProfilePurpose": "PriorityCharging"}, "UnsupportedPurpose"),
+        ({"chargingProfileKind": "Dynamic"}, "UnsupportedKind"),
+        ({"chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
+          "chargingSchedulePeriod": [{"startPeriod": 0, "setpoint": 3.0}]}]}, "UnsupportedParam"),
+    ],
+)  # fmt: skip
+def test_v21_charging_profile_from(change: dict[str, Any], reason: str) -> None:
+    """2.1's V2X and dynamic profiles are refused with a reason; the rest read as 2.0.1's."""
+    plain = v21.charging_profile(5, 1, "TxDefaultProfile", [(0, 11000.0)])
+    schemas.validate(OCPP21, "SetChargingProfile", {"evseId": 1, "chargingProfile": plain})
+    assert v21.charging_profile_from(plain, 1).periods[0].limit == 11000.0
+    profile = {**plain, **change}
+    schemas.validate(OCPP21, "SetChargingProfile", {"evseId": 1, "chargingProfile": profile})
+    with pytest.raises(ProfileRejected) as caught:
+        v21.charging_profile_from(profile, 1)
+    assert caught.value.reason_code == reason
+
+
 def test_every_builder_is_covered() -> None:
     """A new builder must get a test here: compare the modules' public functions."""
     tested = set(globals())
-    for module, prefix in ((v201, "test_v201_"), (v16, "test_v16_")):
+    for module, prefix in ((v201, "test_v201_"), (v21, "test_v21_"), (v16, "test_v16_")):
         builders = {
             name
             for name, value in vars(module).items()

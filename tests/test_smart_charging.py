@@ -11,7 +11,7 @@ from websockets.asyncio.server import ServerConnection
 
 from loadgen import fleet as fleets
 from loadgen.physics import EV, FakeClock, ScaledClock
-from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas, v16, v201
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, iso_timestamp, schemas, v16, v201
 from loadgen.runner import StationRunner
 from loadgen.smart_charging import (
     MAX_PROFILES,
@@ -269,8 +269,9 @@ def powers(csms: MemoryCsms) -> list[float]:
     return found
 
 
-def test_201_the_ev_follows_a_tx_profile_and_recovers_when_it_is_cleared() -> None:
-    station, csms, clock = make(OCPP201)
+@pytest.mark.parametrize("version", [OCPP201, OCPP21])
+def test_201_the_ev_follows_a_tx_profile_and_recovers_when_it_is_cleared(version: Version) -> None:
+    station, csms, clock = make(version)
     station.start_session(1, "tok", EV(**EV_150KW))
     run_for(station, csms, clock, 120)
     assert powers(csms)[-1] == 100_000  # the EVSE's rating
@@ -393,7 +394,7 @@ def test_201_rejections_say_why() -> None:
     assert reply["status"] == "Rejected" and reply["statusInfo"]["reasonCode"] == "InvalidValue"
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_composite_schedule_of_an_idle_evse_and_of_the_station(version: Version) -> None:
     station, _, clock = make(version)
     build = v16 if version is OCPP16 else v201
@@ -424,7 +425,7 @@ def test_composite_schedule_of_an_idle_evse_and_of_the_station(version: Version)
     assert [p["limit"] for p in station_wide["chargingSchedulePeriod"]] == [40_000, 10_000]
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_a_remote_start_honours_its_tx_profile(version: Version) -> None:
     station, csms, clock = make(version)
     build = v16 if version is OCPP16 else v201
@@ -557,7 +558,7 @@ def absurd_profiles(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    version=st.sampled_from([OCPP201, OCPP16]),
+    version=st.sampled_from([OCPP201, OCPP21, OCPP16]),
     raw=st.lists(absurd_profiles(), min_size=1, max_size=4),
     evse_ids=st.lists(st.sampled_from([0, 1, 0, 1, 2, -1]), min_size=4, max_size=4),
 )

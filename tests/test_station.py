@@ -10,11 +10,13 @@ from loadgen import fleet as fleets
 from loadgen.backoff import RetryBackOff
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
-from loadgen.protocols import OCPP16, OCPP201, Version, schemas
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, schemas
 from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
 from tests.station_driver import MemoryCsms, drive, run_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
+#: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
+V2 = [OCPP201, OCPP21]
 
 
 def make(version: Version = OCPP201, **config) -> tuple[Station, MemoryCsms, FakeClock]:
@@ -29,8 +31,9 @@ def boot(station: Station, csms: MemoryCsms) -> None:
     assert station.accepted
 
 
-def test_boot_identity_and_first_status() -> None:
-    station, csms, _ = make()
+@pytest.mark.parametrize("version", V2)
+def test_boot_identity_and_first_status(version: Version) -> None:
+    station, csms, _ = make(version)
     boot(station, csms)
     (boot_payload,) = csms.of("BootNotification")
     assert boot_payload == {
@@ -46,9 +49,10 @@ def test_boot_identity_and_first_status() -> None:
     assert status["connectorStatus"] == "Available" and status["evseId"] == 1
 
 
+@pytest.mark.parametrize("version", V2)
 @pytest.mark.parametrize("status", ["Pending", "Rejected"])
-def test_boot_not_accepted_retries_after_the_interval(status: str) -> None:
-    station, csms, clock = make()
+def test_boot_not_accepted_retries_after_the_interval(version: Version, status: str) -> None:
+    station, csms, clock = make(version)
     csms.boot_status, csms.interval = status, 20
     station.on_connected()
     drive(station, csms)
@@ -63,8 +67,9 @@ def test_boot_not_accepted_retries_after_the_interval(status: str) -> None:
     assert station.accepted and "StatusNotification" in csms.actions()
 
 
-def test_failed_boot_is_retried() -> None:
-    station, _, clock = make(boot_retry_interval=7)
+@pytest.mark.parametrize("version", V2)
+def test_failed_boot_is_retried(version: Version) -> None:
+    station, _, clock = make(version, boot_retry_interval=7)
     station.on_connected()
     call = station.next_call()
     assert call is not None and call.action == "BootNotification"
@@ -74,20 +79,22 @@ def test_failed_boot_is_retried() -> None:
     assert station.next_call().action == "BootNotification"
 
 
-def test_heartbeats_follow_the_interval_the_csms_returns() -> None:
-    station, csms, clock = make()
+@pytest.mark.parametrize("version", V2)
+def test_heartbeats_follow_the_interval_the_csms_returns(version: Version) -> None:
+    station, csms, clock = make(version)
     csms.interval = 45
     boot(station, csms)
     run_for(station, csms, clock, 45 * 4 + 1)
     assert csms.actions().count("Heartbeat") == 4
-    overridden, csms2, clock2 = make(heartbeat_interval=10)
+    overridden, csms2, clock2 = make(version, heartbeat_interval=10)
     boot(overridden, csms2)
     run_for(overridden, csms2, clock2, 31)
     assert csms2.actions().count("Heartbeat") == 3
 
 
-def test_201_session_events() -> None:
-    station, csms, clock = make(meter_interval=5)
+@pytest.mark.parametrize("version", V2)
+def test_201_session_events(version: Version) -> None:
+    station, csms, clock = make(version, meter_interval=5)
     boot(station, csms)
     transaction = station.start_session(
         1, "token_user_001", EV(capacity_wh=60_000, soc=0.5, max_power_w=150_000), authorize=True
@@ -119,8 +126,9 @@ def test_201_session_events() -> None:
     assert csms.actions().index("Authorize") < csms.actions().index("TransactionEvent")
 
 
-def test_full_ev_changes_charging_state_once() -> None:
-    station, csms, clock = make(meter_interval=60)
+@pytest.mark.parametrize("version", V2)
+def test_full_ev_changes_charging_state_once(version: Version) -> None:
+    station, csms, clock = make(version, meter_interval=60)
     boot(station, csms)
     station.start_session(1, "t", EV(capacity_wh=10_000, soc=0.95, max_power_w=50_000))
     run_for(station, csms, clock, 3600)
@@ -130,8 +138,11 @@ def test_full_ev_changes_charging_state_once() -> None:
     assert changes[0]["transactionInfo"]["chargingState"] == "SuspendedEV"
 
 
-def test_offline_events_are_queued_marked_and_replayed_in_order() -> None:
-    station, csms, clock = make(meter_interval=10, offline_replay_rate=2, heartbeat_interval=1000)
+@pytest.mark.parametrize("version", V2)
+def test_offline_events_are_queued_marked_and_replayed_in_order(version: Version) -> None:
+    station, csms, clock = make(
+        version, meter_interval=10, offline_replay_rate=2, heartbeat_interval=1000
+    )
     boot(station, csms)
     transaction = station.start_session(1, "t")
     run_for(station, csms, clock, 21)
@@ -171,9 +182,10 @@ def test_offline_events_are_queued_marked_and_replayed_in_order() -> None:
     assert transaction.offline_messages == 7
 
 
-def test_transaction_messages_are_retried_then_dropped_after_call_errors() -> None:
+@pytest.mark.parametrize("version", V2)
+def test_transaction_messages_are_retried_then_dropped_after_call_errors(version: Version) -> None:
     dropped = []
-    station, csms, _ = make(max_attempts=2)
+    station, csms, _ = make(version, max_attempts=2)
     station.listener = lambda kind, detail: dropped.append(detail) if kind == "dropped" else None
     boot(station, csms)
     station.start_session(1, "t")
@@ -210,7 +222,7 @@ def test_16_session_uses_the_csms_transaction_id_even_when_started_offline() -> 
     assert statuses[0] == "Available" and statuses[-1] == "Available"
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_remote_start_and_stop(version: Version) -> None:
     station, csms, clock = make(version)
     boot(station, csms)
@@ -243,7 +255,7 @@ def test_remote_start_and_stop(version: Version) -> None:
     assert station.handle_csms_call(stop_action, {"transactionId": tid}) == {"status": "Accepted"}
     assert station.handle_csms_call(stop_action, {"transactionId": tid}) == {"status": "Rejected"}
     drive(station, csms)
-    if version is OCPP201:
+    if version is not OCPP16:
         events = csms.of("TransactionEvent")
         assert events[0]["triggerReason"] == "RemoteStart"
         assert events[0]["transactionInfo"]["remoteStartId"] == 7
@@ -307,7 +319,7 @@ CSMS_CALLS_16 = [
 
 @pytest.mark.parametrize(
     ("version", "action", "payload"),
-    [(OCPP201, a, p) for a, p in CSMS_CALLS_201] + [(OCPP16, a, p) for a, p in CSMS_CALLS_16],
+    [(v, a, p) for v in V2 for a, p in CSMS_CALLS_201] + [(OCPP16, a, p) for a, p in CSMS_CALLS_16],
 )
 def test_csms_calls_get_valid_answers(version: Version, action: str, payload: dict) -> None:
     station, csms, _ = make(version)
@@ -318,8 +330,9 @@ def test_csms_calls_get_valid_answers(version: Version, action: str, payload: di
     drive(station, csms)  # whatever it queued is valid too
 
 
-def test_csms_call_effects() -> None:
-    station, csms, _ = make()
+@pytest.mark.parametrize("version", V2)
+def test_csms_call_effects(version: Version) -> None:
+    station, csms, _ = make(version)
     boot(station, csms)
     station.handle_csms_call(
         "SetVariables",
@@ -347,7 +360,8 @@ def test_csms_call_effects() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "action"), [(OCPP201, "RemoteStartTransaction"), (OCPP16, "GetBaseReport")]
+    ("version", "action"),
+    [(OCPP201, "RemoteStartTransaction"), (OCPP21, "StartTransaction"), (OCPP16, "GetBaseReport")],
 )
 def test_an_action_the_version_does_not_define_is_not_implemented(
     version: Version, action: str
@@ -368,7 +382,7 @@ def test_an_action_the_version_does_not_define_is_not_implemented(
         min_size=1,
         max_size=30,
     ),
-    version=st.sampled_from([OCPP201, OCPP16]),
+    version=st.sampled_from([OCPP201, OCPP21, OCPP16]),
 )
 def test_any_history_keeps_seq_nos_and_registers_in_order(plan, version: Version) -> None:
     """Whatever happens to the link, every transaction reaches the CSMS complete and in
@@ -395,7 +409,7 @@ def test_any_history_keeps_seq_nos_and_registers_in_order(plan, version: Version
         station.on_connected()
     run_for(station, csms, clock, 600)
     assert station.queue_depth == 0
-    if version is OCPP201:
+    if version is not OCPP16:
         by_transaction: dict[str, list[dict]] = {}
         for event in csms.of("TransactionEvent"):
             by_transaction.setdefault(event["transactionInfo"]["transactionId"], []).append(event)
@@ -412,7 +426,7 @@ def test_any_history_keeps_seq_nos_and_registers_in_order(plan, version: Version
         assert starts == sorted(starts)
 
 
-@pytest.mark.parametrize(("version", "limit"), [(OCPP16, 20), (OCPP201, 36)])
+@pytest.mark.parametrize(("version", "limit"), [(OCPP16, 20), (OCPP201, 36), (OCPP21, 255)])
 def test_id_tokens_longer_than_the_version_allows_are_refused(version: Version, limit: int) -> None:
     station, csms, _ = make(version)
     boot(station, csms)
@@ -422,7 +436,7 @@ def test_id_tokens_longer_than_the_version_allows_are_refused(version: Version, 
     drive(station, csms)  # the longest allowed token validates
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_acknowledged_once_the_csms_has_the_whole_transaction(version: Version) -> None:
     events: list[str] = []
     station, csms, clock = make(version)
@@ -439,7 +453,7 @@ def test_acknowledged_once_the_csms_has_the_whole_transaction(version: Version) 
     assert events.index("acknowledged") > events.index("stopped")
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_the_start_is_acknowledged_once_and_each_acknowledged_message_counts(
     version: Version,
 ) -> None:
@@ -469,7 +483,7 @@ def test_the_start_is_acknowledged_once_and_each_acknowledged_message_counts(
     run_for(station, csms, clock, 5)
     assert events == [("start_acknowledged", 1), ("acknowledged", 4)]
     assert transaction.messages == 5 and transaction.acknowledged == 4
-    if version is OCPP201:
+    if version is not OCPP16:
         assert transaction.acknowledged_seq_nos == [(0, 2), (4, 4)]
     else:
         assert transaction.acknowledged_seq_nos == []  # 1.6 has no seqNo
@@ -522,9 +536,12 @@ def test_absurd_heartbeat_intervals_are_rejected(value: str) -> None:
     assert got["getVariableResult"][0]["attributeValue"] == "30"
 
 
-def test_change_availability_and_reset_of_an_evse_we_do_not_have_are_rejected() -> None:
+@pytest.mark.parametrize("version", V2)
+def test_change_availability_and_reset_of_an_evse_we_do_not_have_are_rejected(
+    version: Version,
+) -> None:
     """ChangeAvailability for EVSE 2**31 used to switch every EVSE; Reset of it rebooted."""
-    station, csms, _ = make()
+    station, csms, _ = make(version)
     boot(station, csms)
     payload = {"operationalStatus": "Inoperative", "evse": {"id": 2**31}}
     assert station.handle_csms_call("ChangeAvailability", payload) == {"status": "Rejected"}
@@ -544,16 +561,17 @@ def _backoff_data(**values: str) -> list[dict]:
     ]
 
 
-def test_csms_sets_and_reads_the_retry_backoff_201() -> None:
+@pytest.mark.parametrize("version", V2)
+def test_csms_sets_and_reads_the_retry_backoff_201(version: Version) -> None:
     """OCPPCommCtrlr.RetryBackOff*: the runtime follows what the CSMS set at the next
     disconnect; absurd values are Rejected and change nothing."""
-    station, csms, _ = make(retry_backoff=RetryBackOff(5, 30, 3))
+    station, csms, _ = make(version, retry_backoff=RetryBackOff(5, 30, 3))
     boot(station, csms)
     data = _backoff_data(
         RetryBackOffWaitMinimum="2", RetryBackOffRandomRange="0", RetryBackOffRepeatTimes="7"
     )
     reply = station.handle_csms_call("SetVariables", {"setVariableData": data})
-    schemas.validate(OCPP201, "SetVariables", reply, response=True)
+    schemas.validate(version, "SetVariables", reply, response=True)
     assert [r["attributeStatus"] for r in reply["setVariableResult"]] == ["Accepted"] * 3
     assert station.retry_backoff == RetryBackOff(2, 0, 7)
     for value in ("-1", "nan", "1e400", "x"):
@@ -584,10 +602,11 @@ def test_csms_sets_the_retry_backoff_as_16_vendor_keys() -> None:
     assert got["configurationKey"][0]["value"] == "90"
 
 
-def test_the_token_type_reaches_the_wire() -> None:
+@pytest.mark.parametrize("version", V2)
+def test_the_token_type_reaches_the_wire(version: Version) -> None:
     """Authorize and TransactionEvent carry the session's token type; a remote start keeps
     the type the CSMS gave."""
-    station, csms, _ = make()
+    station, csms, _ = make(version)
     boot(station, csms)
     station.start_session(1, "KRLGNC00000001", authorize=True, token_type="eMAID")
     drive(station, csms)
@@ -625,7 +644,7 @@ def _connector_statuses(version: Version, csms: MemoryCsms) -> list[str]:
     return [payload[key] for payload in csms.of("StatusNotification")]
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 @pytest.mark.parametrize("status", ["Invalid", "Blocked", "Expired"])
 def test_a_rejected_authorize_starts_no_transaction(version: Version, status: str) -> None:
     station, csms, clock = make(version, meter_interval=10)
@@ -645,7 +664,7 @@ def test_a_rejected_authorize_starts_no_transaction(version: Version, status: st
     assert station.stop_session(1) is None  # the driver leaving ends nothing
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_an_accepted_authorize_starts_the_transaction_only_then(version: Version) -> None:
     station, csms, _ = make(version)
     events = _listen(station)
@@ -659,7 +678,7 @@ def test_an_accepted_authorize_starts_the_transaction_only_then(version: Version
     assert _authorizations(events)[0] == ("Authorize", "Accepted")
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_an_authorize_without_a_verdict_starts_nothing(version: Version) -> None:
     """A CALLERROR, a timeout or a dropped link is no Accepted either."""
     station, csms, clock = make(version)
@@ -678,9 +697,12 @@ def test_an_authorize_without_a_verdict_starts_nothing(version: Version) -> None
     assert station.free_evse() is not None and station.queue_depth == 0
 
 
+@pytest.mark.parametrize("version", V2)
 @pytest.mark.parametrize("remote", [False, True])
-def test_201_a_transaction_event_with_a_rejected_token_ends_the_transaction(remote: bool) -> None:
-    station, csms, clock = make(OCPP201, meter_interval=10)
+def test_201_a_transaction_event_with_a_rejected_token_ends_the_transaction(
+    version: Version, remote: bool
+) -> None:
+    station, csms, clock = make(version, meter_interval=10)
     events = _listen(station)
     csms.responders["TransactionEvent"] = lambda payload: (
         {"idTokenInfo": {"status": "Blocked"}} if "idToken" in payload else {}
@@ -700,7 +722,7 @@ def test_201_a_transaction_event_with_a_rejected_token_ends_the_transaction(remo
     ended = events_sent[-1]
     assert ended["triggerReason"] == "Deauthorized"
     assert ended["transactionInfo"]["stoppedReason"] == "DeAuthorized"
-    assert _connector_statuses(OCPP201, csms)[-1] == "Available"
+    assert _connector_statuses(version, csms)[-1] == "Available"
     assert station.transactions == [] and station.completed[0].rejected == "Blocked"
     assert _authorizations(events) == [("TransactionEvent", "Blocked")]
     # the CSMS has the whole (short) transaction: the run ledger gets both ends
@@ -788,7 +810,7 @@ def _timestamps(payload: object) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version) -> None:
     from loadgen.protocols import iso_timestamp, parse_timestamp
 
@@ -817,10 +839,10 @@ def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version
     assert transaction.started_stamp == pytest.approx(1_700_000_000.0)
     assert transaction.ended_stamp == pytest.approx(wall.now())
     # the queued messages keep the (wall) time they happened, not the time they were sent
-    offline = [p for a, p in csms.received if p.get("offline")] if version is OCPP201 else []
+    offline = [p for a, p in csms.received if p.get("offline")] if version is not OCPP16 else []
     for payload in offline:
         assert parse_timestamp(payload["timestamp"]).timestamp() <= offline_until
-    if version is OCPP201:  # 20 minutes offline, a reading a minute, 2 wall minutes
+    if version is not OCPP16:  # 20 minutes offline, a reading a minute, 2 wall minutes
         assert len(offline) == 20
         first = parse_timestamp(offline[0]["timestamp"]).timestamp()
         assert offline_until - first == pytest.approx(1140 / 10, abs=1)
@@ -839,7 +861,7 @@ def test_a_scaled_clock_stamps_real_time() -> None:
     assert abs(station.wall_clock.now() - time.time()) < 1
 
 
-@pytest.mark.parametrize("version", [OCPP201, OCPP16])
+@pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_a_verdict_that_comes_after_the_driver_left_starts_nothing(version: Version) -> None:
     """Stopping (the user's stop, a Reset) while Authorize is on the wire: the late Accepted
     must not start a transaction nobody would end."""

@@ -1,15 +1,17 @@
 """One module per OCPP version, and what they share.
 
-Each version module (:mod:`.v16`, :mod:`.v201`) builds the messages of that version.
-:class:`Version` describes a version: its name, its WebSocket subprotocol, where the ``ocpp``
-package keeps its JSON schemas and how it spells the RPC error codes. Adding OCPP 2.1 is one
-more module and one more :class:`Version`.
+Each version module (:mod:`.v16`, :mod:`.v201`, :mod:`.v21`) builds the messages of that
+version; :func:`module_for` picks a version's module. :class:`Version` describes a version:
+its name, its WebSocket subprotocol, where the ``ocpp`` package keeps its JSON schemas and
+how it spells the RPC error codes.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
 from loadgen.ocppj import ErrorCode
@@ -68,6 +70,12 @@ def get_version(name: str) -> Version:
         known = ", ".join(VERSIONS)
         raise ValueError(f"unknown OCPP version {name!r} (known: {known})")
     return version
+
+
+def module_for(version: Version) -> ModuleType:
+    """The builders module of ``version`` (:mod:`.v16`, :mod:`.v201`, :mod:`.v21`): the one
+    place a version picks its messages."""
+    return importlib.import_module(f"{__name__}.{version.schema_package}")
 
 
 def iso_timestamp(when: float | datetime) -> str:

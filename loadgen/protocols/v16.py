@@ -21,6 +21,8 @@ from loadgen.protocols import (
 from loadgen.smart_charging import STATION_MAX, ChargingProfile, Period, parse_time
 
 VERSION = OCPP16
+#: idTag is CiString20 in 1.6
+ID_TOKEN_MAX_LENGTH = 20
 
 
 def boot_notification(

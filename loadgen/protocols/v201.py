@@ -21,6 +21,8 @@ from loadgen.protocols import (
 from loadgen.smart_charging import ChargingProfile, Period, parse_time
 
 VERSION = OCPP201
+#: IdTokenType.idToken is string[36] in 2.0.1
+ID_TOKEN_MAX_LENGTH = 36
 
 
 def boot_notification(
