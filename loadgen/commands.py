@@ -358,16 +358,23 @@ def _update_firmware(
     return cancelled
 
 
-def update_firmware_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+def _update_firmware_request(
+    station: Station, payload: dict[str, Any], *, signed: bool
+) -> dict[str, Any]:
+    """2.0.1 UpdateFirmware and 1.6 SignedUpdateFirmware: the same request and answer."""
     firmware = payload["firmware"]
     cancelled = _update_firmware(
         station,
         payload["requestId"],
         firmware["retrieveDateTime"],
         firmware.get("installDateTime"),
-        signed=False,
+        signed=signed,
     )
     return {"status": "AcceptedCanceled" if cancelled else "Accepted"}
+
+
+def update_firmware_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
+    return _update_firmware_request(station, payload, signed=False)
 
 
 def update_firmware_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
@@ -376,15 +383,7 @@ def update_firmware_16(station: Station, payload: dict[str, Any]) -> dict[str, A
 
 
 def signed_update_firmware_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    firmware = payload["firmware"]
-    cancelled = _update_firmware(
-        station,
-        payload["requestId"],
-        firmware["retrieveDateTime"],
-        firmware.get("installDateTime"),
-        signed=True,
-    )
-    return {"status": "AcceptedCanceled" if cancelled else "Accepted"}
+    return _update_firmware_request(station, payload, signed=True)
 
 
 # -- logs --------------------------------------------------------------------------------

@@ -292,28 +292,23 @@ class ChargerUser(User):
     def _rejected(self, message: str, status: str) -> None:
         """The CSMS rejected a token: a row of Locust's failure table per message and status
         (request type ``Authorization``, kept out of the CALL latencies)."""
-        from loadgen.locust.plugin import OcppRequestFailure
-
-        self.environment.events.request.fire(
-            request_type="Authorization",
-            name=message,
-            response_time=0,
-            response_length=0,
-            exception=OcppRequestFailure(status),
-            context={},
-        )
+        self._failure_row("Authorization", message, status)
 
     def _failure(self, name: str, reason: str, detail: str | None = None) -> None:
         """Count a coordination failure in Locust's table (one row per kind: a fixed text)
         and the metric, and log the detail (one line per kind and interval)."""
-        from loadgen.locust.plugin import OcppRequestFailure
-
         if detail is not None:
             quiet.warning(name, f"{name} failed", detail)
         if self.context.metrics is not None:
             self.context.metrics.coordination_failure(name)
+        self._failure_row("Coordination", name, reason)
+
+    def _failure_row(self, request_type: str, name: str, reason: str) -> None:
+        """A row of Locust's failure table that is no CALL (no latency)."""
+        from loadgen.locust.plugin import OcppRequestFailure
+
         self.environment.events.request.fire(
-            request_type="Coordination",
+            request_type=request_type,
             name=name,
             response_time=0,
             response_length=0,

@@ -160,6 +160,28 @@ def notify_event(
     return "NotifyEvent", payload
 
 
+def _report_part(
+    request_id: int,
+    seq_no: int,
+    timestamp: float | str,
+    key: str,
+    items: list[dict[str, Any]] | None,
+    tbc: bool,
+) -> dict[str, Any]:
+    """One part of a multi-part report (NotifyReport, NotifyMonitoringReport): seqNo from
+    0, ``tbc`` on every part but the last, no empty item list."""
+    payload: dict[str, Any] = {
+        "requestId": request_id,
+        "generatedAt": timestamp_text(timestamp),
+        "seqNo": seq_no,
+    }
+    if items:
+        payload[key] = items
+    if tbc:
+        payload["tbc"] = True
+    return payload
+
+
 def notify_report(
     request_id: int,
     seq_no: int,
@@ -167,16 +189,9 @@ def notify_report(
     report_data: list[dict[str, Any]] | None = None,
     tbc: bool = False,
 ) -> Request:
-    payload: dict[str, Any] = {
-        "requestId": request_id,
-        "generatedAt": timestamp_text(timestamp),
-        "seqNo": seq_no,
-    }
-    if report_data:
-        payload["reportData"] = report_data
-    if tbc:
-        payload["tbc"] = True
-    return "NotifyReport", payload
+    return "NotifyReport", _report_part(
+        request_id, seq_no, timestamp, "reportData", report_data, tbc
+    )
 
 
 def security_event_notification(
@@ -209,16 +224,8 @@ def notify_monitoring_report(
     monitor: list[dict[str, Any]] | None = None,
     tbc: bool = False,
 ) -> Request:
-    payload: dict[str, Any] = {
-        "requestId": request_id,
-        "generatedAt": timestamp_text(timestamp),
-        "seqNo": seq_no,
-    }
-    if monitor:
-        payload["monitor"] = monitor
-    if tbc:
-        payload["tbc"] = True
-    return "NotifyMonitoringReport", payload
+    part = _report_part(request_id, seq_no, timestamp, "monitor", monitor, tbc)
+    return "NotifyMonitoringReport", part
 
 
 def notify_display_messages(
