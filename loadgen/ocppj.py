@@ -273,8 +273,7 @@ def parse(text: str | bytes, *, extended: bool = False) -> Message:
         ):
             raise FrameError(
                 ErrorCode.FORMAT_VIOLATION,
-                "CALLRESULTERROR must be "
-                "[5, messageId, errorCode, errorDescription, errorDetails]",
+                "CALLRESULTERROR must be [5, messageId, errorCode, errorDescription, errorDetails]",
                 message_id,
                 CALLRESULTERROR,
                 answerable=False,
