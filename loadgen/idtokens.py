@@ -56,8 +56,8 @@ def _schema_types() -> tuple[str, ...]:
 
 #: OCPP 2.0.1 IdTokenEnumType, from the schemas the ``ocpp`` package ships
 TYPES: tuple[str, ...] = _schema_types()
-#: the schemas' limits: 1.6 idTag CiString20, 2.0.1 idToken string[36]
-MAX_LENGTH = {"1.6": 20, "2.0.1": 36}
+#: the schemas' limits: 1.6 idTag CiString20, 2.0.1 idToken string[36], 2.1 string[255]
+MAX_LENGTH = {"1.6": 20, "2.0.1": 36, "2.1": 255}
 DEFAULT_TYPE = "ISO14443"
 
 _BY_LOWER = {name.lower(): name for name in TYPES}
