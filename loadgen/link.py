@@ -367,6 +367,9 @@ class Link:
     ``connect()`` then ``call()`` from any greenlet of the station; CSMS-initiated CALLs go to
     ``handler.on_call``. The call timeout covers sending and waiting for the reply, not the
     time spent queued behind another CALL of this link.
+
+    ``offer`` lists the versions to offer in the handshake, in order of preference (default:
+    ``version`` alone); after ``connect()``, :attr:`version` is the one the CSMS chose.
     """
 
     def __init__(
