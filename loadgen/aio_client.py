@@ -41,7 +41,7 @@ class OcppClient:
     async def connect(
         cls,
         url: str,
-        subprotocol: str | tuple[str, ...] = "ocpp2.0.1",
+        subprotocol: str | tuple[str, ...] | None = "ocpp2.0.1",
         *,
         on_call: CallHandler | None = None,
         basic_auth: tuple[str, str] | None = None,
@@ -53,11 +53,11 @@ class OcppClient:
             headers["Authorization"] = f"Basic {token}"
         kwargs.setdefault("compression", None)
         kwargs.setdefault("ping_interval", None)
-        if isinstance(subprotocol, str):
-            subprotocol = (subprotocol,) if subprotocol else ()
+        # one subprotocol, or several in order of preference; None or "" offers none
+        offer = [subprotocol] if isinstance(subprotocol, str) else list(subprotocol or ())
         ws = await connect(
             url,
-            subprotocols=list(subprotocol) or None,
+            subprotocols=[p for p in offer if p] or None,
             additional_headers=headers,
             **kwargs,
         )
