@@ -166,8 +166,7 @@ class ChargerConnection:
     async def _reject_result(self, message_id: str, error_code: str, description: str) -> None:
         """OCPP 2.1: tell the charger its CALLRESULT could not be accepted (CALLRESULTERROR)."""
         if not self.version.extended_rpc:
-            return
-        self.stub.metrics.call_errors.labels(error_code).inc()
+            return  # counted as csms_calls_total{outcome="invalid"} either way
         error = ocppj.CallResultError(message_id, error_code, description[:255])
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(error.encode())

@@ -728,13 +728,14 @@ class Link:
         spoken has no SEND; with ``validate=True`` an invalid payload raises
         :class:`~loadgen.protocols.schemas.PayloadError` before anything is sent.
         """
+        conn = self._conn
+        if conn is None or conn.down or conn.ws.state is not State.OPEN:
+            # before connect() the version spoken is not known yet (``offer``)
+            raise Disconnected(action, f"{action}: not connected")
         if not self.version.extended_rpc:
             raise ValueError(f"OCPP {self.version.name} has no SEND message")
         if self.validate:
             schemas.validate(self.version, action, payload)
-        conn = self._conn
-        if conn is None or conn.down or conn.ws.state is not State.OPEN:
-            raise Disconnected(action, f"{action}: not connected")
         self._send(conn, ocppj.Send(self._ids(), action, payload).encode(), "send")
 
     def _acquire(self) -> None:
