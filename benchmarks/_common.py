@@ -472,7 +472,7 @@ async def serve_baseline(port: int, replies: str = "empty", heartbeat_interval: 
         handle,
         HOST,
         port,
-        subprotocols=["ocpp2.0.1", "ocpp1.6"],
+        subprotocols=["ocpp2.1", "ocpp2.0.1", "ocpp1.6"],
         compression=None,
         ping_interval=None,
         max_size=256 * 1024,
@@ -580,12 +580,14 @@ class Charger:
         self.ids = ocppj.MessageIds("")
 
     @classmethod
-    async def connect(cls, url: str, charger_id: str, timeout: float = 30.0) -> Charger:
+    async def connect(
+        cls, url: str, charger_id: str, timeout: float = 30.0, subprotocol: str = SUBPROTOCOL
+    ) -> Charger:
         from websockets.asyncio.client import connect
 
         ws = await connect(
             f"{url}/{charger_id}",
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            subprotocols=[subprotocol],  # type: ignore[list-item]
             compression=None,
             ping_interval=None,
             open_timeout=timeout,

@@ -161,7 +161,7 @@ def gevent_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     from loadgen.link import CallFailed, ConnectFailed, Link
     from loadgen.ocppj import CallErrorReply, ErrorCode
-    from loadgen.protocols import OCPP201
+    from loadgen.protocols import get_version
 
     class Handler:
         def on_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +177,7 @@ def gevent_worker(config: dict[str, Any]) -> dict[str, Any]:
     def open_link(i: int) -> None:
         link = Link(
             f"{config['url']}/{config['prefix']}-{i:05d}",
-            OCPP201,
+            get_version(config["version"]),
             handler,
             call_timeout=config["call_timeout"],
         )
@@ -238,7 +238,9 @@ def asyncio_worker(config: dict[str, Any]) -> dict[str, Any]:
         async def open_charger(i: int) -> None:
             charger_id = f"{config['prefix']}-{i:05d}"
             try:
-                charger = await common.Charger.connect(config["url"], charger_id)
+                charger = await common.Charger.connect(
+                    config["url"], charger_id, subprotocol=f"ocpp{config['version']}"
+                )
             except (OSError, TimeoutError, ConnectionClosed) as exc:
                 failures.append(repr(exc))
             else:
@@ -301,6 +303,7 @@ def run_client(client: str, server: common.ServerProcess, args: argparse.Namespa
         "url": server.url,
         "server_pid": server.process.pid,  # type: ignore[union-attr]
         "prefix": f"rt-{client}-{uuid.uuid4().hex[:6]}",
+        "version": args.ocpp_version,
         "chargers": args.chargers,
         "warmup": args.warmup,
         "duration": args.duration,
@@ -446,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", type=int, default=2, help="runs again when other processes disturbed it"
     )
     parser.add_argument("--call-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--ocpp-version",
+        default="2.0.1",
+        choices=["2.1", "2.0.1"],
+        help="what both clients speak (TransactionEvent Updated is the same in both)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one client
     return parser

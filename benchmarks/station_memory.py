@@ -62,11 +62,12 @@ def memory_worker(config: dict[str, Any]) -> dict[str, Any]:
     from loadgen.link import ConnectFailed, Link
     from loadgen.ocppj import CallErrorReply, ErrorCode
     from loadgen.physics import ScaledClock
-    from loadgen.protocols import OCPP201
+    from loadgen.protocols import get_version
     from loadgen.runner import StationRunner
     from loadgen.station import Station, StationConfig
 
     kind, url, prefix = config["kind"], config["url"], config["prefix"]
+    version = get_version(config["version"])
     host, port = url.removeprefix("ws://").split(":")
     me = psutil.Process()
     clock = ScaledClock(1.0)
@@ -88,7 +89,7 @@ def memory_worker(config: dict[str, Any]) -> dict[str, Any]:
         request = (
             f"GET /{charger_id} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {OCPP201.subprotocol}\r\n\r\n"
+            f"Sec-WebSocket-Protocol: {version.subprotocol}\r\n\r\n"
         ).encode()
         sock = gevent.socket.create_connection((host, int(port)), timeout=10)
         sock.sendall(request)
@@ -104,7 +105,7 @@ def memory_worker(config: dict[str, Any]) -> dict[str, Any]:
         held.append(sock)
 
     def open_link(charger_id: str) -> None:
-        link = Link(f"{url}/{charger_id}", OCPP201, handler)
+        link = Link(f"{url}/{charger_id}", version, handler)
         link.connect()
         held.append(link)
 
@@ -112,7 +113,7 @@ def memory_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     def open_station(charger_id: str) -> None:
         charger = Charger(charger_id, "bench", 22_000.0, serial_number=charger_id)
-        station = Station(charger, OCPP201, clock, station_config)
+        station = Station(charger, version, clock, station_config)
         runner = StationRunner(station, url, clock=clock)
         runner.start()
         held.append(runner)
@@ -208,6 +209,7 @@ def run_kind(
         "kind": kind,
         "url": server.url,
         "prefix": f"mem-{kind}-{uuid.uuid4().hex[:6]}",
+        "version": args.ocpp_version,
         "chargers": chargers,
         "warmup": args.warmup,
         "duration": args.duration,
@@ -307,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=50, help="connections before 'before'")
     parser.add_argument("--heartbeat-interval", type=int, default=600, help="seconds")
     parser.add_argument("--connect-concurrency", type=int, default=100)
+    parser.add_argument("--ocpp-version", default="2.0.1", choices=["2.1", "2.0.1", "1.6"])
     parser.add_argument("--no-stub", action="store_true", help="skip the csms_stub run")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument(

@@ -47,7 +47,7 @@ _share.__name__ = "float"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="csms_stub",
-        description="A small OCPP 1.6 / 2.0.1 CSMS with a database and an HTTP API.",
+        description="A small OCPP 1.6 / 2.0.1 / 2.1 CSMS with a database and an HTTP API.",
     )
     parser.add_argument("--host", default="0.0.0.0", help="OCPP WebSocket address")
     parser.add_argument("--port", type=int, default=9000, help="OCPP WebSocket port (9000)")
@@ -300,7 +300,7 @@ async def serve(config: StubConfig) -> dict[str, int]:
     tune_gc()
     log = logging.getLogger("csms_stub")
     log.info(
-        "OCPP on ws://%s:%d/<charger id> (ocpp2.0.1, ocpp1.6); HTTP API on http://%s:%d; "
+        "OCPP on ws://%s:%d/<charger id> (ocpp2.1, ocpp2.0.1, ocpp1.6); HTTP API on http://%s:%d; "
         "database %s",
         config.host,
         stub.port,

@@ -59,7 +59,7 @@ def _iso(value: Any) -> Any:
 def create_app(stub: Stub) -> FastAPI:
     app = FastAPI(
         title="csms_stub",
-        description="A small OCPP 1.6 / 2.0.1 CSMS for load tests and integration scenarios.",
+        description="A small OCPP 1.6 / 2.0.1 / 2.1 CSMS for load tests and integration scenarios.",
         version="0.1.0",
     )
     service = stub.service

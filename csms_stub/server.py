@@ -84,6 +84,10 @@ def seconds_ahead(payload: Any, now: float) -> float:
     return ahead
 
 
+#: what ends a CSMS CALL: the charger's reply, or (2.1) a CALLRESULT too broken to read
+_Reply = ocppj.Message | ocppj.FrameError
+
+
 def charger_id_from_path(path: str) -> str:
     """The charger id: the last non-empty segment of the request path, URL-decoded."""
     path = path.split("?", 1)[0]
@@ -103,7 +107,7 @@ class ChargerConnection:
         self.handlers = HANDLERS[version.name]
         self._ids = ocppj.MessageIds()
         self._call_lock = asyncio.Lock()  # one outstanding CSMS CALL at a time
-        self._pending: tuple[str, str, asyncio.Future[ocppj.Message]] | None = None
+        self._pending: tuple[str, str, asyncio.Future[_Reply]] | None = None
         # --slow-above: replies waiting for their time, in order, and the task sending them
         self._delayed: deque[tuple[float, str]] = deque()
         self._sender: asyncio.Task[None] | None = None
@@ -111,6 +115,10 @@ class ChargerConnection:
         self._commit_first = False
         # --max-boot-rate: seconds the reply receive() just returned waits for its turn
         self._boot_wait = 0.0
+        #: handling a SEND (2.1): whatever the handling says, nothing is sent back
+        self._in_send = False
+        #: ids (and actions) of the last CALLRESULTs sent, to name what a CALLRESULTERROR is about
+        self._answered: deque[tuple[str, str]] = deque(maxlen=16)
 
     # -- CSMS -> charger ---------------------------------------------------------------
 
@@ -118,7 +126,7 @@ class ChargerConnection:
         metrics = self.stub.metrics
         async with self._call_lock:
             message_id = self._ids()
-            future: asyncio.Future[ocppj.Message] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
             self._pending = (message_id, action, future)
             try:
                 await self.ws.send(ocppj.Call(message_id, action, payload).encode())
@@ -140,14 +148,28 @@ class ChargerConnection:
                 f"{action}: charger answered CALLERROR {reply.error_code} "
                 f"{reply.error_description!r}",
             )
+        if isinstance(reply, ocppj.FrameError):
+            # 2.1: a CALLRESULT too broken to read (its id could be)
+            metrics.csms_calls.labels(action, "invalid").inc()
+            await self._reject_result(reply.message_id, reply.error_code, reply.description)
+            raise RemoteCallFailed("invalid_response", reply.description)
         assert isinstance(reply, ocppj.CallResult)
         try:
             schemas.validate(self.version, action, reply.payload, response=True)
         except schemas.PayloadError as exc:
             metrics.csms_calls.labels(action, "invalid").inc()
+            await self._reject_result(reply.message_id, exc.error_code, exc.description)
             raise RemoteCallFailed("invalid_response", str(exc)) from None
         metrics.csms_calls.labels(action, "result").inc()
         return reply.payload
+
+    async def _reject_result(self, message_id: str, error_code: str, description: str) -> None:
+        """OCPP 2.1: tell the charger its CALLRESULT could not be accepted (CALLRESULTERROR)."""
+        if not self.version.extended_rpc:
+            return  # counted as csms_calls_total{outcome="invalid"} either way
+        error = ocppj.CallResultError(message_id, error_code, description[:255])
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(error.encode())
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)
@@ -219,7 +241,7 @@ class ChargerConnection:
                 )
             )
         try:
-            message = ocppj.parse(frame)
+            message = ocppj.parse(frame, extended=self.version.extended_rpc)
         except ocppj.FrameError as exc:
             metrics.protocol_errors.labels("malformed_frame").inc()
             self.stub.service.log_event(
@@ -228,13 +250,50 @@ class ChargerConnection:
                 None,
                 {"error": exc.error_code, "detail": exc.description, "frame": frame[:200]},
             )
-            if exc.message_type in (ocppj.CALLRESULT, ocppj.CALLERROR):
-                return None  # never answer a reply: that could loop forever
+            if not exc.answerable:
+                # never answer a reply (that could loop forever), nor a SEND
+                if exc.message_type == ocppj.CALLRESULT and self.version.extended_rpc:
+                    self._complete_pending(exc.message_id, exc)  # call() says why
+                return None
             return self._error(exc.to_call_error())
         if isinstance(message, ocppj.Call):
-            return self._handle_call(message)
+            reply = self._handle_call(message)
+            self._answered.append((message.message_id, message.action))
+            return reply
+        if isinstance(message, ocppj.Send):
+            self._handle_send(message)
+            return None
+        if isinstance(message, ocppj.CallResultError):
+            self._handle_result_error(message)
+            return None
         self._handle_reply(message)
         return None
+
+    def _handle_send(self, send: ocppj.Send) -> None:
+        """A SEND (2.1) goes through a CALL's checks and handler; nothing is sent back."""
+        self._in_send = True
+        try:
+            self._handle_call(ocppj.Call(send.message_id, send.action, send.payload))
+        finally:
+            self._in_send = False
+            self._commit_first = False  # no reply waits for a commit
+            self._boot_wait = 0.0
+
+    def _handle_result_error(self, message: ocppj.CallResultError) -> None:
+        """The charger could not accept one of the stub's CALLRESULTs: count and log it."""
+        self.stub.metrics.protocol_errors.labels("callresulterror").inc()
+        action = next((a for i, a in self._answered if i == message.message_id), None)
+        self.stub.service.log_event(
+            self.charger_id,
+            "error",
+            action,
+            {
+                "error": "CALLRESULTERROR",
+                "code": message.error_code[:64],
+                "detail": message.error_description[:500],
+                "message_id": message.message_id,
+            },
+        )
 
     def _handle_call(self, call: ocppj.Call) -> str:
         started = time.perf_counter()
@@ -322,10 +381,19 @@ class ChargerConnection:
 
     def _error(self, error: ocppj.CallError) -> str:
         code = self.version.error_code(error.error_code)
-        self.stub.metrics.call_errors.labels(code).inc()
+        if not self._in_send:  # a refused SEND is counted by its outcome, never answered
+            self.stub.metrics.call_errors.labels(code).inc()
         return ocppj.CallError(
             error.message_id, code, error.error_description, error.error_details
         ).encode()
+
+    def _complete_pending(self, message_id: str, value: Any) -> bool:
+        pending = self._pending
+        if pending is None or pending[0] != message_id:
+            return False
+        if not pending[2].done():
+            pending[2].set_result(value)
+        return True
 
     def _handle_reply(self, message: ocppj.CallResult | ocppj.CallError) -> None:
         pending = self._pending
@@ -411,8 +479,10 @@ class OcppServer:
         await self.server.wait_closed()
 
     def _select_subprotocol(self, connection: ServerConnection, offered: Any) -> str | None:
-        for subprotocol in self._subprotocols:
-            if subprotocol in offered:
+        # The charger lists its subprotocols in its order of preference: take its first
+        # that the stub speaks (predictable: the charger decides, as OCPP-J asks).
+        for subprotocol in offered:
+            if subprotocol in self._subprotocols:
                 return subprotocol
         # OCPP-J: finish the handshake without a subprotocol, then close at once (_handle).
         return None

@@ -41,7 +41,7 @@ class OcppClient:
     async def connect(
         cls,
         url: str,
-        subprotocol: str = "ocpp2.0.1",
+        subprotocol: str | tuple[str, ...] | None = "ocpp2.0.1",
         *,
         on_call: CallHandler | None = None,
         basic_auth: tuple[str, str] | None = None,
@@ -53,9 +53,11 @@ class OcppClient:
             headers["Authorization"] = f"Basic {token}"
         kwargs.setdefault("compression", None)
         kwargs.setdefault("ping_interval", None)
+        # one subprotocol, or several in order of preference; None or "" offers none
+        offer = [subprotocol] if isinstance(subprotocol, str) else list(subprotocol or ())
         ws = await connect(
             url,
-            subprotocols=[subprotocol] if subprotocol else None,
+            subprotocols=[p for p in offer if p] or None,
             additional_headers=headers,
             **kwargs,
         )
@@ -82,6 +84,10 @@ class OcppClient:
     async def send_raw(self, frame: str | bytes) -> None:
         await self.ws.send(frame)
 
+    async def send(self, action: str, payload: dict[str, Any]) -> None:
+        """Send a SEND (OCPP 2.1): no reply comes."""
+        await self.ws.send(ocppj.Send(self._ids(), action, payload).encode())
+
     async def next_unmatched(self, timeout: float = 5.0) -> ocppj.Message:
         """The next reply that answered no CALL of ours (e.g. a CALLERROR to a raw frame)."""
         return await asyncio.wait_for(self.unmatched.get(), timeout)
@@ -98,15 +104,20 @@ class OcppClient:
 
     async def _read(self) -> None:
         try:
+            extended = self.ws.subprotocol == "ocpp2.1"  # SEND and CALLRESULTERROR exist
             async for frame in self.ws:
                 try:
-                    message = ocppj.parse(frame)
+                    message = ocppj.parse(frame, extended=extended)
                 except ocppj.FrameError as exc:
                     if exc.message_type == ocppj.CALL:
                         await self.ws.send(exc.to_call_error().encode())
                     continue
                 if isinstance(message, ocppj.Call):
                     await self._answer(message)
+                elif isinstance(message, ocppj.Send):
+                    self.received_calls.put_nowait(
+                        ocppj.Call(message.message_id, message.action, message.payload)
+                    )
                 else:
                     future = self._pending.get(message.message_id)
                     if future is not None and not future.done():

@@ -21,6 +21,11 @@ What the link guarantees, whatever the CSMS does:
   answered (CALLRESULT, or CALLERROR);
 - garbage from the CSMS is counted with :meth:`CallObserver.protocol_error` and never
   answered when it looks like a reply (that could ping-pong forever);
+- OCPP 2.1 (OCPP-J's SEND and CALLRESULTERROR): a SEND from the CSMS reaches
+  :meth:`CallHandler.on_call` like a CALL but is never answered (a failure is logged and
+  counted); a CALLRESULTERROR (the CSMS could not accept one of our CALLRESULTs) is counted
+  and logged; a CALLRESULT of the CSMS's we cannot accept gets a CALLRESULTERROR;
+  :meth:`Link.send` sends a SEND;
 - a lost connection fails the waiting caller with :class:`Disconnected` and calls
   :meth:`CallHandler.on_disconnect` exactly once per connection;
 - the Basic auth password appears in no log line, exception or repr.
@@ -86,6 +91,8 @@ _WEBSOCKETS_LOG = logging.getLogger("websockets.client")
 RECV_SIZE = 65536
 #: reply ids of timed-out CALLs remembered, to tell a late reply from an unknown one
 LATE_REPLY_MEMORY = 16
+#: ids (and actions) of our last CALLRESULTs, to name the action a CALLRESULTERROR is about
+ANSWERED_MEMORY = 16
 
 # observer.call_done outcomes
 RESULT = "result"
@@ -116,7 +123,8 @@ class CallObserver(Protocol):
         """A CALL of ours ended: outcome is result, error, timeout or disconnected."""
 
     def message(self, direction: str, kind: str) -> None:
-        """A frame went out or came in: ("sent" | "received", "call" | "result" | "error")."""
+        """A frame went out or came in: ("sent" | "received", "call" | "result" | "error"
+        | "send" | "callresulterror")."""
 
     def connect_done(self, outcome: str, seconds: float) -> None:
         """A connect() ended: "ok" or the :attr:`ConnectFailed.kind` of the failure."""
@@ -140,7 +148,10 @@ class CallHandler(Protocol):
     """
 
     def on_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Return the CALLRESULT payload, or raise :class:`CallErrorReply`."""
+        """Return the CALLRESULT payload, or raise :class:`CallErrorReply`.
+
+        A SEND (OCPP 2.1) comes here too; what it returns or raises is not sent.
+        """
         ...
 
     def on_disconnect(self, code: int | None, reason: str) -> None:
@@ -435,6 +446,9 @@ class Link:
     ``connect()`` then ``call()`` from any greenlet of the station; CSMS-initiated CALLs go to
     ``handler.on_call``. The call timeout covers sending and waiting for the reply, not the
     time spent queued behind another CALL of this link.
+
+    ``offer`` lists the versions to offer in the handshake, in order of preference (default:
+    ``version`` alone); after ``connect()``, :attr:`version` is the one the CSMS chose.
     """
 
     def __init__(
@@ -451,6 +465,7 @@ class Link:
         max_size: int = 1 << 20,
         validate: bool = False,
         close_timeout: float = 2.0,
+        offer: tuple[Version, ...] = (),
     ) -> None:
         safe_url = redact_url(url)
         try:
@@ -464,7 +479,10 @@ class Link:
                 basic_auth = uri.user_info
             uri = dataclasses.replace(uri, username=None, password=None)
         self.url = safe_url
+        #: the version spoken: ``version``, or after connect() the one the CSMS chose of ``offer``
         self.version = version
+        #: the subprotocols offered in the handshake, in order of preference
+        self.offer: tuple[Version, ...] = offer or (version,)
         self.handler = handler
         self.observer: CallObserver = observer if observer is not None else NULL_OBSERVER
         self.connect_timeout = connect_timeout
@@ -480,6 +498,9 @@ class Link:
         self._connecting = False
         self._pending: _Pending | None = None
         self._timed_out: collections.deque[str] = collections.deque(maxlen=LATE_REPLY_MEMORY)
+        self._answered: collections.deque[tuple[str, str]] = collections.deque(
+            maxlen=ANSWERED_MEMORY
+        )
         # FIFO hand-off lock for the one-outstanding-CALL rule. gevent's Semaphore does not
         # promise FIFO order and lets a newcomer barge in ahead of woken waiters.
         self._busy = False
@@ -541,7 +562,7 @@ class Link:
                 sock = self._start_tls(sock, uri.host)
             ws = ClientProtocol(
                 uri,
-                subprotocols=[self.version.subprotocol],
+                subprotocols=[v.subprotocol for v in self.offer],
                 max_size=self.max_size,
                 logger=_WEBSOCKETS_LOG,  # else a getLogger() per connect
             )
@@ -560,11 +581,13 @@ class Link:
                     f"connection lost during the handshake: {exc}", "handshake"
                 ) from None
             early_events = self._read_handshake(sock, ws)
-            if ws.subprotocol != self.version.subprotocol:
+            chosen = next((v for v in self.offer if v.subprotocol == ws.subprotocol), None)
+            if chosen is None:
+                offered = ", ".join(v.subprotocol for v in self.offer)
                 raise ConnectFailed(
-                    f"the CSMS did not accept subprotocol {self.version.subprotocol}",
-                    "subprotocol",
+                    f"the CSMS accepted none of the subprotocols {offered}", "subprotocol"
                 )
+            self.version = chosen
             return _Connection(sock, ws, early_events)
         except gevent.Timeout as exc:
             if sock is not None:
@@ -753,6 +776,7 @@ class Link:
                 except schemas.PayloadError as exc:
                     observer.protocol_error("invalid_result")
                     observer.call_done(action, ERROR, seconds, exc.error_code)
+                    self._reject_result(conn, message_id, exc.error_code, exc.description)
                     raise InvalidResponse(action, exc.error_code, exc.description) from None
             observer.call_done(action, RESULT, seconds, None)
             return reply.payload
@@ -764,9 +788,37 @@ class Link:
             raise CallErrorResponse(action, code, reply.error_description, reply.error_details)
         if kind is ocppj.FrameError:
             observer.call_done(action, ERROR, seconds, reply.error_code)
+            if reply.message_type == ocppj.CALLRESULT:
+                self._reject_result(conn, message_id, reply.error_code, reply.description)
             raise InvalidResponse(action, reply.error_code, reply.description)
         observer.call_done(action, DISCONNECTED, seconds, None)
         raise Disconnected(action, f"{action}: {reply.reason}")
+
+    def _reject_result(
+        self, conn: _Connection, message_id: str, error_code: str, description: str
+    ) -> None:
+        """OCPP 2.1: tell the CSMS we could not accept its CALLRESULT (CALLRESULTERROR)."""
+        if self.version.extended_rpc:
+            error = ocppj.CallResultError(message_id, error_code, description[:255])
+            self._send(conn, error.encode(), "callresulterror")
+
+    def send(self, action: str, payload: dict[str, Any]) -> None:
+        """Send a SEND (OCPP 2.1): a request the CSMS never answers.
+
+        Does not wait for the CALL slot (there is no reply to wait for). Raises
+        :class:`Disconnected` when not connected, :class:`ValueError` when the version
+        spoken has no SEND; with ``validate=True`` an invalid payload raises
+        :class:`~loadgen.protocols.schemas.PayloadError` before anything is sent.
+        """
+        conn = self._conn
+        if conn is None or conn.down or conn.ws.state is not State.OPEN:
+            # before connect() the version spoken is not known yet (``offer``)
+            raise Disconnected(action, f"{action}: not connected")
+        if not self.version.extended_rpc:
+            raise ValueError(f"OCPP {self.version.name} has no SEND message")
+        if self.validate:
+            schemas.validate(self.version, action, payload)
+        self._send(conn, ocppj.Send(self._ids(), action, payload).encode(), "send")
 
     def _acquire(self) -> None:
         if not self._busy:
@@ -940,20 +992,27 @@ class Link:
             self.observer.protocol_error("binary_frame")
             return
         try:
-            message = ocppj.parse(data)
+            message = ocppj.parse(data, extended=self.version.extended_rpc)
         except ocppj.FrameError as exc:
             self._on_bad_frame(conn, exc)
             return
-        if type(message) is ocppj.Call:
+        kind = type(message)
+        if kind is ocppj.Call:
             self.observer.message("received", "call")
             self._hand_over(conn, message)
+        elif kind is ocppj.Send:
+            self.observer.message("received", "send")
+            self._hand_over(conn, message)
+        elif kind is ocppj.CallResultError:
+            self._on_result_error(message)
         else:
             self._on_reply(conn, message)
 
     def _on_bad_frame(self, conn: _Connection, exc: ocppj.FrameError) -> None:
         self.observer.protocol_error("malformed_frame")
-        if exc.message_type in (ocppj.CALLRESULT, ocppj.CALLERROR):
-            # Never answer a reply. If it was meant for our CALL, that CALL has failed.
+        if not exc.answerable:
+            # Never answer a reply (nor a SEND). If it was meant for our CALL, that CALL has
+            # failed.
             pending = self._pending
             if (
                 pending is not None
@@ -975,6 +1034,18 @@ class Link:
             self.observer.protocol_error("late_reply" if late else "unknown_reply_id")
             return
         self._complete(pending, message)
+
+    def _on_result_error(self, message: ocppj.CallResultError) -> None:
+        """The CSMS could not accept a CALLRESULT of ours: count it and say so, rate-limited."""
+        self.observer.message("received", "callresulterror")
+        self.observer.protocol_error("callresulterror")
+        action = next((a for i, a in self._answered if i == message.message_id), "an unknown CALL")
+        quiet.warning(
+            "callresulterror",
+            self.url,
+            f"the CSMS rejected our answer to {action}: {message.error_code} "
+            f"{message.error_description[:120]!r}",
+        )
 
     def _complete(self, pending: _Pending, value: Any) -> None:
         self._pending = None
@@ -999,7 +1070,10 @@ class Link:
                 item = conn.inbox.pop(0)
                 if type(item) is ocppj.Call:
                     text, kind = self._answer(item)
+                    self._answered.append((item.message_id, item.action))
                     self._send(conn, text, kind)
+                elif type(item) is ocppj.Send:
+                    self._take(item)
                 else:
                     self._notify_down(*item)
         finally:
@@ -1035,6 +1109,26 @@ class Link:
             code = self.version.error_code(ocppj.ErrorCode.INTERNAL_ERROR)
             description = f"the charging station failed to process {action}"[:255]
             return ocppj.CallError(message_id, code, description).encode(), "error"
+
+    def _take(self, send: ocppj.Send) -> None:
+        """Hand a CSMS SEND to the handler; nothing is ever sent back, whatever happens."""
+        action = send.action
+        try:
+            schemas.validate(self.version, action, send.payload)
+        except schemas.UnknownAction:
+            pass  # the handler decides
+        except schemas.PayloadError as exc:
+            self.observer.protocol_error("invalid_send")
+            quiet.warning("invalid_send", self.url, f"{action}: {exc.description[:200]}")
+            return
+        try:
+            self.handler.on_call(action, send.payload)
+        except CallErrorReply as exc:
+            self.observer.protocol_error("send_failed")
+            quiet.warning("send_failed", self.url, f"{action}: {exc}")
+        except Exception:
+            self.observer.protocol_error("send_failed")
+            log.exception("%s: the station failed to take the SEND %s", self.url, action)
 
     # -- writing and ending --------------------------------------------------------------
 

@@ -212,6 +212,10 @@ PROTOCOL_ERROR_KINDS = frozenset(
         "unknown_reply_id",
         "invalid_result",
         "invalid_call",
+        # OCPP 2.1: the CSMS rejected a CALLRESULT of ours; a CSMS SEND was invalid / failed
+        "callresulterror",
+        "invalid_send",
+        "send_failed",
         links.MESSAGE_TOO_BIG,
         links.WEBSOCKET_ERROR,
     }
@@ -237,7 +241,8 @@ AUTHORIZATION_STATUSES = (
 #: the messages whose replies carry a verdict
 AUTHORIZATION_MESSAGES = ("Authorize", "TransactionEvent", "StartTransaction")
 MESSAGE_DIRECTIONS = ("sent", "received")
-MESSAGE_TYPES = ("call", "result", "error")
+#: OCPP-J message types; SEND and CALLRESULTERROR exist in 2.1 only
+MESSAGE_TYPES = ("call", "result", "error", "send", "callresulterror")
 #: fleets with up to this many sites export every site's series from the start
 MAX_PRESET_SITES = 1000
 _UNAVAILABLE = frozenset({"Unavailable", "Faulted", "Inoperative"})

@@ -1,4 +1,5 @@
-"""OCPP-J framing: CALL, CALLRESULT and CALLERROR on a WebSocket text frame.
+"""OCPP-J framing: CALL, CALLRESULT, CALLERROR (and in 2.1 SEND, CALLRESULTERROR) on a
+WebSocket text frame.
 
 Pure code: no sockets, no clocks. Both the load generator and ``csms_stub`` frame and
 parse messages here, so the two sides cannot drift apart.
@@ -8,6 +9,12 @@ A frame is a JSON array whose first element is the message type:
 - ``[2, messageId, action, payload]``: CALL
 - ``[3, messageId, payload]``: CALLRESULT
 - ``[4, messageId, errorCode, errorDescription, errorDetails]``: CALLERROR
+- ``[5, messageId, errorCode, errorDescription, errorDetails]``: CALLRESULTERROR (OCPP-J 2.1:
+  the receiver of a CALLRESULT could not accept it)
+- ``[6, messageId, action, payload]``: SEND (OCPP-J 2.1: a request that gets no reply)
+
+Types 5 and 6 exist only in OCPP-J 2.1: :func:`parse` returns them only with
+``extended=True``; otherwise they are unknown message types, as 1.6 and 2.0.1 say.
 
 :func:`parse` turns text into one of the three message classes or raises
 :class:`FrameError`, which carries the error code the receiver should answer with and the
@@ -26,6 +33,9 @@ import orjson
 CALL = 2
 CALLRESULT = 3
 CALLERROR = 4
+#: OCPP-J 2.1 only
+CALLRESULTERROR = 5
+SEND = 6
 
 #: messageId is a string of at most 36 characters (OCPP-J 1.6 and 2.0.1).
 MAX_MESSAGE_ID_LENGTH = 36
@@ -91,7 +101,40 @@ class CallError:
         )
 
 
-Message = Call | CallResult | CallError
+@dataclass(frozen=True, slots=True)
+class Send:
+    """OCPP-J 2.1 SEND: like a CALL, but the receiver never answers it."""
+
+    message_id: str
+    action: str
+    payload: dict[str, Any]
+
+    def encode(self) -> str:
+        return _dumps([SEND, self.message_id, self.action, self.payload])
+
+
+@dataclass(frozen=True, slots=True)
+class CallResultError:
+    """OCPP-J 2.1 CALLRESULTERROR: the CALLRESULT with this id could not be accepted."""
+
+    message_id: str
+    error_code: str
+    error_description: str = ""
+    error_details: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return _dumps(
+            [
+                CALLRESULTERROR,
+                self.message_id,
+                self.error_code,
+                self.error_description,
+                self.error_details,
+            ]
+        )
+
+
+Message = Call | CallResult | CallError | Send | CallResultError
 
 
 class CallErrorReply(Exception):
@@ -115,8 +158,9 @@ class FrameError(Exception):
 
     ``error_code`` is what to answer in a CALLERROR; ``message_id`` is the offending
     message's id, or :data:`UNKNOWN_MESSAGE_ID` when it could not be read. ``message_type``
-    says whether the frame looked like a CALL: only a CALL may be answered with a CALLERROR
-    (answering a broken reply would start a ping-pong of errors).
+    says what the frame looked like; ``answerable`` whether it may get a CALLERROR: a broken
+    reply may not (that would start a ping-pong of errors), nor a broken SEND or
+    CALLRESULTERROR in 2.1 (neither ever gets an answer).
     """
 
     def __init__(
@@ -125,12 +169,16 @@ class FrameError(Exception):
         description: str,
         message_id: str = UNKNOWN_MESSAGE_ID,
         message_type: int | None = None,
+        answerable: bool | None = None,
     ) -> None:
         super().__init__(description)
         self.error_code = error_code
         self.description = description
         self.message_id = message_id
         self.message_type = message_type
+        if answerable is None:
+            answerable = message_type not in (CALLRESULT, CALLERROR)
+        self.answerable = answerable
 
     def to_call_error(self) -> CallError:
         return CallError(self.message_id, self.error_code, self.description[:255])
@@ -140,8 +188,11 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def parse(text: str | bytes) -> Message:
-    """Parse one frame. Raises :class:`FrameError`, never anything else."""
+def parse(text: str | bytes, *, extended: bool = False) -> Message:
+    """Parse one frame. Raises :class:`FrameError`, never anything else.
+
+    ``extended`` (OCPP-J 2.1) accepts SEND and CALLRESULTERROR frames.
+    """
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -157,6 +208,7 @@ def parse(text: str | bytes) -> Message:
             ErrorCode.RPC_FRAMEWORK_ERROR,
             "messageId must be a string of 1 to 36 characters",
             message_type=message_type,
+            answerable=_answerable(message_type, extended),
         )
     if message_type == CALL:
         if len(frame) != 4 or not isinstance(frame[2], str) or not frame[2]:
@@ -194,12 +246,51 @@ def parse(text: str | bytes) -> Message:
                 CALLERROR,
             )
         return CallError(message_id, frame[2], frame[3], frame[4])
+    if extended and message_type == SEND:
+        if len(frame) != 4 or not isinstance(frame[2], str) or not frame[2]:
+            raise FrameError(
+                ErrorCode.RPC_FRAMEWORK_ERROR,
+                "SEND must be [6, messageId, action, payload]",
+                message_id,
+                SEND,
+                answerable=False,
+            )
+        if not isinstance(frame[3], dict):
+            raise FrameError(
+                ErrorCode.FORMAT_VIOLATION,
+                "SEND payload must be a JSON object",
+                message_id,
+                SEND,
+                answerable=False,
+            )
+        return Send(message_id, frame[2], frame[3])
+    if extended and message_type == CALLRESULTERROR:
+        if (
+            len(frame) != 5
+            or not isinstance(frame[2], str)
+            or not isinstance(frame[3], str)
+            or not isinstance(frame[4], dict)
+        ):
+            raise FrameError(
+                ErrorCode.FORMAT_VIOLATION,
+                "CALLRESULTERROR must be [5, messageId, errorCode, errorDescription, errorDetails]",
+                message_id,
+                CALLRESULTERROR,
+                answerable=False,
+            )
+        return CallResultError(message_id, frame[2], frame[3], frame[4])
     raise FrameError(
         ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED,
         f"message type {raw_type!r} is not supported",
         message_id,
         message_type,
     )
+
+
+def _answerable(message_type: int | None, extended: bool) -> bool:
+    if message_type in (CALLRESULT, CALLERROR):
+        return False
+    return not (extended and message_type in (SEND, CALLRESULTERROR))
 
 
 class MessageIds:

@@ -34,6 +34,7 @@ from loadgen.link import (
     Link,
 )
 from loadgen.physics import ScaledClock
+from loadgen.protocols import OCPP16
 from loadgen.station import Station
 
 __all__ = ["Backoff", "RetryBackOff", "StationRunner"]
@@ -194,6 +195,26 @@ class StationRunner:
         if self.link is not None:
             self.link.close(1000, "station stopped")
 
+    def _adopt_version(self, link: Link) -> None:
+        """Speak the version the CSMS chose of the link's offer (``--ocpp-version 2.1,2.0.1``).
+
+        2.0.1 and 2.1 stations behave alike, so the station switches between them at any
+        connect; it changes to or from 1.6 only before its first connection (its transactions
+        and queue are in one version's terms). Raises :class:`ConnectFailed` otherwise.
+        """
+        version, station = link.version, self.station
+        if version is station.version:
+            return
+        if self.connects and (version is OCPP16) != station.is16:
+            link.close()
+            raise ConnectFailed(
+                f"the CSMS chose {version.subprotocol} after {station.version.subprotocol}: "
+                "a station does not change between 1.6 and 2.x",
+                "subprotocol",
+            )
+        log.info("%s: the CSMS chose %s", station.charger.id, version.subprotocol)
+        station.use_version(version)
+
     def join(self, timeout: float | None = None) -> None:
         if self._greenlet is not None:
             self._greenlet.join(timeout)
@@ -220,6 +241,7 @@ class StationRunner:
                         **self.link_options,
                     )
                     link.connect()
+                    self._adopt_version(link)
                 except ConnectFailed as exc:
                     attempt += 1
                     backoff = self.backoff

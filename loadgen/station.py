@@ -189,11 +189,7 @@ class Station:
         timestamps it sends: by default the clock's own ``wall`` (a
         :class:`~loadgen.physics.ScaledClock`'s is real time), else ``clock`` itself."""
         self.charger = charger
-        self.version = version
-        self.is16 = version is OCPP16
-        self.is21 = version is OCPP21
-        #: the version's message builders (:func:`loadgen.protocols.module_for`)
-        self.messages = protocols.module_for(version)
+        self.use_version(version)
         self.clock = clock
         self.wall_clock: Clock = wall_clock or getattr(clock, "wall", None) or clock
         self.config = config or StationConfig()
@@ -235,6 +231,17 @@ class Station:
         self._smart_charging: SmartCharging | None = None
         self._limits_due: float | None = None  # when a schedule period next begins or ends
         self._tariffs: Tariffs | None = None  # 2.1's default tariffs, made when first set
+
+    def use_version(self, version: Version) -> None:
+        """Speak ``version`` from now on (the one the CSMS chose of the station's offer): its
+        builders (:func:`loadgen.protocols.module_for`) and its few rules."""
+        self.version = version
+        self.is16 = version is OCPP16
+        self.is21 = version is OCPP21
+        #: the version's message builders
+        self.messages = protocols.module_for(version)
+        if getattr(self, "_device_model", None) is not None:
+            self._device_model = None  # rebuilt in the new version's terms on first use
 
     @property
     def commands(self) -> commands.CommandState:

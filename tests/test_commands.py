@@ -75,7 +75,8 @@ STATION_TO_CSMS = {
 # 2.1: 2.0.1's and the new ones a charger sends (it opens periodic event streams itself)
 STATION_TO_CSMS[OCPP21.name] = STATION_TO_CSMS[OCPP201.name] | {
     "BatterySwap", "ClosePeriodicEventStream", "GetCertificateChainStatus", "NotifyDERAlarm",
-    "NotifyDERStartStop", "NotifyPriorityCharging", "NotifySettlement",
+    "NotifyDERStartStop", "NotifyPeriodicEventStream", "NotifyPriorityCharging",
+    "NotifySettlement",
     "OpenPeriodicEventStream", "PullDynamicScheduleUpdate", "ReportDERControl",
     "VatNumberValidation",
 }  # fmt: skip

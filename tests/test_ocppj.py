@@ -235,7 +235,7 @@ def test_parse_arbitrary_json(value: Any) -> None:
 
 #: arrays that look like frames: a plausible type first, then anything
 frame_like = st.tuples(
-    st.sampled_from([2, 3, 4, 5, 2.0, True, "2", None]) | json_scalars,
+    st.sampled_from([2, 3, 4, 5, 6, 2.0, True, "2", None]) | json_scalars,
     st.lists(json_values | message_ids | st.just("x" * 37), max_size=5),
 ).map(lambda parts: [parts[0], *parts[1]])
 
@@ -295,3 +295,94 @@ def test_only_json_integers_are_message_types(message_type: str) -> None:
         ocppj.parse(f'[{message_type}, "id-1", "Heartbeat", {{}}]')
     assert caught.value.error_code == ocppj.ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED
     assert caught.value.message_type is None
+
+
+# -- OCPP-J 2.1: SEND and CALLRESULTERROR --------------------------------------------------
+
+
+@settings(deadline=None)
+@given(message_id=message_ids, action=actions, payload=json_objects)
+def test_send_round_trip_in_2_1(message_id: str, action: str, payload: dict[str, Any]) -> None:
+    send = ocppj.Send(message_id, action, payload)
+    text = send.encode()
+    assert json.loads(text) == [ocppj.SEND, message_id, action, payload]
+    assert ocppj.parse(text, extended=True) == send
+
+
+@settings(deadline=None)
+@given(message_id=message_ids, description=st.text(max_size=255), details=json_objects)
+def test_call_result_error_round_trip_in_2_1(
+    message_id: str, description: str, details: dict[str, Any]
+) -> None:
+    error = ocppj.CallResultError(message_id, ErrorCode.FORMAT_VIOLATION, description, details)
+    text = error.encode()
+    assert json.loads(text) == [5, message_id, "FormatViolation", description, details]
+    assert ocppj.parse(text, extended=True) == error
+
+
+def test_call_result_error_defaults_to_empty_description_and_details() -> None:
+    text = ocppj.CallResultError("7", ErrorCode.GENERIC_ERROR).encode()
+    assert json.loads(text) == [5, "7", "GenericError", "", {}]
+
+
+@pytest.mark.parametrize(
+    "frame", ['[6,"s1","NotifyPeriodicEventStream",{}]', '[5,"r1","FormatViolation","",{}]']
+)
+def test_send_and_call_result_error_are_unknown_types_before_2_1(frame: str) -> None:
+    # 1.6 and 2.0.1 know types 2-4 only: the answer is a CALLERROR, as for any unknown type.
+    with pytest.raises(FrameError) as caught:
+        ocppj.parse(frame)
+    assert caught.value.error_code == ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED
+    assert caught.value.message_id == frame.split('"')[1]
+    assert caught.value.answerable
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "message_type"),
+    [
+        ('[6,"s1","Heartbeat"]', ErrorCode.RPC_FRAMEWORK_ERROR, 6),
+        ('[6,"s1","",{}]', ErrorCode.RPC_FRAMEWORK_ERROR, 6),
+        ('[6,"s1","Heartbeat",[]]', ErrorCode.FORMAT_VIOLATION, 6),
+        ('[5,"r1","FormatViolation",""]', ErrorCode.FORMAT_VIOLATION, 5),
+        ('[5,"r1",7,"",{}]', ErrorCode.FORMAT_VIOLATION, 5),
+        ('[5,"r1","FormatViolation","",null]', ErrorCode.FORMAT_VIOLATION, 5),
+        ('[6,"x",{}]', ErrorCode.RPC_FRAMEWORK_ERROR, 6),
+        ("[6,17]", ErrorCode.RPC_FRAMEWORK_ERROR, 6),
+        ("[5]", ErrorCode.RPC_FRAMEWORK_ERROR, 5),
+    ],
+)
+def test_malformed_send_and_call_result_error_are_never_answered(
+    frame: str, code: str, message_type: int
+) -> None:
+    # Neither a SEND nor a CALLRESULTERROR ever gets a reply, not even a CALLERROR.
+    with pytest.raises(FrameError) as caught:
+        ocppj.parse(frame, extended=True)
+    assert caught.value.error_code == code
+    assert caught.value.message_type == message_type
+    assert not caught.value.answerable
+
+
+def test_calls_and_unknown_types_stay_answerable_in_2_1() -> None:
+    with pytest.raises(FrameError) as caught:
+        ocppj.parse('[7,"u1","Heartbeat",{}]', extended=True)
+    assert caught.value.error_code == ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED
+    assert caught.value.answerable
+    with pytest.raises(FrameError) as caught:
+        ocppj.parse('[2,"c1","Heartbeat",[]]', extended=True)
+    assert caught.value.answerable
+    for reply in ('[3,"r1",[]]', '[4,"e1","GenericError"]'):
+        with pytest.raises(FrameError) as caught:
+            ocppj.parse(reply, extended=True)
+        assert not caught.value.answerable
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame_like)
+def test_parse_frame_like_arrays_in_2_1(frame: list[Any]) -> None:
+    try:
+        message = ocppj.parse(orjson.dumps(frame), extended=True)
+    except FrameError as exc:
+        assert exc.error_code in vars(ErrorCode).values()
+    else:
+        assert message.message_id == frame[1]
+        assert ocppj.parse(message.encode(), extended=True) == message

@@ -72,13 +72,15 @@ def stub(tmp_path: Path):
     process.stop()
 
 
-@pytest.mark.parametrize("version", ["2.0.1", "1.6"])
+@pytest.mark.parametrize("version", ["2.1", "2.0.1", "1.6"])
 def test_scenarios_1_to_4(stub: StubProcess, tmp_path: Path, version: str) -> None:
     output = ""
     for which in "1234":
-        output += finish(scenarios(stub, which, "--ocpp-version", version))
+        output += finish(scenarios(stub, which, "--ocpp-version", version, "--ocpp-validate"))
     for which in "1234":
         assert re.search(rf"== scenario {which} passed: (\d+)/\1 checks", output), output
+        # the stub validates what it receives; the stations checked every reply and CALL
+    assert output.count(f"ok   every frame valid OCPP {version} (both ways)") == 4
     sent = "MeterValues sent: " if version == "1.6" else "TransactionEvent sent (Updated): "
     assert "charging started: " in output and sent in output
     assert re.search(r"charging stopped: \S+ \(total: \d+\.\d\d kWh\)", output)
@@ -122,8 +124,9 @@ def test_scenarios_1_to_4(stub: StubProcess, tmp_path: Path, version: str) -> No
     assert boots[0]["n"] >= 4 + 4 and heartbeats[0]["n"] >= 1
 
 
-def test_scenario_5_survives_a_killed_csms(stub: StubProcess, tmp_path: Path) -> None:
-    run = scenarios(stub, "5")
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+def test_scenario_5_survives_a_killed_csms(stub: StubProcess, tmp_path: Path, version: str) -> None:
+    run = scenarios(stub, "5", "--ocpp-version", version, "--ocpp-validate")
     assert run.stdout is not None
     lines = []
     for line in run.stdout:

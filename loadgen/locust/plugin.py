@@ -572,7 +572,7 @@ def _run_facts(context: RunContext, environment: Environment) -> dict[str, Any]:
     return {
         "run_id": context.coordinator.run_id if context.coordinator else "",
         "host": s.host,  # credentials in it are redacted by report.build_report
-        "ocpp_version": s.version.name,
+        "ocpp_version": ",".join(v.name for v in s.versions or (s.version,)),
         "profile": getattr(environment.parsed_options, "ocpp_profile", ""),
         "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 1,
         "locust_version": locust.__version__,

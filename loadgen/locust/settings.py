@@ -29,6 +29,7 @@ class SettingsError(ValueError):
 @dataclass
 class Settings:
     host: str
+    #: the first of ``versions``: what a station is built for until the CSMS chooses
     version: Version
     fleet: fleets.Fleet
     profile: ProfileMix
@@ -74,6 +75,8 @@ class Settings:
     reboot_delay: float = 8.0
     #: security profile 1 for chargers without a fleet password; never logged
     password: str | None = field(default=None, repr=False)
+    #: --ocpp-version's versions in order: the subprotocols offered (one, or several)
+    versions: tuple[Version, ...] = ()
 
 
 def add_arguments(parser: Any) -> None:
@@ -88,8 +91,8 @@ def add_arguments(parser: Any) -> None:
     add(
         "--ocpp-version",
         default="2.0.1",
-        choices=["2.0.1", "1.6"],
-        help="OCPP version the stations speak (default 2.0.1)",
+        help="OCPP version the stations speak: 2.1, 2.0.1 or 1.6 (default 2.0.1); a comma "
+        "list (2.1,2.0.1) offers each subprotocol in that order and speaks the CSMS's choice",
     )
     add("--fleet", default="", help="fleet TOML file (default: a generated fleet of --fleet-size)")
     add(
@@ -409,9 +412,10 @@ def settings_from_options(options: Any) -> Settings:
     if not host.startswith(("ws://", "wss://")):
         raise SettingsError(f"--host must be the CSMS's ws:// or wss:// URL, not {host!r}")
     try:
-        version = get_version(options.ocpp_version)
+        versions = parse_versions(options.ocpp_version)
     except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+        raise SettingsError(f"--ocpp-version: {exc}") from None
+    version = versions[0]
     positive = {
         "--time-scale": options.time_scale,
         "--meter-interval": options.meter_interval,
@@ -465,11 +469,14 @@ def settings_from_options(options: Any) -> Settings:
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(f"TLS settings: {exc}") from None
     capacity = _capacity_config(options, len(fleet.chargers))
-    tokens = _id_tokens(options, version, fleet)
+    tokens: dict[str, list[str]] = {}
+    for offered in versions:  # a token must suit whichever version the CSMS picks
+        tokens = _id_tokens(options, offered, fleet)
     mapping = _reconcile_source(options)
     return Settings(
         host=host.rstrip("/"),
         version=version,
+        versions=versions,
         fleet=fleet,
         profile=profile,
         session_plan=SessionPlan(options.session_interarrival, options.session_stay),
@@ -506,6 +513,18 @@ def settings_from_options(options: Any) -> Settings:
         reboot_delay=options.reboot_delay,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
     )
+
+
+def parse_versions(text: str) -> tuple[Version, ...]:
+    """The versions of ``--ocpp-version`` ("2.1" or "2.1,2.0.1"), in order; ValueError names
+    the first one unknown or repeated."""
+    versions: list[Version] = []
+    for name in text.split(","):
+        version = get_version(name.strip())
+        if version in versions:
+            raise ValueError(f"{version.name} is listed twice")
+        versions.append(version)
+    return tuple(versions)
 
 
 def _reconcile_source(options: Any) -> Any:

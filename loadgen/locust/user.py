@@ -93,6 +93,8 @@ class ChargerUser(User):
         password = charger.password or settings.password
         observer = context.metrics_observer
         link_options: dict[str, Any] = {}
+        if len(settings.versions) > 1:
+            link_options["offer"] = settings.versions  # the CSMS chooses; the runner adapts
         if observer is not None:
             observer.add_station(station)
             # counts the CSMS's CALLs with the status the station answered

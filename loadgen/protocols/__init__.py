@@ -2,8 +2,8 @@
 
 Each version module (:mod:`.v16`, :mod:`.v201`, :mod:`.v21`) builds the messages of that
 version; :func:`module_for` picks a version's module. :class:`Version` describes a version:
-its name, its WebSocket subprotocol, where the ``ocpp`` package keeps its JSON schemas and
-how it spells the RPC error codes.
+its name, its WebSocket subprotocol, where the ``ocpp`` package keeps its JSON schemas, how
+it spells the RPC error codes and whether OCPP-J's 2.1 frames (SEND, CALLRESULTERROR) exist.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Version:
     request_schema_suffix: str
     #: error codes this version does not know, mapped to the nearest one it does
     error_code_aliases: tuple[tuple[str, str], ...] = ()
+    #: OCPP-J 2.1's SEND and CALLRESULTERROR frames exist (:func:`loadgen.ocppj.parse`)
+    extended_rpc: bool = False
 
     def error_code(self, code: str) -> str:
         """Spell an RPC error code the way this version's receivers expect."""
@@ -57,14 +59,15 @@ OCPP21 = Version(
     subprotocol="ocpp2.1",
     schema_package="v21",
     request_schema_suffix="Request",
+    extended_rpc=True,
 )
 
-VERSIONS: dict[str, Version] = {v.name: v for v in (OCPP16, OCPP201)}
+VERSIONS: dict[str, Version] = {v.name: v for v in (OCPP16, OCPP201, OCPP21)}
 BY_SUBPROTOCOL: dict[str, Version] = {v.subprotocol: v for v in VERSIONS.values()}
 
 
 def get_version(name: str) -> Version:
-    """The :class:`Version` called ``name`` ("1.6", "2.0.1"; "ocpp1.6" is accepted too)."""
+    """The :class:`Version` called ``name`` ("1.6", "2.0.1", "2.1"; "ocpp1.6" is accepted too)."""
     version = VERSIONS.get(name) or BY_SUBPROTOCOL.get(name)
     if version is None:
         known = ", ".join(VERSIONS)

@@ -62,7 +62,13 @@ class PayloadError(ValueError):
 
 def schema_path(version: Version, action: str, response: bool = False) -> Path:
     suffix = "Response" if response else version.request_schema_suffix
-    return _SCHEMA_ROOT / version.schema_package / "schemas" / f"{action}{suffix}.json"
+    folder = _SCHEMA_ROOT / version.schema_package / "schemas"
+    path = folder / f"{action}{suffix}.json"
+    if not response and suffix and not path.exists():
+        # A message that is only ever a SEND (2.1 NotifyPeriodicEventStream) has one schema,
+        # named after the action alone.
+        return folder / f"{action}.json"
+    return path
 
 
 def actions(version: Version) -> list[str]:
@@ -74,9 +80,8 @@ def actions(version: Version) -> list[str]:
         if stem.endswith("Response"):
             continue
         if version.request_schema_suffix:
-            if not stem.endswith(version.request_schema_suffix):
-                continue
-            stem = stem[: -len(version.request_schema_suffix)]
+            # a stem without the suffix is a SEND-only message (2.1 NotifyPeriodicEventStream)
+            stem = stem.removesuffix(version.request_schema_suffix)
         names.append(stem)
     return sorted(names)
 

@@ -12,6 +12,7 @@ import time  # noqa: E402
 
 from loadgen import fleet as fleets  # noqa: E402
 from loadgen.link import tls_context  # noqa: E402
+from loadgen.protocols import VERSIONS  # noqa: E402
 from loadgen.scenarios.harness import Harness, ScenarioFailed  # noqa: E402
 from loadgen.scenarios.seed import SCENARIOS  # noqa: E402
 
@@ -38,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="run simulated time N times faster (heartbeats, meter values)",
     )
-    parser.add_argument("--ocpp-version", default="2.0.1", choices=["2.0.1", "1.6"])
+    parser.add_argument("--ocpp-version", default="2.0.1", choices=list(VERSIONS))
+    parser.add_argument(
+        "--ocpp-validate",
+        action="store_true",
+        help="check every frame both ways against the version's JSON schemas",
+    )
     parser.add_argument(
         "--fleet",
         default=None,
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             # environment, so it shows in no process list.
             password=os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
             ssl_context=ssl_context,
+            validate=args.ocpp_validate,
         )
         harness.say(f"== scenario {name}: {SCENARIOS[name].__doc__.splitlines()[0]}")
         started = time.monotonic()
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.say(f"  FAIL {exc}")
         finally:
             harness.stop_all()
+        harness.check_protocol()
         verdict = "passed" if not harness.failures else "FAILED"
         harness.say(
             f"== scenario {name} {verdict}: {harness.checks - len(harness.failures)}"

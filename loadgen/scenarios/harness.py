@@ -9,6 +9,7 @@ what the CSMS stored with what the stations sent.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 import urllib.error
@@ -30,6 +31,28 @@ class ScenarioFailed(Exception):
     """A step's check did not hold; the message says which."""
 
 
+class ProtocolErrors:
+    """A CallObserver that counts what the CSMS sent that broke OCPP-J or the schemas."""
+
+    def __init__(self) -> None:
+        self.kinds: collections.Counter[str] = collections.Counter()
+
+    def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
+        pass
+
+    def message(self, direction: str, kind: str) -> None:
+        pass
+
+    def connect_done(self, outcome: str, seconds: float) -> None:
+        pass
+
+    def disconnected(self, reason: str) -> None:
+        pass
+
+    def protocol_error(self, kind: str) -> None:
+        self.kinds[kind] += 1
+
+
 @dataclass
 class Harness:
     csms: str
@@ -42,12 +65,21 @@ class Harness:
     password: str | None = field(default=None, repr=False)
     #: security profiles 2 and 3 (wss://)
     ssl_context: Any = None
+    #: --ocpp-validate: the stations check every frame both ways against the schemas
+    validate: bool = False
     checks: int = 0
     failures: list[str] = field(default_factory=list)
     runners: list[StationRunner] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.clock = ScaledClock(self.time_scale)
+        self.protocol_errors = ProtocolErrors()
+
+    def check_protocol(self) -> None:
+        """With ``validate``: nothing the CSMS sent broke the schemas or OCPP-J."""
+        if self.validate:
+            kinds = dict(self.protocol_errors.kinds)
+            self.check(not kinds, f"every frame valid OCPP {self.version} ({kinds or 'both ways'})")
 
     # -- output and checks ---------------------------------------------------------------
 
@@ -83,6 +115,8 @@ class Harness:
             on_event=lambda kind, detail: self._narrate(charger_id, kind, detail),
             basic_auth=(charger.id, password) if password else None,
             ssl_context=self.ssl_context,
+            validate=self.validate,
+            observer=self.protocol_errors,
         )
         self.runners.append(runner)
         runner.start()

@@ -1,0 +1,79 @@
+"""OCPP 2.1 handlers: 2.0.1's where the payloads agree, and what 2.1 adds.
+
+What the stub reads of a 2.1 message is unchanged from 2.0.1 (checked against
+``ocpp/v21/schemas``): BootNotification, Heartbeat, StatusNotification, Authorize, MeterValues
+and TransactionEvent keep their fields; 2.1 adds optional ones. TransactionEvent's new
+fields (costDetails, evseSleep, preconditioningStatus; transactionInfo's operationMode,
+tariffId, transactionLimit) have no column in the tables and are not stored; an idToken
+longer than the tables' 36 characters is refused (PropertyConstraintViolation) in a
+TransactionEvent, accepted in an Authorize; idToken types are free strings (at most 20
+characters) that ``--strict-id-tokens`` judges like 2.0.1's unknown types. The answers
+(totalCost from ``--tariff`` on Updated and Ended) are 2.0.1's, which 2.1's schemas accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from csms_stub import store as tables
+from csms_stub.handlers import v201
+from csms_stub.service import Service
+from csms_stub.store import Unstorable
+
+#: the longest idToken the tables keep (2.0.1's limit; 2.1 allows 255)
+STORED_ID_TOKEN_LENGTH: int = tables.charger_usage_log.c.id_token.type.length or 36
+
+
+def answer(action: str, response: dict[str, Any]) -> Any:
+    """A handler that stores the notification in the event log and answers ``response``."""
+
+    def handler(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        service.log_event(charger_id, "notification", action, payload)
+        return dict(response)
+
+    handler.__name__ = action
+    return handler
+
+
+def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    token = payload.get("idToken")
+    if token is not None and len(token["idToken"]) > STORED_ID_TOKEN_LENGTH:
+        # Refused before anything changes: the row could not be stored afterwards.
+        raise Unstorable(
+            f"idToken is longer than the {STORED_ID_TOKEN_LENGTH} characters this CSMS stores"
+        )
+    return v201.transaction_event(service, charger_id, payload)
+
+
+def notify_periodic_event_stream(
+    service: Service, charger_id: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    # A SEND, a stream of samples: counted (csms_stub_messages_total), not stored, not answered.
+    return {}
+
+
+def vat_number_validation(
+    service: Service, charger_id: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    # The stub knows no VAT register: every number is unknown.
+    service.log_event(charger_id, "notification", "VatNumberValidation", payload)
+    return {"vatNumber": payload["vatNumber"], "status": "Rejected"}
+
+
+HANDLERS = {
+    **v201.HANDLERS,
+    "TransactionEvent": transaction_event,
+    "NotifyPeriodicEventStream": notify_periodic_event_stream,
+    "NotifySettlement": v201.logged("NotifySettlement"),
+    "NotifyAllowedEnergyTransfer": answer("NotifyAllowedEnergyTransfer", {"status": "Accepted"}),
+    "NotifyPriorityCharging": v201.logged("NotifyPriorityCharging"),
+    "NotifyDERAlarm": v201.logged("NotifyDERAlarm"),
+    "NotifyDERStartStop": v201.logged("NotifyDERStartStop"),
+    "ReportDERControl": v201.logged("ReportDERControl"),
+    "BatterySwap": v201.logged("BatterySwap"),
+    "OpenPeriodicEventStream": answer("OpenPeriodicEventStream", {"status": "Accepted"}),
+    "ClosePeriodicEventStream": v201.logged("ClosePeriodicEventStream"),
+    # No dynamic schedule is kept for anyone: nothing to pull.
+    "PullDynamicScheduleUpdate": answer("PullDynamicScheduleUpdate", {"status": "Rejected"}),
+    "VatNumberValidation": vat_number_validation,
+}

@@ -1,0 +1,94 @@
+"""StationRunner with several offered versions (``--ocpp-version 2.1,2.0.1``): the station
+speaks what the CSMS chose, over a real Link against a CSMS that picks by its own preference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+
+from loadgen import fleet as fleets
+from loadgen.physics import ScaledClock
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, v16, v21
+from loadgen.runner import RetryBackOff, StationRunner
+from loadgen.station import Station, StationConfig
+from tests.fake_csms import FakeCsms, wait_for
+
+CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
+NOW = "2026-01-01T00:00:00.000Z"
+SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
+REPLIES = {
+    "BootNotification": {"currentTime": NOW, "interval": 60, "status": "Accepted"},
+    "Heartbeat": {"currentTime": NOW},
+    "StatusNotification": {},
+    "NotifyEvent": {},
+}
+
+
+async def polite(csms: FakeCsms, ws: ServerConnection, call: list[Any]) -> None:
+    await csms.answer(ws, call, REPLIES.get(call[2], {}))
+
+
+def _run(built_for: Version, offer: tuple[Version, ...], server: tuple[str, ...]) -> Station:
+    clock = ScaledClock(10)
+    station = Station(CHARGER, built_for, clock, StationConfig(meter_interval=60))
+    with FakeCsms(polite, subprotocols=server) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=RetryBackOff(0.1, 0.0, cap=0.2),
+            validate=True,  # every frame in the chosen version's schemas
+            offer=offer,
+        )
+        runner.start()
+        wait_for(lambda: station.accepted, timeout=10)
+        assert runner.link is not None and runner.link.version is station.version
+        runner.stop(timeout=5)
+    return station
+
+
+def test_a_station_built_for_2_0_1_speaks_2_1_when_the_csms_chooses_it() -> None:
+    station = _run(OCPP201, (OCPP201, OCPP21), ("ocpp2.1", "ocpp2.0.1"))
+    assert station.version is OCPP21 and not station.is16 and station.is21
+    assert station.messages is v21  # the 2.1 builders, not the 2.0.1 ones it was built with
+
+
+def test_a_station_keeps_its_version_when_the_csms_takes_it() -> None:
+    station = _run(OCPP21, (OCPP21, OCPP201), ("ocpp2.1", "ocpp2.0.1"))
+    assert station.version is OCPP21
+
+
+def test_before_its_first_connection_a_station_may_change_to_1_6() -> None:
+    station = _run(OCPP21, (OCPP21, OCPP16), ("ocpp1.6",))
+    assert station.version is OCPP16 and station.is16 and station.messages is v16
+
+
+def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
+    picks = iter(["ocpp2.1"])  # then 1.6 for ever
+
+    def select(connection: Any, offered: list[str]) -> str:
+        return next(picks, "ocpp1.6")
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    clock = ScaledClock(10)
+    station = Station(CHARGER, OCPP21, clock, StationConfig(meter_interval=60))
+    with FakeCsms(polite, subprotocols=SUBPROTOCOLS, select_subprotocol=select) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=RetryBackOff(0.05, 0.0, cap=0.1),
+            on_event=lambda kind, detail: events.append((kind, detail)),
+            offer=(OCPP21, OCPP16),
+        )
+        runner.start()
+        wait_for(lambda: station.accepted, timeout=10)
+        csms.close_with(1011, "switching")
+        wait_for(lambda: sum(kind == "retry" for kind, _ in events) >= 2, timeout=10)
+        runner.stop(timeout=5)
+    assert station.version is OCPP21 and not station.is16  # never half 1.6
+    reasons = [detail["reason"] for kind, detail in events if kind == "retry"]
+    # after the drop, every connect is refused: the CSMS keeps choosing 1.6
+    assert reasons[1:] and all("does not change between 1.6 and 2.x" in r for r in reasons[1:])
+    assert runner.connects == 1
