@@ -802,15 +802,58 @@ class CapacitySearch:
 # -- the connect-rate search ----------------------------------------------------------------
 
 
+def spawn_bursts(chargers: int, rate: float) -> list[tuple[float, int]]:
+    """How Locust starts ``chargers`` users at ``rate`` a second: ``(seconds after the
+    first, users)`` per burst. It starts floor(rate) users at once (at least one), every
+    floor(rate) / rate seconds, the last burst holding what is left."""
+    burst = max(1, math.floor(rate))
+    interval = burst / rate
+    return [
+        (n * interval, min(burst, chargers - n * burst)) for n in range(math.ceil(chargers / burst))
+    ]
+
+
+def fifo_boots(chargers: int, rate: float, boot_rate: float) -> tuple[float, float]:
+    """A rate step at a CSMS that answers ``boot_rate`` BootNotifications a second, one
+    after the other in arrival order, its chargers arriving the way Locust starts them
+    (:func:`spawn_bursts`): ``(the longest a charger waits, when the last is answered)``,
+    in seconds from the first arrival. The first at an idle CSMS waits nothing (round
+    trips are not in this)."""
+    gap = 1 / boot_rate
+    free, worst, last = 0.0, 0.0, 0.0
+    for at, users in spawn_bursts(chargers, rate):
+        last = max(at, free) + (users - 1) * gap  # the burst's last boot is answered
+        worst = max(worst, last - at)
+        free = last + gap
+    return worst, last
+
+
+def fifo_boot_rate(chargers: int, rate: float, seconds: float, *, last: bool = True) -> float:
+    """The boot rate at which :func:`fifo_boots` answers the last boot after ``seconds``
+    (``last=False``: at which the longest wait is ``seconds``): what a step says the CSMS
+    admitted, in chargers/s (infinite when nothing waited)."""
+    if seconds <= 0:
+        return math.inf
+    low, high = 1e-3, 1e6
+    for _ in range(100):  # both fall as the boot rate grows
+        middle = math.sqrt(low * high)
+        if fifo_boots(chargers, rate, middle)[0 if not last else 1] > seconds:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 @dataclass(frozen=True)
 class RateStepMeasurement:
     """One step of fresh chargers arriving at ``rate`` a second.
 
     ``ramp``: the metrics from the step's start until its chargers were booted (or its
-    time was up), judged by the connect SLOs. ``late_boot_ms``: the slowest
-    BootNotification of the step's last arrivals (from a tick before the last users were
-    started to the end). ``spawn_seconds``: how long the load generator took to start the
-    step's users (None: it never did).
+    time was up), judged by the connect SLOs. ``last_boot_s``: when the step's last boot
+    was answered, in seconds from the step's start (Locust starts its first users then).
+    ``late_boot_ms``: the slowest BootNotification of the step; ``quick_boot_ms``: the
+    quickest (the CSMS's own round trip, with no one ahead). ``spawn_seconds``: how long
+    the load generator took to start the step's users (None: it never did).
     """
 
     rate: float
@@ -820,6 +863,8 @@ class RateStepMeasurement:
     ramp: StepMeasurement
     late_boot_ms: float | None = None
     spawn_seconds: float | None = None
+    quick_boot_ms: float | None = None
+    last_boot_s: float | None = None
 
     @property
     def arrival_seconds(self) -> float:
@@ -828,23 +873,50 @@ class RateStepMeasurement:
 
     @property
     def last_arrival_seconds(self) -> float:
-        """When Locust starts the step's last users: it starts floor(rate) at once, every
-        floor(rate) / rate seconds."""
-        burst = max(1, math.floor(self.rate))
-        return (math.ceil(self.chargers / burst) - 1) * burst / self.rate
+        """When Locust starts the step's last users (:func:`spawn_bursts`)."""
+        return spawn_bursts(self.chargers, self.rate)[-1][0]
 
-    def slack_ms(self, config: CapacityConfig) -> float:
-        """How late the last boots may be and the CSMS still keep pace: booted by the
-        offered time plus the tolerance (and a round trip)."""
-        allowed = self.arrival_seconds * (1 + config.rate_pace_tolerance)
-        return (allowed - self.last_arrival_seconds) * 1000 + PACE_ROUND_TRIP_MS
+    def pace(self, config: CapacityConfig) -> tuple[float, float] | None:
+        """``(measured, allowed)`` in ms for "kept pace"; None with nothing to judge by.
+
+        Allowed is what a CSMS booting ``rate / (1 + tolerance)`` a second one by one in
+        arrival order would give under Locust's bursts (:func:`fifo_boots`), plus the
+        quickest boot (a round trip) and a little jitter. Measured is, when known, when the
+        step's last boot was answered: the generator's own time to connect a burst's
+        chargers spreads their boots, which hides a backlog in their latency but not in
+        when the last is answered. Otherwise the step's slowest boot, judged on the whole
+        step: a full burst's last boot waits longer than a smaller last burst's, however
+        fast the CSMS keeps up.
+        """
+        service = self.rate / (1 + config.rate_pace_tolerance)
+        worst, last = fifo_boots(self.chargers, self.rate, service)
+        extra = (self.quick_boot_ms or 0.0) + PACE_JITTER_MS
+        if self.last_boot_s is not None:
+            return self.last_boot_s * 1000, last * 1000 + extra
+        if self.late_boot_ms is not None:
+            return self.late_boot_ms, worst * 1000 + extra
+        return None
+
+    def kept_pace(self, config: CapacityConfig) -> bool:
+        pace = self.pace(config)
+        return pace is None or pace[0] <= pace[1]
+
+    def admitted_rate(self) -> float | None:
+        """The boot rate the step says the CSMS kept (chargers/s), None without a figure."""
+        quick = (self.quick_boot_ms or 0.0) / 1000
+        if self.last_boot_s is not None:
+            return fifo_boot_rate(self.chargers, self.rate, self.last_boot_s - quick)
+        if self.late_boot_ms is not None:
+            wait = self.late_boot_ms / 1000 - quick
+            return fifo_boot_rate(self.chargers, self.rate, wait, last=False)
+        return None
 
 
 #: the load generator started a step's users this much slower than offered (and 1 s more,
 #: Locust's spawn ticks): it, not the CSMS, set the pace
 GENERATOR_SPAWN_SLACK = 0.25
-#: a boot's own round trip on top of the pace (loopback, a busy machine)
-PACE_ROUND_TRIP_MS = 50.0
+#: jitter on top of the pace and the quickest boot (the generator's hub, a busy machine)
+PACE_JITTER_MS = 20.0
 #: a rate step that met a connection ceiling is repeated with this share of the chargers
 #: the CSMS held, but never fewer than RATE_MIN_STEP_CHARGERS (too few to show a backlog)
 RATE_CEILING_SHARE = 0.8
@@ -852,12 +924,12 @@ RATE_MIN_STEP_CHARGERS = 10
 
 
 def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
-    """A rate step against the connect SLOs, plus "keeps pace": the step's chargers are
-    booted by the time their arrivals take at the offered rate, within
-    ``rate_pace_tolerance`` (the CSMS booted at least ``1 / (1 + tolerance)`` of the rate).
-    That is judged from the last arrivals' boot latency (ms, Locust's own) so it does not
-    hang on when the shape's ticks fall; a CSMS that falls behind has a backlog the last
-    arrivals wait through.
+    """A rate step against the connect SLOs, plus "keeps pace": the CSMS booted at least
+    ``1 / (1 + rate_pace_tolerance)`` of the offered rate, judged by when the step's last
+    boot was answered (or by its slowest boot) against a CSMS that boots that rate one by
+    one in arrival order (:meth:`RateStepMeasurement.pace`). A CSMS that falls behind has
+    a backlog its last arrivals wait through; one that keeps up has none beyond Locust's
+    bursts.
 
     A step the load generator could not start at the offered rate, while the CSMS answered
     in time, is the generator's limit (``generator_saturated``), as are the lag/CPU guards.
@@ -870,12 +942,16 @@ def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
             f"only {step.booted} of {step.chargers} chargers booted within "
             f"{step.seconds:.0f} s at {step.rate:.3g}/s"
         )
-    late, allowed = step.late_boot_ms, step.slack_ms(config)
-    if late is not None and late > allowed:
-        achieved = step.chargers / (step.last_arrival_seconds + late / 1000)
+    pace = step.pace(config)
+    if pace is not None and pace[0] > pace[1]:
+        what = (
+            "the last boot was answered after"
+            if step.last_boot_s is not None
+            else ("the slowest boot took")
+        )
         reasons.append(
-            f"did not keep pace at {step.rate:.3g}/s: the last boots took {_ms(late)} ms "
-            f"(> {_ms(allowed)} ms; about {achieved:.3g} booted/s)"
+            f"did not keep pace at {step.rate:.3g}/s: {what} {_ms(pace[0])} ms "
+            f"(> {_ms(pace[1])} ms; about {step.admitted_rate() or 0:.3g} booted/s)"
         )
     expected = step.arrival_seconds * (1 + GENERATOR_SPAWN_SLACK) + 1.0
     if (step.spawn_seconds is None or step.spawn_seconds > expected) and not reasons:
@@ -929,7 +1005,7 @@ class RateSearch:
         concurrency, not its admission rate (ten seconds of arrivals at 20/s are 200
         chargers, more than a CSMS holding 150 takes). None when the step says nothing of it."""
         refused = step.ramp.connect_failures > 0 and step.booted < step.chargers
-        kept_pace = step.late_boot_ms is None or step.late_boot_ms <= step.slack_ms(self.config)
+        kept_pace = step.kept_pace(self.config)
         cap = math.floor(step.booted * RATE_CEILING_SHARE)
         if refused and kept_pace and RATE_MIN_STEP_CHARGERS <= cap < step.chargers:
             return cap

@@ -459,6 +459,12 @@ def _setup_capacity_and_reports(
             if method == "OCPP"
         }
 
+    def last_boot_at() -> float | None:
+        """When the latest BootNotification was answered (wall clock; a master's: the
+        latest of every worker's)."""
+        entry = environment.stats.entries.get(("BootNotification", "OCPP"))
+        return None if entry is None else entry.last_request_timestamp
+
     distributed = isinstance(environment.runner, MasterRunner)
     events = environment.events
     if config is not None:
@@ -501,6 +507,7 @@ def _setup_capacity_and_reports(
             min_settle=MIN_SETTLE_S if distributed else LOCAL_MIN_SETTLE_S,
             stall=STALL_S if distributed else LOCAL_STALL_S,
             latencies=latencies,
+            last_boot_at=last_boot_at,
             run_time=getattr(options, "run_time", None) or None,
             on_done=done,
         )
