@@ -653,6 +653,8 @@ class CapacityResult:
     connect_rate_steps: list[tuple[float, Verdict]] = field(default_factory=list)
     #: the connect-rate search's generator limit (as ``limited_by_generator``)
     connect_rate_limited_by_generator: bool = False
+    #: what each of ``connect_rate_steps`` measured (:meth:`RateStepMeasurement.figures`)
+    connect_rate_figures: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the console: concurrent chargers (the connect rate has its own)."""
@@ -670,6 +672,7 @@ class CapacityResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        figures = self.connect_rate_figures
         return {
             "max_chargers": self.max_chargers,
             "limited_by_generator": self.limited_by_generator,
@@ -692,8 +695,9 @@ class CapacityResult:
                     "ok": verdict.ok,
                     "generator_saturated": verdict.generator_saturated,
                     "reasons": list(verdict.reasons),
+                    **(figures[i] if i < len(figures) else {}),
                 }
-                for rate, verdict in self.connect_rate_steps
+                for i, (rate, verdict) in enumerate(self.connect_rate_steps)
             ],
         }
 
@@ -901,6 +905,20 @@ class RateStepMeasurement:
         pace = self.pace(config)
         return pace is None or pace[0] <= pace[1]
 
+    def figures(self) -> dict[str, Any]:
+        """For the reports: chargers booted, the boot rate the step says the CSMS kept
+        (None: no figure, or nothing waited), the p95 and slowest boot, the last boot."""
+        boots = self.ramp.actions.get("BootNotification")
+        admitted = self.admitted_rate()
+        return {
+            "chargers": self.chargers,
+            "booted": self.booted,
+            "admitted_per_s": None if admitted is None or math.isinf(admitted) else admitted,
+            "boot_p95_ms": None if boots is None else boots.p95_ms,
+            "slowest_boot_ms": self.late_boot_ms,
+            "last_boot_s": self.last_boot_s,
+        }
+
     def admitted_rate(self) -> float | None:
         """The boot rate the step says the CSMS kept (chargers/s), None without a figure."""
         quick = (self.quick_boot_ms or 0.0) / 1000
@@ -972,6 +990,8 @@ class RateSearch:
     def __init__(self, config: CapacityConfig) -> None:
         self.config = config
         self.steps: list[tuple[float, Verdict]] = []
+        #: what each of ``steps`` measured (:meth:`RateStepMeasurement.figures`)
+        self.figures: list[dict[str, Any]] = []
         self.measurements: list[RateStepMeasurement] = []
         self.good: float | None = None
         self.bad: float | None = None
@@ -1034,6 +1054,7 @@ class RateSearch:
             self.measurements.append(step)
             return verdict
         self.steps.append((rate, verdict))
+        self.figures.append(step.figures())
         self.measurements.append(step)
         if verdict.generator_saturated:
             self._answer = (

@@ -503,6 +503,7 @@ class CapacityShape(LoadTestShape):
             max_connect_rate=rate,
             connect_rate_stopped_because=why,
             connect_rate_steps=list(self.rates.steps),
+            connect_rate_figures=list(self.rates.figures),
             connect_rate_limited_by_generator=by_generator,
         )
 
