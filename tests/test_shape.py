@@ -549,12 +549,14 @@ def connect_rate_alone() -> None:
     assert world.steps == []  # no concurrency step
     assert ticks[-1][1] is None and ticks[-2][1][0] == 0  # lingered with no chargers
     assert [phase for _, _, phase in ticks[-4:-1]] == ["linger"] * 3
-    assert result.to_dict()["connect_rate_steps"][0] == {
+    first = result.to_dict()["connect_rate_steps"][0]
+    assert {k: first[k] for k in ("rate", "ok", "generator_saturated", "reasons")} == {
         "rate": 5.0,
         "ok": True,
         "generator_saturated": False,
         "reasons": [],
     }
+    assert first["booted"] == first["chargers"] and first["boot_p95_ms"] is not None
 
 
 # -- running the cases in a child process ---------------------------------------------------
