@@ -21,8 +21,8 @@ With ``--capacity-search both`` or ``connect-rate``, a connect-rate search comes
 (:class:`~loadgen.capacity.RateSearch`): each rate step starts
 :meth:`CapacityConfig.rate_step_size` fresh chargers at the offered rate, waits until they
 are booted (or their time is up), judges the step (connect SLOs, and whether the boots
-kept pace: its last arrivals booted by the time the arrivals take at that rate), then stops them all
-and waits until they are gone before the next rate. With ``both``, the concurrency steps
+kept pace: :func:`~loadgen.capacity.judge_rate`, by when its last boot was answered), then
+stops them all and waits until they are gone before the next rate. With ``both``, the concurrency steps
 then ramp at half the answer (at least 1/s), safely below what the CSMS admits, unless the
 user pinned ``--spawn-rate``: so the concurrency answer does not depend on the ramp.
 
