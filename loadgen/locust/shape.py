@@ -22,9 +22,10 @@ With ``--capacity-search both`` or ``connect-rate``, a connect-rate search comes
 :meth:`CapacityConfig.rate_step_size` fresh chargers at the offered rate, waits until they
 are booted (or their time is up), judges the step (connect SLOs, and whether the boots
 kept pace: :func:`~loadgen.capacity.judge_rate`, by when its last boot was answered), then
-stops them all and waits until they are gone before the next rate. With ``both``, the concurrency steps
-then ramp at half the answer (at least 1/s), safely below what the CSMS admits, unless the
-user pinned ``--spawn-rate``: so the concurrency answer does not depend on the ramp.
+stops them all and waits until they are gone before the next rate. With ``both``, the
+concurrency steps then ramp at half the answer (at least 1/s), safely below what the CSMS
+admits, unless the user pinned ``--spawn-rate``: so the concurrency answer does not depend
+on the ramp.
 
 The clock is injectable so the state machine can be tested without waiting.
 """
