@@ -142,6 +142,7 @@ class CapacityShape(LoadTestShape):
         self._restart()
 
     def _restart(self) -> None:
+        self._ticks = 0
         self.search = CapacitySearch(self.config)
         self.rates = RateSearch(self.config)
         self.spawn_rate = self.given_spawn_rate
@@ -171,14 +172,22 @@ class CapacityShape(LoadTestShape):
         self._admission: str | None = None
 
     def reset_time(self) -> None:
-        """Locust calls this when a run starts: a second run (web UI) searches anew."""
+        """Locust calls this when a run starts: a second run (web UI) searches anew.
+
+        A master calls it again from its runner's ``start()`` for the first target the
+        shape returned, once that target's users are all dispatched: the search has begun
+        then, and starting it again would measure its first step from that moment on.
+        """
         super().reset_time()
+        if self._ticks == 1:
+            return
         self._restart()
 
     # -- the shape ---------------------------------------------------------------------
 
     def tick(self) -> tuple[int, float] | None:
         now = self.clock()
+        self._ticks += 1
         if self.phase == "done":
             return None
         if self.run_time is not None and now - self.run_started >= self.run_time:
