@@ -817,31 +817,41 @@ def spawn_bursts(chargers: int, rate: float) -> list[tuple[float, int]]:
     ]
 
 
-def fifo_boots(chargers: int, rate: float, boot_rate: float) -> tuple[float, float]:
+def fifo_boots(
+    chargers: int, rate: float, boot_rate: float, connect_s: float = 0.0
+) -> tuple[float, float]:
     """A rate step at a CSMS that answers ``boot_rate`` BootNotifications a second, one
     after the other in arrival order, its chargers arriving the way Locust starts them
-    (:func:`spawn_bursts`): ``(the longest a charger waits, when the last is answered)``,
-    in seconds from the first arrival. The first at an idle CSMS waits nothing (round
-    trips are not in this)."""
+    (:func:`spawn_bursts`), the generator connecting a burst's chargers one after the other
+    in ``connect_s`` each: ``(the longest a charger waits, when the last is answered)``, in
+    seconds from the step's start. The first at an idle CSMS waits nothing (round trips
+    are not in this)."""
     gap = 1 / boot_rate
-    free, worst, last = 0.0, 0.0, 0.0
+    free, worst = 0.0, 0.0
     for at, users in spawn_bursts(chargers, rate):
-        last = max(at, free) + (users - 1) * gap  # the burst's last boot is answered
-        worst = max(worst, last - at)
-        free = last + gap
-    return worst, last
+        if connect_s <= 0:
+            turn = max(at, free) + (users - 1) * gap  # the burst's last boot is answered
+            worst, free = max(worst, turn - at), turn + gap
+            continue
+        for n in range(1, users + 1):
+            arrived = at + n * connect_s
+            turn = max(arrived, free)
+            worst, free = max(worst, turn - arrived), turn + gap
+    return worst, free - gap
 
 
-def fifo_boot_rate(chargers: int, rate: float, seconds: float, *, last: bool = True) -> float:
+def fifo_boot_rate(
+    chargers: int, rate: float, seconds: float, *, last: bool = True, connect_s: float = 0.0
+) -> float:
     """The boot rate at which :func:`fifo_boots` answers the last boot after ``seconds``
     (``last=False``: at which the longest wait is ``seconds``): what a step says the CSMS
-    admitted, in chargers/s (infinite when nothing waited)."""
-    if seconds <= 0:
+    admitted, in chargers/s (infinite when no boot rate is that slow)."""
+    if seconds <= (fifo_boots(chargers, rate, 1e9, connect_s)[1] if last else 0):
         return math.inf
     low, high = 1e-3, 1e6
-    for _ in range(100):  # both fall as the boot rate grows
+    for _ in range(60):  # both fall as the boot rate grows
         middle = math.sqrt(low * high)
-        if fifo_boots(chargers, rate, middle)[0 if not last else 1] > seconds:
+        if fifo_boots(chargers, rate, middle, connect_s)[0 if not last else 1] > seconds:
             low = middle
         else:
             high = middle
@@ -854,7 +864,8 @@ class RateStepMeasurement:
 
     ``ramp``: the metrics from the step's start until its chargers were booted (or its
     time was up), judged by the connect SLOs. ``last_boot_s``: when the step's last boot
-    was answered, in seconds from the step's start (Locust starts its first users then).
+    was answered, in seconds from the step's start (Locust starts its first users then);
+    ``last_connect_s``: when its last connection was made (its boot sent).
     ``late_boot_ms``: the slowest BootNotification of the step; ``quick_boot_ms``: the
     quickest (the CSMS's own round trip, with no one ahead). ``spawn_seconds``: how long
     the load generator took to start the step's users (None: it never did).
@@ -869,6 +880,7 @@ class RateStepMeasurement:
     spawn_seconds: float | None = None
     quick_boot_ms: float | None = None
     last_boot_s: float | None = None
+    last_connect_s: float | None = None
 
     @property
     def arrival_seconds(self) -> float:
@@ -880,6 +892,15 @@ class RateStepMeasurement:
         """When Locust starts the step's last users (:func:`spawn_bursts`)."""
         return spawn_bursts(self.chargers, self.rate)[-1][0]
 
+    @property
+    def connect_s(self) -> float:
+        """The generator's time to connect one charger of a burst, from when the last
+        burst's last connection was made (0 when unknown)."""
+        if self.last_connect_s is None:
+            return 0.0
+        at, users = spawn_bursts(self.chargers, self.rate)[-1]
+        return max(0.0, self.last_connect_s - at) / users
+
     def pace(self, config: CapacityConfig) -> tuple[float, float] | None:
         """``(measured, allowed)`` in ms for "kept pace"; None with nothing to judge by.
 
@@ -888,12 +909,14 @@ class RateStepMeasurement:
         quickest boot (a round trip) and a little jitter. Measured is, when known, when the
         step's last boot was answered: the generator's own time to connect a burst's
         chargers spreads their boots, which hides a backlog in their latency but not in
-        when the last is answered. Otherwise the step's slowest boot, judged on the whole
-        step: a full burst's last boot waits longer than a smaller last burst's, however
-        fast the CSMS keeps up.
+        when the last is answered; the model then connects a burst's chargers at the pace
+        the generator connected the last burst's (:attr:`connect_s`), which delays the last
+        boot at a CSMS that keeps up, and not at one that does not. Otherwise the step's
+        slowest boot, judged on the whole step: a full burst's last boot waits longer than a
+        smaller last burst's, however fast the CSMS keeps up.
         """
         service = self.rate / (1 + config.rate_pace_tolerance)
-        worst, last = fifo_boots(self.chargers, self.rate, service)
+        worst, last = fifo_boots(self.chargers, self.rate, service, self.connect_s)
         extra = (self.quick_boot_ms or 0.0) + PACE_JITTER_MS
         if self.last_boot_s is not None:
             return self.last_boot_s * 1000, last * 1000 + extra
@@ -917,13 +940,15 @@ class RateStepMeasurement:
             "boot_p95_ms": None if boots is None else boots.p95_ms,
             "slowest_boot_ms": self.late_boot_ms,
             "last_boot_s": self.last_boot_s,
+            "last_connect_s": self.last_connect_s,
         }
 
     def admitted_rate(self) -> float | None:
         """The boot rate the step says the CSMS kept (chargers/s), None without a figure."""
         quick = (self.quick_boot_ms or 0.0) / 1000
         if self.last_boot_s is not None:
-            return fifo_boot_rate(self.chargers, self.rate, self.last_boot_s - quick)
+            seconds = self.last_boot_s - quick
+            return fifo_boot_rate(self.chargers, self.rate, seconds, connect_s=self.connect_s)
         if self.late_boot_ms is not None:
             wait = self.late_boot_ms / 1000 - quick
             return fifo_boot_rate(self.chargers, self.rate, wait, last=False)
@@ -977,6 +1002,12 @@ def judge_rate(step: RateStepMeasurement, config: CapacityConfig) -> Verdict:
         saturation.append(
             f"load generator saturated: started {step.chargers} chargers {took}, "
             f"not {step.arrival_seconds:.1f} s ({step.rate:.3g}/s)"
+        )
+    elif step.connect_s * step.rate > 1 + GENERATOR_SPAWN_SLACK and not reasons:
+        # a burst's connections took longer than the time to the next burst
+        saturation.append(
+            f"load generator saturated: it connected chargers at {1 / step.connect_s:.3g}/s, "
+            f"not {step.rate:.3g}/s"
         )
     return Verdict(not saturation and not reasons, saturation + reasons, bool(saturation))
 

@@ -976,6 +976,7 @@ def rate_step(
         spawn_seconds=boots[-1][0],
         quick_boot_ms=locust_ms(min(all_ms)),
         last_boot_s=None if by_latency else max(at + lat for at, lat in boots),
+        last_connect_s=None if by_latency else boots[-1][0],
     )
 
 
@@ -996,6 +997,8 @@ def locust_ms(ms: float) -> float:
         (10.0, 25, 0.0, False),
         (50.0, 120, 0.0, False),
         (50.0, 80, 0.002, False),
+        (50.0, 80, 0.008, False),
+        (10.0, 25, 0.02, False),
         (50.0, 120, 0.0, True),
         (10.0, 25, 0.0, True),
     ],
@@ -1006,7 +1009,9 @@ def test_the_rate_search_finds_the_boot_rate_within_its_resolution(
     # Steps of 120 chargers (a CSMS holding 150) end on a smaller burst than Locust's
     # floor(rate): a full burst before it waits longer, and that is no backlog. A
     # generator that takes 2 ms to connect each charger of a burst spreads its boots: their
-    # latency hides part of a backlog, when the last is answered does not.
+    # latency hides part of a backlog, when the last is answered does not. One that takes
+    # 8 ms delays the last boot at a CSMS that keeps up: when the last connection was made
+    # says by how much.
     config = CapacityConfig(
         max_chargers=10_000,
         resolution_ratio=0.05,
@@ -1045,6 +1050,16 @@ def test_the_fifo_model_of_a_rate_step() -> None:
     assert rate_step(50.0, config, 40.0).admitted_rate() == pytest.approx(40.0, rel=0.01)
     by_latency = rate_step(50.0, config, 40.0, by_latency=True)
     assert by_latency.admitted_rate() == pytest.approx(40.0, rel=0.03)  # Locust's rounding
+    # a generator connecting a burst's chargers 8 ms apart (0.48 s for 60): the CSMS keeps
+    # up with that
+    spread = rate_step(60.0, config, 100.0, connect_s=0.008)
+    assert spread.connect_s == pytest.approx(0.008)
+    assert judge_rate(spread, config).ok
+    # one connecting them 25 ms apart (40/s) cannot offer 60/s: the generator's limit
+    slow_generator = judge_rate(rate_step(60.0, config, 100.0, connect_s=0.025), config)
+    assert slow_generator.generator_saturated and slow_generator.reasons == [
+        "load generator saturated: it connected chargers at 40/s, not 60/s"
+    ]
     slow = judge_rate(rate_step(60.0, config, 50.0), config)
     assert slow.reasons == [
         "did not keep pace at 60/s: the last boot was answered after 2382 ms "

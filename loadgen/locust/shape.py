@@ -110,6 +110,7 @@ class CapacityShape(LoadTestShape):
         linger: float = 15.0,
         latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
         last_boot_at: Callable[[], float | None] | None = None,
+        last_connect_at: Callable[[], float | None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         on_target: Callable[[int], None] = lambda target: None,
         on_step: Callable[[dict[str, Any]], None] = lambda step: None,
@@ -126,6 +127,7 @@ class CapacityShape(LoadTestShape):
         self.on_target = on_target
         self.latencies = latencies
         self.last_boot_at = last_boot_at
+        self.last_connect_at = last_connect_at
         self.wall_clock = wall_clock
         self.spawn_rate = self.given_spawn_rate = spawn_rate
         self.spawn_rate_pinned = spawn_rate_pinned
@@ -336,7 +338,8 @@ class CapacityShape(LoadTestShape):
             late_boot_ms=_boot_percentile(self._rate_latency, view, 100),
             spawn_seconds=self._spawned_s,
             quick_boot_ms=_boot_percentile(self._rate_latency, view, 0),
-            last_boot_s=self._last_boot_s(),
+            last_boot_s=self._since_rate_start(self.last_boot_at),
+            last_connect_s=self._since_rate_start(self.last_connect_at),
         )
         phase = self.rates.phase
         verdict = self.rates.record(step)
@@ -351,6 +354,7 @@ class CapacityShape(LoadTestShape):
             "late_boot_ms": step.late_boot_ms,
             "quick_boot_ms": step.quick_boot_ms,
             "last_boot_s": step.last_boot_s,
+            "last_connect_s": step.last_connect_s,
             "ok": verdict.ok,
             "generator_saturated": verdict.generator_saturated,
             "reasons": list(verdict.reasons),
@@ -363,10 +367,10 @@ class CapacityShape(LoadTestShape):
             "kept pace" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
         )
 
-    def _last_boot_s(self) -> float | None:
-        """When the rate step's last boot was answered, in seconds from its start (None
-        when none was, or nothing says when)."""
-        at = self.last_boot_at() if self.last_boot_at is not None else None
+    def _since_rate_start(self, latest: Callable[[], float | None] | None) -> float | None:
+        """When the rate step's last boot was answered (or its last connection made), in
+        seconds from its start (None when none was, or nothing says when)."""
+        at = latest() if latest is not None else None
         if at is None or at <= self._rate_wall:
             return None
         return at - self._rate_wall
