@@ -1055,11 +1055,6 @@ def test_the_fifo_model_of_a_rate_step() -> None:
     spread = rate_step(60.0, config, 100.0, connect_s=0.008)
     assert spread.connect_s == pytest.approx(0.008)
     assert judge_rate(spread, config).ok
-    # one connecting them 25 ms apart (40/s) cannot offer 60/s: the generator's limit
-    slow_generator = judge_rate(rate_step(60.0, config, 100.0, connect_s=0.025), config)
-    assert slow_generator.generator_saturated and slow_generator.reasons == [
-        "load generator saturated: it connected chargers at 40/s, not 60/s"
-    ]
     slow = judge_rate(rate_step(60.0, config, 50.0), config)
     assert slow.reasons == [
         "did not keep pace at 60/s: the last boot was answered after 2382 ms "
