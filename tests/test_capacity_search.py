@@ -220,8 +220,8 @@ def test_a_master_and_a_worker_find_both_capacities(tmp_path: Path) -> None:
     # own tests); the rate bisects to 5 %
     search = ["--capacity-start", "40", "--capacity-step", "+10", "--capacity-max", "60"]
     search += ["--capacity-resolution", "10", "--spawn-rate", "20"]
-    # rate steps of 35 fresh chargers (under the ceiling) from 15/s: 15, 30, 22.5 ...
-    search += ["--connect-rate-start", "15", "--connect-rate-step-chargers", "35"]
+    # rate steps of 35 fresh chargers (under the ceiling) from 5/s: 5, 10, 20 ...
+    search += ["--connect-rate-start", "5", "--connect-rate-step-chargers", "35"]
     worker = Background(
         tmp_path / "worker.log",
         *("--worker", "--master-port", str(master_port), "--redis-url", REDIS_URL),
