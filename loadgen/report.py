@@ -201,6 +201,19 @@ def _capacity(capacity: Any) -> dict[str, Any] | None:
         for step in (steps if isinstance(steps, list) else [])
         if isinstance(step, dict)
     ]
+    rate_steps = data.get("connect_rate_steps")
+    data["connect_rate_steps"] = [
+        {
+            **step,
+            "rate": _number(step.get("rate")),
+            "ok": step.get("ok") is True,
+            "admitted_per_s": _number(step.get("admitted_per_s")),
+            "boot_p95_ms": _number(step.get("boot_p95_ms")),
+            "reasons": _reasons(step.get("reasons")),
+        }
+        for step in (rate_steps if isinstance(rate_steps, list) else [])
+        if isinstance(step, dict)
+    ]
     config = data.get("config")
     data["config"] = config if isinstance(config, dict) else {}
     return data
@@ -881,6 +894,50 @@ def _timeline_chart(report: Mapping[str, Any]) -> str:
     )
 
 
+def _rate_chart(report: Mapping[str, Any]) -> str:
+    """The connect-rate steps: what the CSMS booted against what was offered, and the
+    ramp's BootNotification p95 against its SLO."""
+    capacity = report["capacity"] or {}
+    steps = sorted(
+        (s for s in capacity.get("connect_rate_steps") or [] if s["rate"] is not None),
+        key=lambda s: s["rate"],
+    )
+    series = []
+    for label, ok, colour in (
+        ("kept pace: booted/s", True, PALETTE[0]),
+        ("did not: booted/s", False, PALETTE[2]),
+    ):
+        points = _points((s["rate"], s["admitted_per_s"]) for s in steps if s["ok"] is ok)
+        series.append(Series(label, points, colour, dash="2 6", marker=5.0))
+    offered = _points((s["rate"], s["rate"]) for s in steps)
+    series.append(Series("offered", offered, PALETTE[9], dash=_P99_DASH, marker=2.0))
+    series.append(
+        Series(
+            "p95 BootNotification ms (right axis)",
+            _points((s["rate"], s["boot_p95_ms"]) for s in steps),
+            PALETTE[4],
+            right=True,
+        )
+    )
+    slo = _number((capacity.get("config") or {}).get("boot_p95_ms"))
+    rules = [Rule(f"SLO boot p95 {_ms(slo)} ms", slo, PALETTE[4], right=True)] if slo else []
+
+    def describe(x: float, y: float, one: Series) -> str:
+        return f"{one.label}: {y:,.4g} at {x:,.4g} chargers/s offered"
+
+    return svg_chart(
+        series=series,
+        rules=rules,
+        x_label="new chargers per second offered (each rate step)",
+        y_label="chargers/s booted",
+        y_label_right="ms",
+        describe=describe,
+        caption="Per rate step, the boot rate the CSMS kept (from when its last boot was "
+        "answered; none where nothing had to wait), green where it kept pace; the offered "
+        "rate for reference; the ramp's BootNotification p95.",
+    )
+
+
 # -- the page -------------------------------------------------------------------------------
 
 _CSS = """
@@ -1277,6 +1334,8 @@ def _charts_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> st
         f"<h3>Errors against chargers ({basis})</h3>",
         _error_chart(report),
     ]
+    if (report["capacity"] or {}).get("connect_rate_steps"):
+        parts += ["<h3>Connect rate (each rate step)</h3>", _rate_chart(report)]
     if report["timeline"]:
         parts += ["<h3>Over time</h3>", _timeline_chart(report)]
     parts.append("</section>")

@@ -26,6 +26,8 @@ from loadgen.capacity import (
     admission_note,
     bucket_percentile,
     count_percentile,
+    fifo_boot_rate,
+    fifo_boots,
     judge,
     judge_admission,
     judge_rate,
@@ -33,6 +35,7 @@ from loadgen.capacity import (
     parse_slo_overrides,
     parse_step,
     percentile,
+    spawn_bursts,
 )
 from loadgen.pacing import start_offset
 
@@ -933,15 +936,20 @@ def test_the_connect_rate_is_reported_beside_the_chargers() -> None:
 # -- the connect-rate search ----------------------------------------------------------------
 
 
-def boot_queue(rate: float, chargers: int, boot_rate: float) -> list[tuple[float, float]]:
+def boot_queue(
+    rate: float, chargers: int, boot_rate: float, connect_s: float = 0.0
+) -> list[tuple[float, float]]:
     """(arrival s, BootNotification latency s) of each charger of a rate step against a
     CSMS that answers boots one by one, ``boot_rate`` a second in arrival order (csms_stub
     --max-boot-rate), with arrivals as Locust makes them: bursts of floor(rate) users,
-    floor(rate) / rate seconds apart, each spread by the process (loadgen.pacing)."""
+    floor(rate) / rate seconds apart, each spread by the process (loadgen.pacing), the
+    generator connecting a burst's users one after the other, ``connect_s`` each."""
     burst = max(1, math.floor(rate))
     sizes = [min(burst, chargers - n // burst * burst) for n in range(chargers)]
     arrivals = [
-        (n // burst) * burst / rate + start_offset(n % burst, size) for n, size in enumerate(sizes)
+        (n // burst) * burst / rate
+        + max(start_offset(n % burst, size), (n % burst + 1) * connect_s)
+        for n, size in enumerate(sizes)
     ]
     turn, out = 0.0, []
     for at in arrivals:
@@ -951,13 +959,18 @@ def boot_queue(rate: float, chargers: int, boot_rate: float) -> list[tuple[float
     return out
 
 
-def rate_step(rate: float, config: CapacityConfig, boot_rate: float) -> RateStepMeasurement:
-    """One rate step against :func:`boot_queue`: the last two seconds of arrivals are
-    the late window."""
+def rate_step(
+    rate: float,
+    config: CapacityConfig,
+    boot_rate: float,
+    connect_s: float = 0.0,
+    by_latency: bool = False,
+) -> RateStepMeasurement:
+    """One rate step against :func:`boot_queue`: when its last boot was answered, and its
+    slowest and quickest boots as Locust records them (ms rounded to two significant
+    digits above 100); ``by_latency``: without the first (judged by the slowest boot)."""
     chargers = config.rate_step_size(rate)
-    boots = boot_queue(rate, chargers, boot_rate)
-    last = boots[-1][0]
-    late = [lat * 1000 for at, lat in boots if at >= last - 2.0]
+    boots = boot_queue(rate, chargers, boot_rate, connect_s)
     all_ms = [lat * 1000 for _, lat in boots]
     return RateStepMeasurement(
         rate=rate,
@@ -965,17 +978,55 @@ def rate_step(rate: float, config: CapacityConfig, boot_rate: float) -> RateStep
         booted=chargers,
         seconds=max(at + lat for at, lat in boots),
         ramp=StepMeasurement(chargers, {"BootNotification": all_ms}, connect_attempts=chargers),
-        late_boot_ms=max(late),
-        spawn_seconds=last,
+        late_boot_ms=locust_ms(max(all_ms)),
+        spawn_seconds=boots[-1][0],
+        quick_boot_ms=locust_ms(min(all_ms)),
+        last_boot_s=None if by_latency else max(at + lat for at, lat in boots),
+        last_connect_s=None if by_latency else boots[-1][0],
     )
 
 
-@pytest.mark.parametrize("boot_rate", [3.0, 10.0, 22.0, 47.0, 150.0])
-def test_the_rate_search_finds_the_boot_rate_within_its_resolution(boot_rate: float) -> None:
-    config = CapacityConfig(max_chargers=10_000, resolution_ratio=0.05, rate_start=2.0)
+def locust_ms(ms: float) -> float:
+    """A response time the way Locust's histogram keeps it."""
+    digits = 0 if ms < 100 else -1 if ms < 1_000 else -2 if ms < 10_000 else -3
+    return float(round(ms, digits))
+
+
+@pytest.mark.parametrize(
+    ("boot_rate", "step_chargers", "connect_s", "by_latency"),
+    [
+        (3.0, 0, 0.0, False),
+        (10.0, 0, 0.0, False),
+        (22.0, 0, 0.0, False),
+        (47.0, 0, 0.0, False),
+        (150.0, 0, 0.0, False),
+        (10.0, 25, 0.0, False),
+        (50.0, 120, 0.0, False),
+        (50.0, 80, 0.002, False),
+        (50.0, 80, 0.008, False),
+        (10.0, 25, 0.02, False),
+        (50.0, 120, 0.0, True),
+        (10.0, 25, 0.0, True),
+    ],
+)
+def test_the_rate_search_finds_the_boot_rate_within_its_resolution(
+    boot_rate: float, step_chargers: int, connect_s: float, by_latency: bool
+) -> None:
+    # Steps of 120 chargers (a CSMS holding 150) end on a smaller burst than Locust's
+    # floor(rate): a full burst before it waits longer, and that is no backlog. A
+    # generator that takes 2 ms to connect each charger of a burst spreads its boots: their
+    # latency hides part of a backlog, when the last is answered does not. One that takes
+    # 8 ms delays the last boot at a CSMS that keeps up: when the last connection was made
+    # says by how much.
+    config = CapacityConfig(
+        max_chargers=10_000,
+        resolution_ratio=0.05,
+        rate_start=2.0,
+        rate_step_chargers=step_chargers,
+    )
     search = RateSearch(config)
     while (rate := search.next_rate()) is not None:
-        search.record(rate_step(rate, config, boot_rate))
+        search.record(rate_step(rate, config, boot_rate, connect_s, by_latency))
     answer, why, by_generator = search.answer()
     assert answer is not None and not by_generator, why
     # kept pace within the tolerance, never more than 5 % above the true rate
@@ -984,6 +1035,39 @@ def test_the_rate_search_finds_the_boot_rate_within_its_resolution(boot_rate: fl
     assert "did not keep pace" in why
     rates = [rate for rate, _ in search.steps]
     assert rates[:2] == [2.0, 4.0] and len(set(rates)) == len(rates)
+
+
+def test_the_fifo_model_of_a_rate_step() -> None:
+    # 25 chargers at 10/s: bursts of 10, 10 and 5, a second apart
+    assert spawn_bursts(25, 10.0) == [(0.0, 10), (1.0, 10), (2.0, 5)]
+    assert spawn_bursts(3, 0.5) == [(0.0, 1), (2.0, 1), (4.0, 1)]
+    # a CSMS booting exactly 10/s keeps up: a full burst's last boot waits 0.9 s less the
+    # 9 ms the process spread the burst by (loadgen.pacing), the last of all is answered at
+    # 2.4 s
+    assert fifo_boots(25, 10.0, 10.0) == pytest.approx((0.891, 2.4))
+    # one booting 5/s falls behind: the last is answered at 24 / 5 s, 2.796 s after it
+    # came (2 s + 4 ms)
+    assert fifo_boots(25, 10.0, 5.0) == pytest.approx((2.796, 4.8))
+    for boot_rate in (5.0, 10.0, 37.0):
+        worst, last = fifo_boots(120, 50.0, boot_rate)
+        assert fifo_boot_rate(120, 50.0, last) == pytest.approx(boot_rate, rel=1e-6)
+        assert fifo_boot_rate(120, 50.0, worst, last=False) == pytest.approx(boot_rate, rel=1e-6)
+    assert fifo_boot_rate(120, 50.0, 0.0) == math.inf
+    # what a step says, less the quickest boot (the round trip), inverted
+    config = CapacityConfig(rate_step_chargers=120)
+    assert rate_step(50.0, config, 40.0).admitted_rate() == pytest.approx(40.0, rel=0.01)
+    by_latency = rate_step(50.0, config, 40.0, by_latency=True)
+    assert by_latency.admitted_rate() == pytest.approx(40.0, rel=0.03)  # Locust's rounding
+    # a generator connecting a burst's chargers 8 ms apart (0.48 s for 60): the CSMS keeps
+    # up with that
+    spread = rate_step(60.0, config, 100.0, connect_s=0.008)
+    assert spread.connect_s == pytest.approx(0.008)
+    assert judge_rate(spread, config).ok
+    slow = judge_rate(rate_step(60.0, config, 50.0), config)
+    assert slow.reasons == [
+        "did not keep pace at 60/s: the last boot was answered after 2382 ms "
+        "(> 2056 ms; about 50 booted/s)"
+    ]
 
 
 def test_a_rate_step_is_judged_by_the_connect_slos_and_the_pace() -> None:

@@ -103,8 +103,12 @@ def capped_stub(tmp_path: Path):
     process.stop()
 
 
+# --spawn-rate pins the ramp of the concurrency steps: half and ten times the stub's boot
+# rate must give the same answer (20/s lies between; the benchmark capacity_truth.py runs
+# all three, alone and as master + worker)
+@pytest.mark.parametrize("spawn_rate", ["5", "100"])
 def test_the_search_finds_a_connection_ceiling_within_one_step(
-    tmp_path: Path, capped_stub: StubProcess
+    tmp_path: Path, capped_stub: StubProcess, spawn_rate: str
 ) -> None:
     step = 10
     code, output, scraped = run_search(
@@ -112,7 +116,7 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
         capped_stub,
         *("--capacity-start", "10", "--capacity-step", f"+{step}", "--capacity-max", "60"),
         *("--capacity-resolution", str(step)),  # bisection: the latency test below
-        *("--spawn-rate", "100"),  # ten times the boot rate: the answer must not care
+        *("--spawn-rate", spawn_rate),
     )
     assert code == 0, output[-4000:]
     answer = answer_of(output)
@@ -206,32 +210,48 @@ def test_the_search_finds_a_latency_ceiling_within_one_step(tmp_path: Path) -> N
     assert "p95 Heartbeat" in output  # the failing steps say which SLO broke
 
 
-@pytest.mark.timeout(180)
-def test_a_master_and_a_worker_search_together(tmp_path: Path, capped_stub: StubProcess) -> None:
+@pytest.mark.timeout(300)
+def test_a_master_and_a_worker_find_both_capacities(tmp_path: Path) -> None:
+    # 40 connections and 20 BootNotifications a second: a higher boot ceiling than the
+    # capped stub's, judged from the merged reports of a worker (every 3 s)
+    stub = start_stub_process(tmp_path, "--max-connections", "40", "--max-boot-rate", "20")
     master_port = free_port()
+    # concurrency: 40 held, 50 failed, and that is one step apart (the bisection has its
+    # own tests); the rate bisects to 5 %
+    search = ["--capacity-start", "40", "--capacity-step", "+10", "--capacity-max", "60"]
+    search += ["--capacity-resolution", "10", "--spawn-rate", "20"]
+    # rate steps of 35 fresh chargers (under the ceiling) from 5/s: 5, 10, 20 ...
+    search += ["--connect-rate-start", "5", "--connect-rate-step-chargers", "35"]
     worker = Background(
         tmp_path / "worker.log",
         *("--worker", "--master-port", str(master_port), "--redis-url", REDIS_URL),
-        *("--host", capped_stub.ws_url, *QUICK),
+        *("--host", stub.ws_url, *QUICK),
     )
     try:
         code, output, scraped = run_search(
             tmp_path,
-            capped_stub,
+            stub,
             *("--master", "--expect-workers", "1", "--master-bind-port", str(master_port)),
-            *("--redis-url", REDIS_URL),
-            *("--capacity-start", "30", "--capacity-step", "+10", "--capacity-max", "60"),
-            *("--capacity-resolution", "10"),
-            timeout=150,
+            *("--redis-url", REDIS_URL, *search),
+            mode="both",
+            timeout=270,
         )
         assert worker.wait(30) == 0, worker.output()[-3000:]
     finally:
         worker.stop()
+        stub.stop()
     assert code == 0, output[-4000:]
-    assert answer_of(output) == 30, output[-4000:]
-    assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == 30
-    # the master judged the worker's chargers: 40 asked for, the CSMS took 30
-    assert re.search(r"capacity step 40 chargers: FAILED: .*only 30 of 40 chargers booted", output)
+    assert answer_of(output) == 40, output[-4000:]
+    assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == 40
+    # the master judged the worker's chargers: 50 asked for, the CSMS took 40
+    assert re.search(r"capacity step 50 chargers: FAILED: .*only 40 of 50 chargers booted", output)
+    rate = gauge(scraped, "ocpp_loadgen_capacity_max_connect_rate")
+    # An answer, but not yet a true one: a master's worker starts a step's users 0.15-0.5 s
+    # after the step began, which the pace model cannot tell from a slow generator's
+    # connects (benchmarks/capacity_truth.py: -15 to -28 % at 50/s; here it has read 35/s
+    # against 20/s). A single process is within 5 % (the test above, and the benchmark).
+    assert rate is not None and not math.isnan(rate), output[-4000:]
+    assert "concurrency steps ramp" not in output  # --spawn-rate 20 was pinned
 
 
 def test_a_saturated_load_generator_gives_no_csms_figure(

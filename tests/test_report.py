@@ -23,7 +23,9 @@ from loadgen.capacity import (
     LIMITED_BY_GENERATOR,
     ActionStats,
     CapacityConfig,
+    CapacityResult,
     CapacitySearch,
+    RateSearch,
     StepMeasurement,
     judge,
 )
@@ -38,7 +40,7 @@ from loadgen.report import (
     step_dict,
     write_reports,
 )
-from tests.test_capacity import csms_with_ceiling
+from tests.test_capacity import csms_with_ceiling, rate_step
 from tests.test_capacity import run as run_search
 
 HOSTILE = "<script>alert(1)</script>"
@@ -647,3 +649,47 @@ def test_authorizations_section_round_trips_and_renders(tmp_path: Path) -> None:
     assert "33 rejections of 1,233 verdicts" in text
     assert text.index("Invalid") < text.index("Accepted", text.index("33 rejections"))
     assert "Authorizations" not in render_html(simulated())
+
+
+def test_connect_rate_steps_are_charted(tmp_path: Path) -> None:
+    """A real :class:`RateSearch` against a CSMS booting 20 chargers a second: each rate
+    step's figures reach the JSON report, and the page draws them against the rate."""
+    config = dataclasses.replace(_config(), mode="both", rate_start=5.0, rate_step_chargers=60)
+    rates = RateSearch(config)
+    while (rate := rates.next_rate()) is not None:
+        rates.record(rate_step(rate, config, 20.0))
+    answer, why, _ = rates.answer()
+    report = simulated()
+    result = dataclasses.replace(
+        CapacityResult(1000, False, "refined by bisection", []),
+        max_connect_rate=answer,
+        connect_rate_stopped_because=why,
+        connect_rate_steps=list(rates.steps),
+        connect_rate_figures=list(rates.figures),
+    )
+    report = build_report(
+        run=report["run"],
+        settings={},
+        steps=report["steps"],
+        timeline=report["timeline"],
+        totals=report["totals"],
+        capacity=capacity_dict(result, config),
+    )
+    json_path, _ = write_reports(report, tmp_path)
+    steps = json.loads(json_path.read_text())["capacity"]["connect_rate_steps"]
+    assert [s["rate"] for s in steps] == [rate for rate, _ in rates.steps]
+    for step in steps:
+        assert step["chargers"] == 60 and step["booted"] == 60
+        # the boot rate each step says the CSMS kept: 20/s where a backlog showed it
+        if not step["ok"]:
+            assert step["admitted_per_s"] == pytest.approx(20.0, rel=0.02), step
+        assert step["boot_p95_ms"] > 0 and step["last_boot_s"] > 0
+    page = Page(render_html(report))
+    assert page.tags["svg"] == 4
+    series = page.series()
+    kept = sum(1 for s in steps if s["ok"] and s["admitted_per_s"] is not None)
+    assert series["kept pace: booted/s"] == [kept]
+    assert series["did not: booted/s"] == [sum(1 for s in steps if not s["ok"])]
+    assert series["offered"] == [len(steps)]
+    assert series["p95 BootNotification ms (right axis)"] == [len(steps)]
+    assert "Connect rate (each rate step)" in " ".join(page.text)

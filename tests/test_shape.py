@@ -542,6 +542,32 @@ def both_capacities_whatever_the_spawn_rate() -> None:
 
 
 @case
+def a_master_starting_the_first_step_does_not_restart_the_search() -> None:
+    # A MasterRunner's start() calls reset_time() for the shape's first target once it has
+    # dispatched its users (10 s at 5/s here); a single process's does not.
+    world = World(boot_rate=20.0)
+    search = config(mode="connect-rate", max_chargers=500, resolution_ratio=0.05, rate_start=5.0)
+    shape = make_shape(world, search, latencies=world.latencies)
+    shape.reset_time()  # the runner's start_shape(), before the first tick
+    first = shape.tick()
+    assert first == (50, 5.0) and shape.phase == "rate-step"
+    started = shape._since
+    world.follow(first)
+    for _ in range(10):
+        world.advance(1.0)
+    shape.reset_time()  # MasterRunner.start(), the first target dispatched
+    assert shape.phase == "rate-step" and shape._since == started
+    ticks = drive(shape, world)
+    assert ticks[-1][1] is None
+    steps = shape.result.to_dict()["connect_rate_steps"]
+    assert steps[0]["rate"] == 5.0 and steps[0]["ok"], steps[0]
+    assert steps[0]["booted"] == 50
+    # a second run (the web UI) searches anew
+    shape.reset_time()
+    assert shape.phase == "rate" and shape.rates.steps == []
+
+
+@case
 def connect_rate_alone() -> None:
     world = World(boot_rate=20.0)
     search = config(mode="connect-rate", max_chargers=500, resolution_ratio=0.05, rate_start=5.0)
@@ -553,12 +579,14 @@ def connect_rate_alone() -> None:
     assert world.steps == []  # no concurrency step
     assert ticks[-1][1] is None and ticks[-2][1][0] == 0  # lingered with no chargers
     assert [phase for _, _, phase in ticks[-4:-1]] == ["linger"] * 3
-    assert result.to_dict()["connect_rate_steps"][0] == {
+    first = result.to_dict()["connect_rate_steps"][0]
+    assert {k: first[k] for k in ("rate", "ok", "generator_saturated", "reasons")} == {
         "rate": 5.0,
         "ok": True,
         "generator_saturated": False,
         "reasons": [],
     }
+    assert first["booted"] == first["chargers"] and first["boot_p95_ms"] is not None
 
 
 @case

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,6 +468,16 @@ def _setup_capacity_and_reports(
             if method == "OCPP"
         }
 
+    def latest(name: str, method: str) -> Callable[[], float | None]:
+        """When the latest of these requests ended (wall clock; a master's: the latest of
+        every worker's)."""
+
+        def at() -> float | None:
+            entry = environment.stats.entries.get((name, method))
+            return None if entry is None else entry.last_request_timestamp
+
+        return at
+
     distributed = isinstance(environment.runner, MasterRunner)
     events = environment.events
     if config is not None:
@@ -509,6 +520,8 @@ def _setup_capacity_and_reports(
             min_settle=MIN_SETTLE_S if distributed else LOCAL_MIN_SETTLE_S,
             stall=STALL_S if distributed else LOCAL_STALL_S,
             latencies=latencies,
+            last_boot_at=latest("BootNotification", "OCPP"),
+            last_connect_at=latest("connect", "WebSocket"),
             run_time=getattr(options, "run_time", None) or None,
             on_done=done,
         )

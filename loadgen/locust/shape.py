@@ -21,10 +21,11 @@ With ``--capacity-search both`` or ``connect-rate``, a connect-rate search comes
 (:class:`~loadgen.capacity.RateSearch`): each rate step starts
 :meth:`CapacityConfig.rate_step_size` fresh chargers at the offered rate, waits until they
 are booted (or their time is up), judges the step (connect SLOs, and whether the boots
-kept pace: its last arrivals booted by the time the arrivals take at that rate), then stops them all
-and waits until they are gone before the next rate. With ``both``, the concurrency steps
-then ramp at half the answer (at least 1/s), safely below what the CSMS admits, unless the
-user pinned ``--spawn-rate``: so the concurrency answer does not depend on the ramp.
+kept pace: :func:`~loadgen.capacity.judge_rate`, by when its last boot was answered), then
+stops them all and waits until they are gone before the next rate. With ``both``, the
+concurrency steps then ramp at half the answer (at least 1/s), safely below what the CSMS
+admits, unless the user pinned ``--spawn-rate``: so the concurrency answer does not depend
+on the ramp.
 
 The clock is injectable so the state machine can be tested without waiting.
 """
@@ -108,6 +109,9 @@ class CapacityShape(LoadTestShape):
         cycle: Callable[[], float] = lambda: 0.0,
         linger: float = 15.0,
         latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
+        last_boot_at: Callable[[], float | None] | None = None,
+        last_connect_at: Callable[[], float | None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
         on_target: Callable[[int], None] = lambda target: None,
         on_step: Callable[[dict[str, Any]], None] = lambda step: None,
         on_done: Callable[[CapacityResult], None] = lambda result: None,
@@ -122,6 +126,9 @@ class CapacityShape(LoadTestShape):
         self.set_target = set_target
         self.on_target = on_target
         self.latencies = latencies
+        self.last_boot_at = last_boot_at
+        self.last_connect_at = last_connect_at
+        self.wall_clock = wall_clock
         self.spawn_rate = self.given_spawn_rate = spawn_rate
         self.spawn_rate_pinned = spawn_rate_pinned
         self.connect_timeout = connect_timeout
@@ -137,6 +144,7 @@ class CapacityShape(LoadTestShape):
         self._restart()
 
     def _restart(self) -> None:
+        self._ticks = 0
         self.search = CapacitySearch(self.config)
         self.rates = RateSearch(self.config)
         self.spawn_rate = self.given_spawn_rate
@@ -145,9 +153,8 @@ class CapacityShape(LoadTestShape):
         self.rate_steps: list[dict[str, Any]] = []
         self._rate = 0.0
         self._spawned_s: float | None = None
+        self._rate_wall = 0.0
         self._rate_latency: dict[str, dict[float, int]] = {}
-        self._late_latency: dict[str, dict[float, int]] = {}
-        self._previous_latency: dict[str, dict[float, int]] = {}
         self._booted_before = 0.0
         self.target: int | None = None
         self.previous = 0
@@ -167,14 +174,22 @@ class CapacityShape(LoadTestShape):
         self._admission: str | None = None
 
     def reset_time(self) -> None:
-        """Locust calls this when a run starts: a second run (web UI) searches anew."""
+        """Locust calls this when a run starts: a second run (web UI) searches anew.
+
+        A master calls it again from its runner's ``start()`` for the first target the
+        shape returned, once that target's users are all dispatched: the search has begun
+        then, and starting it again would measure its first step from that moment on.
+        """
         super().reset_time()
+        if self._ticks == 1:
+            return
         self._restart()
 
     # -- the shape ---------------------------------------------------------------------
 
     def tick(self) -> tuple[int, float] | None:
         now = self.clock()
+        self._ticks += 1
         if self.phase == "done":
             return None
         if self.run_time is not None and now - self.run_started >= self.run_time:
@@ -279,7 +294,8 @@ class CapacityShape(LoadTestShape):
         self._booted_before = sum(
             self._ramp_baseline.get("ocpp_loadgen_chargers_booted", {}).values()
         )
-        self._rate_latency = self._previous_latency = self._latency_view()
+        self._rate_latency = self._latency_view()
+        self._rate_wall = self.wall_clock()  # Locust starts the first users now
         self._spawned_s = None
         log.info(
             "capacity search (%s): %d fresh chargers at %.3g/s",
@@ -289,16 +305,12 @@ class CapacityShape(LoadTestShape):
         )
 
     def _rate_step_over(self, now: float) -> bool:
-        """All the step's chargers booted, or their time is up; meanwhile the windows."""
+        """All the step's chargers booted, or their time is up."""
         assert self.target is not None
         waited = now - self._since
-        view = self._latency_view()
         users = self.runner.user_count if self.runner is not None else self.target
         if self._spawned_s is None and users >= self.target:
-            # the late window starts a tick before the last users came, so it holds
-            # their boots however quickly they were answered
-            self._spawned_s, self._late_latency = waited, self._previous_latency
-        self._previous_latency = view
+            self._spawned_s = waited
         booted = sum(self.merged().get("ocpp_loadgen_chargers_booted", {}).values())
         if waited < self.min_settle:
             return False
@@ -323,8 +335,11 @@ class CapacityShape(LoadTestShape):
             booted=min(self.target, max(0, int(booted - self._booted_before))),
             seconds=seconds,
             ramp=ramp,
-            late_boot_ms=_slowest_boot(self._late_latency, view),
+            late_boot_ms=_boot_percentile(self._rate_latency, view, 100),
             spawn_seconds=self._spawned_s,
+            quick_boot_ms=_boot_percentile(self._rate_latency, view, 0),
+            last_boot_s=self._since_rate_start(self.last_boot_at),
+            last_connect_s=self._since_rate_start(self.last_connect_at),
         )
         phase = self.rates.phase
         verdict = self.rates.record(step)
@@ -337,6 +352,9 @@ class CapacityShape(LoadTestShape):
             "started_s": round(self._since - self.run_started, 3),
             "spawn_seconds": step.spawn_seconds,
             "late_boot_ms": step.late_boot_ms,
+            "quick_boot_ms": step.quick_boot_ms,
+            "last_boot_s": step.last_boot_s,
+            "last_connect_s": step.last_connect_s,
             "ok": verdict.ok,
             "generator_saturated": verdict.generator_saturated,
             "reasons": list(verdict.reasons),
@@ -348,6 +366,14 @@ class CapacityShape(LoadTestShape):
             step.chargers,
             "kept pace" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
         )
+
+    def _since_rate_start(self, latest: Callable[[], float | None] | None) -> float | None:
+        """When the rate step's last boot was answered (or its last connection made), in
+        seconds from its start (None when none was, or nothing says when)."""
+        at = latest() if latest is not None else None
+        if at is None or at <= self._rate_wall:
+            return None
+        return at - self._rate_wall
 
     def _rates_done(self, now: float) -> None:
         rate, why, _ = self.rates.answer()
@@ -491,14 +517,16 @@ class CapacityShape(LoadTestShape):
             max_connect_rate=rate,
             connect_rate_stopped_because=why,
             connect_rate_steps=list(self.rates.steps),
+            connect_rate_figures=list(self.rates.figures),
             connect_rate_limited_by_generator=by_generator,
         )
 
 
-def _slowest_boot(
-    before: Mapping[str, Mapping[float, int]], after: Mapping[str, Mapping[float, int]]
+def _boot_percentile(
+    before: Mapping[str, Mapping[float, int]], after: Mapping[str, Mapping[float, int]], q: float
 ) -> float | None:
-    """The slowest BootNotification (ms) between two response-time views."""
+    """A percentile of the BootNotifications (ms) between two response-time views: 100
+    the slowest, 0 the quickest."""
     start = before.get("BootNotification", {})
     delta = {v: n - start.get(v, 0) for v, n in after.get("BootNotification", {}).items()}
-    return count_percentile(delta, 100)
+    return count_percentile(delta, q)
