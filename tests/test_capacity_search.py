@@ -1,6 +1,7 @@
 """The capacity search end to end: the real ``locust`` command with ``--capacity-search``
 against a real csms_stub given a known ceiling (``--max-connections``, or replies that slow
-down as chargers are added), alone and as a master with a worker. The answer must be within
+down as chargers are added), in one process (a master with a worker:
+test_capacity_search_master.py). The answer must be within
 one step of the ceiling, and it must reach the console, ``/metrics`` and the reports.
 
 Bounded: a few dozen chargers on 127.0.0.1, short holds; each run stops by itself.
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.metrics import known_actions
-from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
+from tests.conftest import StubProcess, free_port, start_stub_process
 from tests.test_locust import ROOT, Background, locust, wait_for
 
 #: chargers heartbeat every 2 s (a hold of 3 s sees every one of them)
@@ -208,50 +209,6 @@ def test_the_search_finds_a_latency_ceiling_within_one_step(tmp_path: Path) -> N
     assert 17 < answer <= 27, output[-4000:]
     assert answer >= 26, f"bisection to 1 should end at the ceiling, 27: {answer}"
     assert "p95 Heartbeat" in output  # the failing steps say which SLO broke
-
-
-@pytest.mark.timeout(300)
-def test_a_master_and_a_worker_find_both_capacities(tmp_path: Path) -> None:
-    # 40 connections and 20 BootNotifications a second: a higher boot ceiling than the
-    # capped stub's, judged from the merged reports of a worker (every 3 s)
-    stub = start_stub_process(tmp_path, "--max-connections", "40", "--max-boot-rate", "20")
-    master_port = free_port()
-    # concurrency: 40 held, 50 failed, and that is one step apart (the bisection has its
-    # own tests); the rate bisects to 5 %
-    search = ["--capacity-start", "40", "--capacity-step", "+10", "--capacity-max", "60"]
-    search += ["--capacity-resolution", "10", "--spawn-rate", "20"]
-    # rate steps of 35 fresh chargers (under the ceiling) from 5/s: 5, 10, 20 ...
-    search += ["--connect-rate-start", "5", "--connect-rate-step-chargers", "35"]
-    worker = Background(
-        tmp_path / "worker.log",
-        *("--worker", "--master-port", str(master_port), "--redis-url", REDIS_URL),
-        *("--host", stub.ws_url, *QUICK),
-    )
-    try:
-        code, output, scraped = run_search(
-            tmp_path,
-            stub,
-            *("--master", "--expect-workers", "1", "--master-bind-port", str(master_port)),
-            *("--redis-url", REDIS_URL, *search),
-            mode="both",
-            timeout=270,
-        )
-        assert worker.wait(30) == 0, worker.output()[-3000:]
-    finally:
-        worker.stop()
-        stub.stop()
-    assert code == 0, output[-4000:]
-    assert answer_of(output) == 40, output[-4000:]
-    assert gauge(scraped, "ocpp_loadgen_capacity_max_chargers") == 40
-    # the master judged the worker's chargers: 50 asked for, the CSMS took 40
-    assert re.search(r"capacity step 50 chargers: FAILED: .*only 40 of 50 chargers booted", output)
-    rate = gauge(scraped, "ocpp_loadgen_capacity_max_connect_rate")
-    # An answer, but not yet a true one: a master's worker starts a step's users 0.15-0.5 s
-    # after the step began, which the pace model cannot tell from a slow generator's
-    # connects (benchmarks/capacity_truth.py: -15 to -28 % at 50/s; here it has read 35/s
-    # against 20/s). A single process is within 5 % (the test above, and the benchmark).
-    assert rate is not None and not math.isnan(rate), output[-4000:]
-    assert "concurrency steps ramp" not in output  # --spawn-rate 20 was pinned
 
 
 def test_a_saturated_load_generator_gives_no_csms_figure(
