@@ -23,12 +23,22 @@ bound.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 
-__all__ = ["MAX_START_SPACING_S", "CollectorFreeze", "StartPacer", "start_offset"]
+__all__ = [
+    "MAX_START_SPACING_S",
+    "CollectorFreeze",
+    "StartPacer",
+    "first_start_since",
+    "start_offset",
+]
 
 #: the longest gap between two starts of one batch: 1,000 starts/s, a process's target
 MAX_START_SPACING_S = 0.001
+#: batch start times a process keeps (and a master keeps of all its workers' together)
+BATCH_STARTS_KEPT = 256
 
 
 def start_offset(index: int, batch: int) -> float:
@@ -56,14 +66,21 @@ class StartPacer:
     made): the seconds to wait before connecting.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, clock: Callable[[], float], wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
         self._open: _Batch | None = None
+        #: when (wall-clock time) each recent batch came: a capacity rate step starts when
+        #: its first batch does, which on a master's worker is a little after the step began
+        self.batch_starts: deque[float] = deque(maxlen=BATCH_STARTS_KEPT)
 
     def arrive(self) -> tuple[_Batch, int]:
         batch = self._open
         if batch is None or batch.starting:
             batch = self._open = _Batch(self._clock())
+            self.batch_starts.append(self._wall_clock())
         batch.size += 1
         return batch, batch.size - 1
 
@@ -72,6 +89,11 @@ class StartPacer:
         batch.starting = True
         due = batch.came + start_offset(index, batch.size)
         return max(0.0, due - self._clock())
+
+
+def first_start_since(starts: Iterable[float], since: float) -> float | None:
+    """The first batch start at or after ``since`` (wall-clock), None when none came yet."""
+    return min((at for at in starts if at >= since), default=None)
 
 
 class CollectorFreeze:

@@ -7,7 +7,6 @@ Bounded: 60 chargers at most on 127.0.0.1; the run stops by itself.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -54,9 +53,7 @@ def test_a_master_and_a_worker_find_both_capacities(tmp_path: Path) -> None:
     # the master judged the worker's chargers: 50 asked for, the CSMS took 40
     assert re.search(r"capacity step 50 chargers: FAILED: .*only 40 of 50 chargers booted", output)
     rate = gauge(scraped, "ocpp_loadgen_capacity_max_connect_rate")
-    # An answer, but not yet a true one: a master's worker starts a step's users 0.15-0.5 s
-    # after the step began, which the pace model cannot tell from a slow generator's
-    # connects (benchmarks/capacity_truth.py: -15 to -28 % at 50/s; here it has read 35/s
-    # against 20/s). A single process is within 5 % (the test above, and the benchmark).
-    assert rate is not None and not math.isnan(rate), output[-4000:]
+    # the stub's 20 boots/s within 5 %: the worker starts each rate step's users 0.15-0.5 s
+    # after the master began the step, and the pace is judged from when they started
+    assert rate is not None and 19 <= rate <= 21, output[-4000:]
     assert "concurrency steps ramp" not in output  # --spawn-rate 20 was pinned

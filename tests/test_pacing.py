@@ -6,7 +6,13 @@ import gc
 
 import pytest
 
-from loadgen.pacing import MAX_START_SPACING_S, CollectorFreeze, StartPacer, start_offset
+from loadgen.pacing import (
+    MAX_START_SPACING_S,
+    CollectorFreeze,
+    StartPacer,
+    first_start_since,
+    start_offset,
+)
 
 
 class Clock:
@@ -45,6 +51,23 @@ def test_users_made_together_are_one_batch_and_start_in_turn() -> None:
     late = pacer.arrive()
     clock.now += 1.0
     assert pacer.delay(late) == 0.0
+
+
+def test_each_batch_says_when_it_came_so_a_rate_step_knows_when_its_users_started() -> None:
+    clock, wall = Clock(), Clock()
+    wall.now = 1_700_000_000.0
+    pacer = StartPacer(clock, wall)
+    step_began = wall.now  # a master began the step; its worker got the users 0.3 s later
+    wall.now += 0.3
+    first = [pacer.arrive() for _ in range(20)]
+    [pacer.delay(t) for t in first]
+    wall.now += 1.0
+    second = [pacer.arrive() for _ in range(20)]
+    [pacer.delay(t) for t in second]
+    assert list(pacer.batch_starts) == [step_began + 0.3, step_began + 1.3]  # one per batch
+    assert first_start_since(pacer.batch_starts, step_began) == step_began + 0.3
+    assert first_start_since(pacer.batch_starts, step_began + 0.5) == step_began + 1.3
+    assert first_start_since(pacer.batch_starts, step_began + 2) is None  # not yet
 
 
 def test_the_collector_is_frozen_at_most_every_interval_and_let_go_when_users_stop() -> None:

@@ -7,8 +7,10 @@ process's users share lives in one :class:`RunContext` on ``environment.ocpp``.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +42,7 @@ from loadgen.metrics import (
     known_statuses,
     serve,
 )
-from loadgen.pacing import CollectorFreeze, StartPacer
+from loadgen.pacing import BATCH_STARTS_KEPT, CollectorFreeze, StartPacer, first_start_since
 from loadgen.physics import ScaledClock
 from loadgen.report import write_reports
 
@@ -91,6 +93,16 @@ class RunContext:
     pacer: StartPacer = field(default_factory=lambda: StartPacer(time.monotonic))
     #: keeps the collector off the stations while users start (pacing.CollectorFreeze)
     collector: CollectorFreeze = field(default_factory=lambda: CollectorFreeze(time.monotonic))
+    #: on a master: when its workers' recent batches of users came (wall clock)
+    worker_batch_starts: deque[float] = field(
+        default_factory=lambda: deque(maxlen=4 * BATCH_STARTS_KEPT)
+    )
+
+    def first_start_since(self, since: float) -> float | None:
+        """When the first batch of users at or after ``since`` came: this process's, or
+        on a master any of its workers' (as they last reported)."""
+        starts = self.worker_batch_starts or self.pacer.batch_starts
+        return first_start_since(starts, since)
 
     def admit(self) -> str | None:
         """None (and one more user admitted) if one more charger fits under the open-file
@@ -377,6 +389,9 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
         def report(client_id: str, data: dict[str, Any], **_: Any) -> None:
             data["ocpp_metrics"] = metrics.snapshot()
             data["ocpp_heartbeat_interval"] = context.heartbeat_interval()
+            starts = context.pacer.batch_starts
+            data["ocpp_batch_starts"] = list(starts)  # the master keeps them: sent once
+            starts.clear()
 
         events.report_to_master.add_listener(report)
         return
@@ -389,6 +404,11 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
             interval = data.get("ocpp_heartbeat_interval")
             if isinstance(interval, int | float):
                 context.worker_heartbeats[client_id] = float(interval)
+            starts = data.get("ocpp_batch_starts")
+            if isinstance(starts, list):
+                context.worker_batch_starts.extend(
+                    at for at in starts if isinstance(at, int | float) and math.isfinite(at)
+                )
 
         events.worker_report.add_listener(on_report)
     else:
@@ -522,6 +542,7 @@ def _setup_capacity_and_reports(
             latencies=latencies,
             last_boot_at=latest("BootNotification", "OCPP"),
             last_connect_at=latest("connect", "WebSocket"),
+            first_start_since=context.first_start_since,
             run_time=getattr(options, "run_time", None) or None,
             on_done=done,
         )

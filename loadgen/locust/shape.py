@@ -111,6 +111,7 @@ class CapacityShape(LoadTestShape):
         latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
         last_boot_at: Callable[[], float | None] | None = None,
         last_connect_at: Callable[[], float | None] | None = None,
+        first_start_since: Callable[[float], float | None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         on_target: Callable[[int], None] = lambda target: None,
         on_step: Callable[[dict[str, Any]], None] = lambda step: None,
@@ -128,6 +129,8 @@ class CapacityShape(LoadTestShape):
         self.latencies = latencies
         self.last_boot_at = last_boot_at
         self.last_connect_at = last_connect_at
+        #: when the first users of a rate step came (a master's workers start them late)
+        self.first_start_since = first_start_since
         self.wall_clock = wall_clock
         self.spawn_rate = self.given_spawn_rate = spawn_rate
         self.spawn_rate_pinned = spawn_rate_pinned
@@ -329,6 +332,7 @@ class CapacityShape(LoadTestShape):
         if self.latencies is not None:
             ramp = with_count_percentiles(ramp, self._rate_latency, view)
         booted = sum(after.get("ocpp_loadgen_chargers_booted", {}).values())
+        started = self._rate_step_started(seconds)
         step = RateStepMeasurement(
             rate=self._rate,
             chargers=self.target,
@@ -338,8 +342,8 @@ class CapacityShape(LoadTestShape):
             late_boot_ms=_boot_percentile(self._rate_latency, view, 100),
             spawn_seconds=self._spawned_s,
             quick_boot_ms=_boot_percentile(self._rate_latency, view, 0),
-            last_boot_s=self._since_rate_start(self.last_boot_at),
-            last_connect_s=self._since_rate_start(self.last_connect_at),
+            last_boot_s=self._since_rate_start(self.last_boot_at, started),
+            last_connect_s=self._since_rate_start(self.last_connect_at, started),
         )
         phase = self.rates.phase
         verdict = self.rates.record(step)
@@ -367,13 +371,25 @@ class CapacityShape(LoadTestShape):
             "kept pace" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
         )
 
-    def _since_rate_start(self, latest: Callable[[], float | None] | None) -> float | None:
+    def _rate_step_started(self, seconds: float) -> float:
+        """When (wall clock) the rate step's first users came: a master's workers get the
+        step's users 0.15-0.5 s after the master began it, a delay of the generator that the
+        pace model would otherwise take for a CSMS falling behind. The step's start when
+        nothing says (or what it says is not within the step)."""
+        found = self.first_start_since(self._rate_wall) if self.first_start_since else None
+        if found is None or not self._rate_wall <= found <= self._rate_wall + seconds:
+            return self._rate_wall
+        return found
+
+    def _since_rate_start(
+        self, latest: Callable[[], float | None] | None, started: float
+    ) -> float | None:
         """When the rate step's last boot was answered (or its last connection made), in
-        seconds from its start (None when none was, or nothing says when)."""
+        seconds from its first users' start (None when none was, or nothing says when)."""
         at = latest() if latest is not None else None
-        if at is None or at <= self._rate_wall:
+        if at is None or at <= started:
             return None
-        return at - self._rate_wall
+        return at - started
 
     def _rates_done(self, now: float) -> None:
         rate, why, _ = self.rates.answer()
