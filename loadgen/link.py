@@ -158,8 +158,9 @@ class CallHandler(Protocol):
         """The connection ended; ``code`` is the close code, None when TCP just dropped."""
 
 
-class _NullObserver:
-    """Observes nothing, so the link never has to ask whether there is an observer."""
+class NullObserver:
+    """Observes nothing, so the link never has to ask whether there is an observer (and a
+    base for observers that watch one thing)."""
 
     def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
         pass
@@ -177,7 +178,7 @@ class _NullObserver:
         pass
 
 
-NULL_OBSERVER = _NullObserver()
+NULL_OBSERVER = NullObserver()
 
 
 class LinkError(Exception):

@@ -4,7 +4,7 @@ among several offered subprotocols (against a scripted CSMS and the real csms_st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from loadgen.link import ConnectFailed, Disconnected, InvalidResponse, Link
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, schemas, v201
 from tests.conftest import StubProcess
 from tests.fake_csms import FakeCsms, csms_call, wait_for
-from tests.test_link import Recorder, Station
+from tests.test_link import Recorder, Station, links  # noqa: F401 (a fixture)
 
 SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 STREAM = {
@@ -27,17 +27,13 @@ STREAM = {
 
 
 @pytest.fixture
-def links21() -> Iterator[Callable[..., Link]]:
-    made: list[Link] = []
+def links21(links: Callable[..., Link]) -> Callable[..., Link]:  # noqa: F811
+    """test_link's ``links``, in 2.1 unless told otherwise."""
 
-    def make(url: str, version: Version = OCPP21, handler: Any = None, **kwargs: Any) -> Link:
-        link = Link(url, version, handler if handler is not None else Station(), **kwargs)
-        made.append(link)
-        return link
+    def make(url: str, version: Version = OCPP21, **kwargs: Any) -> Link:
+        return links(url, version, **kwargs)
 
-    yield make
-    for link in made:
-        link.close()
+    return make
 
 
 def _raw(*frame: Any) -> str:

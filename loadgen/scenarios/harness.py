@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import gevent
 
 from loadgen import fleet as fleets
+from loadgen.link import NullObserver
 from loadgen.physics import ScaledClock
 from loadgen.protocols import get_version
 from loadgen.runner import RetryBackOff, StationRunner
@@ -31,23 +32,11 @@ class ScenarioFailed(Exception):
     """A step's check did not hold; the message says which."""
 
 
-class ProtocolErrors:
+class ProtocolErrors(NullObserver):
     """A CallObserver that counts what the CSMS sent that broke OCPP-J or the schemas."""
 
     def __init__(self) -> None:
         self.kinds: collections.Counter[str] = collections.Counter()
-
-    def call_done(self, action: str, outcome: str, seconds: float, error_code: str | None) -> None:
-        pass
-
-    def message(self, direction: str, kind: str) -> None:
-        pass
-
-    def connect_done(self, outcome: str, seconds: float) -> None:
-        pass
-
-    def disconnected(self, reason: str) -> None:
-        pass
 
     def protocol_error(self, kind: str) -> None:
         self.kinds[kind] += 1
