@@ -304,11 +304,14 @@ def _let_forked_workers_connect(
 
 def setup(environment: Environment, options: Any) -> RunContext:
     """Check the options and attach the run's context to ``environment.ocpp``."""
+    runner = environment.runner
+    # A worker says it is ready before ``init``, and what follows yields (Redis): the
+    # master's run id can arrive meanwhile, and Locust drops a message nobody listens to.
+    early = _EarlyMessages(runner) if isinstance(runner, WorkerRunner) else None
     before, after = limits.raise_open_file_limit()
     if after > before:
         log.debug("open-file limit raised from %d to %d", before, after)
     settings = settings_from_options(options)
-    runner = environment.runner
     _check_open_files(settings, options, after)
     distributed = isinstance(runner, (MasterRunner, WorkerRunner))
     if distributed and not settings.redis_url:
@@ -328,10 +331,9 @@ def setup(environment: Environment, options: Any) -> RunContext:
     context.collector.hold()  # what is loaded by now lives as long as the process
     if not isinstance(runner, WorkerRunner):
         _setup_capacity_and_reports(context, environment, options)
-    if isinstance(runner, WorkerRunner):
-        # Locust calls message listeners as ``listener(environment=..., msg=...)``.
-        runner.register_message(RUN_MESSAGE, lambda msg, **_: context.use_run(msg.data))
-        runner.register_message(RETRY_MESSAGE, lambda msg, **_: context.retry_now())
+    if early is not None:
+        early.deliver(RUN_MESSAGE, context.use_run)
+        early.deliver(RETRY_MESSAGE, lambda _: context.retry_now())
     elif isinstance(runner, MasterRunner):
 
         @environment.events.test_start.add_listener
@@ -348,6 +350,34 @@ def setup(environment: Environment, options: Any) -> RunContext:
             settings.redis_url,
         )
     return context
+
+
+class _EarlyMessages:
+    """A worker's listeners for the master's messages, registered before anything yields;
+    what arrives before its handler is known is kept and handed over then."""
+
+    def __init__(self, runner: Any) -> None:
+        self._handlers: dict[str, Callable[[Any], None]] = {}
+        self._kept: list[tuple[str, Any]] = []
+        for name in (RUN_MESSAGE, RETRY_MESSAGE):
+            # Locust calls message listeners as ``listener(environment=..., msg=...)``.
+            runner.register_message(name, lambda msg, name=name, **_: self._receive(name, msg))
+
+    def _receive(self, name: str, msg: Any) -> None:
+        handler = self._handlers.get(name)
+        if handler is None:
+            self._kept.append((name, msg.data))
+        else:
+            handler(msg.data)
+
+    def deliver(self, name: str, handler: Callable[[Any], None]) -> None:
+        self._handlers[name] = handler
+        kept, self._kept = self._kept, []
+        for kept_name, data in kept:
+            if kept_name == name:
+                handler(data)
+            else:
+                self._kept.append((kept_name, data))
 
 
 def _check_open_files(settings: Settings, options: Any, limit: int) -> None:
