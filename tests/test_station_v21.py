@@ -10,10 +10,12 @@ import pytest
 
 from loadgen import fleet as fleets
 from loadgen.physics import EV, FakeClock
-from loadgen.protocols import OCPP21, schemas, v21
-from loadgen.station import Station, StationConfig
+from loadgen.protocols import OCPP21, v21
+from loadgen.station import Station
 from loadgen.tariffs import Tariff, Tariffs
 from tests.station_driver import MemoryCsms, drive, run_for
+from tests.test_commands import ask
+from tests.test_commands import make as commands_make
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]  # 100 kW, one EVSE
 #: 0.40 per kWh and 0.10 per minute
@@ -21,20 +23,8 @@ TARIFF = v21.tariff("day-rate", "EUR", price_kwh=0.4, price_minute=0.1)
 
 
 def make(**config: Any) -> tuple[Station, MemoryCsms, FakeClock]:
-    clock = FakeClock()
-    station = Station(CHARGER, OCPP21, clock, StationConfig(**config))
-    csms = MemoryCsms(OCPP21)
-    station.on_connected()
-    drive(station, csms)
-    assert station.accepted
-    return station, csms, clock
-
-
-def ask(station: Station, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-    schemas.validate(OCPP21, action, payload)
-    reply = station.handle_csms_call(action, payload)
-    schemas.validate(OCPP21, action, reply, response=True)
-    return reply
+    """test_commands' booted station, in 2.1."""
+    return commands_make(OCPP21, **config)
 
 
 def big_ev() -> EV:
