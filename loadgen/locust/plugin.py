@@ -23,7 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination, limits, logutil, recovery
 from loadgen.capacity import CapacityResult
-from loadgen.locust import stopping
+from loadgen.locust import stopping, webui
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
 from loadgen.locust.shape import (
@@ -333,6 +333,8 @@ def setup(environment: Environment, options: Any) -> RunContext:
     context.collector.hold()  # what is loaded by now lives as long as the process
     if not isinstance(runner, WorkerRunner):
         _setup_capacity_and_reports(context, environment, options)
+        if getattr(environment, "web_ui", None) is not None:  # our tabs in Locust's UI
+            webui.install(environment.web_ui, context, environment)
     if early is not None:
         early.deliver(RUN_MESSAGE, context.use_run)
         early.deliver(RETRY_MESSAGE, lambda _: context.retry_now())
