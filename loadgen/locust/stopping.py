@@ -89,9 +89,11 @@ def install(environment: Environment, users: dict[str, Any]) -> None:
     if isinstance(runner, WorkerRunner):
 
         def stop_and_answer(**_: Any) -> None:
-            runner.stop()  # test_stopping winds the stations down, then the users stop
-            runner._send_stats()  # the final figures, before the answer (same socket)
-            runner.send_message(WOUND_DOWN_MESSAGE, None)
+            try:
+                runner.stop()  # test_stopping winds the stations down, then the users stop
+                runner._send_stats()  # the final figures, before the answer (same socket)
+            finally:  # the master waits for it in any case
+                runner.send_message(WOUND_DOWN_MESSAGE, None)
 
         runner.register_message(WIND_DOWN_MESSAGE, stop_and_answer, concurrent=True)
 
