@@ -3,11 +3,11 @@
 Locust runs on gevent, so this is synchronous code for greenlets: :meth:`Link.call` blocks
 the calling greenlet until the CSMS answers. Everything the CSMS sends is read by a libev I/O
 watcher callback on the socket, in the hub, not by a reader greenlet: a parked greenlet costs
-~8.5 KB, the watcher almost nothing (DESIGN.md, "Concurrency model": ~7 instead of ~15 KB per
-idle connection, and a few µs less per round trip). The WebSocket is ``websockets``' sans-I/O
-:class:`~websockets.client.ClientProtocol` over a gevent socket (DESIGN.md, "Concurrency
-model": ``websockets``' handshake, framing, close codes and size limits at the asyncio
-floor's cost). No monkey patching is needed. Compression and WebSocket pings are off: OCPP
+~8.5 KB, the watcher almost nothing (docs/design.md, "Concurrency model": ~7 instead of
+~15 KB per idle connection, and a few µs less per round trip). The WebSocket is
+``websockets``' sans-I/O :class:`~websockets.client.ClientProtocol` over a gevent socket
+(same section: ``websockets``' handshake, framing, close codes and size limits at the
+asyncio floor's cost). No monkey patching is needed. Compression and WebSocket pings are off: OCPP
 messages are small and OCPP has Heartbeat.
 
 What the link guarantees, whatever the CSMS does:
@@ -879,7 +879,7 @@ class Link:
         """Feed what the socket has to the protocol and act on it, without blocking.
 
         This runs in the hub (a watcher callback), not in a greenlet: a parked reader
-        greenlet per connection costs ~8.5 KB (DESIGN.md). So nothing here may block or
+        greenlet per connection costs ~8.5 KB (docs/design.md). So nothing here may block or
         switch: replies wake their caller through its AsyncResult, the CSMS's CALLs and the
         disconnect notice go to a short-lived greenlet (:meth:`_dispatch`), and frames
         websockets wants sent (pongs, the close echo, CALLERRORs) to one (:meth:`_flush`).
