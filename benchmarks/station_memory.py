@@ -20,7 +20,7 @@ The CSMS is ``_common.py``'s fast baseline server (``--replies ocpp``: schema-va
 no state), so the CSMS is not the limit; the Station kind runs against ``csms_stub`` too
 (SQLite) unless ``--no-stub``. "Before" is measured once ``--warmup`` objects of the kind
 are already connected, so one-time costs (imports, first-use caches) are not charged per
-connection. Target: at most 50 KB per idle station (DESIGN.md's floor: ~16-24 KB).
+connection. Target: at most 50 KB per idle station (docs/design.md's floor: ~16-24 KB).
 
     .venv/bin/python benchmarks/station_memory.py --chargers 1000 5000
 """

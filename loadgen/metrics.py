@@ -1,6 +1,6 @@
 """Prometheus metrics: collectors per process, worker snapshots merged on the master.
 
-The names, kinds and labels are a public contract (DESIGN.md, "Metrics (Prometheus)");
+The names, kinds and labels are a public contract (docs/design.md, "Metrics: the contract");
 :data:`SPECS` is the one list of them and everything here is built from it.
 
 Pieces, and who uses them:
@@ -161,7 +161,7 @@ SPECS: tuple[Spec, ...] = (
     Spec(f"{_P}capacity_max_connect_rate", "gauge",
          "The last capacity search's answer: most new chargers per second the CSMS connected "
          "and booted within the connect SLOs", merge="local"),
-    # not in DESIGN.md's table, added for load-generator health and diagnosis
+    # added after the first table, for load-generator health and diagnosis
     Spec(f"{_P}capacity_limited_by_generator", "gauge",
          "1 when the last capacity search stopped because the load generator was saturated "
          "(its answer is then no CSMS figure: add workers)", merge="local"),

@@ -54,7 +54,7 @@ from tests.fake_csms import FakeCsms, csms_call, wait_for
 P = "ocpp_loadgen_"
 NOW = "2026-01-01T00:00:00.000Z"
 
-#: DESIGN.md's metric table: the public contract
+#: the metric table the project started with: the public contract (docs/design.md lists all)
 DESIGN_METRICS = {
     "ocpp_loadgen_call_duration_seconds",
     "ocpp_loadgen_call_errors_total",
