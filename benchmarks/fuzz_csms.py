@@ -12,7 +12,7 @@ codes and refuses handshakes (HTTP 500 / 404, no or a wrong subprotocol). It che
 answer the stations give to its CALLs. The **stations** (``fuzz_csms.py stations``) are
 real :class:`~loadgen.station.Station` objects driven by
 :class:`~loadgen.runner.StationRunner` and :class:`~loadgen.link.Link` under gevent in one
-process, observed by the load generator's own :class:`~loadgen.metrics.MetricsObserver`,
+process, observed by the load generator's own :class:`~loadgen.metrics.observer.MetricsObserver`,
 as a Locust worker runs them; some charge EVs so that transaction messages are in flight.
 
 Everything is seeded (``--seed``): the same seed sends the same kinds of hostility in the
@@ -461,7 +461,8 @@ def run_stations(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
     from loadgen import fleet as fleets
-    from loadgen.metrics import Metrics, MetricsObserver
+    from loadgen.metrics.collectors import Metrics
+    from loadgen.metrics.observer import MetricsObserver
     from loadgen.physics import EV, ScaledClock
     from loadgen.protocols import get_version
     from loadgen.runner import RetryBackOff, StationRunner

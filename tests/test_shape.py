@@ -21,8 +21,11 @@ from typing import Any
 
 import pytest
 
-from loadgen.capacity import CapacityConfig, CapacityResult
-from loadgen.metrics import MergedCollector, Metrics, MetricsObserver
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.search import CapacityResult
+from loadgen.metrics.collectors import Metrics
+from loadgen.metrics.merge import MergedCollector
+from loadgen.metrics.observer import MetricsObserver
 from loadgen.physics import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
