@@ -1,6 +1,6 @@
 """The capacity search as a Locust load shape (loadgen/locust/shape.py), driven tick by tick
 with a fake clock against a simulated fleet whose metrics go through a real
-:class:`~loadgen.metrics.Metrics` and :class:`~loadgen.metrics.MergedCollector`.
+:class:`~loadgen.metrics.collectors.Metrics` and :class:`~loadgen.metrics.merge.MergedCollector`.
 
 Importing loadgen.locust.shape imports Locust, which monkey-patches the standard library
 (gevent), and tests/test_link.py checks that nothing patched pytest's process. So the cases
