@@ -30,8 +30,12 @@ def _modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             modules[".".join(parts)] = path
-    for path in sorted((ROOT / SCRIPTS).glob("*.py")):
-        modules[path.stem] = path  # benchmarks/ is first on sys.path when they run
+    for path in sorted((ROOT / SCRIPTS).rglob("*.py")):
+        # benchmarks/ is first on sys.path when they run: its scripts and packages are top level
+        parts = path.relative_to(ROOT / SCRIPTS).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
     return modules
 
 
