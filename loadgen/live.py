@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from loadgen.metrics import Merged
+from loadgen.capacity.measure import Merged
 
 #: the JSON of everything the tabs show (Locust's web UI serves it)
 STATUS_PATH = "/ocpp/status"
