@@ -9,8 +9,10 @@ in the browser and in its console. Tests skip when no ``chromium`` is installed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -93,7 +95,8 @@ def open_page(
     """Load ``url`` in headless Chromium; wait ``settle_s`` (or, with ``until``, until the
     page's text satisfies it, at most ``timeout_s``) and return its text and errors."""
     assert CHROMIUM is not None, "no chromium installed"
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile while they go
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 CHROMIUM,
@@ -109,6 +112,7 @@ def open_page(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its group: the browser and the helpers it starts
         )
         try:
             assert process.stderr is not None
@@ -124,7 +128,7 @@ def open_page(
             with connect(browser_url, max_size=None, open_timeout=timeout_s) as ws:
                 return _load(ws, url, settle_s, until, timeout_s)
         finally:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the group this call started
             process.wait(10)
 
 
