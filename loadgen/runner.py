@@ -193,6 +193,8 @@ class StationRunner:
         self._wake = gevent.event.Event()
         #: start()'s greenlet; None when the loop runs in run()'s caller
         self._greenlet: gevent.Greenlet | None = None
+        #: the greenlet the loop runs in now, if it runs (its end says DONE, not stop())
+        self._loop_owner: Any = None
         #: real (monotonic) time until which a blackout keeps the station off the CSMS
         self._blackout_until = 0.0
 
@@ -220,9 +222,11 @@ class StationRunner:
         return self._greenlet
 
     def _own_loop(self) -> None:
+        self._loop_owner = gevent.getcurrent()
         try:
             self._run()
         finally:
+            self._loop_owner = None
             self._loop_ended(interrupted=False)
 
     def run(self) -> None:
@@ -234,11 +238,14 @@ class StationRunner:
         (``on_stop``), then resumes the loop to end transactions and flush the queue.
         """
         self.lifecycle.fire(RunnerEvent.START)
+        self._loop_owner = gevent.getcurrent()
         try:
             self._run()
         except BaseException:
+            self._loop_owner = None
             self._loop_ended(interrupted=True)
             raise
+        self._loop_owner = None
         self._loop_ended(interrupted=False)
 
     def _loop_ended(self, interrupted: bool) -> None:
@@ -304,10 +311,10 @@ class StationRunner:
                 self._run(resume=True)
         if self.link is not None:
             self.link.close(1000, "station stopped")
-        if self.state in _ENDING and (self._greenlet is not None or before not in _LOOPING):
+        if self.state in _ENDING and self._loop_owner is None:
             # no loop left to say it ended (start()'s greenlet is over, or killed before it
-            # ran; run() was interrupted): this call ends it. run() still looping in its
-            # caller's greenlet ends it there.
+            # ran; run() was interrupted): this call ends it. A loop still running in
+            # another greenlet (run() while a lost lease abandons it) ends it there.
             self.lifecycle.fire(RunnerEvent.DONE)
 
     def _adopt_version(self, link: Link) -> None:
