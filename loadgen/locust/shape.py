@@ -261,9 +261,10 @@ class CapacityShape(LoadTestShape):
     def tick(self) -> tuple[int, float] | None:
         """Locust asks about once a second: ``(users, spawn rate)`` to have, or None to end.
 
-        Each phase's branch either stays (returns the current target) or moves on by one
-        event; a move that leaves nothing to wait for falls into the next phase's branch in
-        the same tick, so a step never costs an idle second.
+        Each phase's branch either stays (the current target again) or moves on by one
+        event and returns the new target. Only the connect-rate search hands over within
+        the tick: its last judged rate goes straight to the first concurrency target, so
+        the switch costs no idle second.
         """
         now = self.clock()
         self._ticks += 1
