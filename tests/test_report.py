@@ -279,6 +279,8 @@ def test_json_round_trip(tmp_path: Path) -> None:
         "totals",
         "recovery",
         "authorizations",
+        "problems",
+        "settings_not_applied",
     }
     assert loaded["recovery"] == []  # no mass disconnect in this run
     assert loaded["authorizations"] == []  # no verdict on any idToken

@@ -156,7 +156,12 @@ def _step(item: Any) -> dict[str, Any]:
 def _window(item: Any) -> dict[str, Any]:
     data = _measurement(item)
     data["t_s"] = as_number(data.get("t_s"))
+    for key in _WINDOW_COUNTS:  # what loadgen.timeline adds to a window
+        data[key] = as_int(data.get(key))
     return data
+
+
+_WINDOW_COUNTS = ("protocol_errors", "schema_violations", "rejections")
 
 
 def _capacity(capacity: Any) -> dict[str, Any] | None:
@@ -210,13 +215,20 @@ def build_report(
     capacity: Mapping[str, Any] | None,
     recovery: Sequence[Mapping[str, Any]] = (),
     authorizations: Sequence[Mapping[str, Any]] = (),
+    problems: Mapping[str, Any] | None = None,
+    settings_not_applied: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The report as plain data: JSON-safe copies of the inputs with every expected field
     present (None when unknown), non-finite floats as None and secrets redacted.
 
+    ``problems``: :meth:`loadgen.timeline.Timeline.problems` (the first problems and every
+    problem counted, by category and label). ``settings_not_applied``: the names of the
+    settings that did not apply to this run (unset, or of a feature it did not use).
+
     Idempotent (a report's own sections fed back give the same report), which is how
-    :func:`~loadgen.report.render_html` accepts a report read back from JSON. Nothing here raises on
-    missing or odd values: a run stopped before its first step still gets its report.
+    :func:`~loadgen.report.render_html` accepts a report read back from JSON. Nothing here
+    raises on missing or odd values: a run stopped before its first step still gets its
+    report.
     """
     run_data = plain(run) if isinstance(run, Mapping) else {}
     run_data = {name: run_data.get(name) for name in _RUN_FIELDS} | run_data
@@ -233,7 +245,37 @@ def build_report(
         "totals": _measurement(totals) if isinstance(totals, Mapping) else None,
         "recovery": _recoveries(recovery),
         "authorizations": _authorizations(authorizations),
+        "problems": _problems(problems),
+        "settings_not_applied": sorted(
+            {str(name) for name in settings_not_applied or () if str(name) in settings_data}
+        ),
     }
+
+
+_PROBLEM_FIELDS = ("category", "label", "what")
+
+
+def _problems(problems: Any) -> dict[str, Any]:
+    """``{"first": [{from_s, t_s, category, label, what, count}], "counts": {category:
+    {label: count}}}``, odd entries dropped; empty when the run recorded none."""
+    data = problems if isinstance(problems, Mapping) else {}
+    first = []
+    for item in data.get("first") or ():
+        if not isinstance(item, Mapping):
+            continue
+        entry: dict[str, Any] = {name: str(item.get(name) or "") for name in _PROBLEM_FIELDS}
+        entry["from_s"] = as_number(item.get("from_s"))
+        entry["t_s"] = as_number(item.get("t_s"))
+        entry["count"] = as_int(item.get("count"))
+        first.append(entry)
+    counts: dict[str, dict[str, int]] = {}
+    raw = data.get("counts")
+    for category, labels in raw.items() if isinstance(raw, Mapping) else ():
+        if not isinstance(labels, Mapping):
+            continue
+        kept = {str(label): as_int(n) for label, n in labels.items()}
+        counts[str(category)] = {label: n for label, n in sorted(kept.items()) if n}
+    return {"first": first, "counts": counts}
 
 
 _RECOVERY_FIELDS = (
