@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from loadgen.report import format as fmt
 from loadgen.report import model
 
 #: distinct on white and for the common colour-vision deficiencies (Tableau 10)
@@ -83,7 +84,7 @@ def _tick_label(value: float, step: float) -> str:
     if abs(value) < step * 1e-6:
         value = 0.0
     if abs(value) >= 1e6:
-        return f"{value:.3g}"
+        return f"{value:,.0f}"
     exponent = math.floor(math.log10(step) + 1e-9)
     mantissa_decimals = 1 if round(step / 10.0**exponent, 6) == 2.5 else 0
     decimals = max(0, mantissa_decimals - exponent)
@@ -270,7 +271,10 @@ def _draw_series(
         f'{dash} data-series="{escape(one.label)}"/>'
     ]
     for (x, y), (px, py) in zip(one.points, coords, strict=True):
-        tip = describe(x, y, one) if describe else f"{one.label}: {x:g}, {y:g}"
+        if describe is not None:
+            tip = describe(x, y, one)
+        else:
+            tip = f"{one.label}: {fmt.figure(x, 6)}, {fmt.figure(y, 6)}"
         out.append(
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{one.marker}" fill="{one.colour}">'
             f"<title>{escape(tip)}</title></circle>"

@@ -100,7 +100,7 @@ def error_chart(report: Mapping[str, Any]) -> str:
             rules.append(charts.Rule(f"SLO {label} {fmt.pct(slo)}", slo * 100, colour))
 
     def describe(x: float, y: float, one: charts.Series) -> str:
-        return f"{one.label}: {y:.3g}% at {x:,.0f} chargers"
+        return f"{one.label}: {fmt.figure(y)}% at {x:,.0f} chargers"
 
     return charts.svg_chart(
         series=series,
@@ -113,8 +113,8 @@ def error_chart(report: Mapping[str, Any]) -> str:
     )
 
 
-def timeline_chart(report: Mapping[str, Any]) -> str:
-    timeline = report["timeline"]
+def _time_axis(timeline: list[dict[str, Any]]) -> tuple[Any, str]:
+    """``(at, unit)``: a window's time in seconds, or in minutes past 20 minutes."""
     longest = max((model.as_number(w["t_s"]) or 0 for w in timeline), default=0)
     scale, unit = (60.0, "min") if longest > 1200 else (1.0, "s")
 
@@ -122,11 +122,41 @@ def timeline_chart(report: Mapping[str, Any]) -> str:
         t = model.as_number(window["t_s"])
         return None if t is None else t / scale
 
+    return at, unit
+
+
+def _over_time(
+    series: list[charts.Series], unit: str, y_label: str, caption: str, what: str = "", **kw: Any
+) -> str:
+    def describe(x: float, y: float, one: charts.Series) -> str:
+        return f"{one.label}: {fmt.figure(y, 4)}{what} at {fmt.figure(x, 4)} {unit}"
+
+    return charts.svg_chart(
+        series=series,
+        x_label=f"time since the start ({unit})",
+        y_label=y_label,
+        describe=describe,
+        caption=caption,
+        **kw,
+    )
+
+
+def timeline_chart(report: Mapping[str, Any]) -> str:
+    """Chargers asked for, connected and booted, and messages per second, over time."""
+    timeline = report["timeline"]
+    at, unit = _time_axis(timeline)
     series = [
         charts.Series(
             "chargers connected",
             charts.plottable((at(w), w["connected"]) for w in timeline),
             charts.PALETTE[0],
+        ),
+        charts.Series(
+            "chargers booted",
+            charts.plottable((at(w), w["booted"]) for w in timeline),
+            charts.PALETTE[1],
+            dash="2 4",
+            marker=2.0,
         ),
         charts.Series(
             "chargers target",
@@ -142,17 +172,75 @@ def timeline_chart(report: Mapping[str, Any]) -> str:
             right=True,
         ),
     ]
-
-    def describe(x: float, y: float, one: charts.Series) -> str:
-        return f"{one.label}: {y:,.4g} at {x:,.4g} {unit}"
-
-    return charts.svg_chart(
-        series=series,
-        x_label=f"time since the start ({unit})",
-        y_label="chargers",
+    return _over_time(
+        series,
+        unit,
+        "chargers",
+        "Chargers asked for, connected and booted (the CSMS accepted their "
+        "BootNotification), and messages per second, at the end of each window.",
         y_label_right="messages/s",
-        describe=describe,
-        caption="Chargers connected (and asked for) and messages per second, per window.",
+    )
+
+
+#: the percentiles of the latency-over-time charts, and how each line is drawn
+_QUANTILES = (("p50", "p50_ms", "2 4", 2.0), ("p95", "p95_ms", "", 3.0))
+_QUANTILES += (("p99", "p99_ms", charts.P99_DASH, 2.0),)
+
+
+def action_latency_chart(report: Mapping[str, Any], action: str, colour: str) -> str:
+    """One action's p50, p95 and p99 round trip, window by window."""
+    timeline = [w for w in report["timeline"] if action in w["actions"]]
+    at, unit = _time_axis(report["timeline"])
+    series = [
+        charts.Series(
+            f"{action} {name}",
+            charts.plottable((at(w), w["actions"][action][key]) for w in timeline),
+            colour,
+            dash=dash,
+            marker=marker,
+        )
+        for name, key, dash, marker in _QUANTILES
+    ]
+    return _over_time(
+        series,
+        unit,
+        "latency (ms)",
+        f"{action}: round trip per window, p50 dotted, p95 solid, p99 dashed.",
+        " ms",
+    )
+
+
+#: (label, the window's count, colour) of the failures-over-time chart
+_FAILURES = (
+    ("CALL errors", ("call_errors",), charts.PALETTE[2]),
+    ("connect failures", ("connect_failures",), charts.PALETTE[0]),
+    ("unexpected disconnects", ("unexpected_disconnects",), charts.PALETTE[1]),
+    ("protocol errors", ("protocol_errors", "schema_violations"), charts.PALETTE[6]),
+    ("rejected idTokens", ("rejections",), charts.PALETTE[8]),
+)
+
+
+def failures_chart(report: Mapping[str, Any]) -> str:
+    """What failed in each window, as counts."""
+    timeline = report["timeline"]
+    at, unit = _time_axis(timeline)
+
+    def total(window: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+        values = [window.get(key) for key in keys]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    series = [
+        charts.Series(label, charts.plottable((at(w), total(w, keys)) for w in timeline), colour)
+        for label, keys, colour in _FAILURES
+    ]
+    return _over_time(
+        series,
+        unit,
+        "count in the window",
+        "CALLs not answered with a CALLRESULT, failed connection attempts, connections the "
+        "CSMS closed or lost, protocol errors and schema violations, idTokens the CSMS "
+        "rejected: each point counts the window before it.",
     )
 
 
@@ -191,7 +279,7 @@ def rate_chart(report: Mapping[str, Any]) -> str:
     )
 
     def describe(x: float, y: float, one: charts.Series) -> str:
-        return f"{one.label}: {y:,.4g} at {x:,.4g} chargers/s offered"
+        return f"{one.label}: {fmt.figure(y, 4)} at {fmt.figure(x, 4)} chargers/s offered"
 
     return charts.svg_chart(
         series=series,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
@@ -33,14 +34,27 @@ def ms(value: Any) -> str:
 def pct(value: float | None) -> str:
     if value is None:
         return DASH
-    return "0%" if value == 0 else f"{value * 100:.3g}%"
+    return "0%" if value == 0 else f"{figure(value * 100)}%"
+
+
+#: the most decimals a figure gets (a ratio of one in a billion still shows)
+_MAX_DECIMALS = 12
 
 
 def figure(value: Any, digits: int = 3) -> str:
+    """A number with about ``digits`` significant digits, thousands separated and never in
+    exponent notation: 1,550 (not 1.55e+03), 12.3, 0.0042; whole numbers stay whole."""
     number = model.as_number(value)
     if number is None:
         return DASH
-    return f"{number:,}" if isinstance(number, int) else f"{number:,.{digits}g}"
+    if isinstance(number, int) or number == 0:
+        return f"{number:,.0f}"
+    magnitude = math.floor(math.log10(abs(number)))
+    decimals = min(_MAX_DECIMALS, max(0, digits - 1 - magnitude))
+    text = f"{number:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def with_unit(text: str, unit: str) -> str:

@@ -1,4 +1,6 @@
-"""The HTML page: the answer first, then the run, its SLOs, steps, totals and charts.
+"""The HTML page: the answer first; then, for a capacity search, the run, its SLOs, steps,
+totals and charts (:mod:`.search`), for a plain run what went wrong first and the run over
+time (:mod:`.plain`); the sections of both in :mod:`.sections`.
 
 Every string that came from the run (action names, reasons, error codes, settings, the
 host) is escaped: a CSMS chooses its error codes and a fleet file its names, and neither
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from loadgen.report import figures, model, search, sections
+from loadgen.report import figures, model, plain, search, sections
 from loadgen.report import format as fmt
 
 _CSS = """
@@ -25,6 +27,8 @@ h1 { font-size: 22px; margin: 8px 0 2px; } h2 { font-size: 18px; margin: 28px 0 
   padding: 12px 18px; margin: 16px 0; background: #fafafa; }
 .headline.ok { border-color: var(--ok); } .headline.fail { border-color: var(--fail); }
 .headline.generator { border-color: var(--sat); background: #fbf3fd; }
+.headline.warn { border-color: #ef6c00; }
+details summary { cursor: pointer; color: var(--muted); margin: 4px 0; }
 .answer-line { font-size: 24px; font-weight: 700; margin: 4px 0; overflow-wrap: anywhere; }
 .headline .why { margin: 4px 0; overflow-wrap: anywhere; }
 nav a { margin-right: 14px; color: #1a5fb4; }
@@ -62,7 +66,8 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 
 
 def _headline(report: Mapping[str, Any]) -> str:
-    """The answer first: how many chargers held, or why there is no CSMS figure."""
+    """The answer first: how many chargers held, or why there is no CSMS figure; for a
+    plain run, how many connected and what went wrong first."""
     capacity = report["capacity"]
     run = report["run"]
     facts = " · ".join(
@@ -80,41 +85,10 @@ def _headline(report: Mapping[str, Any]) -> str:
         )
         if fact
     )
-    lines: list[str] = []
     if capacity is None:
-        css = "none"
-        lines.append('<p class="answer-line">No capacity search in this run</p>')
-        totals = report["totals"]
-        if totals:
-            error = fmt.pct(fmt.ratio(totals["call_errors"], totals["calls"]))
-            lines.append(
-                f'<p class="why">{fmt.count(totals["calls"])} CALLs, CALL error ratio {error}.</p>'
-            )
+        css, lines = plain.headline(report)
     else:
-        why = fmt.esc(capacity["stopped_because"] or "unknown")
-        most = capacity["max_chargers"]
-        if capacity["limited_by_generator"]:
-            css = "generator"
-            lines.append(
-                '<p class="answer-line">Limited by the load generator (add workers)</p>'
-                f'<p class="why">No CSMS figure: {why}</p>'
-            )
-            held = [s["chargers"] for s in capacity["steps"] if s["ok"] and s["chargers"]]
-            if held:
-                lines.append(
-                    f'<p class="why">The CSMS held every SLO up to {max(held):,} chargers: '
-                    "a lower bound, not its capacity.</p>"
-                )
-        elif most is not None:
-            css = "ok"
-            lines.append(f'<p class="answer-line">{most:,} chargers held every SLO</p>')
-            lines.append(f'<p class="why">Why the search stopped: {why}</p>')
-            if capacity["stopped_because"].startswith("unfinished"):
-                lines.append('<p class="why">The search did not finish: a lower bound.</p>')
-        else:
-            css = "fail"
-            lines.append(f'<p class="answer-line">No CSMS figure: {why}</p>')
-        lines.append(search.connect_rate_line(capacity))
+        css, lines = search.headline(report)
     if facts:
         lines.append(f'<p class="facts">{facts}</p>')
     return f'<section class="headline {css}" id="answer">{"".join(lines)}</section>'
@@ -139,13 +113,7 @@ def _run_section(report: Mapping[str, Any]) -> str:
     for key, value in run.items():
         shown = fmt.duration(value) if key == "duration_s" else fmt.setting_text(value)
         pairs.append((fmt.esc(names.get(key, key)), fmt.esc(shown)))
-    settings = report["settings"]
-    setting_pairs = [
-        (fmt.esc(key), fmt.esc(fmt.setting_text(value))) for key, value in settings.items()
-    ]
-    settings_html = (
-        fmt.key_values(setting_pairs) if setting_pairs else '<p class="note">none recorded</p>'
-    )
+    settings_html = _settings(report)
     return (
         '<section id="run"><h2>Run and settings</h2><div class="grid2">'
         f"<div><h3>Run</h3>{fmt.key_values(pairs)}</div>"
@@ -153,7 +121,62 @@ def _run_section(report: Mapping[str, Any]) -> str:
     )
 
 
+def _settings(report: Mapping[str, Any]) -> str:
+    """The settings that applied to this run; the rest (unset, or of a feature the run did
+    not use: the capacity search's in a plain run, say) folded away."""
+    settings = report["settings"]
+    if not settings:
+        return '<p class="note">none recorded</p>'
+    unused = set(report["settings_not_applied"])
+
+    def pairs(applied: bool) -> list[tuple[str, str]]:
+        return [
+            (fmt.esc(key), fmt.esc(fmt.setting_text(value)))
+            for key, value in settings.items()
+            if (key not in unused) is applied
+        ]
+
+    shown = fmt.key_values(pairs(True))
+    if not unused:
+        return shown
+    return (
+        f'{shown}<details id="settings-not-applied"><summary>{len(unused)} more, unset or '
+        f"of features this run did not use</summary>{fmt.key_values(pairs(False))}</details>"
+    )
+
+
 _FORMAT = f"{model.REPORT_KIND} v{model.REPORT_VERSION}"
+
+
+def _plain_sections(report: Mapping[str, Any], colours: Mapping[str, str]) -> list[str]:
+    return [
+        '<nav><a href="#first-problems">what went wrong first</a><a href="#over-time">over '
+        'time</a><a href="#totals">totals</a><a href="#problems">problems</a>'
+        '<a href="#run">run and settings</a></nav>',
+        plain.first_problems_section(report),
+        plain.over_time_section(report, colours),
+        sections.totals_section(report, colours),
+        sections.problems_section(report),
+        sections.recovery_section(report),
+        sections.authorizations_section(report),
+        _run_section(report),
+    ]
+
+
+def _search_sections(report: Mapping[str, Any], colours: Mapping[str, str]) -> list[str]:
+    return [
+        '<nav><a href="#run">run and settings</a><a href="#slos">SLOs</a>'
+        '<a href="#steps">steps</a><a href="#totals">totals</a>'
+        '<a href="#problems">problems</a><a href="#charts">charts</a></nav>',
+        _run_section(report),
+        search.slo_section(report),
+        search.steps_section(report, colours),
+        sections.totals_section(report, colours),
+        sections.recovery_section(report),
+        sections.authorizations_section(report),
+        sections.problems_section(report),
+        search.charts_section(report, colours),
+    ]
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -195,16 +218,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             f'<p class="host">against <span class="mono">{host}</span>'
             f"{' · started ' + fmt.esc(run['started']) if run['started'] else ''}</p></header>",
             _headline(report),
-            '<nav><a href="#run">run and settings</a><a href="#slos">SLOs</a>'
-            '<a href="#steps">steps</a><a href="#totals">totals</a>'
-            '<a href="#charts">charts</a></nav>',
-            _run_section(report),
-            search.slo_section(report),
-            search.steps_section(report, colours),
-            sections.totals_section(report, colours),
-            sections.recovery_section(report),
-            sections.authorizations_section(report),
-            search.charts_section(report, colours),
+            *(_plain_sections if report["capacity"] is None else _search_sections)(report, colours),
             f"<footer>{versions} · report format {_FORMAT}</footer>",
             "</body>",
             "</html>",

@@ -17,7 +17,7 @@ def connect_rate_line(capacity: Mapping[str, Any]) -> str:
     if rate is None:
         return f'<p class="why" id="connect-rate">Connect rate: no answer ({why})</p>'
     return (
-        f'<p class="answer-line" id="connect-rate">{rate:.3g} new chargers per second '
+        f'<p class="answer-line" id="connect-rate">{fmt.figure(rate)} new chargers per second '
         f'connected and booted within the connect SLOs</p><p class="why">Why: {why}</p>'
     )
 
@@ -222,3 +222,34 @@ def charts_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> str
         parts += ["<h3>Over time</h3>", figures.timeline_chart(report)]
     parts.append("</section>")
     return "".join(parts)
+
+
+def headline(report: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(css class, lines) of the page's opening box: the search's answers."""
+    capacity = report["capacity"]
+    lines: list[str] = []
+    why = fmt.esc(capacity["stopped_because"] or "unknown")
+    most = capacity["max_chargers"]
+    if capacity["limited_by_generator"]:
+        css = "generator"
+        lines.append(
+            '<p class="answer-line">Limited by the load generator (add workers)</p>'
+            f'<p class="why">No CSMS figure: {why}</p>'
+        )
+        held = [s["chargers"] for s in capacity["steps"] if s["ok"] and s["chargers"]]
+        if held:
+            lines.append(
+                f'<p class="why">The CSMS held every SLO up to {max(held):,} chargers: '
+                "a lower bound, not its capacity.</p>"
+            )
+    elif most is not None:
+        css = "ok"
+        lines.append(f'<p class="answer-line">{most:,} chargers held every SLO</p>')
+        lines.append(f'<p class="why">Why the search stopped: {why}</p>')
+        if capacity["stopped_because"].startswith("unfinished"):
+            lines.append('<p class="why">The search did not finish: a lower bound.</p>')
+    else:
+        css = "fail"
+        lines.append(f'<p class="answer-line">No CSMS figure: {why}</p>')
+    lines.append(connect_rate_line(capacity))
+    return css, lines

@@ -115,3 +115,50 @@ def authorizations_section(report: Mapping[str, Any]) -> str:
         )
         + "</section>"
     )
+
+
+#: the problem categories of loadgen.timeline, in their order, with a title and what the
+#: labels are
+_PROBLEM_TITLES = {
+    "connect_failures": ("Connect failures", "outcome"),
+    "timeouts": ("CALLs timed out", "action"),
+    "lost_replies": ("Connection lost before the reply", "action"),
+    "call_errors": ("CALL errors and invalid replies", "action and error code"),
+    "rejections": ("Rejected idTokens", "message and status"),
+    "schema_violations": ("Schema violations", "kind"),
+    "protocol_errors": ("Protocol errors", "kind"),
+    "disconnects": ("Disconnect reasons", "reason"),
+    "dropped_messages": ("Messages given up", "action"),
+    "coordination_failures": ("Coordination failures", "operation"),
+}
+
+
+def problems_section(report: Mapping[str, Any]) -> str:
+    """Every problem counted over the run, by kind: connects, CALLs, rejections, protocol
+    errors, schema violations and disconnect reasons."""
+    counts = report["problems"]["counts"]
+    tables = []
+    for category, labels in counts.items():
+        if not labels:
+            continue
+        title, what = _PROBLEM_TITLES.get(category, (category, "label"))
+        rows = [(fmt.esc(label), fmt.count(n)) for label, n in labels.items()]
+        tables.append(f"<div><h3>{fmt.esc(title)}</h3>{fmt.table((what, 'count'), rows)}</div>")
+    validated = report["settings"].get("ocpp_validate")
+    schema_note = (
+        "CSMS replies were checked against the OCPP schemas (--ocpp-validate)"
+        if validated
+        else "CSMS replies were not checked against the OCPP schemas (add --ocpp-validate); "
+        "the CSMS's own CALLs always are"
+    )
+    body = (
+        f'<div class="grid2">{"".join(tables)}</div>'
+        if tables
+        else '<p class="note">None recorded.</p>'
+    )
+    return (
+        '<section id="problems"><h2>Problems</h2>'
+        f'<p class="note">Counted over the run. {fmt.esc(schema_note)}. The load '
+        "generator's own closes (a user stopping) are not disconnects.</p>"
+        f"{body}</section>"
+    )
