@@ -841,3 +841,30 @@ def test_numbers_for_people(value: Any, shown: str) -> None:
     from loadgen.report import format as fmt
 
     assert fmt.figure(value) == shown
+
+
+def test_settings_that_did_not_apply() -> None:
+    from loadgen.report.applied import not_applied
+
+    plain = {"fleet": "", "fleet_size": 10, "capacity_step": "x2", "slo_p95_ms": 1000.0}
+    plain |= {"blackout_at": None, "blackout_for": 5.0, "num_users": 10, "ocpp_validate": False}
+    assert not_applied(plain) == [
+        "blackout_at",
+        "blackout_for",
+        "capacity_step",
+        "fleet",
+        "slo_p95_ms",
+    ]
+    search = {**plain, "capacity_search": "chargers", "connect_rate_start": 5.0}
+    search |= {"fleet": "fleet.toml", "ocpp_profile": "idle", "session_stay": 60.0}
+    assert not_applied(search) == [
+        "blackout_at",
+        "blackout_for",
+        "connect_rate_start",
+        "fleet_size",
+        "num_users",
+        "session_stay",
+    ]
+    assert not_applied({"check_slo": True, "slo_p95_ms": 1.0, "capacity_max": 9}) == [
+        "capacity_max"
+    ]

@@ -14,9 +14,11 @@ Pure: no Locust, gevent or network. The Locust layer gathers plain mappings and 
 The inputs are plain data (``StepMeasurement.to_dict()`` and friends), so a page can be
 rebuilt from a JSON report later: ``render_html(json.load(f))``.
 
-Modules: :mod:`.model` (the JSON), :mod:`.page` (the HTML), :mod:`.charts` (SVG line
-charts), :mod:`.figures` (the report's charts), :mod:`.format` (numbers for people),
-:mod:`.files` (writing both).
+Modules: :mod:`.model` (the JSON) and :mod:`.applied` (which settings applied);
+:mod:`.page` (the HTML) with :mod:`.search` (a capacity search's sections), :mod:`.plain`
+(a plain run's) and :mod:`.sections` (both's); :mod:`.charts` (SVG line charts) and
+:mod:`.figures` (the report's charts); :mod:`.format` (numbers for people); :mod:`.files`
+(writing both).
 """
 
 from loadgen.report.charts import PALETTE, Rule, Series, svg_chart

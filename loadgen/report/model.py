@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from loadgen.report import applied
+
 if TYPE_CHECKING:
     from loadgen.capacity import CapacityConfig, CapacityResult, StepMeasurement, Verdict
 
@@ -222,8 +224,8 @@ def build_report(
     present (None when unknown), non-finite floats as None and secrets redacted.
 
     ``problems``: :meth:`loadgen.timeline.Timeline.problems` (the first problems and every
-    problem counted, by category and label). ``settings_not_applied``: the names of the
-    settings that did not apply to this run (unset, or of a feature it did not use).
+    problem counted, by category and label). ``settings_not_applied``: names of settings
+    that did not apply to this run, beyond those :func:`.applied.not_applied` finds.
 
     Idempotent (a report's own sections fed back give the same report), which is how
     :func:`~loadgen.report.render_html` accepts a report read back from JSON. Nothing here
@@ -248,6 +250,7 @@ def build_report(
         "problems": _problems(problems),
         "settings_not_applied": sorted(
             {str(name) for name in settings_not_applied or () if str(name) in settings_data}
+            | set(applied.not_applied(settings_data))
         ),
     }
 
