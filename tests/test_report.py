@@ -847,12 +847,15 @@ def test_settings_that_did_not_apply() -> None:
     from loadgen.report.applied import not_applied
 
     plain = {"fleet": "", "fleet_size": 10, "capacity_step": "x2", "slo_p95_ms": 1000.0}
-    plain |= {"blackout_at": None, "blackout_for": 5.0, "num_users": 10, "ocpp_validate": False}
+    plain |= {"blackout_at": 0.0, "blackout_for": 5.0, "num_users": 10, "ocpp_validate": False}
+    plain |= {"master": False, "expect_workers": 1}
     assert not_applied(plain) == [
         "blackout_at",
         "blackout_for",
         "capacity_step",
+        "expect_workers",
         "fleet",
+        "master",
         "slo_p95_ms",
     ]
     search = {**plain, "capacity_search": "chargers", "connect_rate_start": 5.0}
@@ -861,7 +864,9 @@ def test_settings_that_did_not_apply() -> None:
         "blackout_at",
         "blackout_for",
         "connect_rate_start",
+        "expect_workers",
         "fleet_size",
+        "master",
         "num_users",
         "session_stay",
     ]

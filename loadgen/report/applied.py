@@ -23,12 +23,15 @@ _REPLACED_BY = {
     "capacity_search": ("num_users",),  # the shape decides how many users
 }
 _SEARCH_PREFIXES = ("capacity_", "connect_rate_", "slo_")
+#: switches whose off value (0, False) means the feature was not used
+_OFF_MEANS_UNUSED = ("blackout_at", "master")
 
 
 def not_applied(settings: Mapping[str, Any]) -> list[str]:
     """The names among ``settings`` that did not apply to this run: unset (None, ""), or
     of a feature the run did not use (the capacity search's in a plain run, say)."""
     unused = {name for name, value in settings.items() if value is None or value == ""}
+    unused |= {name for name in _OFF_MEANS_UNUSED if not settings.get(name, True)}
     search = settings.get("capacity_search")
     if not search:
         unused |= {name for name in settings if name.startswith(_SEARCH_PREFIXES)}

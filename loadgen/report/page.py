@@ -28,6 +28,7 @@ h1 { font-size: 22px; margin: 8px 0 2px; } h2 { font-size: 18px; margin: 28px 0 
 .headline.ok { border-color: var(--ok); } .headline.fail { border-color: var(--fail); }
 .headline.generator { border-color: var(--sat); background: #fbf3fd; }
 .headline.warn { border-color: #ef6c00; }
+table.first td:nth-child(2) { text-align: left; }
 details summary { cursor: pointer; color: var(--muted); margin: 4px 0; }
 .answer-line { font-size: 24px; font-weight: 700; margin: 4px 0; overflow-wrap: anywhere; }
 .headline .why { margin: 4px 0; overflow-wrap: anywhere; }
@@ -65,6 +66,12 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 """
 
 
+def _workers(count: int | None) -> str:
+    if not count:
+        return ""
+    return "1 worker" if count == 1 else f"{fmt.count(count)} workers"
+
+
 def _headline(report: Mapping[str, Any]) -> str:
     """The answer first: how many chargers held, or why there is no CSMS figure; for a
     plain run, how many connected and what went wrong first."""
@@ -75,7 +82,7 @@ def _headline(report: Mapping[str, Any]) -> str:
         for fact in (
             f"OCPP {fmt.esc(run['ocpp_version'])}" if run.get("ocpp_version") else "",
             f"profile {fmt.esc(run['profile'])}" if run.get("profile") else "",
-            f"{fmt.count(run.get('workers'))} workers" if model.as_int(run.get("workers")) else "",
+            _workers(model.as_int(run.get("workers"))),
             f"ran {fmt.duration(run.get('duration_s'))}"
             if model.as_number(run.get("duration_s"))
             else "",

@@ -96,8 +96,9 @@ def first_problems_section(report: Mapping[str, Any]) -> str:
 def over_time_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> str:
     """Chargers, failures and every action's latency, window by window."""
     timeline = report["timeline"]
-    seconds = [w["seconds"] for w in timeline if w.get("seconds")]
-    window = f"windows of about {fmt.duration(min(seconds))}" if seconds else "no windows"
+    seconds = sorted(w["seconds"] for w in timeline if w.get("seconds"))
+    typical = seconds[len(seconds) // 2] if seconds else None  # the median: not the last
+    window = f"windows of about {fmt.duration(typical)}" if typical else "windows"
     actions = sorted({name for w in timeline for name in w["actions"]})
     parts = [
         '<section id="over-time"><h2>Over time</h2>',
