@@ -3,7 +3,7 @@ run over time; each a :func:`~loadgen.report.charts.svg_chart` of report data.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from loadgen.report import charts, model
@@ -113,7 +113,9 @@ def error_chart(report: Mapping[str, Any]) -> str:
     )
 
 
-def _time_axis(timeline: list[dict[str, Any]]) -> tuple[Any, str]:
+def _time_axis(
+    timeline: list[dict[str, Any]],
+) -> tuple[Callable[[Mapping[str, Any]], float | None], str]:
     """``(at, unit)``: a window's time in seconds, or in minutes past 20 minutes."""
     longest = max((model.as_number(w["t_s"]) or 0 for w in timeline), default=0)
     scale, unit = (60.0, "min") if longest > 1200 else (1.0, "s")
@@ -126,10 +128,17 @@ def _time_axis(timeline: list[dict[str, Any]]) -> tuple[Any, str]:
 
 
 def _over_time(
-    series: list[charts.Series], unit: str, y_label: str, caption: str, what: str = "", **kw: Any
+    series: list[charts.Series],
+    unit: str,
+    y_label: str,
+    caption: str,
+    y_unit: str = "",
+    **kw: Any,
 ) -> str:
+    """A chart against the time since the start; ``kw`` goes to :func:`charts.svg_chart`."""
+
     def describe(x: float, y: float, one: charts.Series) -> str:
-        return f"{one.label}: {fmt.figure(y, 4)}{what} at {fmt.figure(x, 4)} {unit}"
+        return f"{one.label}: {fmt.figure(y, 4)}{y_unit} at {fmt.figure(x, 4)} {unit}"
 
     return charts.svg_chart(
         series=series,
