@@ -50,6 +50,22 @@ def test_boot_identity_and_first_status(version: Version) -> None:
     assert status["connectorStatus"] == "Available" and status["evseId"] == 1
 
 
+def test_16_boot_reports_connector_0_then_each_connector() -> None:
+    """A 1.6 charger reports connector 0 (the charge point itself) after every boot, first,
+    as Unavailable once every connector was made inoperative."""
+    station, csms, _ = make(OCPP16)
+    boot(station, csms)
+    statuses = [(p["connectorId"], p["status"]) for p in csms.of("StatusNotification")]
+    connectors = range(1, CHARGER.evse_count + 1)
+    assert statuses == [(0, "Available")] + [(c, "Available") for c in connectors]
+    station.handle_csms_call("ChangeAvailability", {"connectorId": 0, "type": "Inoperative"})
+    station.on_disconnected()
+    csms.received.clear()
+    boot(station, csms)
+    statuses = [(p["connectorId"], p["status"]) for p in csms.of("StatusNotification")]
+    assert statuses == [(0, "Unavailable")] + [(c, "Unavailable") for c in connectors]
+
+
 @pytest.mark.parametrize("version", V2)
 def test_2_x_boot_reports_no_connector_0(version: Version) -> None:
     station, csms, _ = make(version)
