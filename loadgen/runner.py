@@ -327,7 +327,7 @@ class StationRunner:
         version, station = link.version, self.station
         if version is station.version:
             return
-        if self.connects and (version is OCPP16) != station.is16:
+        if self.connects and (version is OCPP16) != (station.version is OCPP16):
             link.close()
             raise ConnectFailed(
                 f"the CSMS chose {version.subprotocol} after {station.version.subprotocol}: "
