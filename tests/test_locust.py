@@ -561,6 +561,50 @@ def test_a_master_and_two_workers_share_ids_through_redis(
             coordination.delete_run(raw_redis, run_id)
 
 
+def run_id_driver(tmp_path: Path, case: str) -> dict[str, Any]:
+    """tests/locust_run_id_driver.py's answer for ``case`` (a master and a worker runner)."""
+    log_path = tmp_path / f"run_id_driver_{case}.log"
+    command = [sys.executable, "-m", "tests.locust_run_id_driver", case, str(free_port())]
+    command += ["--host", "ws://127.0.0.1:9/"]  # no user starts: nothing connects
+    command += ["--fleet-size", "10", "--redis-url", REDIS_URL, "--prometheus-port", "0"]
+    with log_path.open("wb") as log:
+        done = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=ROOT,
+            text=True,
+            timeout=60,
+        )
+    lines = [line[3:] for line in done.stdout.splitlines() if line.startswith("@@ ")]
+    assert done.returncode == 0 and lines, log_path.read_text(errors="replace")[-4000:]
+    return json.loads(lines[0])
+
+
+def test_a_worker_keeps_the_masters_messages_that_come_before_it_can_handle_them(
+    tmp_path: Path,
+) -> None:
+    got = run_id_driver(tmp_path, "early")
+    assert got["kept"] == [["run", "run-1"], ["retry", 3]]
+    assert got["later"] == [["run", "run-2"]]
+
+
+def test_a_worker_that_missed_the_run_id_before_its_setup_asks_the_master_for_it(
+    tmp_path: Path, raw_redis: redis.Redis
+) -> None:
+    """Locust handles the master's messages from the moment a worker is acknowledged, before
+    it fires ``init``: on a loaded machine the run id (sent when the last worker is ready)
+    can come then, and Locust drops a message nobody listens to. That worker's users would
+    wait for it in vain; once set up, it asks the master instead."""
+    got = run_id_driver(tmp_path, "before-init")
+    try:
+        assert got["worker_run"] == got["master_run"]
+    finally:
+        coordination.delete_run(raw_redis, got["master_run"])
+    log = (tmp_path / "run_id_driver_before-init.log").read_text()
+    assert "Unknown message type received: ocpp_run_id" in log, "the race was replayed"
+
+
 def test_processes_with_a_redis_url_run_clean(
     tmp_path: Path, stub: StubProcess, raw_redis: redis.Redis
 ) -> None:

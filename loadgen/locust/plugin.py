@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 quiet = RateLimitedLog(log)
 
 RUN_MESSAGE = "ocpp_run_id"
+#: worker -> master: this worker has no run id (it came before Locust fired ``init``)
+RUN_REQUEST = "ocpp_run_id_request"
 #: master -> workers: a capacity step began; chargers in reconnect back-off retry now
 RETRY_MESSAGE = "ocpp_retry_now"
 #: master -> workers: --blackout-at came; every charger drops its connection for N s
@@ -334,6 +336,10 @@ def setup(environment: Environment, options: Any) -> RunContext:
     if early is not None:
         early.deliver(RUN_MESSAGE, context.use_run)
         early.deliver(RETRY_MESSAGE, lambda _: context.retry_now())
+        if context.coordinator is None:
+            # Locust handles the master's messages from the moment it is acknowledged, not
+            # from ``init``: a run id that came before then was dropped. Ask again.
+            runner.send_message(RUN_REQUEST)
     elif isinstance(runner, MasterRunner):
 
         @environment.events.test_start.add_listener
@@ -341,6 +347,12 @@ def setup(environment: Environment, options: Any) -> RunContext:
             run_id = coordination.new_run_id()
             context.use_run(run_id)  # the master counts too (reports, reconciliation)
             runner.send_message(RUN_MESSAGE, run_id)
+
+        def _answer(msg: Any, **_: Any) -> None:
+            if context.coordinator is not None:  # else test_start sends it to every worker
+                runner.send_message(RUN_MESSAGE, context.coordinator.run_id, msg.node_id)
+
+        runner.register_message(RUN_REQUEST, _answer)
     else:
         context.use_run(coordination.new_run_id())
     if settings.redis_url and not isinstance(runner, WorkerRunner):
