@@ -514,7 +514,11 @@ def test_a_master_and_two_workers_share_ids_through_redis(
         tmp_path / "master.log",
         *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
         *("--expect-workers", "2", "--users", str(users), "--spawn-rate", "100"),
-        *("--run-time", "8s", "--only-summary", *common),
+        # The run time counts from when both workers say ready, which Locust has them do
+        # before their plugin is set up: on a loaded machine that took 3-4 s of it, then
+        # connecting, then up to a report interval (3 s) until the master's view shows all
+        # 200. 8 s was too short for the scrape below to see them.
+        *("--run-time", "20s", "--only-summary", *common),
         *("--prometheus-port", str(metrics_port)),  # after FAST's 0: the last one wins
     )
     run_id = None
