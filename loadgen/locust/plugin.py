@@ -58,6 +58,14 @@ RETRY_MESSAGE = "ocpp_retry_now"
 #: master -> workers: --blackout-at came; every charger drops its connection for N s
 BLACKOUT_MESSAGE = "ocpp_blackout"
 
+# The label vocabularies (the ocpp package's enums: ~0.5 s of imports, seconds on a loaded
+# machine), loaded with this module: lazily, they stalled the hub ~200 ms at the first
+# request; in ``init``, a worker the master had acknowledged sent no heartbeat meanwhile,
+# and the master counted it missing and stopped the test. Locust imports the locustfile
+# before a worker connects (and before ``--processes`` forks).
+known_actions()
+known_statuses()
+
 
 class OcppRequestFailure(Exception):
     """What Locust's statistics show for a failed CALL: outcome and error code only, so
@@ -417,10 +425,6 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
     master serves the merge, so one scrape target covers every worker."""
     worker = "master" if isinstance(runner, MasterRunner) else context.worker_id
     metrics = Metrics(worker=worker)
-    # Load the label vocabularies (the ocpp package's enums) now, not in the middle of the
-    # ramp: done lazily it stalled the hub ~200 ms at the first request.
-    known_actions()
-    known_statuses()
     context.metrics = metrics
     context.metrics_observer = MetricsObserver(metrics, context.settings.fleet.sites)
     LagProbe(metrics).start()
