@@ -464,9 +464,10 @@ def test_the_locust_command_reconciles_the_run_with_the_csms(
 # -- 4. distributed on this machine through the real Redis -----------------------------------
 
 
-def scrape_until(url: str, connected: int, timeout: float) -> dict[str, Any]:
-    """Scrape ``url`` until ocpp_loadgen_chargers_connected reaches ``connected``; returns
-    a few figures: gauges by name, BootNotification results, lag counts by worker."""
+def scrape_until(url: str, chargers: int, timeout: float) -> dict[str, Any]:
+    """Scrape ``url`` until ``chargers`` are connected and have booted (a charger counts as
+    connected before its BootNotification's answer: one scrape can catch it between);
+    returns a few figures: gauges by name, BootNotification results, lag counts by worker."""
     from prometheus_client.parser import text_string_to_metric_families
 
     deadline = time.monotonic() + timeout
@@ -491,10 +492,14 @@ def scrape_until(url: str, connected: int, timeout: float) -> dict[str, Any]:
                     figures["ocpp_loadgen_boots"] = sample.value
                 elif sample.name == "ocpp_loadgen_schedule_lag_seconds_count":
                     figures[sample.name][sample.labels["worker"]] = sample.value
-        if figures.get("ocpp_loadgen_chargers_connected") == connected:
+        if (
+            figures.get("ocpp_loadgen_chargers_connected")
+            == chargers
+            == figures.get("ocpp_loadgen_boots")
+        ):
             return figures
         time.sleep(0.2)
-    raise AssertionError(f"{url} never showed {connected} chargers connected: {figures}")
+    raise AssertionError(f"{url} never showed {chargers} chargers connected and booted: {figures}")
 
 
 def test_a_master_and_two_workers_share_ids_through_redis(
@@ -514,10 +519,10 @@ def test_a_master_and_two_workers_share_ids_through_redis(
         tmp_path / "master.log",
         *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
         *("--expect-workers", "2", "--users", str(users), "--spawn-rate", "100"),
-        # The run time counts from when both workers say ready, which Locust has them do
-        # before their plugin is set up: on a loaded machine that took 3-4 s of it, then
-        # connecting, then up to a report interval (3 s) until the master's view shows all
-        # 200. 8 s was too short for the scrape below to see them.
+        # Long enough for the scrape below on a loaded machine: the run time counts from
+        # when both workers say ready (before their plugin is set up), then 200 chargers
+        # connect and boot, and the master's view follows each worker's report (every 3 s).
+        # 8 s was not: it saw 194 of 200 connected before the run ended.
         *("--run-time", "20s", "--only-summary", *common),
         *("--prometheus-port", str(metrics_port)),  # after FAST's 0: the last one wins
     )
