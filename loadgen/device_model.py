@@ -193,7 +193,7 @@ MEASURANDS = "Energy.Active.Import.Register,Power.Active.Import,SoC"
 
 def build(station: Station) -> DeviceModel:
     """The device model of ``station``: its own settings (:meth:`Station.variables`, written
-    through :meth:`Station._set_variable`) and the components a charger reports."""
+    through :meth:`Station.set_variable`) and the components a charger reports."""
     variables: list[Variable] = []
     for component, name in station.variables():
         declared = dict(_DECLARED.get((component, name), {}))
@@ -208,7 +208,7 @@ def build(station: Station) -> DeviceModel:
             return station.variables()[key]
 
         def write(value: str, key: tuple[str, str] = (component, name)) -> str:
-            return station._set_variable(*key, value)
+            return station.set_variable(*key, value)
 
         variables.append(Variable(component, name, read, None if read_only else write, **declared))
     charger = station.charger

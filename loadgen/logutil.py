@@ -7,6 +7,9 @@ failure of a kind at once, counts the rest, and says how many there were once pe
 ``lease failed 1,395 times in the last 10 s: Redis at 127.0.0.1:6379 unavailable``.
 Pure: the clock is injected, nothing runs in the background; :meth:`flush` says what is
 still counted (call it at the end of a run).
+
+:class:`Progress` is the same idea for a long phase that is not failing, only slow: what it
+waits for ("waiting for 42 of 150 to boot"), at most once per interval.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RateLimitedLog", "flush_all"]
+__all__ = ["Progress", "RateLimitedLog", "flush_all"]
 
 #: seconds between two lines of one kind
 DEFAULT_INTERVAL = 10.0
@@ -105,3 +108,41 @@ _instances: weakref.WeakSet[RateLimitedLog] = weakref.WeakSet()
 def flush_all() -> int:
     """:meth:`RateLimitedLog.flush` every limiter of the process (at the end of a run)."""
     return sum(limiter.flush() for limiter in list(_instances))
+
+
+class Progress:
+    """What a long phase is doing, said at most once per ``interval`` seconds.
+
+    A phase ticks about once a second; a line per tick floods the console, none leaves the
+    person running the test wondering whether anything happens. :meth:`restart` when a
+    phase begins: its first line comes one ``interval`` later (the phase's own start is
+    said once by its caller), then one per ``interval`` while it lasts.
+    """
+
+    __slots__ = ("_last", "clock", "interval", "level", "logger")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        level: int = logging.INFO,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.level = level
+        self._last = clock()
+
+    def restart(self) -> None:
+        """A new phase begins now."""
+        self._last = self.clock()
+
+    def say(self, message: str, *args: object) -> bool:
+        """Log ``message % args`` if the last line is ``interval`` old; True if it did."""
+        now = self.clock()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        self.logger.log(self.level, message, *args)
+        return True

@@ -9,6 +9,11 @@ time (``tick``) and reconnects after any drop with OCPP 2.0.1's back-off
 link answers the CSMS's CALLs through :meth:`StationRunner.on_call`, from a greenlet it
 spawns only while there are some.
 Greenlets switch only on I/O, and the station never does I/O, so no locks are needed.
+
+Its life is a :class:`RunnerState` moved by :class:`RunnerEvent` along :data:`TRANSITIONS`
+(listed there: connecting, open, backing off, rebooting; interrupted when a killed
+:meth:`~StationRunner.run` left its connection for :meth:`~StationRunner.stop`; stopping or
+abandoning, then stopped; failed when it gave up).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import gevent
@@ -35,9 +41,10 @@ from loadgen.link import (
 )
 from loadgen.physics import ScaledClock
 from loadgen.protocols import OCPP16
+from loadgen.states import Machine
 from loadgen.station import Station
 
-__all__ = ["Backoff", "RetryBackOff", "StationRunner"]
+__all__ = ["TRANSITIONS", "Backoff", "RetryBackOff", "RunnerEvent", "RunnerState", "StationRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,87 @@ def reboot_delay(seconds: float, rng: random.Random | None = None) -> float:
     return max(0.0, seconds + (rng or random).uniform(-spread, spread))
 
 
+class RunnerState(Enum):
+    """Where a :class:`StationRunner` is in its life (``runner.state``)."""
+
+    NEW = "new"  # made; neither start() nor run() yet
+    CONNECTING = "connecting"  # opening a link (or about to)
+    OPEN = "open"  # serving the station on an open link
+    BACKING_OFF = "backing off"  # waiting out the reconnect back-off (retry_now cuts it)
+    REBOOTING = "rebooting"  # away for the reboot a Reset asked for (nothing cuts it)
+    INTERRUPTED = "interrupted"  # run()'s greenlet killed: its link stays for stop()
+    STOPPING = "stopping"  # stop(): ends transactions, flushes the queue, then closes
+    ABANDONING = "abandoning"  # stop(timeout=0): closes at once, flushes nothing
+    STOPPED = "stopped"
+    FAILED = "failed"  # gave up connecting (``failed`` says why)
+
+
+class RunnerEvent(Enum):
+    """What moves a :class:`RunnerState`."""
+
+    START = "start"  # start() or run()
+    CONNECTED = "connected"
+    CONNECT_FAILED = "connect failed"  # and it will try again after the back-off
+    GIVE_UP = "give up"  # connect tries exhausted, or a connect failed while stopping
+    LINK_LOST = "link lost"  # the connection ended (dropped, closed, blackout)
+    RESET = "reset"  # the connection ended for a reboot the CSMS asked for
+    WAITED = "waited"  # the back-off or reboot is over
+    RETRY = "retry"  # retry_now()
+    INTERRUPT = "interrupt"  # run()'s greenlet killed before stop()
+    KILLED = "killed"  # start()'s greenlet killed before its loop ended
+    STOP = "stop"
+    ABANDON = "abandon"
+    DONE = "done"  # the loop ended: the queue flushed, or abandoned
+
+
+_S, _E = RunnerState, RunnerEvent
+#: while the loop runs, stop() and a kill can come at any time
+_ENDINGS = {
+    _E.STOP: _S.STOPPING,
+    _E.ABANDON: _S.ABANDONING,
+    _E.INTERRUPT: _S.INTERRUPTED,
+    _E.KILLED: _S.STOPPED,
+}
+#: once stopping, the connection still comes and goes (a flush may need a connect) but the
+#: runner stays on its way out
+_STAY = (_E.CONNECTED, _E.LINK_LOST, _E.RESET, _E.WAITED, _E.STOP)
+
+#: which event moves which state where; anything else raises TransitionError
+TRANSITIONS: dict[RunnerState, dict[RunnerEvent, RunnerState]] = {
+    _S.NEW: {_E.START: _S.CONNECTING, _E.STOP: _S.STOPPED, _E.ABANDON: _S.STOPPED},
+    _S.CONNECTING: {
+        _E.CONNECTED: _S.OPEN,
+        _E.CONNECT_FAILED: _S.BACKING_OFF,
+        _E.GIVE_UP: _S.FAILED,
+        **_ENDINGS,
+    },
+    _S.OPEN: {_E.LINK_LOST: _S.BACKING_OFF, _E.RESET: _S.REBOOTING, **_ENDINGS},
+    _S.BACKING_OFF: {_E.WAITED: _S.CONNECTING, _E.RETRY: _S.CONNECTING, **_ENDINGS},
+    _S.REBOOTING: {_E.WAITED: _S.CONNECTING, **_ENDINGS},
+    # stop() resumes the loop on the link the kill left open (or abandons it)
+    _S.INTERRUPTED: {_E.STOP: _S.STOPPING, _E.ABANDON: _S.ABANDONING},
+    _S.STOPPING: {
+        **dict.fromkeys(_STAY, _S.STOPPING),
+        _E.ABANDON: _S.ABANDONING,
+        _E.GIVE_UP: _S.FAILED,
+        _E.DONE: _S.STOPPED,
+        _E.KILLED: _S.STOPPED,
+    },
+    _S.ABANDONING: {
+        **dict.fromkeys((*_STAY, _E.ABANDON), _S.ABANDONING),
+        _E.GIVE_UP: _S.FAILED,
+        _E.DONE: _S.STOPPED,
+        _E.KILLED: _S.STOPPED,
+    },
+    # stop() again is a no-op
+    _S.STOPPED: {_E.STOP: _S.STOPPED, _E.ABANDON: _S.STOPPED},
+    _S.FAILED: {_E.STOP: _S.FAILED, _E.ABANDON: _S.FAILED},
+}
+#: the loop is running (in start()'s greenlet or run()'s caller)
+_LOOPING = frozenset({_S.CONNECTING, _S.OPEN, _S.BACKING_OFF, _S.REBOOTING})
+_ENDING = frozenset({_S.STOPPING, _S.ABANDONING})
+
+
 class StationRunner:
     """One station's life on gevent. ``start()``; ``stop()`` ends it cleanly."""
 
@@ -99,18 +187,20 @@ class StationRunner:
         self.link: Link | None = None
         self.failed: str | None = None  # why the runner gave up, if it did
         self.connects = 0
+        self.lifecycle: Machine[RunnerState, RunnerEvent] = Machine(
+            station.charger.id, TRANSITIONS, RunnerState.NEW
+        )
         self._wake = gevent.event.Event()
-        self._retry = False
-        self._stopping = False
+        #: start()'s greenlet; None when the loop runs in run()'s caller
         self._greenlet: gevent.Greenlet | None = None
+        #: the greenlet the loop runs in now, if it runs (its end says DONE, not stop())
+        self._loop_owner: Any = None
         #: real (monotonic) time until which a blackout keeps the station off the CSMS
         self._blackout_until = 0.0
-        #: the loop runs in the caller's greenlet (run()), not one of its own (start())
-        self._inline = False
-        #: run() was killed before stop(): stop() resumes the loop (on the open link)
-        self._interrupted = False
-        #: stop(timeout=0): drop everything at once, flush nothing
-        self._abandon = False
+
+    @property
+    def state(self) -> RunnerState:
+        return self.lifecycle.state
 
     # -- the link's CallHandler ----------------------------------------------------------
 
@@ -127,8 +217,17 @@ class StationRunner:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> gevent.Greenlet:
-        self._greenlet = gevent.spawn(self._run)
+        self.lifecycle.fire(RunnerEvent.START)
+        self._greenlet = gevent.spawn(self._own_loop)
         return self._greenlet
+
+    def _own_loop(self) -> None:
+        self._loop_owner = gevent.getcurrent()
+        try:
+            self._run()
+        finally:
+            self._loop_owner = None
+            self._loop_ended(interrupted=False)
 
     def run(self) -> None:
         """Run the station in the calling greenlet instead of :meth:`start`'s own, until
@@ -138,13 +237,25 @@ class StationRunner:
         cut short is sent again like a timed-out one: :meth:`stop`, from the same greenlet
         (``on_stop``), then resumes the loop to end transactions and flush the queue.
         """
-        self._inline = True
+        self.lifecycle.fire(RunnerEvent.START)
+        self._loop_owner = gevent.getcurrent()
         try:
             self._run()
         except BaseException:
-            if not self._stopping:
-                self._interrupted = True
+            self._loop_owner = None
+            self._loop_ended(interrupted=True)
             raise
+        self._loop_owner = None
+        self._loop_ended(interrupted=False)
+
+    def _loop_ended(self, interrupted: bool) -> None:
+        """The loop returned (flushed, abandoned, gave up) or was killed: which state now."""
+        state = self.state
+        if state in _ENDING:
+            self.lifecycle.fire(RunnerEvent.DONE if not interrupted else RunnerEvent.KILLED)
+        elif state in _LOOPING:  # killed before stop()
+            event = RunnerEvent.INTERRUPT if interrupted else RunnerEvent.KILLED
+            self.lifecycle.fire(event)
 
     def wake(self) -> None:
         """Call after driving the station from outside (a profile starting a session)."""
@@ -158,9 +269,9 @@ class StationRunner:
     def retry_now(self) -> None:
         """Cut a reconnect back-off short: a capacity step wants every one of its chargers
         trying, not waiting out the back-off a failed step above put them in."""
-        if self._in_blackout():
-            return
-        self._retry = True
+        if self._in_blackout() or self.state is not RunnerState.BACKING_OFF:
+            return  # nothing to cut short (a reboot is not cut short either)
+        self.lifecycle.fire(RunnerEvent.RETRY)
         self._wake.set()
 
     def blackout(self, seconds: float) -> None:
@@ -175,25 +286,36 @@ class StationRunner:
         return self._blackout_until > self._real_now()
 
     def stop(self, timeout: float = 10.0, end_transactions: bool = True) -> None:
-        """End running transactions, send what is queued (within ``timeout``), close."""
+        """End running transactions, send what is queued (within ``timeout``), close.
+
+        ``timeout`` 0 or less abandons: close at once, flush nothing. Stopping a stopped
+        (or failed) runner does nothing more.
+        """
         if end_transactions:
             for evse in self.station.evses.values():
                 # also a session waiting for Authorize: it must not start while we flush
                 if evse.transaction is not None or evse.authorizing is not None:
                     self.station.stop_session(evse.id, "Local")
-        self._stopping = True
-        self._abandon = timeout <= 0
+        before = self.state
+        abandon = timeout <= 0
+        self.lifecycle.fire(RunnerEvent.ABANDON if abandon else RunnerEvent.STOP)
         self._wake.set()
         if self._greenlet is not None:
             self._greenlet.join(timeout)
             if not self._greenlet.dead:
                 self._greenlet.kill(block=True, timeout=1)
-        elif self._interrupted and not self._abandon:
+        elif before is RunnerState.INTERRUPTED and not abandon:
+            # run() was killed (Locust stopping its user) and this is its on_stop, in the
+            # same greenlet: go on where it left off, on the connection it left open
             with gevent.Timeout(timeout, False):
-                self._run()
-            self._interrupted = False
+                self._run(resume=True)
         if self.link is not None:
             self.link.close(1000, "station stopped")
+        if self.state in _ENDING and self._loop_owner is None:
+            # no loop left to say it ended (start()'s greenlet is over, or killed before it
+            # ran; run() was interrupted): this call ends it. A loop still running in
+            # another greenlet (run() while a lost lease abandons it) ends it there.
+            self.lifecycle.fire(RunnerEvent.DONE)
 
     def _adopt_version(self, link: Link) -> None:
         """Speak the version the CSMS chose of the link's offer (``--ocpp-version 2.1,2.0.1``).
@@ -205,7 +327,7 @@ class StationRunner:
         version, station = link.version, self.station
         if version is station.version:
             return
-        if self.connects and (version is OCPP16) != station.is16:
+        if self.connects and (version is OCPP16) != (station.version is OCPP16):
             link.close()
             raise ConnectFailed(
                 f"the CSMS chose {version.subprotocol} after {station.version.subprotocol}: "
@@ -221,14 +343,22 @@ class StationRunner:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _flushed(self) -> bool:
+        """Stopping and nothing left to send, or abandoning: the loop is over."""
+        state = self.state
+        return state is RunnerState.ABANDONING or (
+            state is RunnerState.STOPPING and not self.station.queue_depth
+        )
+
+    def _run(self, resume: bool = False) -> None:
         attempt = 0  # waits so far in this outage
         first = 0.0  # the outage's first wait, drawn once (OCPP doubles it)
         while True:
-            if self._stopping and (self._abandon or not self.station.queue_depth):
+            if self._flushed():
                 return
-            if self._interrupted and self.link is not None and self.link.connected:
-                link = self.link  # resume where a kill left run()
+            if resume and self.link is not None and self.link.connected:
+                link = self.link  # go on where a kill left run()
+                resume = False
             else:
                 try:
                     if self._in_blackout():  # the CSMS is "down": no socket at all
@@ -245,60 +375,65 @@ class StationRunner:
                 except ConnectFailed as exc:
                     attempt += 1
                     backoff = self.backoff
-                    if self._stopping or (
+                    if self.state in _ENDING or (
                         backoff.max_tries is not None
                         and attempt >= backoff.max_tries
                         and not self._in_blackout()
                     ):
                         self.failed = str(exc)
+                        self.lifecycle.fire(RunnerEvent.GIVE_UP)
                         self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
                         return
                     if attempt == 1:
                         first = backoff.first_wait()
                     delay = backoff.wait(attempt, first)
+                    self.lifecycle.fire(RunnerEvent.CONNECT_FAILED)
                     self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
-                    self._idle_until(self._real_now() + delay)
+                    self._idle_until(self._real_now() + delay, RunnerState.BACKING_OFF)
                     continue
                 attempt = 0
                 self.connects += 1
                 self.link = link
                 self.station.on_connected()
+                self.lifecycle.fire(RunnerEvent.CONNECTED)
                 self._emit("connected", {"count": self.connects})
-            self._interrupted = False
             try:
                 self._serve(link)
             except BaseException:
-                if self._inline and not self._stopping and link.connected:
-                    raise  # killed: stop() resumes on this connection
+                if self._greenlet is None and self.state in _LOOPING and link.connected:
+                    raise  # run() killed: stop() resumes on this connection
                 self._end_connection(link)
                 raise
             self._end_connection(link)
             if self.station.reset_requested:
                 # A real charger is away for seconds while it reboots; one that came back
                 # within milliseconds met the CSMS still holding its old connection.
+                self.lifecycle.fire(RunnerEvent.RESET)
                 delay = reboot_delay(self.station.config.reboot_delay)
                 self._emit("rebooting", {"reason": self.station.reset_requested, "delay": delay})
-                self._idle_until(self._real_now() + delay, interruptible=False)
+                self._idle_until(self._real_now() + delay, RunnerState.REBOOTING)
                 self.station.reset_requested = None
                 continue  # then it connects at once, no back-off
-            if not self._stopping:
+            self.lifecycle.fire(RunnerEvent.LINK_LOST)
+            if self.state is RunnerState.BACKING_OFF:  # not when stopping
                 attempt = 1
                 first = self.backoff.first_wait()
                 delay = self.backoff.wait(attempt, first)
                 reason = "blackout" if self._in_blackout() else "connection lost"
                 self._emit("retry", {"attempt": attempt, "delay": delay, "reason": reason})
-                self._idle_until(self._real_now() + delay)
+                self._idle_until(self._real_now() + delay, RunnerState.BACKING_OFF)
 
     def _end_connection(self, link: Link) -> None:
+        stopping = self.state in _ENDING
         if self.station.accepted:  # a booted station lost the CSMS (recovery counts these)
-            self._emit("booted_lost", {"stopping": self._stopping})
+            self._emit("booted_lost", {"stopping": stopping})
         self.station.on_disconnected()
         if link.connected:
-            link.close(1000, "station stopped" if self._stopping else "reconnecting")
+            link.close(1000, "station stopped" if stopping else "reconnecting")
 
     def _serve(self, link: Link) -> None:
         station = self.station
-        while link.connected and not self._abandon:
+        while link.connected and self.state is not RunnerState.ABANDONING:
             if self._in_blackout():
                 return
             station.tick()
@@ -324,9 +459,7 @@ class StationRunner:
                 else:
                     self._deliver(call, reply)
                 continue
-            if station.reset_requested:
-                return
-            if self._stopping and (self._abandon or not station.queue_depth):
+            if station.reset_requested or self._flushed():
                 return
             self._wait_for_deadline()
 
@@ -354,15 +487,14 @@ class StationRunner:
         self._wake.wait(timeout)
         self._wake.clear()
 
-    def _idle_until(self, real_deadline: float, interruptible: bool = True) -> None:
-        """Wait while disconnected, still ticking the station (meter values go on, into
-        the offline queue). ``retry_now()`` cuts it short unless not ``interruptible``
-        (a reboot takes its time)."""
-        self._retry = False
-        while not self._stopping:
+    def _idle_until(self, real_deadline: float, waiting: RunnerState) -> None:
+        """Wait while disconnected (in state ``waiting``), still ticking the station (meter
+        values go on, into the offline queue). Over when the state changes (``retry_now()``
+        while backing off; a stop) or at the deadline (WAITED)."""
+        while self.state is waiting:
             remaining = real_deadline - self._real_now()
-            if remaining <= 0 or (self._retry and interruptible):
-                self._retry = False
+            if remaining <= 0:
+                self.lifecycle.fire(RunnerEvent.WAITED)
                 return
             deadline = self.station.next_deadline()
             timeout = remaining

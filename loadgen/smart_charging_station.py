@@ -91,41 +91,35 @@ def _composite_periods(
 
 
 def remote_start_profile(
-    station: Station, request: dict[str, Any]
+    station: Station,
+    request: dict[str, Any],
+    parse: Callable[[dict[str, Any], int], ChargingProfile],
+    with_info: bool,
 ) -> ChargingProfile | dict[str, Any] | None:
     """Read the chargingProfile of a RequestStartTransaction (RemoteStartTransaction)
-    before the transaction starts: a profile to install once it has, None if there is
-    none, or the Rejected answer to the remote start (only a TxProfile may come with it)."""
+    with the version's ``parse`` before the transaction starts: a profile to install once
+    it has, None if there is none, or the Rejected answer to the remote start (only a
+    TxProfile may come with it; ``with_info``: with the statusInfo saying why, 2.0.1)."""
     raw = request.get("chargingProfile")
     if raw is None:
         return None
     try:
-        if station.is16:
-            profile = v16.charging_profile_from(raw, 0)
-        else:
-            profile = station.messages.charging_profile_from(raw, 0)
+        profile = parse(raw, 0)
         if profile.purpose != TX:
             raise ProfileRejected("InvalidProfile", "a remote start takes a TxProfile")
         if profile.transaction_id is not None:
             raise ProfileRejected("InvalidProfile", "the transaction has no id yet")
         check(profile)
     except ProfileRejected as exc:
-        return _rejected(exc, with_info=not station.is16)
+        return _rejected(exc, with_info=with_info)
     return profile
 
 
 def adopt_remote_start_profile(
-    station: Station, profile: ChargingProfile, request: dict[str, Any]
+    station: Station, profile: ChargingProfile, transaction: Transaction
 ) -> None:
-    """Bind a remote start's TxProfile to the transaction the start began: 2.0.1's by its
-    remoteStartId, 1.6's by its idTag (the latest)."""
-    if station.is16:
-        mine = [t for t in station.transactions if t.token == request["idTag"]]
-    else:
-        mine = [t for t in station.transactions if t.remote_start_id == request["remoteStartId"]]
-    if not mine:
-        return  # the transaction did not start (yet): nothing to limit
-    profile.evse_id = max(mine, key=lambda t: t.started_at).evse_id
+    """Bind a remote start's TxProfile to the transaction the start began."""
+    profile.evse_id = transaction.evse_id
     # checked before the start; nothing else can make it fail on a new transaction
     with contextlib.suppress(ProfileRejected):
         _install(station, profile)

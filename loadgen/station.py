@@ -24,9 +24,10 @@ Transaction messages survive disconnects: they are queued (2.0.1 with ``offline=
 replayed in order after the next accepted boot, and retried after a timeout or a drop (the
 CSMS recognises a repeat by its seqNo). Everything else is dropped when the link drops.
 
-A 2.1 station does all of 2.0.1's with the 2.1 builders (``self.messages``), and prices its
-transactions with the CSMS's tariff (costDetails) and ends them at the CSMS's
-transactionLimit; its answers to the 2.1-only actions are in :mod:`loadgen.station_v21`.
+What differs between the OCPP versions (the messages of a boot, a status, an Authorize and a
+transaction, the connector statuses, 2.1's running cost and limits) and the CSMS calls each
+version answers are in that version's module of :mod:`loadgen.stations`
+(``self.rules``); this core has no version of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-import math
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -48,21 +48,19 @@ from loadgen import (
     protocols,
     seqnos,
     smart_charging_station,
-    station_v21,
+    stations,
 )
 from loadgen.fleet import Charger
 from loadgen.ocppj import CallErrorReply, ErrorCode
 from loadgen.physics import EV, ChargingPhysics, Clock, EnergyRegister
-from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, v16
+from loadgen.protocols import Version
 from loadgen.smart_charging import SmartCharging
+from loadgen.stations.base import ACCEPTED, verdict
+from loadgen.stations.base import NO_TRANSACTION_ID as NO_TRANSACTION_ID
 from loadgen.tariffs import Tariff, Tariffs
 
 #: what a station answers when the CSMS asks for something it does not do
 NOT_IMPLEMENTED = ErrorCode.NOT_IMPLEMENTED
-#: the only authorization status that lets a transaction start or go on
-ACCEPTED = "Accepted"
-#: why a 1.6 transaction the CSMS accepted without assigning an id (0 or less) ended
-NO_TRANSACTION_ID = "no transactionId"
 
 
 @dataclass
@@ -236,12 +234,13 @@ class Station:
 
     def use_version(self, version: Version) -> None:
         """Speak ``version`` from now on (the one the CSMS chose of the station's offer): its
-        builders (:func:`loadgen.protocols.module_for`) and its few rules."""
+        builders (:func:`loadgen.protocols.module_for`) and its rules
+        (:func:`loadgen.stations.rules_for`)."""
         self.version = version
-        self.is16 = version is OCPP16
-        self.is21 = version is OCPP21
         #: the version's message builders
         self.messages = protocols.module_for(version)
+        #: what the version does differently, and the CSMS calls it answers
+        self.rules = stations.rules_for(version)
         if getattr(self, "_device_model", None) is not None:
             self._device_model = None  # rebuilt in the new version's terms on first use
 
@@ -257,6 +256,11 @@ class Station:
         """2.1: the default tariffs the CSMS set (SetDefaultTariff)."""
         if self._tariffs is None:
             self._tariffs = Tariffs()
+        return self._tariffs
+
+    @property
+    def default_tariffs(self) -> Tariffs | None:
+        """2.1: the default tariffs, None while the CSMS set none (none made to find out)."""
         return self._tariffs
 
     @property
@@ -301,6 +305,11 @@ class Station:
         self._queue = deque(call for call in self._queue if call.action != "Heartbeat")
 
     @property
+    def offline(self) -> bool:
+        """What a transaction message queued now says: the CSMS cannot hear it yet."""
+        return not (self.online and self.accepted)
+
+    @property
     def settled(self) -> bool:
         """Nothing queued and nothing on the wire: the CSMS has acknowledged everything."""
         return not self._queue and self._in_flight is None
@@ -325,23 +334,29 @@ class Station:
         while self._queue:
             call = self._queue[0]
             if call.offline and call.attempts == 0:
+                # The offline queue is replayed at a set rate, not at once: thousands of
+                # stations reconnecting together would otherwise flood the CSMS. A retry
+                # (attempts > 0) is not paced again: it had its turn.
                 if now < self._next_replay:
-                    return None
+                    return None  # in order: nothing overtakes the head of the queue
                 self._next_replay = now + 1.0 / self.config.offline_replay_rate
             self._queue.popleft()
             sent = self._send(call)
             if sent is not None:
                 return sent
+            # built to nothing (a 1.6 message whose transaction never got an id): next
         return None
 
     def _send(self, call: OutgoingCall) -> OutgoingCall | None:
         if call.payload is None:
+            # Built once, at the first send: a retry resends the very same payload (same
+            # seqNo, same timestamps), which is how the CSMS recognises a repeat.
             call.payload = call.build()
             if call.payload is None:
                 return None
         call.attempts += 1
         self._in_flight = call
-        self._emit("sent", {"action": call.action, "payload": call.payload})
+        self.emit("sent", {"action": call.action, "payload": call.payload})
         return call
 
     def on_call_result(self, call: OutgoingCall, payload: dict[str, Any]) -> None:
@@ -362,8 +377,11 @@ class Station:
             if call.on_error is not None:
                 call.on_error(error_code or kind)
             return
+        # A transaction message is never lost to a drop or a timeout (the CSMS may have
+        # stored it; the repeat is harmless); only a CSMS that keeps refusing it (CALLERROR,
+        # max_attempts times) makes the station give it up, or the queue would stall.
         if kind == "error" and call.attempts >= self.config.max_attempts:
-            self._emit(
+            self.emit(
                 "dropped",
                 {"action": call.action, "payload": call.payload, "error_code": error_code},
             )
@@ -412,32 +430,20 @@ class Station:
                 and (now >= transaction.next_meter_at)
             ):
                 transaction.next_meter_at = now + self.meter_interval
-                self._meter_update(evse, "MeterValuePeriodic")
+                self.meter_update(evse, "MeterValuePeriodic")
             transaction = evse.transaction
             if (
                 transaction is not None
                 and transaction.limit_due is not None
                 and now >= transaction.limit_due
             ):
-                self._check_limits(evse)
+                self.rules.check_limits(self, evse)
 
     # -- boot ----------------------------------------------------------------------------
 
     def _boot_call(self) -> OutgoingCall:
         self._boot_queued = True
-        charger = self.charger
-        if self.is16:
-            _, payload = v16.boot_notification(
-                charger.vendor, charger.model, charger.serial_number or None, charger.firmware
-            )
-        else:
-            _, payload = self.messages.boot_notification(
-                charger.vendor,
-                charger.model,
-                charger.serial_number or None,
-                charger.firmware,
-                self.boot_reason,
-            )
+        payload = self.rules.boot_notification(self)
         return OutgoingCall("BootNotification", lambda: payload, on_result=self._booted)
 
     def _booted(self, reply: dict[str, Any]) -> None:
@@ -448,7 +454,7 @@ class Station:
         self._boot_queued = False
         now = self.clock.now()
         self.boot_status = status
-        self._emit("boot", {"status": self.boot_status, "interval": interval})
+        self.emit("boot", {"status": self.boot_status, "interval": interval})
         if self.boot_status != "Accepted":
             # Pending or Rejected: try again after the interval the CSMS gave.
             self._boot_due = now + (interval or self.config.boot_retry_interval)
@@ -458,9 +464,8 @@ class Station:
         self._next_heartbeat = now + self.heartbeat_interval
         # After a boot a station reports every connector (and 1.6's connector 0).
         status_calls = [
-            self._status_call(evse.id, connector_id, status)
-            for evse in self.evses.values()
-            for connector_id, status in evse.connectors.items()
+            self._status_call(evse_id, connector_id, status)
+            for evse_id, connector_id, status in self.rules.boot_statuses(self)
         ]
         # Before the replayed transaction messages, which may have been waiting a while.
         self._queue.extendleft(reversed(status_calls + (self._after_boot or [])))
@@ -470,17 +475,14 @@ class Station:
 
     def _status_call(self, evse_id: int, connector_id: int, status: str) -> OutgoingCall:
         timestamp = self.wall_clock.now()
-        if self.is16:
-            _, payload = v16.status_notification(evse_id, _status_16(status), timestamp)
-        else:
-            _, payload = self.messages.status_notification(evse_id, connector_id, status, timestamp)
+        payload = self.rules.status_notification(self, evse_id, connector_id, status, timestamp)
         return OutgoingCall("StatusNotification", lambda: payload)
 
     def _set_status(self, evse: Evse, status: str, connector_id: int = 1) -> None:
         if evse.connectors.get(connector_id) == status:
             return
         evse.connectors[connector_id] = status
-        self._emit("status", {"evse_id": evse.id, "connector_id": connector_id, "status": status})
+        self.emit("status", {"evse_id": evse.id, "connector_id": connector_id, "status": status})
         if self.online and self.accepted:
             self._queue.append(self._status_call(evse.id, connector_id, status))
 
@@ -545,7 +547,7 @@ class Station:
             token_type=token_type or "ISO14443",
             reservation_id=reservation_id,
         )
-        self._set_status(evse, "Preparing" if self.is16 else "Occupied")
+        self._set_status(evse, self.rules.plugged_status)
         if authorize:
             evse.authorizing = transaction
             self._queue.append(self._authorize_call(evse, transaction, ev or EV()))
@@ -555,6 +557,8 @@ class Station:
 
     def _begin(self, evse: Evse, transaction: Transaction, ev: EV) -> None:
         """The transaction starts now: the EV draws power, the CSMS is told."""
+        # Start time and energy are taken now, not at plug-in: after an Authorize the
+        # transaction begins when the CSMS said yes, and the register may have moved.
         now = self.clock.now()
         transaction.started_at = now
         transaction.start_wh = evse.register.wh
@@ -563,10 +567,12 @@ class Station:
         evse.transaction = transaction
         evse.physics = ChargingPhysics(ev, evse.register, self.charger.rated_power_w, now)
         self.apply_charging_limits(report=False)  # a TxDefaultProfile applies from the start
-        self._queue_transaction_start(evse, transaction)
-        if self.is16:
-            self._set_status(evse, "Charging")
-        self._emit("started", {"transaction": transaction})
+        # Queued even offline: the start is replayed after the next boot (offline=true).
+        self.rules.queue_start(self, evse, transaction, self._readings(evse))
+        charging = self.rules.charging_status(True)
+        if charging is not None:
+            self._set_status(evse, charging)
+        self.emit("started", {"transaction": transaction})
 
     def stop_session(
         self, evse_id: int, reason: str = "Local", trigger: str = "StopAuthorized"
@@ -581,25 +587,27 @@ class Station:
         transaction = evse.transaction
         if transaction is None or transaction.stopping:
             return None
+        # stopping, not yet gone: a CSMS answer arriving meanwhile (a verdict, a limit)
+        # must not end it twice
         transaction.stopping = True
         now = self.clock.now()
         assert evse.physics is not None
-        evse.physics.advance(now)
+        evse.physics.advance(now)  # the energy up to this moment, for the end reading
         transaction.ended_at = now
         transaction.ended_stamp = self.wall_clock.now()
         transaction.stop_wh = evse.register.wh
         transaction.stop_reason = reason
-        if not (self.is16 and transaction.rejected is not None and transaction.csms_id is None):
-            self._queue_transaction_end(evse, transaction, trigger)
-        # else: a 1.6 transaction id the CSMS did not assign: nothing to stop at the CSMS
+        # Queued before the EVSE forgets it: the end message reads the register and the EV.
+        # It is queued even offline: the CSMS must hear of every transaction's end.
+        self.rules.queue_end(self, evse, transaction, trigger)
         evse.transaction = None
         evse.physics = None
-        if self.is16:
-            self._set_status(evse, "Finishing")
+        if self.rules.finishing_status is not None:
+            self._set_status(evse, self.rules.finishing_status)
         # Unavailable when a ChangeAvailability(Inoperative) was Scheduled for its end.
         self.set_idle_status(evse)
         self.completed.append(transaction)
-        self._emit("stopped", {"transaction": transaction})
+        self.emit("stopped", {"transaction": transaction})
         if self.reset_pending and not self.transactions:
             self.reboot("RemoteReset")  # the Reset OnIdle answered Scheduled
         return transaction
@@ -616,26 +624,21 @@ class Station:
         return [evse.transaction for evse in self.evses.values() if evse.transaction]
 
     def _authorize_call(self, evse: Evse, transaction: Transaction, ev: EV) -> OutgoingCall:
-        token = transaction.token
-        if self.is16:
-            _, payload = v16.authorize(token)
-        else:
-            _, payload = self.messages.authorize(token, transaction.token_type)
+        payload = self.rules.authorize(self, transaction)
 
         def authorized(reply: dict[str, Any]) -> None:
-            status = _verdict(reply, "idTagInfo" if self.is16 else "idTokenInfo")
+            status = verdict(reply, self.rules.verdict_field)
             if evse.authorizing is not transaction:
                 return  # given up meanwhile (the driver left, the link dropped)
             evse.authorizing = None
-            self._authorization("Authorize", transaction, status)
+            self.report_authorization("Authorize", transaction, status)
             if status == ACCEPTED:
-                if self.is21 and isinstance(reply.get("tariff"), dict):
-                    transaction.tariff = _tariff_or_none(reply["tariff"])  # the driver's
+                self.rules.authorized(transaction, reply)
                 self._begin(evse, transaction, ev)
                 return
             transaction.rejected = status
             self.set_idle_status(evse)
-            self._emit("rejected", {"transaction": transaction, "status": status})
+            self.emit("rejected", {"transaction": transaction, "status": status})
 
         def failed(error: str) -> None:
             self._authorize_failed(evse, transaction, error)
@@ -650,31 +653,34 @@ class Station:
         evse.authorizing = None
         self.set_idle_status(evse)
 
-    def _authorization(self, message: str, transaction: Transaction, status: str) -> None:
-        self._emit(
+    def report_authorization(self, message: str, transaction: Transaction, status: str) -> None:
+        self.emit(
             "authorization", {"message": message, "status": status, "transaction": transaction}
         )
 
-    def _deauthorize(self, transaction: Transaction, status: str) -> None:
+    def deauthorize(self, transaction: Transaction, status: str) -> None:
         """The CSMS rejected the token of a running transaction: end it (E05, StopTxOnInvalidId;
         1.6 StopTransactionOnInvalidId), unless it is ending already."""
         transaction.rejected = status
         evse = self.evses.get(transaction.evse_id)
         if evse is None or evse.transaction is not transaction or transaction.stopping:
-            if self.is16 and transaction.csms_id is None:
-                self._emit("rejected", {"transaction": transaction, "status": status})
+            if self.rules.unknown_to_csms(transaction):
+                # no end message will tell the listener: the rejection is all there is
+                self.emit("rejected", {"transaction": transaction, "status": status})
             return
         self.stop_session(evse.id, "DeAuthorized", trigger="Deauthorized")
-        self._emit("rejected", {"transaction": transaction, "status": status})
+        self.emit("rejected", {"transaction": transaction, "status": status})
 
-    def _transactional(
+    def queue_transactional(
         self,
         action: str,
         transaction: Transaction,
         build: Callable[[], dict[str, Any] | None],
         on_result: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        offline = not (self.online and self.accepted)
+        """Queue a transaction message: kept across disconnects and replayed in order, its
+        ``build`` run when it is first sent."""
+        offline = self.offline
         transaction.messages += 1
         transaction.offline_messages += int(offline)
         self._queue.append(
@@ -688,294 +694,41 @@ class Station:
             )
         )
 
-    def _readings(self, evse: Evse, context: str | None) -> tuple[float, float, float | None]:
+    def _readings(self, evse: Evse) -> stations.Readings:
         assert evse.physics is not None
         physics = evse.physics
         soc = round(physics.ev.soc * 100, 1)
         return evse.register.wh, physics.power_w, soc
 
-    def _queue_transaction_start(self, evse: Evse, transaction: Transaction) -> None:
-        now = transaction.started_stamp
-        assert now is not None  # set by _begin
-        energy, power, soc = self._readings(evse, "Transaction.Begin")
-        if self.is16:
-            _, payload = v16.start_transaction(evse.id, transaction.token, round(energy), now)
-
-            def started(reply: dict[str, Any]) -> None:
-                csms_id = reply["transactionId"]
-                status = _verdict(reply, "idTagInfo")
-                self._authorization("StartTransaction", transaction, status)
-                if isinstance(csms_id, bool) or not isinstance(csms_id, int) or csms_id <= 0:
-                    # Not an id the CSMS assigned (CitrineOS answers Invalid with 0): never
-                    # used, no MeterValues or StopTransaction for it, and not in the run
-                    # ledger (the CSMS holds no such transaction to reconcile with).
-                    self._deauthorize(
-                        transaction, status if status != ACCEPTED else NO_TRANSACTION_ID
-                    )
-                    return
-                transaction.csms_id = csms_id
-                self._emit("transaction_id", {"transaction": transaction, "status": status})
-                self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
-                if status != ACCEPTED:
-                    self._deauthorize(transaction, status)
-
-            self._transactional("StartTransaction", transaction, lambda: payload, started)
-            return
-        trigger = "RemoteStart" if transaction.remote_start_id is not None else "Authorized"
-        offline = not (self.online and self.accepted)
-        seq_no = next(transaction.seq_no)
-        m = self.messages
-        if self.is21 and transaction.tariff is None:
-            # the default tariff in force at the start prices the whole transaction
-            tariffs = self._tariffs  # made only when the CSMS sets one (memory)
-            transaction.tariff = tariffs.for_evse(evse.id, self.now_wall()) if tariffs else None
-        _, payload = m.transaction_event(
-            "Started",
-            transaction.local_id,
-            seq_no,
-            now,
-            trigger,
-            charging_state="Charging",
-            remote_start_id=transaction.remote_start_id,
-            reservation_id=transaction.reservation_id,
-            evse_id=evse.id,
-            connector_id=transaction.connector_id,
-            token=m.id_token(transaction.token, transaction.token_type),
-            offline=offline,
-            meter_values=[
-                m.meter_value(now, m.sampled_values(energy, power, soc, "Transaction.Begin"))
-            ],
-            **self._fields_21(transaction, evse, start=True),
-        )
-
-        def started(reply: dict[str, Any]) -> None:
-            self._emit("start_acknowledged", {"transaction": transaction, "reply": reply})
-            self._token_verdict(transaction, reply)
-            self._transaction_limit(transaction, reply)
-
-        self._transactional("TransactionEvent", transaction, lambda: payload, started)
-
-    def _token_verdict(self, transaction: Transaction, reply: dict[str, Any]) -> None:
-        """2.0.1: a TransactionEvent reply may carry the CSMS's verdict on the token."""
-        if not isinstance(reply.get("idTokenInfo"), dict):
-            return
-        status = _verdict(reply, "idTokenInfo")
-        self._authorization("TransactionEvent", transaction, status)
-        if status != ACCEPTED:
-            self._deauthorize(transaction, status)
-
-    def _meter_update(self, evse: Evse, trigger: str) -> None:
+    def meter_update(self, evse: Evse, trigger: str) -> None:
+        """Queue the running transaction's readings now (MeterValues / TransactionEvent
+        Updated); a change of charging state is noted first, and named the trigger."""
         transaction = evse.transaction
         assert transaction is not None and evse.physics is not None
         evse.physics.advance(self.clock.now())
-        now = self.wall_clock.now()
-        energy, power, soc = self._readings(evse, None)
+        readings = self._readings(evse)
+        power = readings[1]
         state = "Charging" if power > 0 else "SuspendedEV"
         if power <= 0 < evse.physics.ev.acceptance_w():
             state = "SuspendedEVSE"  # a charging profile's limit of 0
         if state != transaction.charging_state:
             transaction.charging_state = state
             trigger = "ChargingStateChanged"
-            if self.is16:
-                self._set_status(evse, "Charging" if power > 0 else "SuspendedEV")
-        self._emit(
+            status = self.rules.charging_status(power > 0)
+            if status is not None:
+                self._set_status(evse, status)
+        energy, power, soc = readings
+        self.emit(
             "meter", {"transaction": transaction, "energy_wh": energy, "power_w": power, "soc": soc}
         )
-        if self.is16:
-            sampled = v16.sampled_values(round(energy, 1), power, soc, "Sample.Periodic")
-            values = [v16.meter_value(now, sampled)]
+        self.rules.queue_update(self, evse, transaction, trigger, readings)
 
-            def build() -> dict[str, Any] | None:
-                if transaction.csms_id is None:
-                    return None  # StartTransaction never got through: nothing to attach to
-                return v16.meter_values(evse.id, values, transaction.csms_id)[1]
+    def end_acknowledged(self, transaction: Transaction) -> Callable[[dict[str, Any]], None]:
+        """What reads the CSMS's answer to a transaction's last message."""
 
-            self._transactional("MeterValues", transaction, build)
-            return
-        offline = not (self.online and self.accepted)
-        m = self.messages
-        _, payload = m.transaction_event(
-            "Updated",
-            transaction.local_id,
-            next(transaction.seq_no),
-            now,
-            trigger,
-            charging_state=transaction.charging_state,
-            offline=offline,
-            meter_values=[
-                m.meter_value(now, m.sampled_values(energy, power, soc, "Sample.Periodic"))
-            ],
-            **self._fields_21(transaction, evse, limit_set=trigger == "LimitSet"),
-        )
-
-        def updated(reply: dict[str, Any]) -> None:
-            self._transaction_limit(transaction, reply)
-
-        self._transactional(
-            "TransactionEvent", transaction, lambda: payload, updated if self.is21 else None
-        )
-        if self.is21 and transaction.limit:
-            self._check_limits(evse)
-
-    def _queue_transaction_end(self, evse: Evse, transaction: Transaction, trigger: str) -> None:
-        assert evse.physics is not None
-        now = transaction.ended_stamp if transaction.ended_stamp is not None else 0.0
-        energy = evse.register.wh
-        soc = round(evse.physics.ev.soc * 100, 1)
-        if self.is16:
-            reason = transaction.stop_reason or "Local"
-            data = [
-                v16.meter_value(
-                    now, v16.sampled_values(round(energy, 1), 0.0, soc, "Transaction.End")
-                )
-            ]
-
-            def build() -> dict[str, Any] | None:
-                if transaction.csms_id is None:
-                    return None
-                return v16.stop_transaction(
-                    transaction.csms_id,
-                    round(energy),
-                    now,
-                    reason=reason,
-                    id_tag=transaction.token,
-                    transaction_data=data,
-                )[1]
-
-            self._transactional("StopTransaction", transaction, build, self._ended(transaction))
-            return
-        offline = not (self.online and self.accepted)
-        m = self.messages
-        _, payload = m.transaction_event(
-            "Ended",
-            transaction.local_id,
-            next(transaction.seq_no),
-            now,
-            trigger,
-            charging_state="EVConnected",
-            stopped_reason=transaction.stop_reason,
-            offline=offline,
-            meter_values=[
-                m.meter_value(now, m.sampled_values(energy, 0.0, soc, "Transaction.End"))
-            ],
-            **self._fields_21(transaction, evse),
-        )
-        self._transactional(
-            "TransactionEvent", transaction, lambda: payload, self._ended(transaction)
-        )
-
-    # -- 2.1: running cost and transaction limits ---------------------------------------
-
-    def _usage(self, transaction: Transaction, evse: Evse) -> tuple[float, float]:
-        """Energy (Wh) and time (s, station clock) of the transaction so far."""
-        if transaction.ended_at is not None:
-            return transaction.energy_wh, transaction.ended_at - transaction.started_at
-        return evse.register.wh - transaction.start_wh, self.clock.now() - transaction.started_at
-
-    def running_cost(self, transaction: Transaction, evse: Evse) -> float | None:
-        """2.1: the cost so far under the transaction's tariff (None without one)."""
-        if transaction.tariff is None:
-            return None
-        return transaction.tariff.cost(*self._usage(transaction, evse))
-
-    def _fields_21(
-        self, transaction: Transaction, evse: Evse, start: bool = False, limit_set: bool = False
-    ) -> dict[str, Any]:
-        """A 2.1 TransactionEvent's extra fields: the tariff and its running cost (when the
-        CSMS gave a tariff), the limit just accepted (LimitSet), the operation mode at the
-        start; nothing for 2.0.1."""
-        if not self.is21:
-            return {}
-        fields: dict[str, Any] = {}
-        if start:
-            fields["operation_mode"] = "ChargingOnly"
-        if limit_set and transaction.limit:
-            fields["transaction_limit"] = transaction.limit
-        tariff = transaction.tariff
-        if tariff is not None:
-            energy, seconds = self._usage(transaction, evse)
-            cost = tariff.cost(energy, seconds)
-            failed = not math.isfinite(cost)  # absurd prices: say so, send no Infinity
-            details = self.messages.cost_details(
-                tariff.currency,
-                0.0 if failed else cost,
-                energy,
-                seconds,
-                tariff_id=tariff.id,
-                period_start=transaction.started_stamp,
-            )
-            if failed:
-                details["failureToCalculate"] = True
-                details["failureReason"] = "the tariff's prices give no finite cost"
-            fields["tariff_id"] = tariff.id
-            fields["cost_details"] = details
-        return fields
-
-    def _transaction_limit(self, transaction: Transaction, reply: dict[str, Any]) -> None:
-        """2.1: a TransactionEventResponse's transactionLimit replaces the one in force;
-        the station confirms it (LimitSet) and ends the transaction when it is reached."""
-        limit = reply.get("transactionLimit")
-        if not self.is21 or not isinstance(limit, dict):
-            return
-        limit = {k: v for k, v in limit.items() if k in _LIMIT_KEYS} or None  # {}: none
-        evse = self.evses.get(transaction.evse_id)
-        if (
-            limit == transaction.limit
-            or transaction.stopping
-            or evse is None
-            or evse.transaction is not transaction
-        ):
-            return
-        transaction.limit = limit
-        self._emit("limit", {"transaction": transaction, "limit": limit})
-        self._meter_update(evse, "LimitSet")  # checks the new limit at once
-        if not transaction.limit:
-            transaction.limit_due = None
-
-    def _check_limits(self, evse: Evse) -> None:
-        """End the transaction once a limit is reached; else note when one may be."""
-        transaction = evse.transaction
-        if transaction is None or transaction.stopping or not transaction.limit:
-            return
-        assert evse.physics is not None
-        now = self.clock.now()
-        evse.physics.advance(now)
-        limit = transaction.limit
-        energy, seconds = self._usage(transaction, evse)
-        soc = evse.physics.ev.soc * 100
-        cost = self.running_cost(transaction, evse)
-        reached = None
-        if limit.get("maxEnergy") is not None and energy >= limit["maxEnergy"]:
-            reached = ("EnergyLimitReached", "EnergyLimitReached")
-        elif limit.get("maxTime") is not None and seconds >= limit["maxTime"]:
-            reached = ("TimeLimitReached", "TimeLimitReached")
-        elif limit.get("maxSoC") is not None and soc >= limit["maxSoC"]:
-            reached = ("SOCLimitReached", "SoCLimitReached")
-        elif limit.get("maxCost") is not None and cost is not None and cost >= limit["maxCost"]:
-            # ReasonEnumType has no cost limit: the trigger says which limit it was
-            reached = ("Other", "CostLimitReached")
-        if reached is not None:
-            transaction.limit_due = None
-            self.stop_session(evse.id, reached[0], trigger=reached[1])
-            return
-        # When the nearest limit falls at today's power (it tapers: then look again).
-        power = evse.physics.power_w
-        waits = [self.meter_interval]
-        if limit.get("maxTime") is not None:
-            waits.append(limit["maxTime"] - seconds)
-        if limit.get("maxEnergy") is not None and power > 0:
-            waits.append((limit["maxEnergy"] - energy) * 3600.0 / power)
-        if limit.get("maxCost") is not None and cost is not None and transaction.tariff:
-            tariff = transaction.tariff
-            per_second = tariff.price_kwh * power / 3.6e6 + tariff.price_minute / 60.0
-            if per_second > 0:
-                waits.append((limit["maxCost"] - cost) / per_second)
-        transaction.limit_due = now + max(min(waits), 0.001)
-
-    def _ended(self, transaction: Transaction) -> Callable[[dict[str, Any]], None]:
         def acknowledged(reply: dict[str, Any]) -> None:
             # The CSMS has the whole transaction: the moment to put it in a run ledger.
-            self._emit("acknowledged", {"transaction": transaction, "reply": reply})
+            self.emit("acknowledged", {"transaction": transaction, "reply": reply})
 
         return acknowledged
 
@@ -983,19 +736,21 @@ class Station:
 
     def handle_csms_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Answer a CSMS-initiated CALL; raises :class:`CallErrorReply` for a CALLERROR."""
-        handler = _HANDLERS[self.version.name].get(action)
+        handler = self.rules.handlers.get(action)
         if handler is None:
             raise CallErrorReply(NOT_IMPLEMENTED, f"{action} is not implemented")
-        self._emit("csms_call", {"action": action, "payload": payload})
+        self.emit("csms_call", {"action": action, "payload": payload})
         return handler(self, payload)
 
-    def _remote_start(
+    def remote_start(
         self,
         token: str,
         evse_id: int | None,
         remote_start_id: int | None,
         token_type: str | None = None,
-    ) -> bool:
+    ) -> Transaction | None:
+        """RequestStartTransaction / RemoteStartTransaction on ``evse_id`` (None: the first
+        free EVSE): the transaction started, or None when none could."""
         evse = self.evses.get(evse_id) if evse_id else self.free_evse()
         if (
             evse is None
@@ -1003,16 +758,16 @@ class Station:
             or evse.authorizing is not None
             or not evse.operative
         ):
-            return False
-        started = self.start_session(
+            return None
+        return self.start_session(
             evse.id, token, remote_start_id=remote_start_id, token_type=token_type
         )
-        return started is not None
 
-    def _reset(self, immediate: bool, reason_16: str, evse_id: int | None = None) -> str:
-        """Reset the station (or one EVSE). Immediate ends the transactions first
-        (2.0.1: ImmediateReset); OnIdle with transactions running answers Scheduled and
-        reboots when the last one ends (B12); a reset EVSE only ends its transaction."""
+    def reset(self, immediate: bool, stop_reason: str, evse_id: int | None = None) -> str:
+        """Reset the station (or one EVSE). Immediate ends the transactions first, with
+        ``stop_reason`` (2.0.1: ImmediateReset; 1.6: HardReset / SoftReset); OnIdle with
+        transactions running answers Scheduled and reboots when the last one ends (B12); a
+        reset EVSE only ends its transaction."""
         targets = [self.evses[evse_id]] if evse_id else list(self.evses.values())
         for evse in targets:
             if evse.authorizing is not None:  # no transaction yet: none to start after a reboot
@@ -1025,7 +780,7 @@ class Station:
         for evse in busy:
             self.stop_session(
                 evse.id,
-                reason_16 if self.is16 else "ImmediateReset",
+                stop_reason,
                 trigger="ResetCommand",
             )
         if evse_id is None and self.reset_requested is None:  # (the last stop may have)
@@ -1038,7 +793,7 @@ class Station:
         self.reset_pending = False
         self.reset_requested = reason
         self.boot_reason = reason
-        self._emit("reboot", {"reason": reason})
+        self.emit("reboot", {"reason": reason})
 
     @property
     def rebooting(self) -> bool:
@@ -1084,7 +839,7 @@ class Station:
             for call in calls
         )
 
-    def _availability(self, evse_id: int | None, operative: bool) -> str:
+    def change_availability(self, evse_id: int | None, operative: bool) -> str:
         if evse_id and evse_id not in self.evses:
             return "Rejected"  # not ours: nothing changes (it used to switch every EVSE)
         targets = [self.evses[evse_id]] if evse_id else list(self.evses.values())
@@ -1111,8 +866,8 @@ class Station:
         elif message in ("MeterValues", "TransactionEvent"):
             for evse in self.evses.values():
                 if evse.transaction is not None and (evse_id is None or evse.id == evse_id):
-                    self._meter_update(evse, "Trigger")
-        elif not commands.trigger(self, message):
+                    self.meter_update(evse, "Trigger")
+        elif not self.rules.trigger(self, message):
             return "NotImplemented"
         return "Accepted"
 
@@ -1137,7 +892,7 @@ class Station:
             backoff.REPEAT: b.repeat_times,
         }
 
-    def _set_variable(self, component: str, variable: str, value: str) -> str:
+    def set_variable(self, component: str, variable: str, value: str) -> str:
         # Both intervals are whole seconds; "1e-9", "nan", "inf" or "1e400" would make the
         # station send as fast as it can, or never, or fail on int() later: Rejected.
         try:
@@ -1181,10 +936,17 @@ class Station:
     # -- smart charging (loadgen.smart_charging) -----------------------------------------
 
     @property
+    def has_charging_profiles(self) -> bool:
+        """The CSMS has sent charging profiles (none made to find out)."""
+        return self._smart_charging is not None
+
+    @property
     def smart_charging(self) -> SmartCharging:
         """The charging profiles the CSMS set (1.6 replaces one at the same stack level)."""
         if self._smart_charging is None:
-            self._smart_charging = SmartCharging(self.evses, replace_same_stack_level=self.is16)
+            self._smart_charging = SmartCharging(
+                self.evses, replace_same_stack_level=self.rules.replace_same_stack_level
+            )
         return self._smart_charging
 
     def now_wall(self) -> float:
@@ -1217,8 +979,8 @@ class Station:
                 before = physics.power_w
                 physics.set_limit(limit, min(now, since if since is not None else now))
                 physics.advance(now)
-                if report and not self.is16 and physics.power_w != before:
-                    self._meter_update(evse, "ChargingRateChanged")
+                if report and self.rules.reports_rate_change and physics.power_w != before:
+                    self.meter_update(evse, "ChargingRateChanged")
             following = self.smart_charging.next_change(evse.id, wall, running)
             if following is not None:
                 # a period in the year 9999 is no timer to set: look again in a day
@@ -1234,7 +996,8 @@ class Station:
             return from_wall(wall)
         return self.clock.now() + (wall - self.now_wall())  # a test's fake clocks
 
-    def _emit(self, kind: str, detail: dict[str, Any]) -> None:
+    def emit(self, kind: str, detail: dict[str, Any]) -> None:
+        """Tell the listener (the runtime, the metrics) what happened."""
         if self.listener is not None:
             self.listener(kind, detail)
 
@@ -1256,223 +1019,3 @@ def seconds_or_zero(value: Any) -> float:
     if not 0 < value <= MAX_INTERVAL:  # also false for NaN
         return 0.0
     return float(value)
-
-
-#: the TransactionLimitType fields a station honours
-_LIMIT_KEYS = ("maxEnergy", "maxTime", "maxCost", "maxSoC")
-
-
-def _tariff_or_none(raw: dict[str, Any]) -> Tariff | None:
-    """A CSMS's TariffType, or None when its validFrom is no dateTime."""
-    try:
-        return Tariff.from_ocpp(raw)
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _verdict(reply: dict[str, Any], info: str) -> str:
-    """The status of an idTokenInfo / idTagInfo; a reply without one is no Accepted."""
-    status = (reply.get(info) or {}).get("status")
-    return status if isinstance(status, str) else "Invalid"
-
-
-def _status_16(status: str) -> str:
-    return {"Occupied": "Preparing"}.get(status, status)
-
-
-def _request_start_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    profile = smart_charging_station.remote_start_profile(station, payload)
-    if isinstance(profile, dict):
-        return profile  # Rejected, with the reason
-    token = payload["idToken"]
-    # the CSMS's token as it gave it: its type goes back in the TransactionEvent
-    ok = station._remote_start(
-        token["idToken"], payload.get("evseId"), payload["remoteStartId"], token["type"]
-    )
-    if ok and profile is not None:
-        smart_charging_station.adopt_remote_start_profile(station, profile, payload)
-    return {"status": "Accepted" if ok else "Rejected"}
-
-
-def _request_stop_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    transaction = station.transaction_by_id(payload["transactionId"])
-    if transaction is None:
-        return {"status": "Rejected"}
-    station.stop_session(transaction.evse_id, "Remote", trigger="RemoteStop")
-    return {"status": "Accepted"}
-
-
-def _reset_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    if "evseId" in payload and payload["evseId"] not in station.evses:
-        return {"status": "Rejected"}  # an EVSE we do not have: not a reason to reboot all
-    status = station._reset(payload["type"] == "Immediate", "SoftReset", payload.get("evseId"))
-    return {"status": status}
-
-
-def _change_availability_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    evse = (payload.get("evse") or {}).get("id")
-    operative = payload["operationalStatus"] == "Operative"
-    return {"status": station._availability(evse, operative)}
-
-
-def _trigger_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    evse = (payload.get("evse") or {}).get("id")
-    return {"status": station.trigger_message(payload["requestedMessage"], evse)}
-
-
-def _get_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    results = []
-    for item in payload["getVariableData"]:
-        variable, status = station.device_model.lookup(item["component"], item["variable"])
-        result: dict[str, Any] = {"component": item["component"], "variable": item["variable"]}
-        if variable is not None and item.get("attributeType", "Actual") != "Actual":
-            status = "NotSupportedAttributeType"  # only Actual values are kept
-        result["attributeStatus"] = status
-        if variable is not None and status == "Accepted":
-            result["attributeValue"] = variable.read()
-        results.append(result)
-    return {"getVariableResult": results}
-
-
-def _set_variables_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    results = []
-    for item in payload["setVariableData"]:
-        variable, status = station.device_model.lookup(item["component"], item["variable"])
-        if variable is not None:
-            if item.get("attributeType", "Actual") != "Actual":
-                status = "NotSupportedAttributeType"
-            elif variable.write is None:
-                status = "Rejected"  # read-only
-            else:
-                status = variable.write(item["attributeValue"])
-        results.append(
-            {
-                "component": item["component"],
-                "variable": item["variable"],
-                "attributeStatus": status,
-            }
-        )
-    return {"setVariableResult": results}
-
-
-def _unlock_201(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    evse = station.evses.get(payload["evseId"])
-    if evse is None:
-        return {"status": "UnknownConnector"}
-    if evse.transaction is not None:
-        return {"status": "OngoingAuthorizedTransaction"}
-    return {"status": "Unlocked"}
-
-
-def _clear_cache(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"status": "Accepted"}
-
-
-def _data_transfer(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"status": "UnknownVendorId"}
-
-
-_HANDLERS_201: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
-    **commands.HANDLERS_201,
-    **smart_charging_station.HANDLERS_201,
-    "RequestStartTransaction": _request_start_201,
-    "RequestStopTransaction": _request_stop_201,
-    "Reset": _reset_201,
-    "ChangeAvailability": _change_availability_201,
-    "TriggerMessage": _trigger_201,
-    "GetVariables": _get_variables_201,
-    "SetVariables": _set_variables_201,
-    "UnlockConnector": _unlock_201,
-    "ClearCache": _clear_cache,
-    "DataTransfer": _data_transfer,
-}
-
-
-def _remote_start_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    profile = smart_charging_station.remote_start_profile(station, payload)
-    if isinstance(profile, dict):
-        return profile
-    ok = station._remote_start(payload["idTag"], payload.get("connectorId"), None)
-    if ok and profile is not None:
-        smart_charging_station.adopt_remote_start_profile(station, profile, payload)
-    return {"status": "Accepted" if ok else "Rejected"}
-
-
-def _remote_stop_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    transaction = station.transaction_by_id(str(payload["transactionId"]))
-    if transaction is None:
-        return {"status": "Rejected"}
-    station.stop_session(transaction.evse_id, "Remote", trigger="RemoteStop")
-    return {"status": "Accepted"}
-
-
-def _reset_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    # 1.6 has no OnIdle: both types end the transactions at once (Soft: gracefully).
-    hard = payload["type"] == "Hard"
-    station._reset(True, "HardReset" if hard else "SoftReset")
-    return {"status": "Accepted"}
-
-
-def _change_availability_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    connector = payload["connectorId"] or None  # 0: the whole charge point
-    return {"status": station._availability(connector, payload["type"] == "Operative")}
-
-
-def _trigger_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "status": station.trigger_message(payload["requestedMessage"], payload.get("connectorId"))
-    }
-
-
-def _get_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    keys = station.device_model.keys_16()
-    requested = payload.get("key") or list(keys)
-    found = [
-        {"key": key, "readonly": keys[key].write is None, "value": keys[key].read()[:500]}
-        for key in requested
-        if key in keys
-    ]
-    unknown = [key for key in requested if key not in keys]
-    result: dict[str, Any] = {"configurationKey": found}
-    if unknown:
-        result["unknownKey"] = unknown
-    return result
-
-
-def _change_configuration_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    variable = station.device_model.keys_16().get(payload["key"])
-    if variable is None:
-        return {"status": "NotSupported"}
-    if variable.write is None:
-        return {"status": "Rejected"}  # read-only
-    return {"status": variable.write(payload["value"])}
-
-
-def _unlock_16(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
-    evse = station.evses.get(payload["connectorId"])
-    if evse is None:
-        return {"status": "NotSupported"}
-    return {"status": "Unlocked" if evse.transaction is None else "UnlockFailed"}
-
-
-_HANDLERS_16: dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]] = {
-    **commands.HANDLERS_16,
-    **smart_charging_station.HANDLERS_16,
-    "RemoteStartTransaction": _remote_start_16,
-    "RemoteStopTransaction": _remote_stop_16,
-    "Reset": _reset_16,
-    "ChangeAvailability": _change_availability_16,
-    "TriggerMessage": _trigger_16,
-    "GetConfiguration": _get_configuration_16,
-    "ChangeConfiguration": _change_configuration_16,
-    "UnlockConnector": _unlock_16,
-    "ClearCache": _clear_cache,
-    "DataTransfer": _data_transfer,
-}
-
-#: every CSMS-initiated action a station answers, by version: 2.1 answers 2.0.1's the same way
-_HANDLERS: dict[str, dict[str, Callable[[Station, dict[str, Any]], dict[str, Any]]]] = {
-    OCPP16.name: _HANDLERS_16,
-    OCPP201.name: _HANDLERS_201,
-    OCPP21.name: {**_HANDLERS_201, **station_v21.HANDLERS_21},
-}

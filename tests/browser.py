@@ -1,178 +1,198 @@
-"""A real headless browser for tests: Debian's ``chromium``, driven over the DevTools
-protocol (a few commands over a WebSocket, with the ``websockets`` package).
+"""A real headless Chromium for the tests, driven over the DevTools protocol (CDP).
 
-``open_page(url)`` loads a page, lets its scripts run and returns the page's visible text
-with every console error and uncaught exception it produced: what a person would have seen
-in the browser and in its console. Tests skip when no ``chromium`` is installed.
+``Browser`` starts Debian's ``chromium`` on a private profile with a DevTools port on
+127.0.0.1; ``browser.open(url)`` gives a :class:`Tab` that loaded the page, collected its
+console errors, uncaught exceptions and network requests, and can evaluate JavaScript::
+
+    with Browser(tmp_path) as browser:
+        tab = browser.open(html_path.as_uri())
+        assert tab.errors() == []
+        assert tab.evaluate("document.querySelectorAll('svg').length") == 3
+
+The protocol runs over the ``websockets`` package's synchronous client: no other
+dependency, and nothing of the browser's is installed by the tests (``chromium`` from the
+distribution: ``apt-get install chromium``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import urllib.request
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_LISTENING = re.compile(r"DevTools listening on (ws://\S+)")
-
-
-@dataclass
-class Page:
-    text: str
-    #: console errors, uncaught exceptions and failed loads, one line each
-    errors: list[str] = field(default_factory=list)
+CHROMIUM = next(
+    (path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None
+)
 
 
-class _Session:
-    """One page's DevTools session (flattened into the browser's WebSocket)."""
+class BrowserError(RuntimeError):
+    """The browser did not start, or a DevTools command failed."""
 
-    def __init__(self, ws: Any, session_id: str) -> None:
-        self.ws = ws
-        self.session_id = session_id
-        self.ids = iter(range(1, 1_000_000))
-        self.errors: list[str] = []
+
+class Tab:
+    """One page target: commands and the events that arrived while waiting for them."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.timeout = timeout
+        self._stack = contextlib.ExitStack()
+        self._ws: ClientConnection = self._stack.enter_context(
+            connect(url, max_size=None, open_timeout=timeout)
+        )
+        self._ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
-        message_id = next(self.ids)
-        self.ws.send(
-            json.dumps(
-                {"id": message_id, "method": method, "params": params, "sessionId": self.session_id}
-            )
-        )
+        """A DevTools command's result; the events received meanwhile are kept."""
+        message_id = next(self._ids)
+        self._ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        deadline = time.monotonic() + self.timeout
         while True:
-            message = json.loads(self.ws.recv(timeout=30))
+            message = json.loads(self._ws.recv(timeout=max(0.01, deadline - time.monotonic())))
             if message.get("id") == message_id:
                 if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
+                    raise BrowserError(f"{method}: {message['error']}")
                 return message.get("result", {})
-            self._event(message)
+            self.events.append(message)
 
-    def pump(self, seconds: float) -> None:
-        """Take the events of ``seconds`` (console messages, exceptions)."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                message = json.loads(self.ws.recv(timeout=left))
-            except TimeoutError:
-                return
-            self._event(message)
-
-    def _event(self, message: dict[str, Any]) -> None:
-        method, params = message.get("method"), message.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            args = params.get("args", [])
-            self.errors.append(
-                "console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in args)
+    def wait_for(self, method: str) -> dict[str, Any]:
+        """The first event ``method`` (already received or still to come)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for event in self.events:
+                if event.get("method") == method:
+                    return event
+            self.events.append(
+                json.loads(self._ws.recv(timeout=max(0.01, deadline - time.monotonic())))
             )
-        elif method == "Runtime.exceptionThrown":
-            details = params.get("exceptionDetails", {})
-            exception = details.get("exception", {})
-            self.errors.append(
-                "exception: " + str(exception.get("description") or details.get("text"))
-            )
-        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-            entry = params["entry"]
-            self.errors.append(f"log: {entry.get('text')} {entry.get('url', '')}".strip())
+
+    def evaluate(self, expression: str) -> Any:
+        """``expression``'s value (JSON-able), evaluated in the page."""
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise BrowserError(f"{expression!r}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def errors(self) -> list[str]:
+        """Console errors, failed assertions, uncaught exceptions and error log entries."""
+        self.send("Runtime.evaluate", expression="0")  # let pending events arrive first
+        found = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                thrown = details.get("exception", {}).get("description", "")
+                found.append(f"{details.get('text')} {thrown}".strip())
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in (
+                "error",
+                "assert",
+            ):
+                found.append(" ".join(str(arg.get("value")) for arg in params.get("args", [])))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                found.append(str(params["entry"].get("text")))
+        return found
+
+    def requests(self) -> list[str]:
+        """The URLs the page asked for (the page itself included)."""
+        return [
+            event["params"]["request"]["url"]
+            for event in self.events
+            if event.get("method") == "Network.requestWillBeSent"
+        ]
+
+    def close(self) -> None:
+        self._stack.close()
 
 
-def open_page(
-    url: str,
-    *,
-    settle_s: float = 4.0,
-    until: Callable[[str], bool] | None = None,
-    timeout_s: float = 30.0,
-) -> Page:
-    """Load ``url`` in headless Chromium; wait ``settle_s`` (or, with ``until``, until the
-    page's text satisfies it, at most ``timeout_s``) and return its text and errors."""
-    assert CHROMIUM is not None, "no chromium installed"
-    # Chromium's helper processes may still write to the profile while they go
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        process = subprocess.Popen(
+class Browser:
+    """A headless Chromium of the test's own (a profile under ``directory``)."""
+
+    def __init__(self, directory: Path, timeout: float = 30.0) -> None:
+        if CHROMIUM is None:
+            raise BrowserError("no chromium on PATH (apt-get install chromium)")
+        self.timeout = timeout
+        self.profile = directory / "chromium-profile"
+        self.profile.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
             [
                 CHROMIUM,
-                "--headless",
-                "--no-sandbox",  # tests run as root in a container
+                "--headless=new",
+                "--no-sandbox",  # tests run as root in containers
                 "--disable-gpu",
                 "--no-first-run",
+                "--no-default-browser-check",
                 "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",  # Chromium picks one: DevToolsActivePort
+                f"--user-data-dir={self.profile}",
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its group: the browser and the helpers it starts
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers (zygote, renderers) in a group of its own
         )
+        self.tabs: list[Tab] = []
         try:
-            assert process.stderr is not None
-            browser_url = None
-            deadline = time.monotonic() + timeout_s
-            while browser_url is None and time.monotonic() < deadline:
-                line = process.stderr.readline()
-                if not line and process.poll() is not None:
-                    break
-                if match := _LISTENING.search(line):
-                    browser_url = match.group(1)
-            assert browser_url, "chromium did not start its DevTools endpoint"
-            with connect(browser_url, max_size=None, open_timeout=timeout_s) as ws:
-                return _load(ws, url, settle_s, until, timeout_s)
-        finally:
-            os.killpg(process.pid, signal.SIGKILL)  # the group this call started
-            process.wait(10)
+            self.port = self._port()
+        except BaseException:
+            self.close()
+            raise
 
+    def _port(self) -> int:
+        active = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrowserError(f"chromium exited with {self.process.returncode}")
+            lines = active.read_text().split() if active.exists() else []
+            if lines:
+                return int(lines[0])
+            time.sleep(0.05)
+        raise BrowserError("chromium did not open its DevTools port")
 
-def _load(
-    ws: Any, url: str, settle_s: float, until: Callable[[str], bool] | None, timeout_s: float
-) -> Page:
-    ws.send(
-        json.dumps({"id": 1, "method": "Target.createTarget", "params": {"url": "about:blank"}})
-    )
-    target = _reply(ws, 1)["targetId"]
-    ws.send(
-        json.dumps(
-            {
-                "id": 2,
-                "method": "Target.attachToTarget",
-                "params": {"targetId": target, "flatten": True},
-            }
+    def open(self, url: str) -> Tab:
+        """A new tab that loaded ``url``, with console, log and network events on."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/json/new?about:blank", method="PUT"
         )
-    )
-    page = _Session(ws, _reply(ws, 2)["sessionId"])
-    page.send("Runtime.enable")
-    page.send("Log.enable")
-    page.send("Page.enable")
-    page.send("Page.navigate", url=url)
-    deadline = time.monotonic() + (timeout_s if until is not None else settle_s)
-    text = ""
-    while True:
-        page.pump(0.5)
-        text = (
-            page.send("Runtime.evaluate", expression="document.body.innerText")
-            .get("result", {})
-            .get("value")
-            or ""
-        )
-        if until is not None and until(text):
-            page.pump(0.5)  # what the last render may have logged
-            break
-        if time.monotonic() >= deadline:
-            break
-    return Page(text, page.errors)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            target = json.load(response)
+        tab = Tab(target["webSocketDebuggerUrl"], self.timeout)
+        self.tabs.append(tab)
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            tab.send(f"{domain}.enable")
+        tab.send("Page.navigate", url=url)
+        tab.wait_for("Page.loadEventFired")
+        return tab
 
+    def close(self) -> None:
+        for tab in self.tabs:
+            tab.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
 
-def _reply(ws: Any, message_id: int) -> dict[str, Any]:
-    while True:
-        message = json.loads(ws.recv(timeout=30))
-        if message.get("id") == message_id:
-            return message["result"]
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -60,13 +60,20 @@ def answer(data: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def main(argv: list[str]) -> None:
-    setup_logging("INFO")  # to stderr
+def make_environment(argv: list[str]) -> tuple[Environment, Any, plugin.RunContext]:
+    """Locust's Environment with a local runner and our plugin set up, as ``locust`` would
+    make them from ``argv`` (also for tests that drive a ChargerUser by hand)."""
     options = get_parser().parse_args(argv)
     environment = Environment(user_classes=[ChargerUser], host=options.host, parsed_options=options)
     runner = environment.create_local_runner()
     context = plugin.setup(environment, options)
     assert environment.ocpp is context  # type: ignore[attr-defined]
+    return environment, runner, context
+
+
+def main(argv: list[str]) -> None:
+    setup_logging("INFO")  # to stderr
+    environment, runner, context = make_environment(argv)
     coordinator = context.coordinator
     assert coordinator is not None
     answer({"run_id": coordinator.run_id})

@@ -464,9 +464,10 @@ def test_the_locust_command_reconciles_the_run_with_the_csms(
 # -- 4. distributed on this machine through the real Redis -----------------------------------
 
 
-def scrape_until(url: str, connected: int, timeout: float) -> dict[str, Any]:
-    """Scrape ``url`` until ocpp_loadgen_chargers_connected reaches ``connected``; returns
-    a few figures: gauges by name, BootNotification results, lag counts by worker."""
+def scrape_until(url: str, chargers: int, timeout: float) -> dict[str, Any]:
+    """Scrape ``url`` until ``chargers`` are connected and have booted (a charger counts as
+    connected before its BootNotification's answer: one scrape can catch it between);
+    returns a few figures: gauges by name, BootNotification results, lag counts by worker."""
     from prometheus_client.parser import text_string_to_metric_families
 
     deadline = time.monotonic() + timeout
@@ -491,10 +492,14 @@ def scrape_until(url: str, connected: int, timeout: float) -> dict[str, Any]:
                     figures["ocpp_loadgen_boots"] = sample.value
                 elif sample.name == "ocpp_loadgen_schedule_lag_seconds_count":
                     figures[sample.name][sample.labels["worker"]] = sample.value
-        if figures.get("ocpp_loadgen_chargers_connected") == connected:
+        if (
+            figures.get("ocpp_loadgen_chargers_connected")
+            == chargers
+            == figures.get("ocpp_loadgen_boots")
+        ):
             return figures
         time.sleep(0.2)
-    raise AssertionError(f"{url} never showed {connected} chargers connected: {figures}")
+    raise AssertionError(f"{url} never showed {chargers} chargers connected and booted: {figures}")
 
 
 def test_a_master_and_two_workers_share_ids_through_redis(
@@ -514,7 +519,11 @@ def test_a_master_and_two_workers_share_ids_through_redis(
         tmp_path / "master.log",
         *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port),
         *("--expect-workers", "2", "--users", str(users), "--spawn-rate", "100"),
-        *("--run-time", "8s", "--only-summary", *common),
+        # Long enough for the scrape below on a loaded machine: the run time counts from
+        # when both workers say ready (before their plugin is set up), then 200 chargers
+        # connect and boot, and the master's view follows each worker's report (every 3 s).
+        # 8 s was not: it saw 194 of 200 connected before the run ended.
+        *("--run-time", "20s", "--only-summary", *common),
         *("--prometheus-port", str(metrics_port)),  # after FAST's 0: the last one wins
     )
     run_id = None
@@ -559,6 +568,50 @@ def test_a_master_and_two_workers_share_ids_through_redis(
             process.stop()
         if run_id:
             coordination.delete_run(raw_redis, run_id)
+
+
+def run_id_driver(tmp_path: Path, case: str) -> dict[str, Any]:
+    """tests/locust_run_id_driver.py's answer for ``case`` (a master and a worker runner)."""
+    log_path = tmp_path / f"run_id_driver_{case}.log"
+    command = [sys.executable, "-m", "tests.locust_run_id_driver", case, str(free_port())]
+    command += ["--host", "ws://127.0.0.1:9/"]  # no user starts: nothing connects
+    command += ["--fleet-size", "10", "--redis-url", REDIS_URL, "--prometheus-port", "0"]
+    with log_path.open("wb") as log:
+        done = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=ROOT,
+            text=True,
+            timeout=60,
+        )
+    lines = [line[3:] for line in done.stdout.splitlines() if line.startswith("@@ ")]
+    assert done.returncode == 0 and lines, log_path.read_text(errors="replace")[-4000:]
+    return json.loads(lines[0])
+
+
+def test_a_worker_keeps_the_masters_messages_that_come_before_it_can_handle_them(
+    tmp_path: Path,
+) -> None:
+    got = run_id_driver(tmp_path, "early")
+    assert got["kept"] == [["run", "run-1"], ["retry", 3]]
+    assert got["later"] == [["run", "run-2"]]
+
+
+def test_a_worker_that_missed_the_run_id_before_its_setup_asks_the_master_for_it(
+    tmp_path: Path, raw_redis: redis.Redis
+) -> None:
+    """Locust handles the master's messages from the moment a worker is acknowledged, before
+    it fires ``init``: on a loaded machine the run id (sent when the last worker is ready)
+    can come then, and Locust drops a message nobody listens to. That worker's users would
+    wait for it in vain; once set up, it asks the master instead."""
+    got = run_id_driver(tmp_path, "before-init")
+    try:
+        assert got["worker_run"] == got["master_run"]
+    finally:
+        coordination.delete_run(raw_redis, got["master_run"])
+    log = (tmp_path / "run_id_driver_before-init.log").read_text()
+    assert "Unknown message type received: ocpp_run_id" in log, "the race was replayed"
 
 
 def test_processes_with_a_redis_url_run_clean(

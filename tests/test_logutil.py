@@ -1,4 +1,5 @@
-"""RateLimitedLog on a fake clock: one line per interval and kind, with the count."""
+"""RateLimitedLog on a fake clock: one line per interval and kind, with the count; Progress:
+one line per interval while a phase lasts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 import pytest
 
-from loadgen.logutil import RateLimitedLog
+from loadgen.logutil import Progress, RateLimitedLog
 
 
 class FakeClock:
@@ -94,3 +95,24 @@ def test_one_counted_failure_says_once(
     clock.now += 1
     quiet.flush()
     assert lines(caplog) == ["lease failed: a", "lease failed once in the last 2 s: b"]
+
+
+def test_progress_says_a_long_phase_once_per_interval_from_its_start(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    progress = Progress(logging.getLogger("test.progress"), interval=5.0, clock=clock)
+    said = []
+    for second in range(23):  # a phase ticked once a second for 22 s
+        clock.now = 1000.0 + second
+        if progress.say("waiting for %d of %d to boot", 22 - second, 150):
+            said.append(second)
+    assert said == [5, 10, 15, 20]  # not at its start (its caller said that), then every 5 s
+    messages = [r.getMessage() for r in caplog.records if r.name == "test.progress"]
+    assert messages == [f"waiting for {22 - n} of 150 to boot" for n in said]
+    clock.now = 1021.5
+    progress.restart()  # the next phase: its first line 5 s from now, not from the last line
+    clock.now = 1025.0
+    assert not progress.say("holding")
+    clock.now = 1026.5
+    assert progress.say("holding")

@@ -273,6 +273,8 @@ def test_json_round_trip(tmp_path: Path) -> None:
         "totals",
         "recovery",
         "authorizations",
+        "problems",
+        "settings_not_applied",
     }
     assert loaded["recovery"] == []  # no mass disconnect in this run
     assert loaded["authorizations"] == []  # no verdict on any idToken
@@ -389,9 +391,10 @@ def test_empty_inputs_render(tmp_path: Path) -> None:
     assert report["run"]["run_id"] is None
     page = Page(render_html(report))
     text = " ".join(page.text)
-    assert "No capacity search in this run" in text
-    assert page.tags["svg"] == 2  # no timeline, no third chart
+    assert "Plain run (no capacity search)" in text  # no search: a plain run's page
+    assert page.tags["svg"] == 2  # chargers and failures over time; no action to chart
     assert text.count("no data") == 2
+    assert "No CALLs." in text and "Nothing: no problem was recorded" in text
     json_path, html_path = write_reports(report, tmp_path)
     assert re.fullmatch(r"ocpp-report-run-\d{8}-\d{6}\.json", json_path.name)
     assert html_path.exists()
@@ -687,3 +690,180 @@ def test_connect_rate_steps_are_charted(tmp_path: Path) -> None:
     assert series["offered"] == [len(steps)]
     assert series["p95 BootNotification ms (right axis)"] == [len(steps)]
     assert "Connect rate (each rate step)" in " ".join(page.text)
+
+
+# -- a plain run (no capacity search) ---------------------------------------------------------
+
+PLAIN_WINDOWS = 12
+
+
+def plain_run() -> dict[str, Any]:
+    """A plain run's report, as the recorder builds it from loadgen.timeline: 12 windows of
+    5 s ramping to 300 chargers; the CSMS refuses connects from 20 s, sends a malformed
+    frame at 30 s and rejects two idTokens at 40 s."""
+    timeline = []
+    for i in range(1, PLAIN_WINDOWS + 1):
+        connected = min(300, 30 * i)
+        failing = i > 4
+        actions = {
+            "Heartbeat": ActionStats(20 * i, 40.0 + i, 90.0 + 5 * i, 150.0 + 10 * i),
+            "BootNotification": ActionStats(30, 200.0, 450.0, 800.0, errors=int(failing)),
+        }
+        window = StepMeasurement(
+            chargers=300,
+            actions=actions,
+            call_errors=int(failing),
+            connect_attempts=30,
+            connect_failures=3 if failing else 0,
+            messages_per_s=1550.3 + i,
+            connected=connected,
+            booted=max(0, connected - 10),
+            seconds=5.0,
+            error_codes={"InternalError": 1} if failing else {},
+        ).to_dict()
+        window |= {"t_s": 5.0 * i, "protocol_errors": int(i == 7), "schema_violations": 0}
+        window["rejections"] = 2 if i == 9 else 0
+        timeline.append(window)
+    first = [
+        ("connect_failures", "http_503", "connect failed: http_503", 20.0, 25.0, 3),
+        ("call_errors", "BootNotification InternalError", "CALLERROR: x", 20.0, 25.0, 1),
+        ("protocol_errors", "malformed_frame", "protocol error: malformed_frame", 30, 35, 1),
+        ("rejections", "Authorize Invalid", "idToken rejected: Authorize Invalid", 40, 45, 2),
+    ]
+    totals = StepMeasurement(
+        chargers=300,
+        actions={"Heartbeat": ActionStats(1560, 45.0, 120.0, 260.0)},
+        call_errors=8,
+        connect_attempts=360,
+        connect_failures=24,
+        messages_per_s=1550.3,
+        seconds=60.0,
+    )
+    return build_report(
+        run={"run_id": "plain-1", "started": STARTED, "duration_s": 60.0, "exit_code": 1},
+        settings={
+            "fleet_size": 400,
+            "ocpp_validate": True,
+            "capacity_step": "x1.5",
+            "slo_p95_ms": 1000.0,
+            "heartbeat_interval": 0.0,
+        },
+        settings_not_applied=["capacity_step", "slo_p95_ms", "not-a-setting"],
+        steps=[],
+        timeline=timeline,
+        totals=totals.to_dict(),
+        capacity=None,
+        problems={
+            "first": [
+                {"category": c, "label": label, "what": what, "from_s": a, "t_s": b, "count": n}
+                for c, label, what, a, b, n in first
+            ],
+            "counts": {
+                "connect_failures": {"http_503": 24},
+                "call_errors": {"BootNotification InternalError": 8},
+                "rejections": {"Authorize Invalid": 2},
+                "schema_violations": {},
+                "protocol_errors": {"malformed_frame": 1},
+                "disconnects": {"closed_by_server": 5},
+            },
+        },
+    )
+
+
+def test_a_plain_run_explains_itself(tmp_path: Path) -> None:
+    """No search: the page opens with the chargers connected and the first problem, then
+    what went wrong first, the run over time, totals and problems; settings that did not
+    apply are folded away; the JSON round-trips."""
+    report = plain_run()
+    assert report["settings_not_applied"] == ["capacity_step", "slo_p95_ms"]
+    assert report["problems"]["counts"]["schema_violations"] == {}
+    assert report["timeline"][6]["protocol_errors"] == 1
+    json_path, html_path = write_reports(report, tmp_path)
+    loaded = json.loads(json_path.read_text())
+    assert loaded == report
+    html = html_path.read_text()
+    assert render_html(loaded) == html
+    page = Page(html)
+    text = " ".join(page.text)
+    assert "300 chargers connected of 300 asked for, 290 booted" in text
+    assert "First problem, between 20 and 25.0 s: connect failed: http_503" in text
+    assert "(and 3 more kinds, below)" in text
+    assert "No capacity search in this run" not in text
+    order = [html.index(f'id="{name}"') for name in ("answer", "first-problems", "over-time")]
+    order += [html.index(f'id="{name}"') for name in ("totals", "problems", "run")]
+    assert order == sorted(order)
+    assert 'id="slos"' not in html and 'id="steps"' not in html
+    # the run over time: latency per action (p50, p95, p99), failures, connected and booted
+    series = page.series()
+    for action in ("Heartbeat", "BootNotification"):
+        for quantile in ("p50", "p95", "p99"):
+            assert series[f"{action} {quantile}"] == [PLAIN_WINDOWS]
+    for label in ("chargers connected", "chargers booted", "CALL errors", "connect failures"):
+        assert series[label] == [PLAIN_WINDOWS]
+    assert series["protocol errors"] == [PLAIN_WINDOWS]
+    assert "against chargers" not in text  # a ramp is not a load curve
+    # the problems, counted by kind
+    for shown in ("Connect failures", "http_503", "Protocol errors", "malformed_frame"):
+        assert shown in text
+    assert "Rejected idTokens" in text and "Disconnect reasons" in text
+    assert "Schema violations" not in text  # none counted: no empty table
+    assert "checked against the OCPP schemas (--ocpp-validate)" in text
+    # numbers for people: separators, no exponents
+    assert "1,550" in text
+    assert not re.search(r"\de[+-]\d", html)
+    # settings: what applied shown, the rest folded away in a <details>
+    folded = html.index('id="settings-not-applied"')
+    assert html.index(">fleet_size<") < folded < html.index(">capacity_step<")
+    assert html.index(">slo_p95_ms<") > folded
+    assert "2 more, unset or of features this run did not use" in text
+    _no_network(html)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (1550.3, "1,550"),
+        (0.0042, "0.0042"),
+        (12.345, "12.3"),
+        (1e-9, "0.000000001"),
+        (2, "2"),
+        (10_000_000.5, "10,000,000"),
+        (None, "–"),  # noqa: RUF001
+    ],
+)
+def test_numbers_for_people(value: Any, shown: str) -> None:
+    from loadgen.report import format as fmt
+
+    assert fmt.figure(value) == shown
+
+
+def test_settings_that_did_not_apply() -> None:
+    from loadgen.report.applied import not_applied
+
+    plain = {"fleet": "", "fleet_size": 10, "capacity_step": "x2", "slo_p95_ms": 1000.0}
+    plain |= {"blackout_at": 0.0, "blackout_for": 5.0, "num_users": 10, "ocpp_validate": False}
+    plain |= {"master": False, "expect_workers": 1}
+    assert not_applied(plain) == [
+        "blackout_at",
+        "blackout_for",
+        "capacity_step",
+        "expect_workers",
+        "fleet",
+        "master",
+        "slo_p95_ms",
+    ]
+    search = {**plain, "capacity_search": "chargers", "connect_rate_start": 5.0}
+    search |= {"fleet": "fleet.toml", "ocpp_profile": "idle", "session_stay": 60.0}
+    assert not_applied(search) == [
+        "blackout_at",
+        "blackout_for",
+        "connect_rate_start",
+        "expect_workers",
+        "fleet_size",
+        "master",
+        "num_users",
+        "session_stay",
+    ]
+    assert not_applied({"check_slo": True, "slo_p95_ms": 1.0, "capacity_max": 9}) == [
+        "capacity_max"
+    ]

@@ -12,6 +12,7 @@ from loadgen.physics import ScaledClock
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, v16, v21
 from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig
+from loadgen.stations import rules_for
 from tests.fake_csms import FakeCsms, wait_for
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
@@ -50,7 +51,7 @@ def _run(built_for: Version, offer: tuple[Version, ...], server: tuple[str, ...]
 
 def test_a_station_built_for_2_0_1_speaks_2_1_when_the_csms_chooses_it() -> None:
     station = _run(OCPP201, (OCPP201, OCPP21), ("ocpp2.1", "ocpp2.0.1"))
-    assert station.version is OCPP21 and not station.is16 and station.is21
+    assert station.version is OCPP21 and station.rules is rules_for(OCPP21)
     assert station.messages is v21  # the 2.1 builders, not the 2.0.1 ones it was built with
 
 
@@ -61,7 +62,8 @@ def test_a_station_keeps_its_version_when_the_csms_takes_it() -> None:
 
 def test_before_its_first_connection_a_station_may_change_to_1_6() -> None:
     station = _run(OCPP21, (OCPP21, OCPP16), ("ocpp1.6",))
-    assert station.version is OCPP16 and station.is16 and station.messages is v16
+    assert station.version is OCPP16 and station.rules is rules_for(OCPP16)
+    assert station.messages is v16
 
 
 def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
@@ -87,7 +89,7 @@ def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
         csms.close_with(1011, "switching")
         wait_for(lambda: sum(kind == "retry" for kind, _ in events) >= 2, timeout=10)
         runner.stop(timeout=5)
-    assert station.version is OCPP21 and not station.is16  # never half 1.6
+    assert station.version is OCPP21 and station.rules is rules_for(OCPP21)  # never half 1.6
     reasons = [detail["reason"] for kind, detail in events if kind == "retry"]
     # after the drop, every connect is refused: the CSMS keeps choosing 1.6
     assert reasons[1:] and all("does not change between 1.6 and 2.x" in r for r in reasons[1:])

@@ -10,6 +10,7 @@ with each case's traceback or nothing; the tests here only look at those answers
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -607,6 +608,140 @@ def a_generator_that_cannot_keep_the_rate_is_no_csms_figure() -> None:
     steps = result.to_dict()["connect_rate_steps"]
     assert [s["ok"] for s in steps[:-1]] == [True] * (len(steps) - 1)
     assert steps[-1]["generator_saturated"] and steps[-1]["rate"] > 30
+
+
+# -- the phases and what the console hears ------------------------------------------------
+
+
+@case
+def the_phases_move_only_as_their_table_says() -> None:
+    from loadgen.locust.shape import PHASES, Phase, ShapeEvent
+    from loadgen.states import Machine, TransitionError, transitions
+
+    assert set(PHASES) == set(Phase) and PHASES[Phase.DONE] == {}
+    for phase, event, after in transitions(PHASES):
+        assert Machine("capacity search", PHASES, phase).fire(event) is after
+    for phase in Phase:
+        for event in ShapeEvent:
+            if event not in PHASES[phase]:
+                machine = Machine("capacity search", PHASES, phase)
+                try:
+                    machine.fire(event)
+                except TransitionError as exc:
+                    assert str(exc) == (
+                        f"capacity search: {event.name.lower()} is not allowed when "
+                        f"{phase.name.lower()}"
+                    )
+                else:
+                    raise AssertionError(f"{event} moved {phase}")
+    assert Phase.RATE_STEP == "rate-step" and f"{Phase.HOLD}" == "hold"  # reports and tests
+
+
+@case
+def searches_go_through_every_transition_of_the_table() -> None:
+    """Real searches (the world, a fake clock), followed by the shape's trace: together they
+    take every move the table lists, --run-time ending each phase a tick can end in."""
+    from loadgen.locust.shape import PHASES, Phase
+    from loadgen.states import transitions
+
+    both = {"mode": "both", "rate_start": 5.0, "rate_step_chargers": 25, "resolution_ratio": 0.1}
+    taken: set[tuple[Any, Any, Any]] = set()
+
+    def search(linger: float, run_time: float | None = None, **changes: Any) -> Any:
+        world = World(ceiling=30, boot_rate=10.0)
+        search = config(start=10, max_chargers=40, hold_seconds=5.0, **changes)
+        shape = make_shape(world, search, linger=linger, run_time=run_time)
+        assert shape.lifecycle.trace is None  # off unless asked
+        shape.lifecycle.trace = []
+        return world, shape
+
+    for linger, changes in ((3.0, both), (0.0, both), (3.0, {}), (0.0, {})):
+        world, shape = search(linger, **changes)
+        drive(shape, world)
+        taken |= set(shape.lifecycle.trace)
+    for mode in ("connect-rate", "chargers"):
+        for linger in (0.0, 3.0):
+            world, shape = search(linger, mode=mode, rate_start=5.0, rate_step_chargers=25)
+            drive(shape, world)
+            taken |= set(shape.lifecycle.trace)
+    # --run-time up in each phase a tick can end in
+    for phase in (Phase.RATE_STEP, Phase.DRAIN, Phase.SETTLE, Phase.HOLD, Phase.LINGER):
+        world, shape = search(3.0, **both)
+        for _ in range(5000):
+            if shape.phase is phase:
+                break
+            world.follow(shape.tick())
+            world.advance(1.0)
+        assert shape.phase is phase
+        shape.run_time = world.clock.now() - shape.run_started
+        assert shape.tick() is None and shape.phase is Phase.DONE
+        assert shape.lifecycle.trace[-1][0] is phase
+        taken |= set(shape.lifecycle.trace)
+    for changes in (both, {}):  # up before the first tick: from rate, from step
+        world, shape = search(3.0, run_time=0.0, **changes)
+        assert shape.tick() is None
+        taken |= set(shape.lifecycle.trace)
+    missing = set(transitions(PHASES)) - taken
+    assert not missing, sorted((a.name, e.name, b.name) for a, e, b in missing)
+
+
+@case
+def long_phases_say_what_they_wait_for_every_five_seconds() -> None:
+    """The console: a settle waiting for boots, a hold, a rate step and its drain each say
+    what they do, never twice within 5 (fake) seconds."""
+    import logging
+
+    world = World(boot_rate=2.0)
+    search = config(
+        mode="both",
+        start=40,
+        max_chargers=40,
+        hold_seconds=30.0,
+        rate_start=2.0,
+        rate_step_chargers=20,
+        rate_max=2.0,
+    )
+    shape = make_shape(world, search, spawn_rate=20.0, spawn_rate_pinned=True, stall=60.0)
+    lines: list[tuple[float, str]] = []
+
+    class Console(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append((world.clock.now(), record.getMessage()))
+
+    logger = logging.getLogger("loadgen.locust.shape")
+    console, level = Console(), logger.level
+    logger.addHandler(console)
+    logger.setLevel(logging.INFO)
+    try:
+        drive(shape, world)
+    finally:
+        logger.removeHandler(console)
+        logger.setLevel(level)
+
+    def said(prefix: str) -> list[tuple[float, str]]:
+        return [(at, text) for at, text in lines if text.startswith(prefix)]
+
+    rate = said("capacity: rate step 1 (2/s): waiting for ")
+    drain = said("capacity: rate step 1: waiting for its chargers to be gone")
+    settle = said("capacity: step 1 (40 chargers): waiting for ")
+    hold = said("capacity: step 1 (40 chargers): holding, ")
+    assert rate and settle and hold, lines
+    assert rate[0][1].endswith(" to boot (10 users, 5 s)"), rate[0]
+    # 40 chargers booted 2 a second: ~20 s of waiting, a line each 5 s
+    assert 3 <= len(settle) <= 5, settle
+    assert (
+        settle[0][1]
+        == "capacity: step 1 (40 chargers): waiting for 30 of 40 to boot (40 users, 5 s)"
+    )
+    assert [text for _, text in hold] == [
+        f"capacity: step 1 (40 chargers): holding, {n} of 30 s" for n in (5, 10, 15, 20, 25)
+    ]
+    assert said("capacity search: holding step 1 (40 chargers) for 30 s")
+    for group in (rate, drain, settle, hold):
+        times = [at for at, _ in group]
+        assert all(b - a >= 5.0 for a, b in itertools.pairwise(times)), group
+    # the whole search said fewer lines than it ticked seconds, by far
+    assert len(lines) < (world.clock.now() - shape.run_started) / 3
 
 
 # -- running the cases in a child process ---------------------------------------------------

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen import fleet as fleets
+from loadgen import stations
 from loadgen.backoff import RetryBackOff
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
@@ -47,6 +48,55 @@ def test_boot_identity_and_first_status(version: Version) -> None:
     }
     (status,) = csms.of("StatusNotification")
     assert status["connectorStatus"] == "Available" and status["evseId"] == 1
+
+
+def test_16_boot_reports_connector_0_then_each_connector() -> None:
+    """A 1.6 charger reports connector 0 (the charge point itself) after every boot, first,
+    as Unavailable once every connector was made inoperative."""
+    station, csms, _ = make(OCPP16)
+    boot(station, csms)
+    statuses = [(p["connectorId"], p["status"]) for p in csms.of("StatusNotification")]
+    connectors = range(1, CHARGER.evse_count + 1)
+    assert statuses == [(0, "Available")] + [(c, "Available") for c in connectors]
+    station.handle_csms_call("ChangeAvailability", {"connectorId": 0, "type": "Inoperative"})
+    station.on_disconnected()
+    csms.received.clear()
+    boot(station, csms)
+    statuses = [(p["connectorId"], p["status"]) for p in csms.of("StatusNotification")]
+    assert statuses == [(0, "Unavailable")] + [(c, "Unavailable") for c in connectors]
+
+
+@pytest.mark.parametrize("version", V2)
+def test_2_x_boot_reports_no_connector_0(version: Version) -> None:
+    station, csms, _ = make(version)
+    boot(station, csms)
+    assert [(p["evseId"], p["connectorId"]) for p in csms.of("StatusNotification")] == [
+        (evse, 1) for evse in range(1, CHARGER.evse_count + 1)
+    ]
+
+
+def test_the_station_core_has_no_version_branches() -> None:
+    """What differs between the versions is in loadgen.stations: the core names none."""
+    import re
+    from pathlib import Path
+
+    import loadgen.station
+
+    source = Path(loadgen.station.__file__).read_text()
+    code = "\n".join(line.split("#")[0] for line in source.splitlines())
+    assert not re.findall(r"\bis16\b|\bis21\b|\bOCPP(16|201|21)\b|\bv(16|201|21)\b", code)
+
+
+@pytest.mark.parametrize("version", [OCPP16, OCPP201, OCPP21])
+def test_each_version_has_its_rules_and_2_1_answers_all_of_2_0_1(version: Version) -> None:
+    station, _, _ = make(version)
+    assert station.rules is stations.rules_for(version)
+    v201 = stations.rules_for(OCPP201).handlers
+    assert v201.keys() < stations.rules_for(OCPP21).handlers.keys()
+    assert not {"RemoteStartTransaction", "GetConfiguration"} & v201.keys()
+    assert {"RemoteStartTransaction", "GetConfiguration"} < stations.rules_for(
+        OCPP16
+    ).handlers.keys()
 
 
 @pytest.mark.parametrize("version", V2)

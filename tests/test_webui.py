@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from loadgen import live
-from tests import browser
+from tests.browser import CHROMIUM, Browser, Tab
 from tests.conftest import StubProcess, free_port, start_stub_process
 from tests.test_locust import LOCUST, ROOT
 
@@ -115,12 +115,22 @@ def stub(tmp_path: Path) -> Iterator[StubProcess]:
     process.stop()
 
 
+def text_when(tab: Tab, ready: Any, timeout: float = 30.0) -> str:
+    """The page's visible text once ``ready(text)`` (it polls Locust every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = tab.evaluate("document.body.innerText") or ""
+        if ready(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
+
+
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
 
 
-@pytest.mark.skipif(browser.CHROMIUM is None, reason="no chromium (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
 def test_the_tabs_show_the_search_and_the_fleet_live_in_a_headless_browser(
     tmp_path: Path, stub: StubProcess
 ) -> None:
@@ -166,24 +176,23 @@ def test_the_tabs_show_the_search_and_the_fleet_live_in_a_headless_browser(
         }
         assert sum(site["booted"] for site in status["fleet"]) >= 4
 
-        page = browser.open_page(
-            f"{base}/?tab={live.CAPACITY_TAB}", until=lambda text: "step 1 (ramp)" in text
-        )
-        assert page.errors == []
-        for text in ("OCPP CAPACITY", "OCPP FLEET"):  # the tabs (their labels in capitals)
-            assert text in page.text.upper(), page.text
-        for text in ("Step / answer", "answer: max chargers", "step 1 (ramp)\t4 chargers\t4\t4"):
-            assert text in page.text, page.text
-        assert "held" in page.text
+        with Browser(tmp_path) as chromium:
+            tab = chromium.open(f"{base}/?tab={live.CAPACITY_TAB}")
+            text = text_when(tab, lambda text: "step 1 (ramp)" in text)
+            assert tab.errors() == []
+            for label in ("OCPP CAPACITY", "OCPP FLEET"):  # the tabs (labels in capitals)
+                assert label in text.upper(), text
+            for row in ("Step / answer", "answer: max chargers", "step 1 (ramp)\t4 chargers\t4\t4"):
+                assert row in text, text
+            assert "held" in text
 
-        page = browser.open_page(
-            f"{base}/?tab={live.FLEET_TAB}", until=lambda text: "all sites" in text
-        )
-        assert page.errors == []
-        sites = [site["site"] for site in status["fleet"]]
-        assert len(sites) == 5  # a generated fleet's five sites
-        for text in ("Connected", "Booted", "Charging", "all sites", *sites):
-            assert text in page.text, page.text
+            tab = chromium.open(f"{base}/?tab={live.FLEET_TAB}")
+            text = text_when(tab, lambda text: "all sites" in text)
+            assert tab.errors() == []
+            sites = [site["site"] for site in status["fleet"]]
+            assert len(sites) == 5  # a generated fleet's five sites
+            for word in ("Connected", "Booted", "Charging", "all sites", *sites):
+                assert word in text, text
     finally:
         process.terminate()
         try:

@@ -49,10 +49,20 @@ log = logging.getLogger(__name__)
 quiet = RateLimitedLog(log)
 
 RUN_MESSAGE = "ocpp_run_id"
+#: worker -> master: this worker has no run id (it came before Locust fired ``init``)
+RUN_REQUEST = "ocpp_run_id_request"
 #: master -> workers: a capacity step began; chargers in reconnect back-off retry now
 RETRY_MESSAGE = "ocpp_retry_now"
 #: master -> workers: --blackout-at came; every charger drops its connection for N s
 BLACKOUT_MESSAGE = "ocpp_blackout"
+
+# The label vocabularies (the ocpp package's enums: ~0.5 s of imports, seconds on a loaded
+# machine), loaded with this module: lazily, they stalled the hub ~200 ms at the first
+# request; in ``init``, a worker the master had acknowledged sent no heartbeat meanwhile,
+# and the master counted it missing and stopped the test. Locust imports the locustfile
+# before a worker connects (and before ``--processes`` forks).
+known_actions()
+known_statuses()
 
 
 class OcppRequestFailure(Exception):
@@ -335,6 +345,10 @@ def setup(environment: Environment, options: Any) -> RunContext:
     if early is not None:
         early.deliver(RUN_MESSAGE, context.use_run)
         early.deliver(RETRY_MESSAGE, lambda _: context.retry_now())
+        if context.coordinator is None:
+            # Locust handles the master's messages from the moment it is acknowledged, not
+            # from ``init``: a run id that came before then was dropped. Ask again.
+            runner.send_message(RUN_REQUEST)
     elif isinstance(runner, MasterRunner):
 
         @environment.events.test_start.add_listener
@@ -342,6 +356,12 @@ def setup(environment: Environment, options: Any) -> RunContext:
             run_id = coordination.new_run_id()
             context.use_run(run_id)  # the master counts too (reports, reconciliation)
             runner.send_message(RUN_MESSAGE, run_id)
+
+        def _answer(msg: Any, **_: Any) -> None:
+            if context.coordinator is not None:  # else test_start sends it to every worker
+                runner.send_message(RUN_MESSAGE, context.coordinator.run_id, msg.node_id)
+
+        runner.register_message(RUN_REQUEST, _answer)
     else:
         context.use_run(coordination.new_run_id())
     if settings.redis_url and not isinstance(runner, WorkerRunner):
@@ -406,10 +426,6 @@ def _setup_metrics(context: RunContext, runner: Any) -> None:
     master serves the merge, so one scrape target covers every worker."""
     worker = "master" if isinstance(runner, MasterRunner) else context.worker_id
     metrics = Metrics(worker=worker)
-    # Load the label vocabularies (the ocpp package's enums) now, not in the middle of the
-    # ramp: done lazily it stalled the hub ~200 ms at the first request.
-    known_actions()
-    known_statuses()
     context.metrics = metrics
     context.metrics_observer = MetricsObserver(metrics, context.settings.fleet.sites)
     LagProbe(metrics).start()

@@ -1,8 +1,9 @@
 """What a run's report is made of, gathered on the master (or the single process).
 
 :class:`RunRecorder` remembers the merged metrics when a run starts, measures a window
-every ``window`` seconds (the report's timeline: chargers, latency, errors over time;
-percentiles from Locust's response times, as the capacity search judges them), collects
+every few seconds (the report's timeline, :mod:`loadgen.timeline`: chargers, latency,
+failures over time and the first problems; percentiles from Locust's response times, as
+the capacity search judges them), collects
 the capacity search's steps, and at the end of the run writes the JSON and HTML reports
 (:mod:`loadgen.report`) into ``--report-dir``.
 """
@@ -24,6 +25,7 @@ from loadgen.capacity.measure import Merged, authorization_counts, measure
 from loadgen.capacity.search import CapacityResult
 from loadgen.locust.settings import option_names
 from loadgen.locust.shape import latency_view
+from loadgen.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -71,32 +73,28 @@ class RunRecorder:
         target: Callable[[], int],
         *,
         latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
-        window: float = 10.0,
+        window: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.merged = merged
         self.target = target
-        self.window = window
         self.latencies = latencies
         self._start_latency: dict[str, dict[float, int]] = {}
-        self._window_latency: dict[str, dict[float, int]] = {}
         self.clock = clock
         self.wall_clock = wall_clock
-        self.timeline: list[dict[str, Any]] = []
+        #: the run over time: windows and the first problems (bounded, see loadgen.timeline)
+        self.timeline = Timeline(window=window)
         self._greenlet: gevent.Greenlet | None = None
         self._started = self._wall_started = 0.0
         self._start_view: Merged = {}
-        self._window_view: Merged = {}
-        self._window_started = 0.0
 
     def start(self) -> None:
         self.stop_sampling()
-        self.timeline = []
         self._started, self._wall_started = self.clock(), self.wall_clock()
-        self._start_view = self._window_view = self.merged()
-        self._start_latency = self._window_latency = self._latency_view()
-        self._window_started = self._started
+        self._start_view = self.merged()
+        self._start_latency = self._latency_view()
+        self.timeline.start(self._started, self._start_view, self._start_latency)
         self._greenlet = gevent.spawn(self._sample_forever)
 
     def stop_sampling(self) -> None:
@@ -106,24 +104,16 @@ class RunRecorder:
 
     def sample(self) -> None:
         """Close the current timeline window (also called at the end of the run)."""
-        now = self.clock()
-        if now - self._window_started <= 0.5:
-            return
-        view, latency = self.merged(), self._latency_view()
-        measured = measure(
-            self._window_view, view, chargers=self.target(), seconds=now - self._window_started
+        self.timeline.sample(
+            self.clock(), self.merged(), target=self.target(), latency=self._latency_view()
         )
-        window = with_count_percentiles(measured, self._window_latency, latency).to_dict()
-        window["t_s"] = now - self._started
-        self.timeline.append(window)
-        self._window_view, self._window_latency, self._window_started = view, latency, now
 
     def _latency_view(self) -> dict[str, dict[float, int]]:
         return latency_view(self.latencies) if self.latencies is not None else {}
 
     def _sample_forever(self) -> None:
         while True:
-            gevent.sleep(self.window)
+            gevent.sleep(self.timeline.window)  # it grows as a long run's timeline thins
             try:
                 self.sample()
             except Exception:  # a report is not worth a dead run
@@ -159,9 +149,10 @@ class RunRecorder:
             },
             settings=settings,
             steps=steps,
-            timeline=self.timeline,
+            timeline=self.timeline.windows(),
             totals=totals,
             capacity=capacity_dict,
             recovery=recovery or [],
             authorizations=authorization_counts(self._start_view, view),
+            problems=self.timeline.problems(view),
         )

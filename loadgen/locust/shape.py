@@ -1,6 +1,6 @@
 """The capacity search as a Locust load shape (``--capacity-search``).
 
-:class:`~loadgen.capacity.CapacitySearch` decides; this drives it from Locust's shape
+:class:`~loadgen.capacity.search.CapacitySearch` decides; this drives it from Locust's shape
 greenlet (``tick()`` about once a second on the master or the single process):
 
 1. **step**: ask for the search's next target (``chargers_target`` follows it);
@@ -11,23 +11,27 @@ greenlet (``tick()`` about once a second on the master or the single process):
    judged by the connect SLOs only: a ramp that broke them is an admission limit, said in
    words on the step ("admission limited: about 22 chargers/s"), not a concurrency failure;
 3. **hold**: remember the merged metrics, wait ``max(--capacity-hold, one heartbeat / meter
-   cycle)``, and turn the differences into a :class:`~loadgen.capacity.StepMeasurement`
-   (:func:`loadgen.metrics.measure`); the search judges it;
+   cycle)``, and turn the differences into a :class:`~loadgen.capacity.judgement.StepMeasurement`
+   (:func:`loadgen.capacity.measure.measure`); the search judges it;
 4. when the search is over: the answer goes to ``ocpp_loadgen_capacity_max_chargers``, the
    console and the reports; the shape keeps the load for ``--capacity-linger`` seconds so
    Prometheus scrapes the answer, then ends the run.
 
 With ``--capacity-search both`` or ``connect-rate``, a connect-rate search comes first
-(:class:`~loadgen.capacity.RateSearch`): each rate step starts
+(:class:`~loadgen.capacity.rate.RateSearch`): each rate step starts
 :meth:`CapacityConfig.rate_step_size` fresh chargers at the offered rate, waits until they
 are booted (or their time is up), judges the step (connect SLOs, and whether the boots
-kept pace: :func:`~loadgen.capacity.judge_rate`, by when its last boot was answered), then
+kept pace: :func:`~loadgen.capacity.rate.judge_rate`, by when its last boot was answered), then
 stops them all and waits until they are gone before the next rate. With ``both``, the
 concurrency steps then ramp at half the answer (at least 1/s), safely below what the CSMS
 admits, unless the user pinned ``--spawn-rate``: so the concurrency answer does not depend
 on the ramp.
 
-The clock is injectable so the state machine can be tested without waiting.
+The phases are a :class:`Phase`, moved by a :class:`ShapeEvent` along :data:`PHASES`
+(rate -> rate-step -> drain -> rate ..., then step -> settle -> hold -> step ..., then
+linger -> done). Long phases say on the console what they wait for, at most every
+:data:`PROGRESS_S` seconds. The clock is injectable so the state machine can be tested
+without waiting.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
+from enum import Enum, StrEnum
 from typing import Any
 
 from locust import LoadTestShape
@@ -51,7 +56,9 @@ from loadgen.capacity.judgement import (
 from loadgen.capacity.measure import Merged, measure
 from loadgen.capacity.rate import RateSearch, RateStepMeasurement
 from loadgen.capacity.search import CHARGERS_NOT_SEARCHED, CapacityResult, CapacitySearch
+from loadgen.logutil import Progress
 from loadgen.report import step_dict
+from loadgen.states import Machine
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,56 @@ SETTLE_GRACE_S = 30.0
 RATE_DRAIN_S = 30.0
 #: with ``both``: the concurrency steps ramp at this share of the connect rate found
 RAMP_SHARE_OF_CONNECT_RATE = 0.5
+#: the least seconds between two console lines saying what a long phase waits for
+PROGRESS_S = 5.0
+
+
+class Phase(StrEnum):
+    """Where the capacity search is (``shape.phase``; equal to its string)."""
+
+    RATE = "rate"  # choose the next connect rate
+    RATE_STEP = "rate-step"  # fresh chargers start at that rate; wait for their boots
+    DRAIN = "drain"  # the rate step's chargers stop; wait until they are gone
+    STEP = "step"  # choose the next number of chargers
+    SETTLE = "settle"  # wait until they are there (or admission stalls, or time is up)
+    HOLD = "hold"  # keep them, then judge the step
+    LINGER = "linger"  # the answer is out: keep the load for Prometheus to scrape it
+    DONE = "done"  # tick() says None: Locust ends the run
+
+
+class ShapeEvent(Enum):
+    """What moves a :class:`Phase`."""
+
+    NEXT_RATE = "next rate"
+    RATE_STEP_OVER = "rate step over"  # booted or out of time: judged
+    DRAINED = "drained"
+    RATES_OVER = "rates over"  # the connect rate is found; the chargers are next
+    NEXT_TARGET = "next target"
+    SETTLED = "settled"
+    JUDGED = "judged"
+    ANSWERED = "answered"  # every search asked for is over (and there is a linger)
+    ENDED = "ended"  # answered without linger, linger over, or --run-time up
+
+
+_P, _V = Phase, ShapeEvent
+#: --run-time can end the search in any phase
+_TIME_UP = {_V.ENDED: _P.DONE}
+#: which event moves which phase where; anything else raises TransitionError
+PHASES: dict[Phase, dict[ShapeEvent, Phase]] = {
+    _P.RATE: {
+        _V.NEXT_RATE: _P.RATE_STEP,
+        _V.RATES_OVER: _P.STEP,
+        _V.ANSWERED: _P.LINGER,
+        **_TIME_UP,
+    },
+    _P.RATE_STEP: {_V.RATE_STEP_OVER: _P.DRAIN, **_TIME_UP},
+    _P.DRAIN: {_V.DRAINED: _P.RATE, **_TIME_UP},
+    _P.STEP: {_V.NEXT_TARGET: _P.SETTLE, _V.ANSWERED: _P.LINGER, **_TIME_UP},
+    _P.SETTLE: {_V.SETTLED: _P.HOLD, **_TIME_UP},
+    _P.HOLD: {_V.JUDGED: _P.STEP, **_TIME_UP},
+    _P.LINGER: {**_TIME_UP},
+    _P.DONE: {},
+}
 
 
 def latency_view(
@@ -148,8 +205,9 @@ class CapacityShape(LoadTestShape):
         self.search = CapacitySearch(self.config)
         self.rates = RateSearch(self.config)
         self.spawn_rate = self.given_spawn_rate
-        # rate | rate-step | drain, then step | settle | hold, then linger | done
-        self.phase = "rate" if self.config.searches_connect_rate else "step"
+        first = Phase.RATE if self.config.searches_connect_rate else Phase.STEP
+        self.lifecycle: Machine[Phase, ShapeEvent] = Machine("capacity search", PHASES, first)
+        self.progress = Progress(log, PROGRESS_S, self.clock)
         self.rate_steps: list[dict[str, Any]] = []
         self._rate = 0.0
         self._spawned_s: float | None = None
@@ -173,6 +231,16 @@ class CapacityShape(LoadTestShape):
         self._ramp_latency: dict[str, dict[float, int]] = {}
         self._admission: str | None = None
 
+    @property
+    def phase(self) -> Phase:
+        return self.lifecycle.state
+
+    def _move(self, event: ShapeEvent, now: float) -> Phase:
+        """Into the next phase, which starts now (its progress lines count from now)."""
+        self._since = now
+        self.progress.restart()
+        return self.lifecycle.fire(event)
+
     def reset_time(self) -> None:
         """Locust calls this when a run starts: a second run (web UI) searches anew.
 
@@ -188,107 +256,140 @@ class CapacityShape(LoadTestShape):
     # -- the shape ---------------------------------------------------------------------
 
     def tick(self) -> tuple[int, float] | None:
+        """Locust asks about once a second: ``(users, spawn rate)`` to have, or None to end.
+
+        Each phase's branch either stays (the current target again) or moves on by one
+        event and returns the new target. Only the connect-rate search hands over within
+        the tick: its last judged rate goes straight to the first concurrency target, so
+        the switch costs no idle second.
+        """
         now = self.clock()
         self._ticks += 1
-        if self.phase == "done":
+        if self.phase is Phase.DONE:
             return None
         if self.run_time is not None and now - self.run_started >= self.run_time:
             # Locust leaves --run-time to the shape (it joins the shape's greenlet first)
-            if self.phase != "linger":
+            if self.phase is not Phase.LINGER:
                 log.warning("capacity search: --run-time is up before the search ended")
-            self.phase = "done"
+            self._move(ShapeEvent.ENDED, now)
             return None
-        if self.phase == "linger":
-            if now - self._since >= self.linger:
-                self.phase = "done"
-                return None
-            return self._current()
-        if self.phase in ("rate", "rate-step", "drain"):
-            tick = self._rate_tick(now)
-            if tick is not None or self.phase == "done":
-                return tick
-            if self.phase == "linger":
-                return self._current()
-        if self.phase == "step":
-            target = self.search.next_target()
-            if target is None:
-                self._finish(now)
-                return None if self.phase == "done" else self._current()
-            self.previous, self.target = self.target or 0, target
-            self.phase, self._since = "settle", now
-            self.set_target(target)
-            self._retried = False
-            self._ramp_baseline = self.merged()
-            self._ramp_latency = self._latency_view()
-            log.info("capacity search (%s): %d chargers", self.search.phase, target)
-            return self._current()
-        if self.phase == "settle":
+        if self.phase in (Phase.RATE, Phase.RATE_STEP, Phase.DRAIN):
+            self._rate_tick(now)  # may hand over to the chargers' steps or to the answer
+        if self.phase is Phase.STEP:
+            self._next_step(now)  # the next target, or the answer (linger, done)
+        elif self.phase is Phase.SETTLE:
             if self._settled(now):
-                self._baseline = self.merged()
-                self._latency_baseline = self._latency_view()
-                self._judge_ramp(now - self._since)
-                self.phase, self._since = "hold", now
-                self._cpu = []
-                cycle = self.cycle()
-                self._hold_seconds = max(self.config.hold_seconds, cycle)
-                if cycle > self.config.hold_seconds and not self.steps:
-                    log.info(
-                        "capacity search: holds last %.0f s, one full heartbeat / meter "
-                        "cycle (--capacity-hold %.0f is shorter; --heartbeat-interval "
-                        "shortens the cycle)",
-                        cycle,
-                        self.config.hold_seconds,
-                    )
-                log.info(
-                    "capacity search: holding %d chargers for %.0f s",
-                    self.target,
-                    self._hold_seconds,
-                )
-            return self._current()
-        # hold
+                self._start_hold(now)
+        elif self.phase is Phase.HOLD:
+            self._hold_tick(now)
+        elif self.phase is Phase.LINGER and now - self._since >= self.linger:
+            self._move(ShapeEvent.ENDED, now)
+        return None if self.phase is Phase.DONE else self._current()
+
+    def _next_step(self, now: float) -> None:
+        target = self.search.next_target()
+        if target is None:
+            self._finish(now)
+            return
+        self.previous, self.target = self.target or 0, target
+        self._move(ShapeEvent.NEXT_TARGET, now)
+        self.set_target(target)
+        # the users of this target are told to retry (on_target) once they are all there
+        self._retried = False
+        # the ramp is judged from here to the hold (connect SLOs: admission)
+        self._ramp_baseline = self.merged()
+        self._ramp_latency = self._latency_view()
+        log.info("capacity search (%s): %d chargers", self.search.phase, target)
+
+    def _start_hold(self, now: float) -> None:
+        # the hold is measured from here: what the ramp did is not the CSMS's steady state
+        self._baseline = self.merged()
+        self._latency_baseline = self._latency_view()
+        self._judge_ramp(now - self._since)
+        self._move(ShapeEvent.SETTLED, now)
+        self._cpu = []
+        # a hold shorter than one heartbeat / meter cycle would see only part of the load
+        cycle = self.cycle()
+        self._hold_seconds = max(self.config.hold_seconds, cycle)
+        if cycle > self.config.hold_seconds and not self.steps:
+            log.info(
+                "capacity search: holds last %.0f s, one full heartbeat / meter "
+                "cycle (--capacity-hold %.0f is shorter; --heartbeat-interval "
+                "shortens the cycle)",
+                cycle,
+                self.config.hold_seconds,
+            )
+        log.info(
+            "capacity search: holding step %d (%d chargers) for %.0f s",
+            self._step_number,
+            self.target,
+            self._hold_seconds,
+        )
+
+    def _hold_tick(self, now: float) -> None:
         after = self.merged()
+        # the busiest worker's CPU: one saturated generator spoils the step's figures
         readings = after.get("ocpp_loadgen_worker_cpu_ratio", {}).values()
         if readings:
             self._cpu.append(max(readings))
-        if now - self._since >= self._hold_seconds:
+        held = now - self._since
+        if held >= self._hold_seconds:
             self._judge(now, after)
-        return self._current()
+            return
+        self.progress.say(
+            "capacity: step %d (%d chargers): holding, %.0f of %.0f s",
+            self._step_number,
+            self.target,
+            held,
+            self._hold_seconds,
+        )
+
+    @property
+    def _step_number(self) -> int:
+        """The concurrency step under way, from 1."""
+        return len(self.steps) + 1
 
     # -- the connect-rate search -------------------------------------------------------
 
-    def _rate_tick(self, now: float) -> tuple[int, float] | None:
-        """One tick of the connect-rate search; None when it handed over (``phase``
-        says to what)."""
-        if self.phase == "rate":
+    def _rate_tick(self, now: float) -> None:
+        """One tick of the connect-rate search (``phase`` says where it went: after the
+        last rate, to the chargers' steps or the answer)."""
+        if self.phase is Phase.DRAIN:
+            # every step starts from no chargers: the last one's must be gone first
+            merged = self.merged()
+            connected = sum(merged.get("ocpp_loadgen_chargers_connected", {}).values())
+            booted = sum(merged.get("ocpp_loadgen_chargers_booted", {}).values())
+            users = self.runner.user_count if self.runner is not None else 0
+            waited = now - self._since
+            gone = users == 0 and connected == 0 and booted == 0
+            if not (waited >= self.min_settle and (gone or waited >= RATE_DRAIN_S)):
+                self.progress.say(
+                    "capacity: rate step %d: waiting for its chargers to be gone "
+                    "(%d users, %d connected)",
+                    len(self.rate_steps),
+                    users,
+                    connected,
+                )
+                return
+            self._move(ShapeEvent.DRAINED, now)  # and on to the next rate at once
+        if self.phase is Phase.RATE:
             rate = self.rates.next_rate()
             if rate is None:
                 self._rates_done(now)
-                return None
-            self._start_rate_step(now, rate)
-            return self._current()
-        if self.phase == "rate-step":
-            if self._rate_step_over(now):
-                self._judge_rate_step(now)
-                self.phase, self._since = "drain", now
-                self.target = 0
-                self.set_target(0)
-            return self._current()
-        # drain: the step's chargers stopped, wait until they are gone
-        merged = self.merged()
-        connected = sum(merged.get("ocpp_loadgen_chargers_connected", {}).values())
-        booted = sum(merged.get("ocpp_loadgen_chargers_booted", {}).values())
-        users = self.runner.user_count if self.runner is not None else 0
-        waited = now - self._since
-        gone = users == 0 and connected == 0 and booted == 0
-        if waited >= self.min_settle and (gone or waited >= RATE_DRAIN_S):
-            self.phase = "rate"
-            return self._rate_tick(now)
-        return self._current()
+            else:
+                self._start_rate_step(now, rate)
+            return
+        # rate-step
+        if self._rate_step_over(now):
+            self._judge_rate_step(now)
+            self._move(ShapeEvent.RATE_STEP_OVER, now)
+            self.target = 0
+            self.set_target(0)
 
     def _start_rate_step(self, now: float, rate: float) -> None:
         chargers = self.rates.chargers_for(rate)
         self.target, self._rate, self.spawn_rate = chargers, rate, rate
-        self.phase, self._since = "rate-step", now
+        self._move(ShapeEvent.NEXT_RATE, now)
         self.set_target(chargers)
         self._ramp_baseline = self.merged()
         self._booted_before = sum(
@@ -316,9 +417,22 @@ class CapacityShape(LoadTestShape):
             return False
         if self._spawned_s is not None and booted - self._booted_before >= self.target:
             return True
+        # a CSMS that never boots them all: twice the arrival time, the boot SLO, a connect
         boot_slo = (self.config.boot_p95_ms or 10_000.0) / 1000
         bound = 2 * self.target / self._rate + boot_slo + self.connect_timeout + self.min_settle
-        return waited >= bound
+        if waited >= bound:
+            return True
+        self.progress.say(
+            "capacity: rate step %d (%.3g/s): waiting for %d of %d chargers to boot (%d users, "
+            "%.0f s)",
+            len(self.rate_steps) + 1,
+            self._rate,
+            max(0, self.target - int(booted - self._booted_before)),
+            self.target,
+            users,
+            waited,
+        )
+        return False
 
     def _judge_rate_step(self, now: float) -> None:
         assert self.target is not None
@@ -402,7 +516,7 @@ class CapacityShape(LoadTestShape):
             log.info("capacity search: concurrency steps ramp at %.3g/s", self.spawn_rate)
         else:
             self.spawn_rate = self.given_spawn_rate
-        self.phase = "step"
+        self._move(ShapeEvent.RATES_OVER, now)
 
     def _current(self) -> tuple[int, float]:
         return (self.target or 0, self.spawn_rate)
@@ -433,6 +547,7 @@ class CapacityShape(LoadTestShape):
             self._booted, self._booted_since = booted, now
         users = self.runner.user_count if self.runner is not None else self.target
         if users != self.target:
+            self._say_waiting(booted, users, waited)
             return False
         if not self._retried:
             # Only now: the users of a step down are gone and their connections free.
@@ -451,7 +566,20 @@ class CapacityShape(LoadTestShape):
                 now - self._booted_since,
             )
             return True
+        self._say_waiting(booted, users, waited)
         return False
+
+    def _say_waiting(self, booted: float, users: int, waited: float) -> None:
+        assert self.target is not None
+        self.progress.say(
+            "capacity: step %d (%d chargers): waiting for %d of %d to boot (%d users, %.0f s)",
+            self._step_number,
+            self.target,
+            max(0, self.target - int(booted)),
+            self.target,
+            users,
+            waited,
+        )
 
     def _judge_ramp(self, seconds: float) -> None:
         """The ramp by the connect SLOs: its note says whether admission was the limit."""
@@ -493,7 +621,7 @@ class CapacityShape(LoadTestShape):
             "-" if worst is None else f"{worst:.0f} ms",
         )
         self.on_step(step)
-        self.phase = "step"
+        self._move(ShapeEvent.JUDGED, now)
 
     def _latency_view(self) -> dict[str, dict[float, int]]:
         return latency_view(self.latencies) if self.latencies is not None else {}
@@ -506,7 +634,7 @@ class CapacityShape(LoadTestShape):
         log.info("%s", result.summary())
         log.info("%s", result.connect_rate_line())
         self.on_done(result)
-        self.phase, self._since = ("linger", now) if self.linger > 0 else ("done", now)
+        self._move(ShapeEvent.ANSWERED if self.linger > 0 else ShapeEvent.ENDED, now)
 
     @property
     def done(self) -> bool:

@@ -1,10 +1,18 @@
-"""``ChargerUser``: one Locust user is one charging station."""
+"""``ChargerUser``: one Locust user is one charging station.
+
+Its life is a :class:`UserState` moved by :class:`UserEvent` along :data:`USER_STATES`:
+starting (its turn, the run id, a slot in the open-file budget), leasing a charger id,
+running the station, then stopping; or without a station when on_start could not get one,
+or with its lease lost when another worker may now hold the id.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import random
+from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 import gevent
@@ -17,11 +25,71 @@ from loadgen.idtokens import IdToken
 from loadgen.locust.plugin import RunContext
 from loadgen.logutil import RateLimitedLog
 from loadgen.runner import Backoff, StationRunner
+from loadgen.states import Machine
 from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
 
 log = logging.getLogger(__name__)
 #: a fault fails every user at once: one line per kind and interval, with the count
 quiet = RateLimitedLog(log)
+
+
+def interruptible(user: User, blocking: Callable[[], Any]) -> None:
+    """Run ``blocking`` the way Locust's own ``TaskSet.wait()`` sleeps: a stop request kills
+    the user at once (running ``on_stop``) instead of waiting for the task to end.
+    :class:`StopUser` if a stop was requested before or during it.
+
+    Locust offers this only for its ``wait_time`` sleep, and a station's loop or a lease's
+    back-off is no ``wait_time``: this is the one place that uses Locust's private
+    ``User._state`` (tests/test_locust_user.py fails if Locust changes what it relies on).
+    """
+    if user._state == LOCUST_STATE_STOPPING:
+        raise StopUser()
+    user._state = LOCUST_STATE_WAITING  # User.stop() kills a waiting user's greenlet
+    blocking()
+    if user._state == LOCUST_STATE_STOPPING:
+        raise StopUser()
+    user._state = LOCUST_STATE_RUNNING
+
+
+class UserState(Enum):
+    """Where a :class:`ChargerUser` is in its life (``user.state``)."""
+
+    NEW = "new"
+    STARTING = "starting"  # on_start: its turn, the run id, a slot in the open-file budget
+    LEASING = "leasing"  # asking the fleet for a charger id (retried with back-off)
+    RUNNING = "running"  # its station runs
+    NO_STATION = "no station"  # on_start got none (a failure counted, or a stop came)
+    LEASE_LOST = "lease lost"  # the id was reclaimed: the station dropped, the user going
+    STOPPING = "stopping"  # on_stop: ends the transaction, flushes, releases the id
+    STOPPED = "stopped"
+
+
+class UserEvent(Enum):
+    """What moves a :class:`UserState`."""
+
+    START = "start"  # on_start
+    LEASE = "lease"
+    LEASED = "leased"  # a charger id, its station and runner made
+    NO_STATION = "no station"
+    LOSE_LEASE = "lose lease"
+    STOP = "stop"  # on_stop
+    STOPPED = "stopped"
+
+
+_U, _W = UserState, UserEvent
+#: which event moves which state where; anything else raises TransitionError. Locust may
+#: stop a user at any point of on_start (its on_stop then runs).
+USER_STATES: dict[UserState, dict[UserEvent, UserState]] = {
+    _U.NEW: {_W.START: _U.STARTING, _W.STOP: _U.STOPPING},
+    _U.STARTING: {_W.LEASE: _U.LEASING, _W.NO_STATION: _U.NO_STATION, _W.STOP: _U.STOPPING},
+    _U.LEASING: {_W.LEASED: _U.RUNNING, _W.NO_STATION: _U.NO_STATION, _W.STOP: _U.STOPPING},
+    _U.RUNNING: {_W.LOSE_LEASE: _U.LEASE_LOST, _W.STOP: _U.STOPPING},
+    _U.NO_STATION: {_W.STOP: _U.STOPPING},
+    _U.LEASE_LOST: {_W.STOP: _U.STOPPING},
+    # the lease lost while on_stop flushes: the flush is abandoned
+    _U.STOPPING: {_W.LOSE_LEASE: _U.STOPPING, _W.STOPPED: _U.STOPPED},
+    _U.STOPPED: {},
+}
 
 
 class ChargerUser(User):
@@ -42,7 +110,13 @@ class ChargerUser(User):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.context: RunContext = environment.ocpp
+        self.lifecycle: Machine[UserState, UserEvent] = Machine(
+            "charger user", USER_STATES, UserState.NEW
+        )
         self.charger_id: str | None = None
+        #: the station this user runs; kept when a lost lease drops its runner, whose
+        #: greenlet may still hand on what the CSMS acknowledged (the run ledger wants it)
+        self.station: Station | None = None
         self.runner: StationRunner | None = None
         self.profile: str | None = None
         self.token: str | None = None
@@ -53,27 +127,39 @@ class ChargerUser(User):
         #: Locust makes a second's users at once: when this one's start is due
         self._start_ticket = self.context.pacer.arrive()
 
+    @property
+    def state(self) -> UserState:
+        return self.lifecycle.state
+
     def on_start(self) -> None:
+        self.lifecycle.fire(UserEvent.START)
+        # A user that cannot get an id stops quietly in its task (NO_STATION): StopUser
+        # raised here would make Locust log a traceback per user (thousands during a Redis
+        # outage).
+        if not self._start():
+            self.lifecycle.fire(UserEvent.NO_STATION)
+
+    def _start(self) -> bool:
+        """Get a charger id and make its station and runner; False if it got none."""
         context = self.context
         wait = context.pacer.delay(self._start_ticket)
         if wait > 0 and not self._wait(wait):
-            return  # stopped before its turn came
+            return False  # stopped before its turn came
         context.collector.hold()
-        # A user that cannot get an id stops quietly in its task: StopUser raised here
-        # would make Locust log a traceback per user (thousands during a Redis outage).
         if not context.ready.wait(30):
             self._failure("lease", "no run id from the master within 30 s")
-            return
+            return False
         refused = context.admit()
         if refused is not None:  # more users than open files: it would not connect anyway
             self._failure("open files", "open-file limit: no room for this charger", refused)
-            return
+            return False
         self.admitted = True
         coordinator = context.coordinator
         assert coordinator is not None
+        self.lifecycle.fire(UserEvent.LEASE)
         self.charger_id = self._lease(coordinator)
         if self.charger_id is None:
-            return  # a stop request came while it waited
+            return False  # a stop request came while it waited
         settings = context.settings
         charger = settings.fleet.chargers[self.charger_id]
         station = Station(
@@ -90,6 +176,7 @@ class ChargerUser(User):
             new_transaction_id=coordinator.next_transaction_id,
             listener=self._on_station_event,
         )
+        self.station = station
         password = charger.password or settings.password
         observer = context.metrics_observer
         link_options: dict[str, Any] = {}
@@ -113,9 +200,11 @@ class ChargerUser(User):
             **link_options,
         )
         context.users[self.charger_id] = self
+        self.lifecycle.fire(UserEvent.LEASED)
         self.profile = settings.profile.choose(self.rng)
         if self.profile == "sessions":
             self.runner.start()  # its own greenlet: this one sleeps between sessions
+        return True
 
     def _lease(self, coordinator: coordination.Coordinator) -> str | None:
         """A charger id; transient failures are counted and retried with back-off until
@@ -141,19 +230,20 @@ class ChargerUser(User):
 
     def _wait(self, seconds: float) -> bool:
         """Sleep ``seconds`` (real) so that a stop request kills the user at once, as
-        Locust's own ``wait()`` does; False if a stop was requested before the sleep."""
-        if self._state == LOCUST_STATE_STOPPING:
+        Locust's own ``wait()`` does; False if a stop was requested."""
+        try:
+            interruptible(self, lambda: gevent.sleep(seconds))
+        except StopUser:
             return False
-        self._state = LOCUST_STATE_WAITING
-        gevent.sleep(seconds)
-        if self._state == LOCUST_STATE_STOPPING:
-            return False
-        self._state = LOCUST_STATE_RUNNING
         return True
 
     def lease_lost(self) -> None:
         """The id was reclaimed (this worker stalled past the lease TTL): drop the
         connection without ending anything, since another station may now use the id."""
+        if not self.lifecycle.can(UserEvent.LOSE_LEASE):
+            log.debug("%s: lease lost when %s: nothing to drop", self.charger_id, self.state)
+            return
+        self.lifecycle.fire(UserEvent.LOSE_LEASE)
         if self.runner is not None:
             gevent.spawn(self.runner.stop, 0, False)
             self.runner = None
@@ -165,7 +255,7 @@ class ChargerUser(User):
     @task
     def live(self) -> None:
         """Run the station's profile until Locust stops this user."""
-        if self.runner is None:
+        if self.state is not UserState.RUNNING or self.runner is None:
             raise StopUser()  # no charger id (see on_start); already counted as a failure
         if self.profile == "sessions":
             while True:
@@ -173,11 +263,7 @@ class ChargerUser(User):
         # idle and remote: the station heartbeats and answers the CSMS on its own, so its
         # loop runs in this greenlet (a second one would cost ~8.5 KB per charger). Waiting,
         # as in _sleep: a stop request kills the user at once; on_stop resumes the loop.
-        if self._state == LOCUST_STATE_STOPPING:
-            raise StopUser()
-        self._state = LOCUST_STATE_WAITING
-        self.runner.run()
-        self._state = LOCUST_STATE_RUNNING
+        interruptible(self, self.runner.run)
         while True:  # the runner gave up (reconnect tries exhausted)
             self._sleep(self.context.settings.time_scale * 3600)
 
@@ -231,6 +317,11 @@ class ChargerUser(User):
             raise StopUser()
 
     def on_stop(self) -> None:
+        self.lifecycle.fire(UserEvent.STOP)
+        self._stop()
+        self.lifecycle.fire(UserEvent.STOPPED)
+
+    def _stop(self) -> None:
         self.context.collector.release()  # its station's cycles must be collectable
         if self.admitted:
             self.admitted = False
@@ -265,12 +356,16 @@ class ChargerUser(User):
         elif kind == "rejected" and detail.get("status") == NO_TRANSACTION_ID:
             self._rejected("StartTransaction", NO_TRANSACTION_ID)  # Accepted, but no id
         observer = self.context.metrics_observer
-        if observer is not None and self.charger_id is not None:
+        if observer is not None and self.charger_id is not None:  # None: the lease lost
             observer.station_event(self.charger_id, kind, detail)
-        # The run ledger: one entry when the CSMS acknowledged a start, one for the end.
-        if kind in coordination.LEDGER_EVENTS and self.context.coordinator is not None:
-            station = self.runner.station if self.runner else None
-            assert station is not None
+        # The run ledger: one entry when the CSMS acknowledged a start, one for the end;
+        # also late, from a station whose lease was just lost: the CSMS has it.
+        station = self.station
+        if (
+            kind in coordination.LEDGER_EVENTS
+            and self.context.coordinator is not None
+            and station is not None
+        ):
             entry = coordination.LedgerEntry.from_station_event(
                 station.charger.id, station.version.name, kind, detail
             )
@@ -281,7 +376,8 @@ class ChargerUser(User):
         if kind == "booted_lost":
             self.context.count_recovery(self, kind, detail)
         observer = self.context.metrics_observer
-        if observer is not None:
+        if observer is not None and self.state is not UserState.LEASE_LOST:
+            # after a lost lease this process may lease the id again, to another station
             observer.runner_event(detail["charger_id"], kind, detail)
         coordinator = self.context.coordinator
         if coordinator is None:

@@ -389,7 +389,8 @@ class MetricsObserver:
 
     def _on_rejected(self, charger: _Charger, charger_id: str, detail: Mapping[str, Any]) -> None:
         transaction = detail["transaction"]
-        if getattr(charger.station, "is16", False) and transaction.csms_id is None:
+        rules = getattr(charger.station, "rules", None)
+        if rules is not None and rules.unknown_to_csms(transaction):
             # 1.6, no transaction id from the CSMS: no end to wait for (not unacknowledged)
             charger.pending.pop(transaction.local_id, None)
 
