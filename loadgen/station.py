@@ -229,6 +229,8 @@ class Station:
         self._smart_charging: SmartCharging | None = None
         self._limits_due: float | None = None  # when a schedule period next begins or ends
         self._tariffs: Tariffs | None = None  # 2.1's default tariffs, made when first set
+        #: the load test is stopping (:meth:`wind_down`): nothing periodic, no new sessions
+        self.winding_down = False
 
     def use_version(self, version: Version) -> None:
         """Speak ``version`` from now on (the one the CSMS chose of the station's offer): its
@@ -293,6 +295,14 @@ class Station:
     @property
     def accepted(self) -> bool:
         return self.boot_status == "Accepted"
+
+    def wind_down(self) -> None:
+        """The load test is stopping: no more heartbeats or periodic meter values and no new
+        sessions, so what the CSMS answers from now on is only what ending the running
+        transactions sends, and the final summary can count everything it answered."""
+        self.winding_down = True
+        self._next_heartbeat = None
+        self._queue = deque(call for call in self._queue if call.action != "Heartbeat")
 
     @property
     def offline(self) -> bool:
@@ -387,7 +397,8 @@ class Station:
             deadlines.append(self._next_heartbeat)
         for evse in self.evses.values():
             if evse.transaction is not None and not evse.transaction.stopping:
-                deadlines.append(evse.transaction.next_meter_at)
+                if not self.winding_down:
+                    deadlines.append(evse.transaction.next_meter_at)
                 if evse.transaction.limit_due is not None:
                     deadlines.append(evse.transaction.limit_due)
         if self.online and self.accepted and self._queue and self._queue[0].offline:
@@ -404,6 +415,8 @@ class Station:
             heapq.heappop(self._timers)[2]()
         if self._limits_due is not None and now >= self._limits_due:
             self.apply_charging_limits(since=self._limits_due)
+        if self.winding_down:
+            self._next_heartbeat = None  # a boot answered meanwhile set one
         if self.accepted and self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             if not any(call.action == "Heartbeat" for call in self._queue):
@@ -413,6 +426,7 @@ class Station:
             if (
                 transaction is not None
                 and not transaction.stopping
+                and not self.winding_down
                 and (now >= transaction.next_meter_at)
             ):
                 transaction.next_meter_at = now + self.meter_interval
@@ -513,6 +527,7 @@ class Station:
             or evse.authorizing is not None
             or not evse.operative
             or self.rebooting
+            or self.winding_down
         ):
             return None
         reservation_id = None

@@ -928,3 +928,33 @@ def test_a_verdict_that_comes_after_the_driver_left_starts_nothing(version: Vers
     drive(station, csms)
     assert station.transactions == [] and station.free_evse() is not None
     assert not {"TransactionEvent", "StartTransaction"} & set(csms.actions())
+
+
+@pytest.mark.parametrize("version", [*V2, OCPP16])
+def test_a_station_winding_down_sends_only_what_ends_its_transaction(version: Version) -> None:
+    """The load test is stopping: no heartbeats, meter values or new sessions from then on,
+    but the running transaction still ends at the CSMS (the summary counts it all)."""
+    station, csms, clock = make(version, heartbeat_interval=10, meter_interval=30)
+    boot(station, csms)
+    assert station.start_session(1, "token_user_001") is not None
+    run_for(station, csms, clock, 32)
+    assert {"Heartbeat", "MeterValues" if version is OCPP16 else "TransactionEvent"} <= set(
+        csms.actions()
+    )
+    clock.advance(8)  # 40 s: a heartbeat is due (the next meter value at 60 s) ...
+    station.tick()
+    station.wind_down()  # ... and the stop begins before it went out: it never does
+    before = len(csms.actions())
+    run_for(station, csms, clock, 120)
+    assert csms.actions()[before:] == []  # nothing periodic, not even what was queued
+    assert station.next_deadline() is None  # nothing left to wake up for
+    station.stop_session(1, "Local")
+    drive(station, csms)
+    after = csms.actions()[before:]
+    if version is OCPP16:
+        assert after == ["StopTransaction", "StatusNotification", "StatusNotification"]
+    else:
+        assert after == ["TransactionEvent", "StatusNotification"]
+        assert csms.of("TransactionEvent")[-1]["eventType"] == "Ended"
+    assert station.start_session(1, "token_user_002") is None  # free now, still no session
+    assert station.settled

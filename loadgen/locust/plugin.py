@@ -23,6 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination, limits, logutil, recovery
 from loadgen.capacity.search import CapacityResult
+from loadgen.locust import stopping, webui
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
 from loadgen.locust.shape import (
@@ -335,9 +336,12 @@ def setup(environment: Environment, options: Any) -> RunContext:
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
     _setup_recovery(context, environment)
+    stopping.install(environment, context.users)  # the summary counts until stations stop
     context.collector.hold()  # what is loaded by now lives as long as the process
     if not isinstance(runner, WorkerRunner):
         _setup_capacity_and_reports(context, environment, options)
+        if getattr(environment, "web_ui", None) is not None:  # our tabs in Locust's UI
+            webui.install(environment.web_ui, context, environment)
     if early is not None:
         early.deliver(RUN_MESSAGE, context.use_run)
         early.deliver(RETRY_MESSAGE, lambda _: context.retry_now())
