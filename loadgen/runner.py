@@ -230,6 +230,7 @@ class StationRunner:
             if self._interrupted and self.link is not None and self.link.connected:
                 link = self.link  # resume where a kill left run()
             else:
+                connecting = False  # a failed link.connect() told its observer (Locust)
                 try:
                     if self._in_blackout():  # the CSMS is "down": no socket at all
                         raise ConnectFailed("blackout", "blackout")
@@ -240,7 +241,9 @@ class StationRunner:
                         observer=self.observer,
                         **self.link_options,
                     )
+                    connecting = True
                     link.connect()
+                    connecting = False
                     self._adopt_version(link)
                 except ConnectFailed as exc:
                     attempt += 1
@@ -251,12 +254,23 @@ class StationRunner:
                         and not self._in_blackout()
                     ):
                         self.failed = str(exc)
-                        self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
+                        self._emit(
+                            "gave_up",
+                            {"reason": str(exc), "attempts": attempt, "connect_failed": connecting},
+                        )
                         return
                     if attempt == 1:
                         first = backoff.first_wait()
                     delay = backoff.wait(attempt, first)
-                    self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
+                    self._emit(
+                        "retry",
+                        {
+                            "attempt": attempt,
+                            "delay": delay,
+                            "reason": str(exc),
+                            "connect_failed": connecting,
+                        },
+                    )
                     self._idle_until(self._real_now() + delay)
                     continue
                 attempt = 0

@@ -23,6 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination, limits, logutil, recovery
 from loadgen.capacity import CapacityResult
+from loadgen.locust import verdicts
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
 from loadgen.locust.shape import (
@@ -93,6 +94,8 @@ class RunContext:
     pacer: StartPacer = field(default_factory=lambda: StartPacer(time.monotonic))
     #: keeps the collector off the stations while users start (pacing.CollectorFreeze)
     collector: CollectorFreeze = field(default_factory=lambda: CollectorFreeze(time.monotonic))
+    #: failed connects of stations that connected afterwards (not failures for the exit code)
+    connect_retries: verdicts.ConnectRetries = field(default_factory=verdicts.ConnectRetries)
     #: on a master: when its workers' recent batches of users came (wall clock)
     worker_batch_starts: deque[float] = field(
         default_factory=lambda: deque(maxlen=4 * BATCH_STARTS_KEPT)
@@ -328,6 +331,7 @@ def setup(environment: Environment, options: Any) -> RunContext:
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
     _setup_recovery(context, environment)
+    verdicts.install(context, environment, _final_words.append)
     context.collector.hold()  # what is loaded by now lives as long as the process
     if not isinstance(runner, WorkerRunner):
         _setup_capacity_and_reports(context, environment, options)
@@ -512,11 +516,7 @@ def _setup_capacity_and_reports(
 
     def latencies() -> dict[str, Any]:
         """Locust's response-time counts per OCPP action (the master's: every worker's)."""
-        return {
-            name: entry.response_times
-            for (name, method), entry in environment.stats.entries.items()
-            if method == "OCPP"
-        }
+        return verdicts.ocpp_latencies(environment)
 
     def latest(name: str, method: str) -> Callable[[], float | None]:
         """When the latest of these requests ended (wall clock; a master's: the latest of
