@@ -288,6 +288,10 @@ def _on_init(environment: Environment, **_: Any) -> None:
         sys.stderr.write(f"loadgen: {exc}\n")
         _let_forked_workers_connect(environment, options)
         sys.exit(2)
+    # Locust's --run-time timer (gevent.spawn_later, next) counts from the event loop's
+    # cached clock, last read before the start-up's imports and set-up blocked: seconds on
+    # a busy machine, by which a run came out shorter (a 5 s run ended at once).
+    gevent.get_hub().loop.update_now()
 
 
 def _let_forked_workers_connect(
