@@ -102,6 +102,7 @@ def install(context: Any, environment: Environment, say: Callable[[str], None]) 
         events.worker_report.add_listener(on_report)
 
     settings = context.settings
+    judging = settings.slo is not None or bool(settings.junit)
     run: dict[str, Any] = {}
 
     def view() -> dict[str, Any]:
@@ -117,7 +118,8 @@ def install(context: Any, environment: Environment, say: Callable[[str], None]) 
         total[0] = 0
         retries.recovered = 0
         run.clear()
-        run["start"] = view()
+        if judging:
+            run["start"] = view()
 
     @events.test_stopping.add_listener
     def _stopping(**_: Any) -> None:
