@@ -21,7 +21,7 @@ Locust process it
   ``--lag-limit-ms`` (unless ``--lag-keep-going``), or after ``--lag-budget`` seconds.
 
 Progress goes to stderr; at ``quit`` the whole result is printed as one JSON line, the last
-line of stdout (``_common.run_worker`` reads it).
+line of stdout (``_common.clients.run_worker`` reads it).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import time
 from array import array
 from typing import Any
 
-import _common as common  # also puts the project root on sys.path
 import gevent
 import psutil
+from _common.figures import latency_ms  # also puts the project root on sys.path
 from locust import LoadTestShape, events
 from locust.runners import LocalRunner
 from locust.stats import calculate_response_time_percentile
@@ -205,7 +205,7 @@ def run_steps(environment: Any, options: Any) -> None:
             "booted": new_boots,
             "seconds": booted_at - started if new_boots else 0.0,
             "locust_spawned_seconds": max(0.0, probe.spawned_at - started),
-            "lag_ms": common.latency_ms(probe.lags[lags_before:]),
+            "lag_ms": latency_ms(probe.lags[lags_before:]),
             "cpu_cores": (usage_spawned["cpu"] - usage_before["cpu"])
             / max(1e-9, spawn_end - step_began),
             "gc": probe.gc_between(step_began, spawn_end),
@@ -228,7 +228,7 @@ def run_steps(environment: Any, options: Any) -> None:
         gevent.sleep(hold)
         after = probe.usage()
         hb_after, hb_count_after, hb_failed_after = heartbeat_histogram(environment)
-        lag = common.latency_ms(probe.lags[lag_from:])
+        lag = latency_ms(probe.lags[lag_from:])
         lag["samples"] = len(probe.lags) - lag_from
         seconds = after["at"] - before["at"]
         result = {

@@ -34,7 +34,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import _common as common
+from _common import ROOT
+from _common.databases import Database
+from _common.figures import machine_note, print_table
+from _common.machine import die_with_parent, free_port, install_exit_handlers
+from _common.servers import ServerProcess, stub_process
 from faults import Redis
 
 PY = sys.executable
@@ -69,7 +73,7 @@ def locust_argv(args: argparse.Namespace, host: str, spawn_rate: float) -> list[
     ceiling = args.max_connections
     step = max(1, round(ceiling * 0.2))
     return [
-        *(PY, "-m", "locust", "-f", str(common.ROOT / "locustfile.py"), "--headless"),
+        *(PY, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless"),
         *("--host", host, "--spawn-rate", f"{spawn_rate:g}"),
         *("--ocpp-profile", "idle", "--heartbeat-interval", "2", "--reconnect-cap", "2"),
         *("--fleet-size", str(round(ceiling * 1.6))),
@@ -92,12 +96,12 @@ def locust(argv: list[str], log: Path, core: int) -> Iterator[subprocess.Popen[b
 
     def preexec() -> None:
         os.sched_setaffinity(0, {core})
-        common.die_with_parent()
+        die_with_parent()
 
     with log.open("wb") as out:
         process = subprocess.Popen(
             argv,
-            cwd=common.ROOT,
+            cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -154,7 +158,7 @@ def read_search(mode: str, spawn_rate: float, log: Path, reports: Path) -> Row:
 
 
 def search(
-    args: argparse.Namespace, stub: common.ServerProcess, redis: Redis | None, spawn_rate: float
+    args: argparse.Namespace, stub: ServerProcess, redis: Redis | None, spawn_rate: float
 ) -> Row:
     mode = "single" if redis is None else "master"
     work = Path(tempfile.mkdtemp(prefix="capacity-truth-"))
@@ -165,7 +169,7 @@ def search(
     with contextlib.ExitStack() as stack:
         if redis is not None:
             redis.client().flushall()
-            port = common.free_port()
+            port = free_port()
             coordination = ("--redis-url", redis.url)
             worker = [*locust_argv(args, stub.url, spawn_rate), "--worker"]
             worker += ["--master-port", str(port), *coordination]
@@ -188,8 +192,8 @@ def search(
 
 def run(args: argparse.Namespace) -> int:
     runs = len(args.spawn_rates) * len(args.modes)
-    common.install_exit_handlers(runs * (SEARCH_RUN_TIME + 90) + 60)
-    print(common.machine_note())
+    install_exit_handlers(runs * (SEARCH_RUN_TIME + 90) + 60)
+    print(machine_note())
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         redis: Redis | None = None
@@ -200,10 +204,10 @@ def run(args: argparse.Namespace) -> int:
         for spawn_rate in args.spawn_rates:
             for mode in args.modes:
                 # a fresh stub each time: its boot turns and connections start from nothing
-                database = stack.enter_context(common.Database("sqlite"))
+                database = stack.enter_context(Database("sqlite"))
                 ceilings = ["--max-connections", str(args.max_connections)]
                 ceilings += ["--max-boot-rate", f"{args.max_boot_rate:g}"]
-                with common.stub_process(args.server_core, database.url, extra=ceilings) as stub:
+                with stub_process(args.server_core, database.url, extra=ceilings) as stub:
                     rows.append(search(args, stub, redis if mode == "master" else None, spawn_rate))
     table = []
     for row in rows:
@@ -222,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
                 "ok" if row.ok(args) else "MISS",
             ]
         )
-    common.print_table(
+    print_table(
         [
             "process",
             "--spawn-rate",

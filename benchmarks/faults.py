@@ -39,9 +39,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import _common as common
+from _common import DEFAULT_POSTGRES_URL, HOST, ROOT
+from _common.databases import Database
+from _common.figures import machine_note, phase, print_table
+from _common.machine import check_local_url, die_with_parent, free_port, install_exit_handlers
+from _common.servers import ServerProcess, stub_process
 
-ROOT = common.ROOT
 PY = sys.executable
 FAULTS = (
     "csms-sigkill",
@@ -87,7 +90,7 @@ class Relay:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = common.free_port()
+        self.port = free_port()
         self.writers: set[asyncio.StreamWriter] = set()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, daemon=True)
@@ -96,7 +99,7 @@ class Relay:
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, common.HOST, self.port, backlog=4096)
+            asyncio.start_server(self._handle, HOST, self.port, backlog=4096)
         )
         self._ready.set()
         self.loop.run_forever()
@@ -111,7 +114,7 @@ class Relay:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(common.HOST, self.target_port)
+            up_reader, up_writer = await asyncio.open_connection(HOST, self.target_port)
         except OSError:
             writer.close()  # the stub is down: the charger sees the connection refused
             return
@@ -147,13 +150,13 @@ class Redis:
     append-only file in a temporary folder so that a restart loses nothing."""
 
     def __init__(self) -> None:
-        self.port = common.free_port()
+        self.port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="faults-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{common.HOST}:{self.port}/0"
+        return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -163,7 +166,7 @@ class Redis:
             [
                 binary,
                 "--bind",
-                common.HOST,
+                HOST,
                 "--port",
                 str(self.port),
                 "--save",
@@ -177,7 +180,7 @@ class Redis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=common.die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -277,18 +280,18 @@ class Campaign:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=common.die_with_parent,
+            preexec_fn=die_with_parent,
             start_new_session=True,
         )
 
-    def connected(self, stub: common.ServerProcess) -> int:
+    def connected(self, stub: ServerProcess) -> int:
         try:
             return int(stub.get_json("/stats", timeout=2).get("chargers_connected", 0))
         except (OSError, ValueError):
             return 0
 
     def wait_connected(
-        self, stub: common.ServerProcess, want: int, timeout: float, below: bool = False
+        self, stub: ServerProcess, want: int, timeout: float, below: bool = False
     ) -> float | None:
         """Seconds until ``want`` chargers are connected at the stub (``below``: until
         fewer are), None if that does not happen within ``timeout``."""
@@ -327,12 +330,12 @@ class Campaign:
             return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
 
     @contextlib.contextmanager
-    def stack(self, durable: bool = False) -> Iterator[tuple[common.ServerProcess, Relay]]:
+    def stack(self, durable: bool = False) -> Iterator[tuple[ServerProcess, Relay]]:
         """A fresh Redis database, a PostgreSQL schema, the stub and its relay."""
         self.redis.client().flushall()
-        with common.Database("postgresql", self.args.postgres_url) as database:
+        with Database("postgresql", self.args.postgres_url) as database:
             extra = ["--durable"] if durable else []
-            stub = common.stub_process(0, database.url, database.schema, extra=extra)
+            stub = stub_process(0, database.url, database.schema, extra=extra)
             stub.start_timeout = 60
             with stub, Relay(stub.port) as relay:
                 yield stub, relay
@@ -340,7 +343,7 @@ class Campaign:
     def run_with_fault(
         self,
         name: str,
-        inject: Callable[[common.ServerProcess, Relay, subprocess.Popen[bytes]], str],
+        inject: Callable[[ServerProcess, Relay, subprocess.Popen[bytes]], str],
         *,
         durable: bool = False,
         workers: int = 0,
@@ -351,24 +354,24 @@ class Campaign:
         row = Row(name + (" --durable" if durable else ""), f"{n:,} chargers")
         want = max(1, int(n * 0.99))
         with self.stack(durable) as (stub, relay), tempfile.TemporaryFile() as log:
-            host = f"ws://{common.HOST}:{relay.port}"
+            host = f"ws://{HOST}:{relay.port}"
             extra = ["--csms-api", stub.api_url or ""]
             run_time = a.hold * 2 + n / a.spawn_rate + 20
             if workers:
-                master_port = common.free_port()
+                master_port = free_port()
                 master = self.locust(host, n, run_time, [*extra, "--lease-ttl", "5"])
                 # as the README advises: the dead worker's users go to the others at once
                 master += ["--master", "--expect-workers", str(workers), "--enable-rebalancing"]
                 master += [
                     "--master-bind-host",
-                    common.HOST,
+                    HOST,
                     "--master-bind-port",
                     str(master_port),
                 ]
                 procs = [self.start(master, log)]
                 for _ in range(workers):
                     worker = self.locust(host, n, run_time, ["--lease-ttl", "5"])
-                    worker += ["--worker", "--master-host", common.HOST]
+                    worker += ["--worker", "--master-host", HOST]
                     worker += ["--master-port", str(master_port)]
                     procs.append(self.start(worker, log))
             else:
@@ -451,7 +454,7 @@ class Campaign:
     # faults
 
     def csms_kill(self, sig: int, durable: bool = False) -> Row:
-        def inject(stub: common.ServerProcess, relay: Relay, _: Any) -> str:
+        def inject(stub: ServerProcess, relay: Relay, _: Any) -> str:
             assert stub.process is not None
             stub.process.send_signal(sig)
             started = time.monotonic()
@@ -475,13 +478,13 @@ class Campaign:
         return row
 
     def reconnect_storm(self) -> Row:
-        def inject(stub: common.ServerProcess, relay: Relay, _: Any) -> str:
+        def inject(stub: ServerProcess, relay: Relay, _: Any) -> str:
             return f"{relay.cut_all():,} connections cut at once"
 
         return self.run_with_fault("reconnect-storm", inject)
 
     def redis_restart(self) -> Row:
-        def inject(stub: common.ServerProcess, relay: Relay, _: Any) -> str:
+        def inject(stub: ServerProcess, relay: Relay, _: Any) -> str:
             self.redis.stop()
             time.sleep(3)
             self.redis.start()  # from its append-only file: ledger and leases kept
@@ -490,7 +493,7 @@ class Campaign:
         return self.run_with_fault("redis-restart", inject, measure_recovery=False)
 
     def worker_kill(self) -> Row:
-        def inject(stub: common.ServerProcess, relay: Relay, worker: Any) -> str:
+        def inject(stub: ServerProcess, relay: Relay, worker: Any) -> str:
             os.killpg(worker.pid, signal.SIGKILL)
             return "one of 2 workers SIGKILLed"
 
@@ -522,19 +525,19 @@ class Campaign:
 
 
 def run(args: argparse.Namespace) -> int:
-    common.check_local_url(args.postgres_url)
+    check_local_url(args.postgres_url)
     faults = args.fault or list(FAULTS)
-    common.install_exit_handlers(900 if not args.quick else 400, exclusive=True)
+    install_exit_handlers(900 if not args.quick else 400, exclusive=True)
     campaign = Campaign(args)
     campaign.redis.start()
     rows: list[Row] = []
     durable = stub_has("--durable")
-    print(f"faults: {', '.join(faults)} at {args.chargers:,} chargers ({common.machine_note()})")
+    print(f"faults: {', '.join(faults)} at {args.chargers:,} chargers ({machine_note()})")
     if not durable:
         print("csms_stub has no --durable: csms-sigkill runs without it")
     try:
         for fault in faults:
-            with common.phase(fault):
+            with phase(fault):
                 if fault == "csms-sigkill":
                     rows.append(campaign.csms_kill(signal.SIGKILL))
                     if durable:
@@ -559,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"   {rows[-1]}", flush=True)
     finally:
         campaign.redis.stop()
-    common.print_table(
+    print_table(
         ["fault", "scale", "acknowledged", "lost", "duplicated", "recovered in s", "ok", "notes"],
         [
             (
@@ -587,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=None, help="seconds around the fault")
     parser.add_argument("--spawn-rate", type=float, default=200.0)
     parser.add_argument("--time-scale", type=float, default=60.0)
-    parser.add_argument("--postgres-url", default=common.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args(argv)
     if args.chargers is None:
         args.chargers = 100 if args.quick else 1000

@@ -12,7 +12,7 @@ codes and refuses handshakes (HTTP 500 / 404, no or a wrong subprotocol). It che
 answer the stations give to its CALLs. The **stations** (``fuzz_csms.py stations``) are
 real :class:`~loadgen.station.Station` objects driven by
 :class:`~loadgen.runner.StationRunner` and :class:`~loadgen.link.Link` under gevent in one
-process, observed by the load generator's own :class:`~loadgen.metrics.MetricsObserver`,
+process, observed by the load generator's own :class:`~loadgen.metrics.observer.MetricsObserver`,
 as a Locust worker runs them; some charge EVs so that transaction messages are in flight.
 
 Everything is seeded (``--seed``): the same seed sends the same kinds of hostility in the
@@ -39,8 +39,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import _common as common
 import orjson
+from _common import HOST
+from _common.baseline import ocpp_reply
+from _common.clients import run_worker
+from _common.figures import machine_note, print_table
+from _common.machine import free_port, install_exit_handlers, raise_nofile, split_cores
+from _common.servers import ServerProcess
 
 # Answers the stations' CALLs get, with weights: mostly correct, so stations boot and
 # charge and the hostile answers hit every state.
@@ -226,7 +231,7 @@ def invalid_result(rng: random.Random, action: str) -> Any:
 
 
 def correct_result(action: str) -> dict[str, Any]:
-    return common.ocpp_reply(heartbeat_interval=30)("ocpp2.0.1", action)
+    return ocpp_reply(heartbeat_interval=30)("ocpp2.0.1", action)
 
 
 # -- the hostile CSMS (asyncio) -------------------------------------------------------------
@@ -420,7 +425,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with ws_serve(
         csms.handle,
-        common.HOST,
+        HOST,
         args.port,
         subprotocols=["ocpp2.0.1", "ocpp1.6"],
         select_subprotocol=csms.select_subprotocol,
@@ -461,13 +466,14 @@ def run_stations(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
     from loadgen import fleet as fleets
-    from loadgen.metrics import Metrics, MetricsObserver
+    from loadgen.metrics.collectors import Metrics
+    from loadgen.metrics.observer import MetricsObserver
     from loadgen.physics import EV, ScaledClock
     from loadgen.protocols import get_version
     from loadgen.runner import RetryBackOff, StationRunner
     from loadgen.station import Station, StationConfig
 
-    common.raise_nofile()
+    raise_nofile()
     watch = Watch()
     watch.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -605,12 +611,12 @@ def checks(worker: dict[str, Any], server: dict[str, Any], args: argparse.Namesp
 
 
 def run(args: argparse.Namespace) -> int:
-    server_core, client_cores = common.split_cores(args.server_core, None)
+    server_core, client_cores = split_cores(args.server_core, None)
     budget = args.duration + args.stations / args.connect_rate + 90
-    common.install_exit_handlers(budget)
+    install_exit_handlers(budget)
     with tempfile.TemporaryDirectory(prefix="fuzz-csms-") as tmp:
         stats_file = os.path.join(tmp, "stats.json")
-        port = common.free_port()
+        port = free_port()
         argv = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -626,11 +632,11 @@ def run(args: argparse.Namespace) -> int:
             "--calls-per-second",
             f"{args.calls_per_second:g}",
         ]
-        server = common.ServerProcess("hostile-csms", argv, port, server_core)
+        server = ServerProcess("hostile-csms", argv, port, server_core)
         with server:
             print(
                 f"fuzz_csms: {args.stations:,} stations against a hostile CSMS for "
-                f"{args.duration:g} s, seed {args.seed} ({common.machine_note()})",
+                f"{args.duration:g} s, seed {args.seed} ({machine_note()})",
                 flush=True,
             )
             worker_argv = [
@@ -655,19 +661,19 @@ def run(args: argparse.Namespace) -> int:
                 args.ocpp_version,
             ]
             try:
-                worker = common.run_worker(worker_argv, client_cores, budget, "stations")
+                worker = run_worker(worker_argv, client_cores, budget, "stations")
             except RuntimeError as exc:
                 print(f"FAIL: the stations' process crashed: {exc}")
                 return 1
             server.stop()
         server_stats = orjson.loads(Path(stats_file).read_bytes())
     results = checks(worker, server_stats, args)
-    common.print_table(
+    print_table(
         ["hostility", "count"],
         sorted(server_stats["stats"].items()),
         title="what the hostile CSMS did",
     )
-    common.print_table(
+    print_table(
         ["check", "verdict", "detail"],
         [(name, "ok" if ok else "FAIL", detail) for name, ok, detail in results],
         title="checks",
@@ -729,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        common.raise_nofile()
+        raise_nofile()
         asyncio.run(serve(args))
         return 0
     if args.command == "stations":

@@ -26,7 +26,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-import _common as common
+from _common import DEFAULT_POSTGRES_URL
+from _common.clients import split
+from _common.databases import Database
+from _common.figures import print_table
+from _common.machine import check_local_url, install_exit_handlers
+from _common.servers import stub_process
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
@@ -326,13 +331,13 @@ class Fuzzer:
 
 async def fuzz(url: str, args: argparse.Namespace, tally: Tally) -> None:
     fuzzer = Fuzzer(url, args, tally)
-    shares = common.split(args.frames, args.connections)
+    shares = split(args.frames, args.connections)
     await asyncio.gather(
         fuzzer.odd_handshakes(), *(fuzzer.charger(i, n) for i, n in enumerate(shares))
     )
 
 
-def stored_keys(database: common.Database) -> set[tuple[str, str, int]]:
+def stored_keys(database: Database) -> set[tuple[str, str, int]]:
     rows = database.rows(
         f"SELECT charger_id, transaction_id, seq_no FROM {database.qualified('transaction_event')} "
         "WHERE transaction_id LIKE 'ok-%'"
@@ -354,7 +359,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--postgres-url", default=common.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
     parser.add_argument(
@@ -363,13 +368,13 @@ def main() -> int:
         help="do not wait for other benchmarks to finish (when run by one, e.g. faults tooling)",
     )
     args = parser.parse_args()
-    common.check_local_url(args.postgres_url)
-    common.install_exit_handlers(args.timeout + 120, exclusive=not args.shared)
+    check_local_url(args.postgres_url)
+    install_exit_handlers(args.timeout + 120, exclusive=not args.shared)
     tally = Tally()
     checks: dict[str, bool] = {}
     started = time.monotonic()
-    with common.Database(args.database, args.postgres_url) as database:
-        stub = common.stub_process(args.server_core, database.url, database.schema)
+    with Database(args.database, args.postgres_url) as database:
+        stub = stub_process(args.server_core, database.url, database.schema)
         with stub:
             assert stub.ps is not None
             rss_before = stub.ps.memory_info().rss
@@ -397,7 +402,7 @@ def main() -> int:
 
     rows = [[kind, count] for kind, count in sorted(tally.answers.items())]
     rows += [[f"handshake {kind}", count] for kind, count in sorted(tally.handshakes.items())]
-    common.print_table(
+    print_table(
         ["answer", "count"],
         rows,
         title=(
@@ -406,7 +411,7 @@ def main() -> int:
             f"csms_stub on {args.database} in {wall:.1f} s"
         ),
     )
-    common.print_table(
+    print_table(
         ["figure", "value"],
         [
             ["well-formed TEs acknowledged", len(tally.acknowledged)],

@@ -2,7 +2,7 @@
 
 One process pinned to one core (the first of ``--client-cores``, default: every core but
 ``--server-core``) opens ``--chargers`` connections to a fast CSMS pinned to
-``--server-core`` (``_common.py``'s baseline server with ``--replies ocpp``: a ``websockets``
+``--server-core`` (``_common.baseline``'s server with ``--replies ocpp``: a ``websockets``
 asyncio server that answers every CALL at once, no validation, no state). Each connection
 then sends OCPP 2.0.1 TransactionEvent ``Updated`` CALLs (``v201.transaction_event``, a
 meter value with register, power and SoC) back to back from its own greenlet / task, one
@@ -15,7 +15,7 @@ Two clients, each in a fresh process, same server, same payloads:
 - ``gevent Link``: :class:`loadgen.link.Link` (``websockets`` sans-I/O on gevent, fed by an
   I/O watcher callback, no reader greenlet) with a null observer, ``call()`` from one
   greenlet per link;
-- ``asyncio (raw)``, the baseline: ``_common.Charger``, the thinnest ``websockets`` asyncio
+- ``asyncio (raw)``, the baseline: ``_common.charger.Charger``, the thinnest ``websockets`` asyncio
   client (``send`` then ``recv`` until the reply, no reader task) on the default event loop.
 
 Target: the link's CPU per round trip at most 2x the raw client's. If the server's core is
@@ -40,9 +40,13 @@ from array import array
 from collections.abc import Iterator
 from typing import Any
 
-import _common as common
 import orjson
 import psutil
+from _common.charger import CallFailed, Charger, freeze_gc, ramp
+from _common.clients import run_worker
+from _common.figures import latency_ms, machine_note, phase, print_table
+from _common.machine import install_exit_handlers, raise_nofile, split_cores, wait_for_quiet
+from _common.servers import ServerProcess, baseline_process
 
 from loadgen.protocols import iso_timestamp, v201
 
@@ -141,7 +145,7 @@ class Window:
             "server_cores": (server1 - server0) / seconds,
             "server_cpu_us_per_round_trip": (server1 - server0) / max(1, round_trips) * 1e6,
             "other_cores": max(0.0, others / seconds),  # everything else on the machine
-            "latency_ms": common.latency_ms(self.latencies),
+            "latency_ms": latency_ms(self.latencies),
             "errors": self.errors,
             "disconnects": self.disconnects,
             "rss_mb": self.me.memory_info().rss / 2**20,
@@ -194,7 +198,7 @@ def gevent_worker(config: dict[str, Any]) -> dict[str, Any]:
     if not pool.join(timeout=config["connect_timeout"]):
         raise TimeoutError("connecting took too long")
     progress(f"{len(links)} links connected, {len(failures)} failed")
-    common.freeze_gc()
+    freeze_gc()
     window = Window(config["server_pid"])
 
     def run(link: Link) -> None:
@@ -232,13 +236,13 @@ def asyncio_worker(config: dict[str, Any]) -> dict[str, Any]:
     from websockets.exceptions import ConnectionClosed
 
     async def main() -> dict[str, Any]:
-        chargers: list[common.Charger] = []
+        chargers: list[Charger] = []
         failures: list[str] = []
 
         async def open_charger(i: int) -> None:
             charger_id = f"{config['prefix']}-{i:05d}"
             try:
-                charger = await common.Charger.connect(
+                charger = await Charger.connect(
                     config["url"], charger_id, subprotocol=f"ocpp{config['version']}"
                 )
             except (OSError, TimeoutError, ConnectionClosed) as exc:
@@ -247,18 +251,18 @@ def asyncio_worker(config: dict[str, Any]) -> dict[str, Any]:
                 chargers.append(charger)
 
         async with asyncio.timeout(config["connect_timeout"]):
-            await common.ramp(
+            await ramp(
                 config["chargers"],
                 1e9,
                 open_charger,
                 concurrency=config["connect_concurrency"],
             )
         progress(f"{len(chargers)} connections, {len(failures)} failed")
-        common.freeze_gc()
+        freeze_gc()
         window = Window(config["server_pid"])
         timeout = config["call_timeout"]
 
-        async def run(charger: common.Charger) -> None:
+        async def run(charger: Charger) -> None:
             updates = transaction_updates(charger.charger_id)
             call, clock, latencies = charger.call, time.perf_counter, window.latencies
             while not window.stop:
@@ -266,7 +270,7 @@ def asyncio_worker(config: dict[str, Any]) -> dict[str, Any]:
                 started = clock()
                 try:
                     await call(action, payload, timeout)
-                except common.CallFailed:
+                except CallFailed:
                     window.errors += 1
                     continue
                 except (ConnectionClosed, TimeoutError):
@@ -287,7 +291,7 @@ def asyncio_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(config: dict[str, Any]) -> None:
-    common.raise_nofile()
+    raise_nofile()
     result = (gevent_worker if config["client"] == "gevent" else asyncio_worker)(config)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -297,7 +301,7 @@ def worker_main(config: dict[str, Any]) -> None:
 # -- the benchmark side ----------------------------------------------------------------------
 
 
-def run_client(client: str, server: common.ServerProcess, args: argparse.Namespace) -> Any:
+def run_client(client: str, server: ServerProcess, args: argparse.Namespace) -> Any:
     config = {
         "client": client,
         "url": server.url,
@@ -313,14 +317,14 @@ def run_client(client: str, server: common.ServerProcess, args: argparse.Namespa
     }
     argv = [sys.executable, os.path.abspath(__file__), "--worker", orjson.dumps(config).decode()]
     timeout = config["connect_timeout"] + args.warmup + args.duration + args.call_timeout + 60
-    return common.run_worker(argv, [args.cores[0]], timeout, f"{CLIENTS[client]} client")
+    return run_worker(argv, [args.cores[0]], timeout, f"{CLIENTS[client]} client")
 
 
-def measure(client: str, server: common.ServerProcess, args: argparse.Namespace) -> Any:
+def measure(client: str, server: ServerProcess, args: argparse.Namespace) -> Any:
     """One client's run; again (up to ``--retries`` times) if other work disturbed it."""
     for attempt in range(args.retries + 1):
         began = time.monotonic()
-        busy = common.wait_for_quiet(args.quiet_wait, QUIET_CORES)
+        busy = wait_for_quiet(args.quiet_wait, QUIET_CORES)
         if time.monotonic() - began > 5:
             print(f"   waited {time.monotonic() - began:.0f} s for a quiet machine", flush=True)
         if busy >= QUIET_CORES:
@@ -355,7 +359,7 @@ def report(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
                 r["errors"] + r["disconnects"],
             ]
         )
-    common.print_table(
+    print_table(
         [
             "client",
             "links",
@@ -464,22 +468,22 @@ def main() -> int:
     args = build_parser().parse_args()
     if args.worker:
         worker_main(orjson.loads(args.worker))
-    args.server_core, args.cores = common.split_cores(args.server_core, args.client_cores)
+    args.server_core, args.cores = split_cores(args.server_core, args.client_cores)
     runs = args.repeat * len(args.clients)
     per_run = (1 + args.retries) * (
         120 + args.quiet_wait + args.chargers / 50 + args.warmup + args.duration + args.call_timeout
     )
-    common.install_exit_handlers(runs * per_run + 60)
-    common.raise_nofile()
+    install_exit_handlers(runs * per_run + 60)
+    raise_nofile()
     os.sched_setaffinity(0, set(args.cores))  # keep this process off the server's core
-    print(f"link_roundtrip: {common.machine_note()}", flush=True)
+    print(f"link_roundtrip: {machine_note()}", flush=True)
     args.builder_us = builder_cost_us()
     gc.collect()
     results: list[tuple[str, dict[str, Any]]] = []
-    with common.baseline_process(args.server_core, replies="ocpp") as server:
+    with baseline_process(args.server_core, replies="ocpp") as server:
         for run in range(args.repeat):
             for client in args.clients:
-                with common.phase(f"{CLIENTS[client]}, run {run + 1}/{args.repeat}"):
+                with phase(f"{CLIENTS[client]}, run {run + 1}/{args.repeat}"):
                     results.append((client, measure(client, server, args)))
     status = report(results, args)
     if args.json:

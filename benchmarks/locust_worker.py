@@ -2,7 +2,7 @@
 
 One plain headless ``locust`` process (``benchmarks/_locustfile_lag.py``: ``ChargerUser``
 plus a timer-lag probe and a stepped load shape) pinned to ``--locust-core`` (default 1),
-against ``_common.py``'s fast baseline server (``--replies ocpp``: schema-valid replies, no
+against ``_common.baseline``'s fast baseline server (``--replies ocpp``: schema-valid replies, no
 state) pinned to ``--server-core`` (default 0), so the CSMS is not the limit:
 
 1. **steps**: ``--ocpp-profile idle``, a Heartbeat every ``--heartbeat-interval`` s (time
@@ -21,7 +21,7 @@ state) pinned to ``--server-core`` (default 0), so the CSMS is not the limit:
    lag meanwhile, and the process's CPU per charger. Each rate also runs unpaced (the spawn
    path before its tuning: batches started at once, no ``gc.freeze()``, an address lookup
    per connect; ``--no-unpaced`` skips it): the same run's baseline.
-3. **baseline**: the raw asyncio client (``_common.Charger``: ``websockets``, connect, boot,
+3. **baseline**: the raw asyncio client (``_common.charger.Charger``: ``websockets``, connect, boot,
    heartbeats at the same interval, no Locust) holding the same counts in one process on
    the same core: its RSS per connection and CPU, and the ratios.
 
@@ -46,9 +46,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import _common as common
 import psutil
-from _common import Charger, ClientGroup, Control, ServerProcess
+from _common.charger import Charger, freeze_gc, ramp
+from _common.clients import ClientGroup, Control, run_worker
+from _common.figures import latency_ms, machine_note, phase, print_table
+from _common.machine import install_exit_handlers, raise_nofile, split_cores, wait_for_quiet
+from _common.servers import ServerProcess, baseline_process
 
 from loadgen.protocols import v201
 
@@ -131,8 +134,8 @@ def locust_run(
 ) -> dict[str, Any]:
     """One headless Locust process through ``steps``; its result and Locust's own stats.
     ``unpaced``: the spawn path as it was (``_locustfile_lag.py --lag-unpaced``)."""
-    ramp = sum(max(0, b - a) for a, b in zip([0, *steps], steps, strict=False))
-    budget = len(steps) * (32 + settle + hold) + 3 * ramp / spawn_rate + 30
+    spawned = sum(max(0, b - a) for a, b in zip([0, *steps], steps, strict=False))
+    budget = len(steps) * (32 + settle + hold) + 3 * spawned / spawn_rate + 30
     with tempfile.TemporaryDirectory(prefix="bench-locust-") as tmp:
         stats_file = os.path.join(tmp, "stats")
         argv = [
@@ -178,7 +181,7 @@ def locust_run(
             argv.append("--lag-keep-going")
         if unpaced:
             argv.append("--lag-unpaced")
-        result = common.run_worker(argv, [args.locust_core], budget + 120, name)
+        result = run_worker(argv, [args.locust_core], budget + 120, name)
         with open(stats_file + ".json") as f:
             result["locust_stats"] = json.load(f)
     return result
@@ -273,19 +276,19 @@ async def asyncio_worker(control: Control, config: dict[str, Any]) -> list[dict[
     for target in config["steps"]:
         began, have = perf(), len(chargers)
         lag_from = len(lags)
-        outcomes = await common.ramp(
+        outcomes = await ramp(
             max(0, target - have), config["spawn_rate"], lambda i, have=have: start(have + i)
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         totals["connect_failures"] += len(failures)
         ramp_seconds = perf() - began
-        ramp_lag = common.latency_ms(lags[lag_from:])
-        common.freeze_gc()  # as every _common load client does once its connections are up
+        ramp_lag = latency_ms(lags[lag_from:])
+        freeze_gc()  # as every _common load client does once its connections are up
         await asyncio.sleep(config["settle"])
         before, lag_from, hb_from = usage(), len(lags), len(hb_rtt)
         await asyncio.sleep(config["hold"])
         after = usage()
-        lag = common.latency_ms(lags[lag_from:])
+        lag = latency_ms(lags[lag_from:])
         rtts = hb_rtt[hb_from:]
         results.append(
             {
@@ -301,7 +304,7 @@ async def asyncio_worker(control: Control, config: dict[str, Any]) -> list[dict[
                     "cpu_cores": (after["cpu"] - before["cpu"]) / (after["at"] - before["at"]),
                     "rss": after["rss"],
                     "heartbeats": len(rtts),
-                    "heartbeat_ms": common.latency_ms(rtts),
+                    "heartbeat_ms": latency_ms(rtts),
                 },
             }
         )
@@ -370,7 +373,7 @@ def report_steps(
                 "ok" if ok else "MISSED",
             ]
         )
-    common.print_table(
+    print_table(
         [
             "users",
             "booted",
@@ -420,7 +423,7 @@ def report_steps(
                     r["connect_failures"] + r["heartbeat_failures"],
                 ]
             )
-        common.print_table(
+        print_table(
             [
                 "connections",
                 "lag p99",
@@ -434,7 +437,7 @@ def report_steps(
                 "errors",
             ],
             rows,
-            title="Baseline: the raw asyncio client (_common.Charger), same steps, same core",
+            title="Baseline: the raw asyncio client (_common.charger), same steps, same core",
         )
         print()
         for s in steps:
@@ -499,7 +502,7 @@ def report_spawn(runs: list[dict[str, Any]], args: argparse.Namespace) -> int:
                 run["overall"]["boot"]["p99"],
             ]
         )
-    common.print_table(
+    print_table(
         [
             "generator",
             "asked",
@@ -582,7 +585,7 @@ def report_spawn(runs: list[dict[str, Any]], args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def baseline_server(args: argparse.Namespace) -> Iterator[tuple[ServerProcess, Sampler]]:
     with (
-        common.baseline_process(
+        baseline_process(
             args.server_core, replies="ocpp", heartbeat_interval=int(args.heartbeat_interval)
         ) as server,
         Sampler(server) as sampler,
@@ -650,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
-    server_core, _ = common.split_cores(args.server_core, [args.locust_core])
+    server_core, _ = split_cores(args.server_core, [args.locust_core])
     steps = sorted({n for n in args.steps if 0 < n <= args.max_chargers} | {args.max_chargers})
     steps = [0, *steps]
     spawn_users = args.spawn_users or args.max_chargers
@@ -668,14 +671,14 @@ def main() -> int:
             f"note: --hold {args.hold:g} < --heartbeat-interval {args.heartbeat_interval:g}: "
             "the chargers a step adds may send no heartbeat during its hold"
         )
-    common.install_exit_handlers(budget)
-    limit = common.raise_nofile(20_000)  # the servers and Locust inherit it
+    install_exit_handlers(budget)
+    limit = raise_nofile(20_000)  # the servers and Locust inherit it
     if limit < max(args.max_chargers, spawn_users) + 500:
         raise SystemExit(f"open-file limit {limit} is too low for {args.max_chargers} chargers")
     # This process only waits and samples: keep it off the measured core.
     os.sched_setaffinity(0, {server_core})
     print(
-        f"locust_worker: {common.machine_note()}; open-file limit {limit}; "
+        f"locust_worker: {machine_note()}; open-file limit {limit}; "
         f"Locust on core {args.locust_core}, server on core {server_core}; budget "
         f"{budget:.0f} s",
         flush=True,
@@ -683,9 +686,9 @@ def main() -> int:
     figures: dict[str, Any] = {"args": vars(args)}
     status = 0
 
-    common.wait_for_quiet(args.quiet_wait)
+    wait_for_quiet(args.quiet_wait)
     with (
-        common.phase(f"Locust, steps {', '.join(f'{n:,}' for n in steps)}"),
+        phase(f"Locust, steps {', '.join(f'{n:,}' for n in steps)}"),
         baseline_server(args) as (server, sampler),
     ):
         run = locust_run(
@@ -696,19 +699,19 @@ def main() -> int:
     figures["steps"] = run
     aio = None
     if not args.no_baseline:
-        common.wait_for_quiet(args.quiet_wait)
+        wait_for_quiet(args.quiet_wait)
         held = [s["target"] for s in run["steps"]]  # the steps Locust got through
-        with common.phase("baseline: raw asyncio client"), baseline_server(args) as (server, _):
+        with phase("baseline: raw asyncio client"), baseline_server(args) as (server, _):
             aio = asyncio_run(server, held, args)
         figures["asyncio"] = aio
     spawn_runs = []
     if not args.no_spawn:
         for rate in rates:
             for unpaced in (False,) if args.no_unpaced else (True, False):
-                common.wait_for_quiet(args.quiet_wait)
+                wait_for_quiet(args.quiet_wait)
                 kind = "unpaced" if unpaced else "paced"
                 with (
-                    common.phase(f"Locust ({kind}), spawn {spawn_users:,} at {rate:g}/s"),
+                    phase(f"Locust ({kind}), spawn {spawn_users:,} at {rate:g}/s"),
                     baseline_server(args) as (server, sampler),
                 ):
                     spawn = locust_run(
@@ -719,7 +722,7 @@ def main() -> int:
                 spawn["unpaced"] = unpaced
                 spawn_runs.append(spawn)
         figures["spawn"] = spawn_runs
-    print(f"\nlocust_worker: {common.machine_note()}")
+    print(f"\nlocust_worker: {machine_note()}")
     status |= report_steps(run, aio, args)
     if spawn_runs:
         status |= report_spawn(spawn_runs, args)

@@ -16,11 +16,11 @@ connection. Kinds, each in its own process so that no run reuses another's freed
   sent, heartbeats every ``--heartbeat-interval`` seconds (long: the station is idle);
   ``Station - Link`` is what the station and its runner add.
 
-The CSMS is ``_common.py``'s fast baseline server (``--replies ocpp``: schema-valid replies,
+The CSMS is ``_common.baseline``'s fast baseline server (``--replies ocpp``: schema-valid replies,
 no state), so the CSMS is not the limit; the Station kind runs against ``csms_stub`` too
 (SQLite) unless ``--no-stub``. "Before" is measured once ``--warmup`` objects of the kind
 are already connected, so one-time costs (imports, first-use caches) are not charged per
-connection. Target: at most 50 KB per idle station (DESIGN.md's floor: ~16-24 KB).
+connection. Target: at most 50 KB per idle station (docs/design.md's floor: ~16-24 KB).
 
     .venv/bin/python benchmarks/station_memory.py --chargers 1000 5000
 """
@@ -37,9 +37,13 @@ import time
 import uuid
 from typing import Any
 
-import _common as common
 import orjson
 import psutil
+from _common.clients import run_worker
+from _common.databases import Database
+from _common.figures import machine_note, phase, print_table
+from _common.machine import install_exit_handlers, raise_nofile, split_cores
+from _common.servers import ServerProcess, baseline_process, stub_process
 
 TARGET_KB = 50.0
 KINDS = {"raw": "raw socket", "link": "Link", "station": "Station"}
@@ -189,7 +193,7 @@ def memory_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(config: dict[str, Any]) -> None:
-    common.raise_nofile(20_000)
+    raise_nofile(20_000)
     # 127.0.0.1 needs no resolver threads; with the default (a thread pool) the pool's
     # threads and their greenlets come and go between the two measurements.
     os.environ.setdefault("GEVENT_RESOLVER", "block")
@@ -203,7 +207,7 @@ def worker_main(config: dict[str, Any]) -> None:
 
 
 def run_kind(
-    kind: str, chargers: int, server: common.ServerProcess, args: argparse.Namespace
+    kind: str, chargers: int, server: ServerProcess, args: argparse.Namespace
 ) -> dict[str, Any]:
     config = {
         "kind": kind,
@@ -219,7 +223,7 @@ def run_kind(
     }
     argv = [sys.executable, os.path.abspath(__file__), "--worker", orjson.dumps(config).decode()]
     timeout = config["connect_timeout"] + args.duration + 60
-    result = common.run_worker(argv, [args.cores[0]], timeout, f"{KINDS[kind]} worker")
+    result = run_worker(argv, [args.cores[0]], timeout, f"{KINDS[kind]} worker")
     result["server"] = server.name
     result["server_rss"] = server.sample().rss
     return result
@@ -244,7 +248,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
                 r["connect_seconds"],
             ]
         )
-    common.print_table(
+    print_table(
         [
             "kind",
             "N",
@@ -324,30 +328,30 @@ def main() -> int:
     args = build_parser().parse_args()
     if args.worker:
         worker_main(orjson.loads(args.worker))
-    args.server_core, args.cores = common.split_cores(args.server_core, args.client_cores)
-    limit = common.raise_nofile(20_000)  # the servers inherit it
+    args.server_core, args.cores = split_cores(args.server_core, args.client_cores)
+    limit = raise_nofile(20_000)  # the servers inherit it
     if limit < max(args.chargers) + args.warmup + 100:
         raise SystemExit(f"open-file limit {limit} is too low for {max(args.chargers)} chargers")
     stub = "station" in args.kinds and not args.no_stub
     runs = len(args.kinds) + (1 if stub else 0)
     budget = sum(runs * (180 + n / 20 + args.duration) for n in args.chargers)
-    common.install_exit_handlers(budget + 60)
+    install_exit_handlers(budget + 60)
     os.sched_setaffinity(0, set(args.cores))  # keep this process off the server's core
-    print(f"station_memory: {common.machine_note()}; open-file limit {limit}", flush=True)
+    print(f"station_memory: {machine_note()}; open-file limit {limit}", flush=True)
     results: list[dict[str, Any]] = []
-    with common.baseline_process(
+    with baseline_process(
         args.server_core, replies="ocpp", heartbeat_interval=args.heartbeat_interval
     ) as server:
         for n in args.chargers:
             for kind in args.kinds:
-                with common.phase(f"{KINDS[kind]} x {n:,}, fast server"):
+                with phase(f"{KINDS[kind]} x {n:,}, fast server"):
                     results.append(run_kind(kind, n, server, args))
     if stub:
         for n in args.chargers:
             with (
-                common.phase(f"Station x {n:,}, csms_stub (SQLite)"),
-                common.Database("sqlite") as database,
-                common.stub_process(
+                phase(f"Station x {n:,}, csms_stub (SQLite)"),
+                Database("sqlite") as database,
+                stub_process(
                     args.server_core,
                     database.url,
                     heartbeat_interval=args.heartbeat_interval,

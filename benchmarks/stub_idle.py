@@ -17,13 +17,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
+import uuid
 from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import _common as common
-from _common import Charger, ClientGroup, Control, ServerProcess
+from _common import DEFAULT_POSTGRES_URL
+from _common.charger import CallFailed, Charger, freeze_gc, ramp
+from _common.clients import ClientGroup, Control, split
+from _common.databases import Database
+from _common.figures import latency_ms, machine_note, phase, print_table
+from _common.machine import check_local_url, install_exit_handlers, raise_nofile, split_cores
+from _common.servers import ServerProcess, baseline_process, sample_host, stub_process
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -52,7 +59,7 @@ async def idle_worker(control: Control, config: dict[str, Any]) -> dict[str, Any
             lag = started - due if delay > 0 else float("nan")  # client saturation
             try:
                 await charger.call(*v201.heartbeat(), timeout)
-            except common.CallFailed:
+            except CallFailed:
                 totals["heartbeat_errors"] += 1
             except TimeoutError:
                 totals["heartbeat_timeouts"] += 1
@@ -77,9 +84,9 @@ async def idle_worker(control: Control, config: dict[str, Any]) -> dict[str, Any
     control.send("ready")
     await control.receive("go", timeout=300)
     began = time.monotonic()
-    outcomes = await common.ramp(len(ids), config["connect_rate"], start, concurrency=200)
+    outcomes = await ramp(len(ids), config["connect_rate"], start, concurrency=200)
     failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
-    common.freeze_gc()
+    freeze_gc()
     control.send(
         "ramped",
         {
@@ -143,12 +150,12 @@ class IdleResult:
 def run_idle(
     server: ServerProcess, label: str, args: argparse.Namespace, cores: list[int]
 ) -> IdleResult:
-    run_tag = common.uuid.uuid4().hex[:6]
+    run_tag = uuid.uuid4().hex[:6]
     ids = [f"idle-{run_tag}-{i:05d}" for i in range(args.chargers)]
     ramp_seconds = args.chargers / args.connect_rate
     hold_timeout = 120 + ramp_seconds * 3 + args.hold
     configs, position = [], 0
-    for share in common.split(args.chargers, args.client_processes):
+    for share in split(args.chargers, args.client_processes):
         configs.append(
             {
                 "url": server.url,
@@ -169,11 +176,11 @@ def run_idle(
         ramped = clients.receive_all("ramped", timeout=60 + ramp_seconds * 3)
         hold_from = server.sample()
         clients_from = clients.sample()
-        host_from = common.sample_host()
+        host_from = sample_host()
         time.sleep(args.hold)
         hold_to = server.sample()
         clients_to = clients.sample()
-        host = common.sample_host().usage_since(host_from)
+        host = sample_host().usage_since(host_from)
         server_connected = None
         extra: dict[str, Any] = {}
         if server.api_url:
@@ -205,9 +212,9 @@ def run_idle(
         open_at_end=sum(r["open"] for r in results),
         server_connected=server_connected,
         heartbeats_in_hold=len(latencies),
-        heartbeat_ms=common.latency_ms(latencies),
-        connect_ms=common.latency_ms(connects),
-        client_timer_lag_ms=common.latency_ms(timer_lags),
+        heartbeat_ms=latency_ms(latencies),
+        connect_ms=latency_ms(connects),
+        client_timer_lag_ms=latency_ms(timer_lags),
         heartbeat_errors=sum(r["heartbeat_errors"] + r["heartbeat_timeouts"] for r in results),
         disconnects=sum(r["disconnects"] for r in results),
         rss_before=before.rss,
@@ -245,7 +252,7 @@ def report(
         ]
         for r in results
     ]
-    common.print_table(
+    print_table(
         [
             "server",
             "open",
@@ -304,7 +311,7 @@ def report(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="sqlite")
-    parser.add_argument("--postgres-url", default=common.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--chargers", type=int, default=10_000)
     parser.add_argument("--connect-rate", type=float, default=500.0, help="new connections/s")
     parser.add_argument("--heartbeat-interval", type=int, default=10, help="seconds")
@@ -322,26 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
-    server_core, cores = common.split_cores(args.server_core, args.client_cores)
-    common.check_local_url(args.postgres_url)
+    server_core, cores = split_cores(args.server_core, args.client_cores)
+    check_local_url(args.postgres_url)
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     runs = len(kinds) + (0 if args.no_baseline else 1)
     per_run = 300 + args.chargers / args.connect_rate * 3 + args.hold
-    common.install_exit_handlers(runs * per_run + 60)
-    limit = common.raise_nofile(max(20_000, args.chargers + 2000))
+    install_exit_handlers(runs * per_run + 60)
+    limit = raise_nofile(max(20_000, args.chargers + 2000))
     if limit < args.chargers + 200:
         raise SystemExit(f"open-file limit {limit} is too low for {args.chargers} chargers")
-    common.os.sched_setaffinity(0, set(cores))  # keep this process off the server's core
-    print(f"stub_idle: {common.machine_note()}; open-file limit {limit}", flush=True)
+    os.sched_setaffinity(0, set(cores))  # keep this process off the server's core
+    print(f"stub_idle: {machine_note()}; open-file limit {limit}", flush=True)
     results: list[IdleResult] = []
     if not args.no_baseline:
-        with common.phase("baseline"), common.baseline_process(server_core) as server:
+        with phase("baseline"), baseline_process(server_core) as server:
             results.append(run_idle(server, "baseline (raw websockets)", args, cores))
     for kind in kinds:
         with (
-            common.phase(f"csms_stub on {kind}"),
-            common.Database(kind, args.postgres_url) as database,
-            common.stub_process(
+            phase(f"csms_stub on {kind}"),
+            Database(kind, args.postgres_url) as database,
+            stub_process(
                 server_core,
                 database.url,
                 database.schema,

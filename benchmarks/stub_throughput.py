@@ -27,13 +27,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
+import uuid
 from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import _common as common
-from _common import Charger, ClientGroup, Control, Database, ServerProcess
+from _common import DEFAULT_POSTGRES_URL
+from _common.charger import CallFailed, Charger, freeze_gc, ramp
+from _common.clients import ClientGroup, Control, split
+from _common.databases import Database, wait_for_count
+from _common.figures import latency_ms, machine_note, phase, print_table
+from _common.machine import check_local_url, install_exit_handlers, raise_nofile, split_cores
+from _common.servers import ServerProcess, baseline_process, sample_host, stub_process
 from websockets.exceptions import ConnectionClosed
 
 from loadgen.protocols import v201
@@ -103,10 +110,10 @@ async def throughput_worker(control: Control, config: dict[str, Any]) -> dict[st
         await charger.call(*v201.boot_notification("Bench", "TE-1", ids[i], "1.0"), timeout)
         return charger
 
-    started = await common.ramp(len(ids), config["connect_rate"], start, concurrency=50)
+    started = await ramp(len(ids), config["connect_rate"], start, concurrency=50)
     chargers = [c for c in started if isinstance(c, Charger)]
     failures = [repr(c) for c in started if not isinstance(c, Charger)]
-    common.freeze_gc()
+    freeze_gc()
     control.send("ready", {"connected": len(chargers), "failed": len(failures)})
     schedule = await control.receive("go", timeout=300)
     go, measure_from, end = schedule["go"], schedule["measure_from"], schedule["end"]
@@ -138,7 +145,7 @@ async def throughput_worker(control: Control, config: dict[str, Any]) -> dict[st
                 intended = now
             try:
                 await charger.call(*next(events), timeout)
-            except common.CallFailed:
+            except CallFailed:
                 totals["call_errors"] += 1
                 continue
             except TimeoutError:
@@ -201,10 +208,10 @@ def run_phase(
     server: ServerProcess, label: str, mode: str, args: argparse.Namespace, cores: list[int]
 ) -> PhaseResult:
     rate = args.target_rate if mode == "paced" else 0.0
-    run_tag = common.uuid.uuid4().hex[:6]
+    run_tag = uuid.uuid4().hex[:6]
     ids = [f"bench-{run_tag}-{i:05d}" for i in range(args.chargers)]
     configs, position = [], 0
-    for share in common.split(args.chargers, args.client_processes):
+    for share in split(args.chargers, args.client_processes):
         configs.append(
             {
                 "url": server.url,
@@ -231,10 +238,10 @@ def run_phase(
         clients.send_all("go", schedule)
         _sleep_until(schedule["measure_from"])
         server_before, clients_before = server.sample(), clients.sample()
-        host_before = common.sample_host()
+        host_before = sample_host()
         _sleep_until(schedule["end"])
         server_after, clients_after = server.sample(), clients.sample()
-        host = common.sample_host().usage_since(host_before)
+        host = sample_host().usage_since(host_before)
         results = clients.receive_all("result", timeout=args.call_timeout + 30)
     latencies: list[float] = []
     timer_lags: list[float] = []
@@ -256,8 +263,8 @@ def run_phase(
         chargers=args.chargers,
         connected=sum(r["connected"] for r in ready),
         round_trips_per_second=measured / elapsed,
-        latency_ms=common.latency_ms(latencies),
-        client_timer_lag_ms=common.latency_ms(timer_lags),
+        latency_ms=latency_ms(latencies),
+        client_timer_lag_ms=latency_ms(timer_lags),
         server_cores=server_cpu / elapsed,
         server_cpu_us_per_round_trip=server_cpu / max(1, measured) * 1e6,
         client_cores=clients_after.cores_since(clients_before),
@@ -288,12 +295,12 @@ def stub_phase(
 ) -> PhaseResult:
     with Database(kind, args.postgres_url) as database:
         extra = ["--durable"] if durable else []
-        stub = common.stub_process(server_core, database.url, database.schema, extra=extra)
+        stub = stub_process(server_core, database.url, database.schema, extra=extra)
         label = f"csms_stub/{kind}" + (" --durable" if durable else "")
         with stub:
             result = run_phase(stub, label, mode, args, cores)
             # The writer batches: give it a moment to catch up while the stub still runs.
-            rows_live, waited = common.wait_for_count(
+            rows_live, waited = wait_for_count(
                 database, "transaction_event", result.acked, timeout=30
             )
             stats = stub.get_json("/stats")
@@ -321,7 +328,7 @@ def stub_phase(
 def baseline_phase(
     mode: str, args: argparse.Namespace, server_core: int, cores: list[int]
 ) -> PhaseResult:
-    with common.baseline_process(server_core) as server:
+    with baseline_process(server_core) as server:
         return run_phase(server, "baseline (raw websockets)", mode, args, cores)
 
 
@@ -348,7 +355,7 @@ def report(
                 r.call_errors + r.timeouts + r.disconnects + r.connect_failures,
             ]
         )
-    common.print_table(
+    print_table(
         [
             "server",
             "load",
@@ -451,7 +458,7 @@ def report(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--postgres-url", default=common.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--chargers", type=int, default=200)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
@@ -483,27 +490,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
-    server_core, cores = common.split_cores(args.server_core, args.client_cores)
-    common.check_local_url(args.postgres_url)
+    server_core, cores = split_cores(args.server_core, args.client_cores)
+    check_local_url(args.postgres_url)
     modes = ["saturate", "paced"] if args.mode == "both" else [args.mode]
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     durables = {"off": [False], "on": [True], "both": [False, True]}[args.durable]
     phases = len(modes) * (len(kinds) * len(durables) + (0 if args.no_baseline else 1))
     per_phase = 120 + args.chargers / args.connect_rate * 2 + args.warmup + args.duration
-    common.install_exit_handlers(phases * per_phase + 60)
-    common.raise_nofile()
-    common.os.sched_setaffinity(0, set(cores))  # keep this process off the server's core
-    print(f"stub_throughput: {common.machine_note()}", flush=True)
+    install_exit_handlers(phases * per_phase + 60)
+    raise_nofile()
+    os.sched_setaffinity(0, set(cores))  # keep this process off the server's core
+    print(f"stub_throughput: {machine_note()}", flush=True)
     results: list[PhaseResult] = []
     if not args.no_baseline:
         for mode in modes:
-            with common.phase(f"baseline, {mode}"):
+            with phase(f"baseline, {mode}"):
                 results.append(baseline_phase(mode, args, server_core, cores))
     for kind in kinds:
         for durable in durables:
             for mode in modes:
                 name = f"csms_stub on {kind}{' --durable' if durable else ''}, {mode}"
-                with common.phase(name):
+                with phase(name):
                     results.append(stub_phase(kind, mode, args, server_core, cores, durable))
     report(results, args, server_core, cores)
     if args.json:

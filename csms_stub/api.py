@@ -9,7 +9,7 @@ bounded (``--store-timeout``): past it the answer is 503 with the reason, never 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Query
@@ -17,11 +17,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from csms_stub import store as tables
-from csms_stub.service import RemoteCallFailed
-from csms_stub.store import StoreUnavailable
-
-if TYPE_CHECKING:
-    from csms_stub.app import Stub
+from csms_stub.metrics import StubMetrics
+from csms_stub.service import RemoteCallFailed, Service
+from csms_stub.store import Store, StoreUnavailable
 
 #: HTTP status for each way a remote start/stop can fail
 ERROR_STATUS = {
@@ -56,13 +54,16 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def create_app(stub: Stub) -> FastAPI:
+def create_app(
+    service: Service, store: Store, metrics: StubMetrics, *, store_timeout: float
+) -> FastAPI:
+    """The API over ``service`` (chargers, remote calls), ``store`` (stored transactions,
+    waited for at most ``store_timeout`` s) and ``metrics`` (``/metrics``)."""
     app = FastAPI(
         title="csms_stub",
         description="A small OCPP 1.6 / 2.0.1 / 2.1 CSMS for load tests and integration scenarios.",
         version="0.1.0",
     )
-    service = stub.service
 
     def charger_view(charger_id: str) -> dict[str, Any]:
         charger = service.chargers[charger_id]
@@ -128,7 +129,7 @@ def create_app(stub: Stub) -> FastAPI:
     ) -> Any:
         """Stored transactions; ``seq_nos=true`` adds each one's stored seqNos as
         ``[first, last]`` runs (what reconciliation checks acknowledged events against)."""
-        timeout = stub.config.store_timeout
+        timeout = store_timeout
         usage = tables.charger_usage_log
         query = sa.select(usage).order_by(usage.c.start_time, usage.c.transaction_id).limit(limit)
         if charger_id is not None:
@@ -138,10 +139,10 @@ def create_app(stub: Stub) -> FastAPI:
         elif state == "closed":
             query = query.where(usage.c.end_time.is_not(None))
         try:
-            await stub.store.flush(timeout)
+            await store.flush(timeout)
             rows = [
                 {key: _iso(value) for key, value in row.items()}
-                for row in await stub.store.fetch(query, timeout)
+                for row in await store.fetch(query, timeout)
             ]
             if seq_nos:
                 await add_seq_nos(rows, charger_id, timeout)
@@ -157,7 +158,7 @@ def create_app(stub: Stub) -> FastAPI:
     ) -> None:
         where = [] if charger_id is None else [tables.transaction_event.c.charger_id == charger_id]
         runs: dict[tuple[str, str], list[list[int]]] = {}
-        for run in await stub.store.fetch(tables.seq_no_ranges(*where), timeout):
+        for run in await store.fetch(tables.seq_no_ranges(*where), timeout):
             key = (run["charger_id"], run["transaction_id"])
             runs.setdefault(key, []).append([run["first"], run["last"]])
         for row in rows:
@@ -165,21 +166,19 @@ def create_app(stub: Stub) -> FastAPI:
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        return {**service.stats(), "db_queue_depth": stub.store.queue_depth}
+        return {**service.stats(), "db_queue_depth": store.queue_depth}
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        stub.metrics.db_queue_depth.set(stub.store.queue_depth)
-        return Response(
-            stub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+    @app.get("/metrics", name="metrics")  # the name the OpenAPI schema has always given it
+    async def prometheus() -> Response:
+        metrics.db_queue_depth.set(store.queue_depth)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {
             "status": "ok",
             "chargers_connected": len(service.connections),
-            "database": stub.store.dialect,
+            "database": store.dialect,
         }
 
     return app

@@ -17,10 +17,11 @@ import binascii
 import contextlib
 import hmac
 import logging
+import random
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,14 +29,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from csms_stub.config import StubConfig
 from csms_stub.handlers import HANDLERS, SUPPORTED_VERSIONS
-from csms_stub.service import RemoteCallFailed
-from csms_stub.store import StoreUnavailable, Unstorable, charger_id_problem, check_payload
+from csms_stub.metrics import StubMetrics
+from csms_stub.service import RemoteCallFailed, Service
+from csms_stub.store import (
+    Store,
+    StoreUnavailable,
+    Unstorable,
+    charger_id_problem,
+    check_payload,
+)
 from loadgen import ocppj
 from loadgen.protocols import BY_SUBPROTOCOL, Version, parse_timestamp, schemas
-
-if TYPE_CHECKING:
-    from csms_stub.app import Stub
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +102,20 @@ def charger_id_from_path(path: str) -> str:
 
 
 class ChargerConnection:
-    """One charger's OCPP-J connection, as the service sees it."""
+    """One charger's OCPP-J connection, as the service sees it.
 
-    def __init__(self, stub: Stub, ws: ServerConnection, charger_id: str, version: Version) -> None:
-        self.stub = stub
+    It belongs to one :class:`OcppServer`, whose settings, service, store and metrics it
+    uses, and which decides the load-dependent parts of each answer (reply delay, injected
+    errors, the BootNotification's turn).
+    """
+
+    def __init__(
+        self, server: OcppServer, ws: ServerConnection, charger_id: str, version: Version
+    ) -> None:
+        self.server = server
+        self.config = server.config
+        self.service = server.service
+        self.metrics = server.metrics
         self.ws = ws
         self.charger_id = charger_id
         self.version = version
@@ -123,7 +139,7 @@ class ChargerConnection:
     # -- CSMS -> charger ---------------------------------------------------------------
 
     async def call(self, action: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        metrics = self.stub.metrics
+        metrics = self.metrics
         async with self._call_lock:
             message_id = self._ids()
             future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
@@ -187,15 +203,15 @@ class ChargerConnection:
                     # replies in order; OCPP-J allows a charger one CALL at a time anyway.
                     self._commit_first = False
                     try:
-                        await self.stub.store.flush(
-                            self.stub.config.store_timeout, within=DURABLE_GATHER_S
+                        await self.server.store.flush(
+                            self.config.store_timeout, within=DURABLE_GATHER_S
                         )
                     except StoreUnavailable as exc:
                         # No acknowledgement: the charger retries on its next connection.
-                        self.stub.metrics.protocol_errors.labels("not_committed").inc()
+                        self.metrics.protocol_errors.labels("not_committed").inc()
                         await self.ws.close(1011, f"not committed: {exc}"[:120])
                         return
-                delay = max(self.stub.ocpp.reply_delay, self._boot_wait)
+                delay = max(self.server.reply_delay, self._boot_wait)
                 self._boot_wait = 0.0
                 if delay > 0 or self._delayed:
                     self._send_later(reply, delay)
@@ -230,7 +246,7 @@ class ChargerConnection:
 
     def receive(self, frame: str | bytes) -> str | None:
         """Handle one frame; return the text to send back, if any."""
-        metrics = self.stub.metrics
+        metrics = self.metrics
         if isinstance(frame, bytes):
             metrics.protocol_errors.labels("binary_frame").inc()
             return self._error(
@@ -244,7 +260,7 @@ class ChargerConnection:
             message = ocppj.parse(frame, extended=self.version.extended_rpc)
         except ocppj.FrameError as exc:
             metrics.protocol_errors.labels("malformed_frame").inc()
-            self.stub.service.log_event(
+            self.service.log_event(
                 self.charger_id,
                 "error",
                 None,
@@ -281,9 +297,9 @@ class ChargerConnection:
 
     def _handle_result_error(self, message: ocppj.CallResultError) -> None:
         """The charger could not accept one of the stub's CALLRESULTs: count and log it."""
-        self.stub.metrics.protocol_errors.labels("callresulterror").inc()
+        self.metrics.protocol_errors.labels("callresulterror").inc()
         action = next((a for i, a in self._answered if i == message.message_id), None)
-        self.stub.service.log_event(
+        self.service.log_event(
             self.charger_id,
             "error",
             action,
@@ -298,8 +314,8 @@ class ChargerConnection:
     def _handle_call(self, call: ocppj.Call) -> str:
         started = time.perf_counter()
         action = call.action
-        service = self.stub.service
-        metrics = self.stub.metrics
+        service = self.service
+        metrics = self.metrics
         try:
             schemas.validate(self.version, action, call.payload)
         except schemas.UnknownAction:
@@ -312,7 +328,7 @@ class ChargerConnection:
             check_payload(call.payload)
         except Unstorable as exc:
             return self._reject(call, action, exc.error_code, exc.description)
-        tolerance = self.stub.config.reject_future_timestamps
+        tolerance = self.config.reject_future_timestamps
         if tolerance is not None:
             ahead = seconds_ahead(call.payload, time.time())
             if ahead > tolerance:
@@ -343,8 +359,8 @@ class ChargerConnection:
                 ocppj.ErrorCode.SECURITY_ERROR,
                 "not accepted by this CSMS: only a BootNotification is answered",
             )
-        error_ratio = self.stub.ocpp.error_ratio
-        if error_ratio > 0 and self.stub.random.random() < error_ratio:
+        error_ratio = self.server.error_ratio
+        if error_ratio > 0 and self.server.random.random() < error_ratio:
             # --error-ratio: a CALL the stub would handle is refused instead, so nothing is
             # stored (not even an event_log row: under load, a write per refusal).
             metrics.messages.labels(self.version_name, action, INJECTED_ERROR).inc()
@@ -367,14 +383,14 @@ class ChargerConnection:
             )
         metrics.messages.labels(self.version_name, action, "result").inc()
         metrics.handler_seconds.labels(action).observe(time.perf_counter() - started)
-        self._commit_first = self.stub.config.durable and action in DURABLE_ACTIONS
+        self._commit_first = self.config.durable and action in DURABLE_ACTIONS
         if action == "BootNotification":
-            self._boot_wait = self.stub.ocpp.boot_turn()
+            self._boot_wait = self.server.boot_turn()
         return ocppj.CallResult(call.message_id, result).encode()
 
     def _reject(self, call: ocppj.Call, action: str, code: str, description: str) -> str:
-        self.stub.metrics.messages.labels(self.version_name, action, code).inc()
-        self.stub.service.log_event(
+        self.metrics.messages.labels(self.version_name, action, code).inc()
+        self.service.log_event(
             self.charger_id, "error", call.action[:48], {"error": code, "detail": description[:500]}
         )
         return self._error(ocppj.CallError(call.message_id, code, description[:255]))
@@ -382,7 +398,7 @@ class ChargerConnection:
     def _error(self, error: ocppj.CallError) -> str:
         code = self.version.error_code(error.error_code)
         if not self._in_send:  # a refused SEND is counted by its outcome, never answered
-            self.stub.metrics.call_errors.labels(code).inc()
+            self.metrics.call_errors.labels(code).inc()
         return ocppj.CallError(
             error.message_id, code, error.error_description, error.error_details
         ).encode()
@@ -398,8 +414,8 @@ class ChargerConnection:
     def _handle_reply(self, message: ocppj.CallResult | ocppj.CallError) -> None:
         pending = self._pending
         if pending is None or pending[0] != message.message_id:
-            self.stub.metrics.protocol_errors.labels("unexpected_reply").inc()
-            self.stub.service.log_event(
+            self.metrics.protocol_errors.labels("unexpected_reply").inc()
+            self.service.log_event(
                 self.charger_id,
                 "error",
                 None,
@@ -412,10 +428,21 @@ class ChargerConnection:
 
 
 class OcppServer:
-    """The WebSocket listener; one :class:`ChargerConnection` per charger."""
+    """The WebSocket listener; one :class:`ChargerConnection` per charger.
 
-    def __init__(self, stub: Stub) -> None:
-        self.stub = stub
+    It answers with ``service``, acknowledges --durable messages once ``store`` committed
+    them, and counts in ``metrics``; ``config`` holds the listener's and the limits' options.
+    """
+
+    def __init__(
+        self, config: StubConfig, service: Service, store: Store, metrics: StubMetrics
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.store = store
+        self.metrics = metrics
+        #: draws the CALLs that --error-ratio answers with a CALLERROR
+        self.random = random.Random(config.error_seed)
         self.server: Server | None = None
         self._subprotocols = [version.subprotocol for version in SUPPORTED_VERSIONS]
         self._closing: set[asyncio.Task[None]] = set()
@@ -436,21 +463,21 @@ class OcppServer:
         answered at R per second overall, as by a CSMS that registers stations one by one;
         a charger that leaves while waiting still used its turn (the CSMS did the work).
         """
-        rate = self.stub.config.max_boot_rate
+        rate = self.config.max_boot_rate
         if rate <= 0:
             return 0.0
         now = asyncio.get_running_loop().time()
         turn = max(now, self._next_boot)
         self._next_boot = turn + 1 / rate
         wait = turn - now
-        metrics = self.stub.metrics
+        metrics = self.metrics
         metrics.boot_queue_seconds.set(wait)
         if wait > 0:
             metrics.boots_queued.inc()
         return wait
 
     async def start(self, host: str, port: int, **kwargs: Any) -> None:
-        config = self.stub.config
+        config = self.config
         self.server = await serve(
             self._handle,
             host,
@@ -488,34 +515,33 @@ class OcppServer:
         return None
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        stub = self.stub
         charger_id = charger_id_from_path(request.path)
         if not charger_id:
-            stub.metrics.connections.labels("no_charger_id").inc()
+            self.metrics.connections.labels("no_charger_id").inc()
             return connection.respond(
                 HTTPStatus.NOT_FOUND, "the URL must end with the charger id\n"
             )
         problem = charger_id_problem(charger_id)
         if problem:
-            stub.metrics.connections.labels("bad_charger_id").inc()
+            self.metrics.connections.labels("bad_charger_id").inc()
             return connection.respond(HTTPStatus.BAD_REQUEST, f"csms_stub: {problem}\n")
-        if stub.config.require_auth:
+        if self.config.require_auth:
             failure = self._check_basic_auth(charger_id, request.headers)
             if failure:
-                stub.metrics.connections.labels("unauthorized").inc()
+                self.metrics.connections.labels("unauthorized").inc()
                 log.info("refused %s: %s", charger_id, failure)
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, failure + "\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
                 return response
-        if stub.config.on_duplicate == "reject" and charger_id in stub.service.connections:
-            stub.metrics.connections.labels("duplicate_rejected").inc()
+        if self.config.on_duplicate == "reject" and charger_id in self.service.connections:
+            self.metrics.connections.labels("duplicate_rejected").inc()
             return connection.respond(
                 HTTPStatus.CONFLICT, f"charger {charger_id} is already connected\n"
             )
-        limit = stub.config.max_connections
+        limit = self.config.max_connections
         if limit > 0:
             if self._is_new(charger_id) and self._occupied() >= limit:
-                stub.metrics.connections.labels("max_connections").inc()
+                self.metrics.connections.labels("max_connections").inc()
                 log.debug("refused %s: --max-connections %d reached", charger_id, limit)
                 return connection.respond(
                     HTTPStatus.SERVICE_UNAVAILABLE,
@@ -530,32 +556,32 @@ class OcppServer:
 
     def _is_new(self, charger_id: str) -> bool:
         """False for a charger replacing its own connection: that takes no extra slot."""
-        return charger_id not in self.stub.service.connections and (
+        return charger_id not in self.service.connections and (
             charger_id not in self._opening.values()
         )
 
     def _occupied(self) -> int:
         """Chargers connected, counting those whose handshake is still under way."""
-        connections = self.stub.service.connections
+        connections = self.service.connections
         opening = {cid for cid in self._opening.values() if cid not in connections}
         return len(connections) + len(opening)
 
     def _connections_changed(self) -> None:
         """Refresh the connected gauge and the reply delay and error share that depend on it."""
-        config = self.stub.config
-        connected = len(self.stub.service.connections)
-        self.stub.metrics.chargers_connected.set(connected)
+        config = self.config
+        connected = len(self.service.connections)
+        self.metrics.chargers_connected.set(connected)
         delay = 0.0
         if config.slow_ms_per_charger > 0 and connected > config.slow_above:
             excess_ms = (connected - config.slow_above) * config.slow_ms_per_charger
             delay = min(excess_ms, config.slow_max_ms) / 1000
         self.reply_delay = delay
-        self.stub.metrics.reply_delay_seconds.set(delay)
+        self.metrics.reply_delay_seconds.set(delay)
         self.error_ratio = config.error_ratio if connected > config.errors_above else 0.0
 
     def _check_basic_auth(self, charger_id: str, headers: Headers) -> str | None:
         """None when the request carries this charger's credentials, else why not."""
-        expected = self.stub.service.password_of(charger_id) or self.stub.config.auth_password
+        expected = self.service.password_of(charger_id) or self.config.auth_password
         if not expected:
             return f"no password is configured for {charger_id}"
         header = headers.get("Authorization", "")
@@ -572,13 +598,12 @@ class OcppServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        stub = self.stub
         # From here the charger counts in service.connections (registered below, with no
         # await in between) or has gone: either way its handshake slot is done.
         self._opening.pop(ws, None)
         charger_id = charger_id_from_path(ws.request.path if ws.request else "")
         if ws.subprotocol is None:
-            stub.metrics.connections.labels("no_subprotocol").inc()
+            self.metrics.connections.labels("no_subprotocol").inc()
             offered = ws.request.headers.get("Sec-WebSocket-Protocol", "") if ws.request else ""
             await ws.close(
                 1002,
@@ -588,22 +613,22 @@ class OcppServer:
             )
             return
         version = BY_SUBPROTOCOL[ws.subprotocol]
-        connection = ChargerConnection(stub, ws, charger_id, version)
-        previous = stub.service.connections.get(charger_id)
+        connection = ChargerConnection(self, ws, charger_id, version)
+        previous = self.service.connections.get(charger_id)
         if previous is not None:
-            if stub.config.on_duplicate == "reject":
-                stub.metrics.connections.labels("duplicate_rejected").inc()
+            if self.config.on_duplicate == "reject":
+                self.metrics.connections.labels("duplicate_rejected").inc()
                 await ws.close(1008, "charger is already connected")
                 return
-            stub.metrics.connections.labels("replaced").inc()
+            self.metrics.connections.labels("replaced").inc()
             # Close the old one in the background; its handler unregisters only itself.
             task = asyncio.create_task(
                 previous.close(CLOSE_REPLACED, "replaced by a new connection")
             )
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        stub.metrics.connections.labels("accepted").inc()
-        stub.service.connected(connection)
+        self.metrics.connections.labels("accepted").inc()
+        self.service.connected(connection)
         self._connections_changed()
         code: int | None = None
         reason = ""
@@ -614,11 +639,11 @@ class OcppServer:
             code = exc.rcvd.code if exc.rcvd else None
             reason = exc.rcvd.reason if exc.rcvd else "no close frame"
             if exc.sent is not None and exc.sent.code == 1009:
-                stub.metrics.protocol_errors.labels("message_too_big").inc()
+                self.metrics.protocol_errors.labels("message_too_big").inc()
                 code, reason = 1009, "message too big"
         except Exception:  # a bug of ours must not take the server down
             log.exception("connection of %s failed", charger_id)
             code, reason = 1011, "internal error"
         finally:
-            stub.service.disconnected(connection, code, reason)
+            self.service.disconnected(connection, code, reason)
             self._connections_changed()

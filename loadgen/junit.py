@@ -15,7 +15,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadgen.capacity import CapacityConfig, CapacityResult, SloCheck
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.judgement import SloCheck
+from loadgen.capacity.search import CapacityResult
 
 SUITE = "ocpp-loadgen"
 #: what XML 1.0 cannot carry, even escaped

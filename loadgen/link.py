@@ -3,11 +3,11 @@
 Locust runs on gevent, so this is synchronous code for greenlets: :meth:`Link.call` blocks
 the calling greenlet until the CSMS answers. Everything the CSMS sends is read by a libev I/O
 watcher callback on the socket, in the hub, not by a reader greenlet: a parked greenlet costs
-~8.5 KB, the watcher almost nothing (DESIGN.md, "Concurrency model": ~7 instead of ~15 KB per
-idle connection, and a few µs less per round trip). The WebSocket is ``websockets``' sans-I/O
-:class:`~websockets.client.ClientProtocol` over a gevent socket (DESIGN.md, "Concurrency
-model": ``websockets``' handshake, framing, close codes and size limits at the asyncio
-floor's cost). No monkey patching is needed. Compression and WebSocket pings are off: OCPP
+~8.5 KB, the watcher almost nothing (docs/design.md, "Concurrency model": ~7 instead of
+~15 KB per idle connection, and a few µs less per round trip). The WebSocket is
+``websockets``' sans-I/O :class:`~websockets.client.ClientProtocol` over a gevent socket
+(same section: ``websockets``' handshake, framing, close codes and size limits at the
+asyncio floor's cost). No monkey patching is needed. Compression and WebSocket pings are off: OCPP
 messages are small and OCPP has Heartbeat.
 
 What the link guarantees, whatever the CSMS does:
@@ -879,7 +879,7 @@ class Link:
         """Feed what the socket has to the protocol and act on it, without blocking.
 
         This runs in the hub (a watcher callback), not in a greenlet: a parked reader
-        greenlet per connection costs ~8.5 KB (DESIGN.md). So nothing here may block or
+        greenlet per connection costs ~8.5 KB (docs/design.md). So nothing here may block or
         switch: replies wake their caller through its AsyncResult, the CSMS's CALLs and the
         disconnect notice go to a short-lived greenlet (:meth:`_dispatch`), and frames
         websockets wants sent (pongs, the close echo, CALLERRORs) to one (:meth:`_flush`).
@@ -889,6 +889,8 @@ class Link:
         ws = conn.ws
         try:
             if conn.early_events:
+                # Frames that came in the same read as the 101 response (a CSMS may CALL at
+                # once): read before this watcher existed, handled before anything newer.
                 events, conn.early_events = conn.early_events, []
                 self._after_receive(conn, events)
             while ws.state is not State.CLOSED:
@@ -907,10 +909,12 @@ class Link:
             elif ws.close_expected():
                 self._start_closing_timer(conn)  # wait for the CSMS to hang up, not forever
         except OSError as exc:
+            # A write that failed first knows the better reason (the read error only echoes it).
             reason = conn.failure or f"connection lost: {exc}"
             self._down(conn, None, reason, CONNECTION_LOST)
             self._finish(conn)
         except Exception:
+            # A bug of ours: end this connection, not the hub (which would stop every charger).
             log.exception("%s: the link's reader failed", self.url)
             self._down(conn, None, "internal error in the link", INTERNAL_ERROR)
             self._finish(conn)
@@ -936,8 +940,12 @@ class Link:
         for event in events:
             if type(event) is Frame:
                 self._on_frame(conn, event)
+        # Writing may block on a full socket buffer, which the hub must never do: a greenlet
+        # writes, and only when no caller's _flush is writing already (it takes these too).
         if conn.ws.writes and not conn.writing:
             gevent.spawn(self._flush, conn)  # pongs, the close frame's echo, CALLERRORs
+        # websockets failed the connection while parsing (no CLOSE frame came to say so):
+        # the waiting CALL and the handler must still hear it, now rather than at EOF.
         if not conn.down and conn.ws.state is not State.OPEN:
             self._down_after_protocol_failure(conn)
 
@@ -963,6 +971,8 @@ class Link:
             conn.closer.set()
 
     def _on_frame(self, conn: _Connection, frame: Frame) -> None:
+        # The sans-I/O protocol yields frames, not messages: putting a fragmented message
+        # back together is ours (rare in OCPP, but RFC 6455 allows any message to be split).
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
@@ -980,6 +990,8 @@ class Link:
                 conn.fragments = conn.fragment_opcode = None
                 self._on_message(conn, opcode, data)
         elif opcode is Opcode.CLOSE:
+            # Down now, not when the socket closes: the waiting CALL fails at once with the
+            # CSMS's code and reason, and nothing more is queued on a closing connection.
             received = conn.ws.close_rcvd
             code = received.code if received is not None else None
             text = received.reason if received is not None else ""
@@ -997,6 +1009,9 @@ class Link:
         except ocppj.FrameError as exc:
             self._on_bad_frame(conn, exc)
             return
+        # Exact types, not isinstance: parse() returns exactly these classes, and this runs
+        # for every message of every charger. CALLs and SENDs reach the station's handler,
+        # which may block, so they leave the hub; replies only wake their caller.
         kind = type(message)
         if kind is ocppj.Call:
             self.observer.message("received", "call")
@@ -1030,6 +1045,9 @@ class Link:
         is_result = type(message) is ocppj.CallResult
         self.observer.message("received", "result" if is_result else "error")
         pending = self._pending
+        # Only the CALL waiting now, on this connection, may take a reply: one to a CALL
+        # that timed out (its caller moved on) or from a replaced connection is counted,
+        # never handed to whichever CALL happens to be waiting.
         if pending is None or pending.conn is not conn or pending.message_id != message.message_id:
             late = message.message_id in self._timed_out
             self.observer.protocol_error("late_reply" if late else "unknown_reply_id")
@@ -1050,6 +1068,9 @@ class Link:
 
     def _complete(self, pending: _Pending, value: Any) -> None:
         self._pending = None
+        # Timed here, in the hub, when the reply is read: the round trip must not include
+        # how long the caller's greenlet then waits for its turn (that is our load, not the
+        # CSMS's latency).
         pending.received_at = _perf_counter()
         pending.result.set(value)
 
@@ -1066,6 +1087,8 @@ class Link:
             conn.dispatcher = gevent.spawn(self._dispatch, conn)
 
     def _dispatch(self, conn: _Connection) -> None:
+        # One greenlet per connection, in arrival order: OCPP-J lets the CSMS have one CALL
+        # outstanding, and the disconnect notice must come after the CALLs before it.
         try:
             while conn.inbox:
                 item = conn.inbox.pop(0)

@@ -141,7 +141,8 @@ class CallErrorReply(Exception):
     """Raised by whoever answers a CALL to make the answer a CALLERROR.
 
     Used on both sides: a station refusing a CSMS request, a test script playing a charger,
-    and :meth:`loadgen.aio_client.OcppClient.call` when the peer answered with a CALLERROR.
+    and the tests' asyncio client (``tests/aio_client.py``) when the peer answered with a
+    CALLERROR.
     """
 
     def __init__(

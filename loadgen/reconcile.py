@@ -729,6 +729,8 @@ def compare(
         kinds = starts if entry.kind == "start" else ends
         kinds[(entry.charger_id, entry.transaction_id)].append(entry)
     rows: dict[Key, list[CsmsRow]] = defaultdict(list)
+    # One fetch for every key: a source reads by charger (a chunk at a time), so asking per
+    # transaction would be a query each, and rows of the same key must be seen together.
     for row in csms.fetch(starts.keys() | ends.keys()):
         rows[row.key].append(row)
     limit = (time.time() if now is None else now) + FUTURE_TOLERANCE_S
@@ -744,8 +746,13 @@ def compare(
             row.start_time is not None and row.start_time >= began for row in found
         ):
             report.extra.append(key)
+    # An end entry means the CSMS acknowledged the end: from then on it owes us a closed
+    # row with the energy sent. Each such transaction lands in exactly one of matched,
+    # missing or energy_mismatches, so the totals add up to the ledger's transactions.
     for key, ledger in ends.items():
         found = rows.get(key, [])
+        # Duplicates are reported besides that class, not instead of it: the transaction is
+        # still judged on its first entry and first closed row.
         if len(ledger) > 1:
             report.duplicated.append((key, f"{len(ledger)} ledger entries"))
         if len(found) > 1:
@@ -754,6 +761,8 @@ def compare(
         if not found:
             report.missing.append((key, "not at the CSMS"))
             continue
+        # Checked before "closed?": a transaction left open may have lost messages too, and
+        # both findings help whoever reads the report.
         _check_acknowledged(report, key, ledger[0], (closed or found)[0])
         if not closed:
             report.missing.append((key, "not closed at the CSMS"))
@@ -763,6 +772,10 @@ def compare(
             report.energy_mismatches.append((key, entry.energy_wh, row.energy_wh))
         else:
             report.matched.append(key)
+    # Started but never ended by the fleet: whatever the CSMS did with it, the run did not
+    # finish it, so it is a finding. Where it stands at the CSMS says what to look at: open
+    # (a dead worker, a stop never sent), closed (the end arrived, its acknowledgement did
+    # not), absent (the CSMS lost a start it acknowledged).
     for key in starts.keys() - ends.keys():
         found = rows.get(key, [])
         if not found:
@@ -783,6 +796,8 @@ def _check_acknowledged(report: Report, key: Key, entry: LedgerEntry, row: CsmsR
     count (1.6: the stub numbers a transaction's messages itself, and cannot tell a repeated
     MeterValues from a new one, so it may store more but never fewer), else information only.
     """
+    # Only what the CSMS acknowledged counts (a CALL it never answered may rightly be
+    # missing): the ledger's seqNos are those of CALLRESULTs, the CSMS's those it stored.
     if entry.seq_nos is not None and row.seq_nos is not None:
         report.checked_seq_nos += 1
         gap = seqnos.missing(seqnos.normalize(entry.seq_nos), seqnos.normalize(row.seq_nos))
@@ -804,6 +819,8 @@ def _check_acknowledged(report: Report, key: Key, entry: LedgerEntry, row: CsmsR
                 )
             )
         return
+    # Nothing to check by: a mismatch of counts is said, but cannot fail the run (a CSMS
+    # may count a transaction's messages its own way).
     report.unchecked += 1
     expected = entry.acknowledged if entry.acknowledged is not None else entry.messages
     if row.event_count is not None and row.event_count != expected:

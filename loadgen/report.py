@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from loadgen.capacity import CapacityConfig, CapacityResult, StepMeasurement, Verdict
+    from loadgen.capacity.config import CapacityConfig
+    from loadgen.capacity.judgement import StepMeasurement, Verdict
+    from loadgen.capacity.search import CapacityResult
 
 REPORT_VERSION = 1
 REPORT_KIND = "ocpp-loadgen-report"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from loadgen.capacity import (
-    CapacityConfig,
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.judgement import (
     SloCheck,
     StepMeasurement,
     admission_checks,

@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from csms_stub.app import Stub, StubConfig
 from loadgen import fleet as fleets
-from loadgen.aio_client import OcppClient
 from loadgen.protocols import OCPP201, Version, schemas, v201
+from tests.aio_client import OcppClient
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.metrics import known_actions
+from loadgen.metrics.labels import known_actions
 from tests.conftest import StubProcess, free_port, start_stub_process
 from tests.test_locust import ROOT, Background, locust, wait_for
 

@@ -649,7 +649,7 @@ def test_csms_calls_are_answered_in_order_whatever_the_handler_does(links) -> No
 def test_an_idle_link_holds_no_greenlet_and_a_slow_handler_does_not_hold_up_replies(
     links,
 ) -> None:
-    """The link is fed by an I/O watcher (DESIGN.md: a parked greenlet costs ~8.5 KB); the
+    """The link is fed by an I/O watcher (docs/design.md: a parked greenlet costs ~8.5 KB); the
     greenlet that runs the handler exists only while the CSMS's CALLs are being answered."""
 
     def greenlets() -> int:

@@ -22,16 +22,16 @@ import sqlalchemy as sa
 from csms_stub.store import transaction_event
 from loadgen import coordination, seqnos
 from loadgen import fleet as fleets
-from loadgen.aio_client import OcppClient
 from loadgen.coordination import LedgerEntry, RedisCoordinator, new_run_id
 from loadgen.physics import ScaledClock
 from loadgen.protocols import OCPP16, OCPP201, Version, v201
 from loadgen.reconcile import CsmsRow, LedgerSource, compare
 from loadgen.runner import StationRunner
-from loadgen.scripted import SessionRecord, boot, session_16, session_201
 from loadgen.station import Station, StationConfig, Transaction
+from tests.aio_client import OcppClient
 from tests.conftest import REDIS_URL, Database, StubProcess, free_port, start_stub_process
 from tests.fake_csms import wait_for
+from tests.scripted import SessionRecord, boot, session_16, session_201
 
 ROOT = Path(__file__).resolve().parent.parent
 

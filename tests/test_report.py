@@ -19,16 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadgen.capacity import (
-    LIMITED_BY_GENERATOR,
-    ActionStats,
-    CapacityConfig,
-    CapacityResult,
-    CapacitySearch,
-    RateSearch,
-    StepMeasurement,
-    judge,
-)
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.judgement import ActionStats, StepMeasurement, judge
+from loadgen.capacity.rate import RateSearch
+from loadgen.capacity.search import LIMITED_BY_GENERATOR, CapacityResult, CapacitySearch
 from loadgen.report import (
     REDACTED,
     REPORT_KIND,

@@ -1,6 +1,6 @@
 """The capacity search as a Locust load shape (loadgen/locust/shape.py), driven tick by tick
 with a fake clock against a simulated fleet whose metrics go through a real
-:class:`~loadgen.metrics.Metrics` and :class:`~loadgen.metrics.MergedCollector`.
+:class:`~loadgen.metrics.collectors.Metrics` and :class:`~loadgen.metrics.merge.MergedCollector`.
 
 Importing loadgen.locust.shape imports Locust, which monkey-patches the standard library
 (gevent), and tests/test_link.py checks that nothing patched pytest's process. So the cases
@@ -21,8 +21,11 @@ from typing import Any
 
 import pytest
 
-from loadgen.capacity import CapacityConfig, CapacityResult
-from loadgen.metrics import MergedCollector, Metrics, MetricsObserver
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.search import CapacityResult
+from loadgen.metrics.collectors import Metrics
+from loadgen.metrics.merge import MergedCollector
+from loadgen.metrics.observer import MetricsObserver
 from loadgen.physics import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent

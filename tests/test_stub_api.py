@@ -12,10 +12,10 @@ import sqlalchemy as sa
 
 from csms_stub import store as tables
 from loadgen import fleet as fleets
-from loadgen.aio_client import CallErrorReply, OcppClient
 from loadgen.physics import FakeClock
 from loadgen.protocols import OCPP16, OCPP201, schemas, v16, v201
 from loadgen.station import Station, StationConfig
+from tests.aio_client import CallErrorReply, OcppClient
 from tests.conftest import eventually
 
 

@@ -20,10 +20,10 @@ from websockets.exceptions import InvalidStatus
 from csms_stub.__main__ import build_parser, config_from_args
 from csms_stub.app import Stub
 from loadgen import ocppj
-from loadgen.aio_client import CallErrorReply, OcppClient
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP16, v201
 from loadgen.protocols.v201 import boot_notification
+from tests.aio_client import CallErrorReply, OcppClient
 from tests.conftest import (
     Database,
     Dial,

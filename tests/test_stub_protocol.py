@@ -19,9 +19,9 @@ from csms_stub.app import Stub
 from csms_stub.handlers import HANDLERS
 from loadgen import fleet as fleets
 from loadgen import ocppj
-from loadgen.aio_client import CallErrorReply
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP16, OCPP201, Version, iso_timestamp, schemas, v16, v201
+from tests.aio_client import CallErrorReply
 from tests.conftest import (
     ClientFactory,
     Dial,

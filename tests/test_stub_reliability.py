@@ -23,10 +23,10 @@ from websockets.exceptions import InvalidStatus
 from csms_stub import store as tables
 from csms_stub.app import Stub
 from csms_stub.store import Store, StoreUnavailable
-from loadgen import scripted
-from loadgen.aio_client import CallErrorReply, OcppClient
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP16, OCPP201, Version, v16, v201
+from tests import scripted
+from tests.aio_client import CallErrorReply, OcppClient
 from tests.conftest import (
     Database,
     Dial,

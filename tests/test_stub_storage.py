@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from loadgen import scripted
 from loadgen.protocols import v201
+from tests import scripted
 from tests.conftest import Database, eventually, start_stub_process, transaction_burst
 
 T0 = 1_780_000_000.0  # a fixed simulated start time: timestamps in the tables are exact
@@ -167,7 +167,7 @@ async def test_scenario_4_power_peaks_at_350_kw(
 
 
 async def test_restarted_stub_continues_open_transaction(make_stub, database: Database) -> None:
-    from loadgen.aio_client import OcppClient
+    from tests.aio_client import OcppClient
 
     first = await make_stub()
     client = await OcppClient.connect(f"{first.url}/emart_jeju_03", "ocpp2.0.1")
@@ -232,7 +232,7 @@ async def test_restarted_stub_continues_open_transaction(make_stub, database: Da
 
 async def test_graceful_stop_writes_everything_acknowledged(database: Database, tmp_path) -> None:
     """SIGTERM right after a burst: every acknowledged TransactionEvent is in the database."""
-    from loadgen.aio_client import OcppClient
+    from tests.aio_client import OcppClient
 
     stub = start_stub_process(tmp_path, *database.stub_args())
     try:

@@ -12,10 +12,10 @@ import pytest
 from csms_stub.__main__ import build_parser, config_from_args
 from csms_stub.app import Stub
 from loadgen import fleet as fleets
-from loadgen.aio_client import CallErrorReply, OcppClient
 from loadgen.idtokens import IdToken, IdTokenError
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import v16, v201
+from tests.aio_client import CallErrorReply, OcppClient
 from tests.conftest import Dial, StubFactory, heartbeat_ok, metrics_text, sample
 
 KNOWN = (IdToken("04A2B3C4D5E6F7", "ISO14443"), IdToken("KRLGNC00000001", "eMAID"))

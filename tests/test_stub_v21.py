@@ -13,9 +13,9 @@ from csms_stub.app import Stub
 from csms_stub.handlers import HANDLERS
 from csms_stub.service import RemoteCallFailed
 from loadgen import ocppj
-from loadgen.aio_client import CallErrorReply
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP21, iso_timestamp, schemas, v201
+from tests.aio_client import CallErrorReply
 from tests.conftest import (
     ClientFactory,
     Dial,

@@ -25,14 +25,9 @@ from pathlib import Path
 import pytest
 
 from loadgen import junit
-from loadgen.capacity import (
-    CHARGERS_NOT_SEARCHED,
-    ActionStats,
-    CapacityConfig,
-    CapacityResult,
-    StepMeasurement,
-    Verdict,
-)
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.judgement import ActionStats, StepMeasurement, Verdict
+from loadgen.capacity.search import CHARGERS_NOT_SEARCHED, CapacityResult
 from loadgen.verdict import judge_run
 from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
 from tests.test_locust import FAST, ROOT, Background, connected, run_locust, wait_for

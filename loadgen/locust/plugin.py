@@ -22,7 +22,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination, limits, logutil, recovery
-from loadgen.capacity import CapacityResult
+from loadgen.capacity.search import CapacityResult
 from loadgen.locust import verdicts
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
@@ -34,15 +34,12 @@ from loadgen.locust.shape import (
     CapacityShape,
 )
 from loadgen.logutil import RateLimitedLog
-from loadgen.metrics import (
-    LagProbe,
-    MergedCollector,
-    Metrics,
-    MetricsObserver,
-    known_actions,
-    known_statuses,
-    serve,
-)
+from loadgen.metrics.collectors import Metrics
+from loadgen.metrics.exporter import serve
+from loadgen.metrics.labels import known_actions, known_statuses
+from loadgen.metrics.merge import MergedCollector
+from loadgen.metrics.observer import MetricsObserver
+from loadgen.metrics.probe import LagProbe
 from loadgen.pacing import BATCH_STARTS_KEPT, CollectorFreeze, StartPacer, first_start_since
 from loadgen.physics import ScaledClock
 from loadgen.report import write_reports

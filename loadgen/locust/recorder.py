@@ -18,10 +18,12 @@ from typing import Any
 import gevent
 
 from loadgen import report as reports
-from loadgen.capacity import CapacityConfig, CapacityResult, with_count_percentiles
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.judgement import with_count_percentiles
+from loadgen.capacity.measure import Merged, authorization_counts, measure
+from loadgen.capacity.search import CapacityResult
 from loadgen.locust.settings import option_names
 from loadgen.locust.shape import latency_view
-from loadgen.metrics import Merged, authorization_counts, measure
 
 log = logging.getLogger(__name__)
 

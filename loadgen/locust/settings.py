@@ -15,9 +15,9 @@ from typing import Any
 
 from loadgen import backoff, idtokens
 from loadgen import fleet as fleets
-from loadgen.capacity import CapacityConfig, parse_p95_slo
+from loadgen.capacity.config import CapacityConfig, parse_p95_slo
 from loadgen.link import tls_context
-from loadgen.metrics import known_actions
+from loadgen.metrics.labels import known_actions
 from loadgen.profiles import ProfileError, ProfileMix, SessionPlan, parse_profile
 from loadgen.protocols import Version, get_version
 

@@ -40,20 +40,17 @@ from typing import Any
 
 from locust import LoadTestShape
 
-from loadgen.capacity import (
-    CHARGERS_NOT_SEARCHED,
-    CapacityConfig,
-    CapacityResult,
-    CapacitySearch,
-    RateSearch,
-    RateStepMeasurement,
+from loadgen.capacity.config import CapacityConfig
+from loadgen.capacity.judgement import (
     StepMeasurement,
     admission_note,
     count_percentile,
     judge_admission,
     with_count_percentiles,
 )
-from loadgen.metrics import Merged, measure
+from loadgen.capacity.measure import Merged, measure
+from loadgen.capacity.rate import RateSearch, RateStepMeasurement
+from loadgen.capacity.search import CHARGERS_NOT_SEARCHED, CapacityResult, CapacitySearch
 from loadgen.report import step_dict
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import junit
-from loadgen.capacity import with_count_percentiles
-from loadgen.metrics import measure
+from loadgen.capacity.judgement import with_count_percentiles
+from loadgen.capacity.measure import measure
 from loadgen.verdict import RunVerdict, judge_run
 
 log = logging.getLogger(__name__)

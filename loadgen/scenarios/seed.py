@@ -1,4 +1,4 @@
-"""The five scenarios of ``../shared/seed/scenarios.md``."""
+"""The five scenarios of ``docs/scenarios.md``."""
 
 from __future__ import annotations
 

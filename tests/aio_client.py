@@ -1,8 +1,8 @@
-"""A minimal asyncio OCPP-J client: for tests, the demo and benchmark baselines.
+"""A minimal asyncio OCPP-J client, for the tests.
 
 This is deliberately not the load generator's station (that runs on gevent inside Locust):
 it is the thinnest correct client over ``websockets``' asyncio API, so tests can script a
-charger message by message (including broken frames) and benchmarks have a raw baseline.
+charger message by message (including broken frames).
 """
 
 from __future__ import annotations
