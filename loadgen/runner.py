@@ -360,6 +360,7 @@ class StationRunner:
                 link = self.link  # go on where a kill left run()
                 resume = False
             else:
+                connecting = False  # a failed link.connect() told its observer (Locust)
                 try:
                     if self._in_blackout():  # the CSMS is "down": no socket at all
                         raise ConnectFailed("blackout", "blackout")
@@ -370,7 +371,9 @@ class StationRunner:
                         observer=self.observer,
                         **self.link_options,
                     )
+                    connecting = True
                     link.connect()
+                    connecting = False
                     self._adopt_version(link)
                 except ConnectFailed as exc:
                     attempt += 1
@@ -382,13 +385,24 @@ class StationRunner:
                     ):
                         self.failed = str(exc)
                         self.lifecycle.fire(RunnerEvent.GIVE_UP)
-                        self._emit("gave_up", {"reason": str(exc), "attempts": attempt})
+                        self._emit(
+                            "gave_up",
+                            {"reason": str(exc), "attempts": attempt, "connect_failed": connecting},
+                        )
                         return
                     if attempt == 1:
                         first = backoff.first_wait()
                     delay = backoff.wait(attempt, first)
                     self.lifecycle.fire(RunnerEvent.CONNECT_FAILED)
-                    self._emit("retry", {"attempt": attempt, "delay": delay, "reason": str(exc)})
+                    self._emit(
+                        "retry",
+                        {
+                            "attempt": attempt,
+                            "delay": delay,
+                            "reason": str(exc),
+                            "connect_failed": connecting,
+                        },
+                    )
                     self._idle_until(self._real_now() + delay, RunnerState.BACKING_OFF)
                     continue
                 attempt = 0

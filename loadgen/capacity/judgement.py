@@ -220,71 +220,199 @@ def _pct(value: float) -> str:
     return f"{value * 100:.3g}%"
 
 
-def saturation_reasons(step: StepMeasurement, config: CapacityConfig) -> list[str]:
-    """The saturation guards: one line per guard the load generator broke."""
-    saturation: list[str] = []
+@dataclass(frozen=True)
+class SloCheck:
+    """One SLO (or load-generator guard) judged on one measurement: what it measured
+    against its limit. A step's :class:`Verdict` keeps the ``reason`` of those that did not
+    hold; a plain run's verdict (``--check-slo``) says every one."""
+
+    #: what is judged: "p95 Heartbeat", "CALL error ratio", "chargers booted" ...
+    name: str
+    held: bool
+    #: the measured figure and the limit, for people ("512 ms", "0.3% (3/1000)")
+    figure: str
+    limit: str
+    #: the line a failed check gives (``Verdict.reasons``); empty when it held
+    reason: str = ""
+    #: a guard on the load generator, not an SLO of the CSMS
+    guard: bool = False
+
+    def line(self) -> str:
+        """``SLO p95 Heartbeat: held (512 ms <= 1000 ms)`` or ``...: FAILED (reason)``."""
+        kind = "guard" if self.guard else "SLO"
+        if self.held:
+            return f"{kind} {self.name}: held ({self.figure} <= {self.limit})"
+        return f"{kind} {self.name}: FAILED ({self.reason})"
+
+
+def _check(name: str, figure: str, limit: str, failed: str | None, guard: bool = False) -> SloCheck:
+    return SloCheck(name, failed is None, figure, limit, failed or "", guard)
+
+
+def saturation_checks(step: StepMeasurement, config: CapacityConfig) -> list[SloCheck]:
+    """The load generator's guards that could be judged (its lag p99 and CPU)."""
+    checks: list[SloCheck] = []
     lag, lag_guard = step.schedule_lag_p99_ms, config.max_schedule_lag_p99_ms
-    if lag is not None and lag_guard is not None and lag > lag_guard:
-        saturation.append(
+    if lag is not None and lag_guard is not None:
+        failed = (
             f"load generator saturated: schedule lag p99 {fmt_ms(lag)} ms > {fmt_ms(lag_guard)} ms"
         )
+        checks.append(
+            _check(
+                "load generator schedule lag p99",
+                f"{fmt_ms(lag)} ms",
+                f"{fmt_ms(lag_guard)} ms",
+                failed if lag > lag_guard else None,
+                guard=True,
+            )
+        )
     cpu, cpu_guard = step.cpu, config.max_generator_cpu
-    if cpu is not None and cpu_guard is not None and cpu > cpu_guard:
-        saturation.append(f"load generator saturated: CPU {cpu:.2f} > {cpu_guard:.2f}")
-    return saturation
+    if cpu is not None and cpu_guard is not None:
+        failed = f"load generator saturated: CPU {cpu:.2f} > {cpu_guard:.2f}"
+        checks.append(
+            _check(
+                "load generator CPU",
+                f"{cpu:.2f}",
+                f"{cpu_guard:.2f}",
+                failed if cpu > cpu_guard else None,
+                guard=True,
+            )
+        )
+    return checks
+
+
+def _ratio_check(
+    name: str, part: int, whole: int, limit: float | None, what: str = ""
+) -> SloCheck | None:
+    """``part / whole`` against ``limit`` (None: no such SLO, or nothing to divide)."""
+    if limit is None or whole <= 0:
+        return None
+    ratio = part / whole
+    figure = f"{_pct(ratio)} ({part}/{whole}{what})"
+    failed = f"{name} {figure} > {_pct(limit)}" if ratio > limit else None
+    return _check(name, figure, _pct(limit), failed)
+
+
+def saturation_reasons(step: StepMeasurement, config: CapacityConfig) -> list[str]:
+    """The saturation guards: one line per guard the load generator broke."""
+    return [c.reason for c in saturation_checks(step, config) if not c.held]
+
+
+def hold_checks(step: StepMeasurement, config: CapacityConfig) -> list[SloCheck]:
+    """A hold's SLOs, one check each: p95 per action (not the ramp's), the CALL error
+    ratio, the connect failure ratio, the chargers not there, the unexpected disconnects."""
+    checks: list[SloCheck] = []
+    for action, stats in sorted(step.actions.items()):
+        if action in RAMP_ACTIONS:
+            continue  # the ramp's connect SLOs judge these (judge_admission)
+        slo = config.p95_slo_ms(action)
+        if slo is not None and stats.p95_ms is not None:
+            failed = f"p95 {action} {fmt_ms(stats.p95_ms)} ms > {fmt_ms(slo)} ms"
+            checks.append(
+                _check(
+                    f"p95 {action}",
+                    f"{fmt_ms(stats.p95_ms)} ms",
+                    f"{fmt_ms(slo)} ms",
+                    failed if stats.p95_ms > slo else None,
+                )
+            )
+    calls = step.calls
+    if calls == 0:
+        checks.append(
+            _check(
+                "CALLs measured",
+                "0",
+                "at least 1",
+                f"no CALLs measured at {step.chargers} chargers",
+            )
+        )
+    else:
+        check = _ratio_check(
+            "CALL error ratio", step.call_errors, calls, config.max_call_error_ratio
+        )
+        if check is not None:
+            checks.append(check)
+    check = _ratio_check(
+        "connect failure ratio",
+        step.connect_failures,
+        step.connect_attempts,
+        config.max_connect_failure_ratio,
+    )
+    if check is not None:
+        checks.append(check)
+    there, what = (
+        (step.booted, "booted") if step.booted is not None else (step.connected, "connected")
+    )
+    limit = config.max_connect_failure_ratio
+    if limit is not None and there is not None and step.chargers > 0:
+        # a CSMS that stops accepting may leave chargers waiting in back-off, attempting
+        # nothing during the hold: count who is not there (connected and booted), too
+        missing = max(0, step.chargers - there)
+        share = missing / step.chargers
+        failed = (
+            f"only {there} of {step.chargers} chargers {what} "
+            f"(missing {_pct(share)} > {_pct(limit)})"
+        )
+        checks.append(
+            _check(
+                f"chargers {what}",
+                f"{there} of {step.chargers} (missing {_pct(share)})",
+                f"{_pct(limit)} missing",
+                failed if share > limit else None,
+            )
+        )
+    if step.chargers > 0:
+        check = _ratio_check(
+            "unexpected disconnect ratio",
+            step.unexpected_disconnects,
+            step.chargers,
+            config.max_disconnect_ratio,
+            " chargers",
+        )
+        if check is not None:
+            checks.append(check)
+    return checks
 
 
 def judge(step: StepMeasurement, config: CapacityConfig) -> Verdict:
     """Judge one step against the SLOs; a saturated load generator is never the CSMS's
     failure (``generator_saturated``: the search stops without a CSMS figure)."""
     saturation = saturation_reasons(step, config)
-    reasons: list[str] = []
-    for action, stats in sorted(step.actions.items()):
-        if action in RAMP_ACTIONS:
-            continue  # the ramp's connect SLOs judge these (judge_admission)
-        slo = config.p95_slo_ms(action)
-        if slo is not None and stats.p95_ms is not None and stats.p95_ms > slo:
-            reasons.append(f"p95 {action} {fmt_ms(stats.p95_ms)} ms > {fmt_ms(slo)} ms")
-    calls = step.calls
-    if calls == 0:
-        reasons.append(f"no CALLs measured at {step.chargers} chargers")
-    elif config.max_call_error_ratio is not None:
-        ratio = step.call_errors / calls
-        if ratio > config.max_call_error_ratio:
-            reasons.append(
-                f"CALL error ratio {_pct(ratio)} ({step.call_errors}/{calls}) "
-                f"> {_pct(config.max_call_error_ratio)}"
-            )
-    if config.max_connect_failure_ratio is not None and step.connect_attempts > 0:
-        ratio = step.connect_failures / step.connect_attempts
-        if ratio > config.max_connect_failure_ratio:
-            reasons.append(
-                f"connect failure ratio {_pct(ratio)} "
-                f"({step.connect_failures}/{step.connect_attempts}) "
-                f"> {_pct(config.max_connect_failure_ratio)}"
-            )
-    there, what = (
-        (step.booted, "booted") if step.booted is not None else (step.connected, "connected")
-    )
-    if config.max_connect_failure_ratio is not None and there is not None and step.chargers > 0:
-        # a CSMS that stops accepting may leave chargers waiting in back-off, attempting
-        # nothing during the hold: count who is not there (connected and booted), too
-        missing = max(0, step.chargers - there)
-        if missing / step.chargers > config.max_connect_failure_ratio:
-            reasons.append(
-                f"only {there} of {step.chargers} chargers {what} "
-                f"(missing {_pct(missing / step.chargers)} "
-                f"> {_pct(config.max_connect_failure_ratio)})"
-            )
-    if config.max_disconnect_ratio is not None and step.chargers > 0:
-        ratio = step.unexpected_disconnects / step.chargers
-        if ratio > config.max_disconnect_ratio:
-            reasons.append(
-                f"unexpected disconnect ratio {_pct(ratio)} "
-                f"({step.unexpected_disconnects}/{step.chargers} chargers) "
-                f"> {_pct(config.max_disconnect_ratio)}"
-            )
+    reasons = [c.reason for c in hold_checks(step, config) if not c.held]
     return Verdict(not saturation and not reasons, saturation + reasons, bool(saturation))
+
+
+def admission_checks(ramp: StepMeasurement, config: CapacityConfig) -> list[SloCheck]:
+    """The ramp's connect SLOs, one check each: the connect failure ratio, and the
+    BootNotifications' error ratio and p95."""
+    checks: list[SloCheck] = []
+    check = _ratio_check(
+        "connect failure ratio",
+        ramp.connect_failures,
+        ramp.connect_attempts,
+        config.max_connect_failure_ratio,
+    )
+    if check is not None:
+        checks.append(check)
+    for action in sorted(RAMP_ACTIONS & set(ramp.actions)):
+        stats = ramp.actions[action]
+        check = _ratio_check(
+            f"{action} error ratio", stats.errors, stats.count, config.max_call_error_ratio
+        )
+        if check is not None:
+            checks.append(check)
+        slo = config.boot_p95_ms
+        if slo is not None and stats.p95_ms is not None:
+            failed = f"p95 {action} {fmt_ms(stats.p95_ms)} ms > {fmt_ms(slo)} ms"
+            checks.append(
+                _check(
+                    f"p95 {action}",
+                    f"{fmt_ms(stats.p95_ms)} ms",
+                    f"{fmt_ms(slo)} ms",
+                    failed if stats.p95_ms > slo else None,
+                )
+            )
+    return checks
 
 
 def judge_admission(ramp: StepMeasurement, config: CapacityConfig) -> list[str]:
@@ -294,28 +422,7 @@ def judge_admission(ramp: StepMeasurement, config: CapacityConfig) -> list[str]:
     ``ramp`` covers the ramp of one step, from its start until its chargers were booted
     (or admission stalled).
     """
-    reasons: list[str] = []
-    if config.max_connect_failure_ratio is not None and ramp.connect_attempts > 0:
-        ratio = ramp.connect_failures / ramp.connect_attempts
-        if ratio > config.max_connect_failure_ratio:
-            reasons.append(
-                f"connect failure ratio {_pct(ratio)} "
-                f"({ramp.connect_failures}/{ramp.connect_attempts}) "
-                f"> {_pct(config.max_connect_failure_ratio)}"
-            )
-    for action in sorted(RAMP_ACTIONS & set(ramp.actions)):
-        stats = ramp.actions[action]
-        if config.max_call_error_ratio is not None and stats.count > 0:
-            ratio = stats.errors / stats.count
-            if ratio > config.max_call_error_ratio:
-                reasons.append(
-                    f"{action} error ratio {_pct(ratio)} ({stats.errors}/{stats.count}) "
-                    f"> {_pct(config.max_call_error_ratio)}"
-                )
-        slo = config.boot_p95_ms
-        if slo is not None and stats.p95_ms is not None and stats.p95_ms > slo:
-            reasons.append(f"p95 {action} {fmt_ms(stats.p95_ms)} ms > {fmt_ms(slo)} ms")
-    return reasons
+    return [c.reason for c in admission_checks(ramp, config) if not c.held]
 
 
 def admission_note(reasons: Sequence[str], booted: int, seconds: float) -> str | None:

@@ -23,7 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import coordination, limits, logutil, recovery
 from loadgen.capacity.search import CapacityResult
-from loadgen.locust import stopping, webui
+from loadgen.locust import stopping, verdicts, webui
 from loadgen.locust.recorder import RunRecorder, report_settings
 from loadgen.locust.settings import Settings, SettingsError, add_arguments, settings_from_options
 from loadgen.locust.shape import (
@@ -101,6 +101,8 @@ class RunContext:
     pacer: StartPacer = field(default_factory=lambda: StartPacer(time.monotonic))
     #: keeps the collector off the stations while users start (pacing.CollectorFreeze)
     collector: CollectorFreeze = field(default_factory=lambda: CollectorFreeze(time.monotonic))
+    #: failed connects of stations that connected afterwards (not failures for the exit code)
+    connect_retries: verdicts.ConnectRetries = field(default_factory=verdicts.ConnectRetries)
     #: on a master: when its workers' recent batches of users came (wall clock)
     worker_batch_starts: deque[float] = field(
         default_factory=lambda: deque(maxlen=4 * BATCH_STARTS_KEPT)
@@ -293,6 +295,10 @@ def _on_init(environment: Environment, **_: Any) -> None:
         sys.stderr.write(f"loadgen: {exc}\n")
         _let_forked_workers_connect(environment, options)
         sys.exit(2)
+    # Locust's --run-time timer (gevent.spawn_later, next) counts from the event loop's
+    # cached clock, last read before the start-up's imports and set-up blocked: seconds on
+    # a busy machine, by which a run came out shorter (a 5 s run ended at once).
+    gevent.get_hub().loop.update_now()
 
 
 def _let_forked_workers_connect(
@@ -336,6 +342,9 @@ def setup(environment: Environment, options: Any) -> RunContext:
     environment.ocpp = context  # type: ignore[attr-defined]
     _setup_metrics(context, runner)
     _setup_recovery(context, environment)
+    # The verdict takes the run's figures as the stop begins, before the wind-down's (both
+    # listen to test_stopping, in this order), so the stations' goodbyes are not judged.
+    verdicts.install(context, environment, _final_words.append)
     stopping.install(environment, context.users)  # the summary counts until stations stop
     context.collector.hold()  # what is loaded by now lives as long as the process
     if not isinstance(runner, WorkerRunner):
@@ -529,11 +538,7 @@ def _setup_capacity_and_reports(
 
     def latencies() -> dict[str, Any]:
         """Locust's response-time counts per OCPP action (the master's: every worker's)."""
-        return {
-            name: entry.response_times
-            for (name, method), entry in environment.stats.entries.items()
-            if method == "OCPP"
-        }
+        return verdicts.ocpp_latencies(environment)
 
     def latest(name: str, method: str) -> Callable[[], float | None]:
         """When the latest of these requests ended (wall clock; a master's: the latest of

@@ -77,6 +77,10 @@ class Settings:
     password: str | None = field(default=None, repr=False)
     #: --ocpp-version's versions in order: the subprotocols offered (one, or several)
     versions: tuple[Version, ...] = ()
+    #: --check-slo: the SLOs a plain run is judged by at its end (None: not judged)
+    slo: CapacityConfig | None = None
+    #: --junit: write the verdicts (SLOs, capacity answers) here as JUnit XML
+    junit: str | None = None
 
 
 def add_arguments(parser: Any) -> None:
@@ -87,7 +91,14 @@ def add_arguments(parser: Any) -> None:
         name = flags[0].lstrip("-").replace("-", "_").upper()
         parser.add_argument(*flags, env_var=f"LOCUST_{name}", **kwargs)
 
+    def heading(title: str) -> None:
+        """A heading for ``python -m loadgen options``; Locust's parser has none (argument
+        groups would hide the options from its web UI)."""
+        if hasattr(parser, "add_heading"):
+            parser.add_heading(title)
+
     # On the parser itself, not a group: only those show in the web UI (is_secret too).
+    heading("Protocol and fleet")
     add(
         "--ocpp-version",
         default="2.0.1",
@@ -107,6 +118,7 @@ def add_arguments(parser: Any) -> None:
         help="charger ids of the generated fleet, a format string given the charger's "
         "number: CP{:06d} (default: CP000001 ...)",
     )
+    heading("What the stations do")
     # Locust has a --profile of its own (it groups runs), hence the prefix.
     add(
         "--ocpp-profile",
@@ -138,6 +150,7 @@ def add_arguments(parser: Any) -> None:
         default=60.0,
         help="meter values while charging, every N simulated seconds",
     )
+    heading("The link: timeouts, reconnects, restarts")
     add(
         "--call-timeout",
         type=float,
@@ -202,7 +215,7 @@ def add_arguments(parser: Any) -> None:
         type=float,
         default=8.0,
         help="seconds a station stays away after a Reset or a firmware installation before "
-        "it reconnects, +-25 %% (default 8; 0: at once)",
+        "it reconnects, give or take a quarter (default 8; 0: at once)",
     )
     add(
         "--offline-replay-rate",
@@ -210,6 +223,7 @@ def add_arguments(parser: Any) -> None:
         default=20.0,
         help="queued transaction messages a station replays per second",
     )
+    heading("idTokens")
     add(
         "--id-tokens",
         type=int,
@@ -229,6 +243,7 @@ def add_arguments(parser: Any) -> None:
         help="IdTokenEnumType of tokens without one, and of generated tokens: ISO14443 "
         "(default), ISO15693, eMAID, KeyCode, Local, Central, MacAddress (1.6 sends no type)",
     )
+    heading("Coordination across processes")
     add(
         "--redis-url",
         default="",
@@ -241,6 +256,7 @@ def add_arguments(parser: Any) -> None:
         help="seconds until a dead worker's charger ids and idTokens are free again "
         "(leases are renewed every third of it; default 30)",
     )
+    heading("Checks and security profiles")
     add(
         "--ocpp-validate",
         action="store_true",
@@ -257,6 +273,7 @@ def add_arguments(parser: Any) -> None:
         help="Basic-auth password for chargers without one in the fleet "
         "(or $OCPP_BASIC_AUTH_PASSWORD)",
     )
+    heading("After the run: reconciliation and reports")
     add(
         "--csms-api",
         default="",
@@ -281,6 +298,7 @@ def add_arguments(parser: Any) -> None:
         default="",
         help="write a JSON and a self-contained HTML report here at the end of every run",
     )
+    heading("Capacity search")
     # the capacity search: a load shape instead of --users
     add(
         "--capacity-search",
@@ -335,7 +353,7 @@ def add_arguments(parser: Any) -> None:
         "--capacity-resolution",
         default="5%",
         help="bisect until the last good and first bad step are this close: chargers (10) "
-        "or a share of the answer (5%%, the default)",
+        "or a share of the answer, with a percent sign (default: 5 percent)",
     )
     add(
         "--capacity-linger",
@@ -344,6 +362,7 @@ def add_arguments(parser: Any) -> None:
         help="seconds to keep serving /metrics after the search, so Prometheus scrapes the "
         "answer (15)",
     )
+    heading("SLOs (judge the capacity search's steps, and plain runs with --check-slo)")
     add(
         "--slo-p95-ms",
         default="1000",
@@ -388,6 +407,20 @@ def add_arguments(parser: Any) -> None:
         help="saturation guard: CPU of the busiest load-generator process, 1 = a core (0.9)",
     )
     add(
+        "--check-slo",
+        action="store_true",
+        default=False,
+        help="judge a plain run by the SLOs above when it ends: one line per SLO, exit code "
+        "0 when all held, 1 otherwise (the verdict, not Locust's failure count, decides)",
+    )
+    add(
+        "--junit",
+        default="",
+        help="write the verdicts as JUnit XML to this file: a test case per SLO "
+        "(--check-slo) or per capacity answer (--capacity-search)",
+    )
+    heading("Metrics")
+    add(
         "--prometheus-port",
         type=int,
         default=9646,
@@ -395,16 +428,62 @@ def add_arguments(parser: Any) -> None:
     )
 
 
-def option_names() -> list[str]:
-    """The ``options`` attribute of each of our options, in the order they are added."""
-    names: list[str] = []
+@dataclass(frozen=True)
+class OptionHelp:
+    """One of our options as ``python -m loadgen options`` shows it."""
+
+    heading: str
+    flags: tuple[str, ...]
+    help: str
+    default: Any = None
+    #: what the value looks like: "N", "X", "TEXT", "[TEXT]" (optional), "" (a flag)
+    metavar: str = "TEXT"
+    secret: bool = False
+
+    @property
+    def name(self) -> str:
+        """The ``options`` attribute (``--fleet-size``: ``fleet_size``)."""
+        return self.flags[0].lstrip("-").replace("-", "_")
+
+
+def option_help() -> list[OptionHelp]:
+    """Every option of :func:`add_arguments` with its heading and help, in order: the one
+    definition the listing (and the web UI's help texts) come from."""
+    found: list[OptionHelp] = []
+    heading = ""
 
     class _Recorder:
-        def add_argument(self, *flags: str, **_: Any) -> None:
-            names.append(flags[0].lstrip("-").replace("-", "_"))
+        def add_heading(self, title: str) -> None:
+            nonlocal heading
+            heading = title
+
+        def add_argument(self, *flags: str, **kwargs: Any) -> None:
+            found.append(
+                OptionHelp(
+                    heading,
+                    flags,
+                    # argparse formats help with %: "%%" is a percent sign
+                    str(kwargs.get("help", "")).replace("%%", "%"),
+                    kwargs.get("default"),
+                    metavar=_metavar(kwargs),
+                    secret=bool(kwargs.get("is_secret")),
+                )
+            )
 
     add_arguments(_Recorder())
-    return names
+    return found
+
+
+def _metavar(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("action") == "store_true":
+        return ""
+    kind = {int: "N", float: "X"}.get(kwargs.get("type", str), "TEXT")
+    return f"[{kind}]" if kwargs.get("nargs") == "?" else kind
+
+
+def option_names() -> list[str]:
+    """The ``options`` attribute of each of our options, in the order they are added."""
+    return [option.name for option in option_help()]
 
 
 def settings_from_options(options: Any) -> Settings:
@@ -469,6 +548,10 @@ def settings_from_options(options: Any) -> Settings:
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(f"TLS settings: {exc}") from None
     capacity = _capacity_config(options, len(fleet.chargers))
+    slo = _slo_check(options, capacity, len(fleet.chargers))
+    junit = getattr(options, "junit", "") or None
+    if junit and not os.path.isdir(os.path.dirname(os.path.abspath(junit))):
+        raise SettingsError(f"--junit {junit}: no such directory")
     tokens: dict[str, list[str]] = {}
     for offered in versions:  # a token must suit whichever version the CSMS picks
         tokens = _id_tokens(options, offered, fleet)
@@ -512,6 +595,8 @@ def settings_from_options(options: Any) -> Settings:
         blackout=_blackout(options.blackout_at, options.blackout_for),
         reboot_delay=options.reboot_delay,
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
+        slo=slo,
+        junit=junit,
     )
 
 
@@ -629,20 +714,12 @@ def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:
     if spawn_rate is not None and not spawn_rate > 0:
         raise SettingsError(f"--spawn-rate must be positive, not {spawn_rate}")
     try:
-        p95_ms, overrides = parse_p95_slo(options.slo_p95_ms, known_actions())
         return CapacityConfig(
             start=options.capacity_start,
             step=options.capacity_step,
             max_chargers=maximum,
             hold_seconds=options.capacity_hold,
-            p95_ms=p95_ms,
-            p95_ms_by_action=overrides,
-            boot_p95_ms=options.slo_boot_p95_ms or None,
-            max_call_error_ratio=options.slo_error_ratio,
-            max_connect_failure_ratio=options.slo_connect_failure_ratio,
-            max_disconnect_ratio=options.slo_disconnect_ratio,
-            max_schedule_lag_p99_ms=options.capacity_max_lag_ms or None,
-            max_generator_cpu=options.capacity_max_cpu or None,
+            **_slos(options),
             resolution=resolution,
             resolution_ratio=ratio,
             mode=mode,
@@ -650,5 +727,46 @@ def _capacity_config(options: Any, fleet_size: int) -> CapacityConfig | None:
             rate_max=options.connect_rate_max,
             rate_step_chargers=options.connect_rate_step_chargers,
         )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _slos(options: Any) -> dict[str, Any]:
+    """The ``--slo-*`` options and the load generator's guards, as CapacityConfig fields."""
+    p95_ms, overrides = parse_p95_slo(options.slo_p95_ms, known_actions())
+    return {
+        "p95_ms": p95_ms,
+        "p95_ms_by_action": overrides,
+        "boot_p95_ms": options.slo_boot_p95_ms or None,
+        "max_call_error_ratio": options.slo_error_ratio,
+        "max_connect_failure_ratio": options.slo_connect_failure_ratio,
+        "max_disconnect_ratio": options.slo_disconnect_ratio,
+        "max_schedule_lag_p99_ms": options.capacity_max_lag_ms or None,
+        "max_generator_cpu": options.capacity_max_cpu or None,
+    }
+
+
+def _slo_check(
+    options: Any, capacity: CapacityConfig | None, fleet_size: int
+) -> CapacityConfig | None:
+    """``--check-slo``'s SLOs for a plain run (None without it); ``--junit`` needs a
+    verdict to write, from it or from the capacity search."""
+    check = bool(getattr(options, "check_slo", False))
+    if capacity is not None:
+        if check:
+            raise SettingsError(
+                "--check-slo judges a plain run; --capacity-search judges its steps by the "
+                "same SLOs already: give one"
+            )
+        return None
+    if getattr(options, "junit", "") and not check:
+        raise SettingsError(
+            "--junit writes the verdicts of --check-slo or --capacity-search: give one of them"
+        )
+    if not check:
+        return None
+    try:
+        # a plain run is one "step" of its --users: the search's own fields do not apply
+        return CapacityConfig(start=1, max_chargers=max(1, fleet_size), **_slos(options))
     except ValueError as exc:
         raise SettingsError(str(exc)) from None

@@ -373,6 +373,7 @@ class ChargerUser(User):
             self.context.coordinator.record_transaction(entry)
 
     def _on_runner_event(self, kind: str, detail: dict[str, Any]) -> None:
+        self.context.connect_retries.runner_event(kind, detail)
         if kind == "booted_lost":
             self.context.count_recovery(self, kind, detail)
         observer = self.context.metrics_observer
