@@ -15,13 +15,15 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 
 # The compose and Prometheus checks use Debian's docker-compose (for `config`, no engine)
-# and promtool; install them once when missing and we can.
-if { ! command -v docker-compose >/dev/null || ! command -v promtool >/dev/null; } \
+# and promtool; the reports and Locust's web UI are checked in Debian's headless chromium.
+# Install them once when missing and we can.
+if { ! command -v docker-compose >/dev/null || ! command -v promtool >/dev/null \
+        || ! command -v chromium >/dev/null; } \
         && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "== installing docker-compose and prometheus (promtool) from Debian ==" >&2
+    echo "== installing docker-compose, prometheus (promtool) and chromium from Debian ==" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends docker-compose prometheus >/dev/null) \
-        || echo "warning: could not install docker-compose/promtool; those checks will skip" >&2
+        --no-install-recommends docker-compose prometheus chromium >/dev/null) \
+        || echo "warning: could not install docker-compose/promtool/chromium" >&2
 fi
 
 ruff check .
