@@ -293,6 +293,14 @@ def _ratio_check(
     return _check(name, figure, _pct(limit), failed)
 
 
+def _p95_check(action: str, p95_ms: float | None, slo: float | None) -> SloCheck | None:
+    """An action's p95 against its limit (None: no such SLO, or no calls to judge)."""
+    if slo is None or p95_ms is None:
+        return None
+    failed = f"p95 {action} {fmt_ms(p95_ms)} ms > {fmt_ms(slo)} ms" if p95_ms > slo else None
+    return _check(f"p95 {action}", f"{fmt_ms(p95_ms)} ms", f"{fmt_ms(slo)} ms", failed)
+
+
 def saturation_reasons(step: StepMeasurement, config: CapacityConfig) -> list[str]:
     """The saturation guards: one line per guard the load generator broke."""
     return [c.reason for c in saturation_checks(step, config) if not c.held]
@@ -305,17 +313,8 @@ def hold_checks(step: StepMeasurement, config: CapacityConfig) -> list[SloCheck]
     for action, stats in sorted(step.actions.items()):
         if action in RAMP_ACTIONS:
             continue  # the ramp's connect SLOs judge these (judge_admission)
-        slo = config.p95_slo_ms(action)
-        if slo is not None and stats.p95_ms is not None:
-            failed = f"p95 {action} {fmt_ms(stats.p95_ms)} ms > {fmt_ms(slo)} ms"
-            checks.append(
-                _check(
-                    f"p95 {action}",
-                    f"{fmt_ms(stats.p95_ms)} ms",
-                    f"{fmt_ms(slo)} ms",
-                    failed if stats.p95_ms > slo else None,
-                )
-            )
+        if (check := _p95_check(action, stats.p95_ms, config.p95_slo_ms(action))) is not None:
+            checks.append(check)
     calls = step.calls
     if calls == 0:
         checks.append(
@@ -401,17 +400,8 @@ def admission_checks(ramp: StepMeasurement, config: CapacityConfig) -> list[SloC
         )
         if check is not None:
             checks.append(check)
-        slo = config.boot_p95_ms
-        if slo is not None and stats.p95_ms is not None:
-            failed = f"p95 {action} {fmt_ms(stats.p95_ms)} ms > {fmt_ms(slo)} ms"
-            checks.append(
-                _check(
-                    f"p95 {action}",
-                    f"{fmt_ms(stats.p95_ms)} ms",
-                    f"{fmt_ms(slo)} ms",
-                    failed if stats.p95_ms > slo else None,
-                )
-            )
+        if (check := _p95_check(action, stats.p95_ms, config.boot_p95_ms)) is not None:
+            checks.append(check)
     return checks
 
 
