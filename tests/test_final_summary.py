@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen import coordination
 from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
-from tests.test_locust import FAST, reconciliation, run_id_of, run_locust
+from tests.test_locust import FAST, Background, reconciliation, run_id_of, run_locust, wait_for
 
 ACTIONS = ("BootNotification", "StatusNotification", "Heartbeat", "Authorize", "TransactionEvent")
 _ROW = re.compile(r"^OCPP\s+(\w+)\s+(\d+)\s+\d+\(", re.MULTILINE)
@@ -59,9 +59,13 @@ def report_counts(report_dir: Path) -> Counter[str]:
     return Counter({name: int(stats["count"]) for name, stats in totals.items()})
 
 
-@pytest.mark.parametrize("processes", [0, 2], ids=["one process", "--processes 2"])
+@pytest.mark.parametrize(
+    ("processes", "sigterm"),
+    [(0, False), (2, False), (0, True)],
+    ids=["one process", "--processes 2", "stopped by SIGTERM"],
+)
 def test_the_table_and_the_report_count_every_call_the_csms_answered(
-    tmp_path: Path, stub: StubProcess, processes: int
+    tmp_path: Path, stub: StubProcess, processes: int, sigterm: bool
 ) -> None:
     distributed: list[str] = []
     if processes:
@@ -71,14 +75,30 @@ def test_the_table_and_the_report_count_every_call_the_csms_answered(
             *("--master-bind-port", port, "--master-port", port, "--redis-url", REDIS_URL),
         ]
     users = 30  # light: a worker busy for 3 s goes "missing" at Locust's master
-    code, output = run_locust(
-        tmp_path / "locust.log",
+    args = [
         *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", "30"),
-        *("--run-time", "12s", "--fleet-size", "100", "--ocpp-profile", "mixed", *FAST),
+        *("--fleet-size", "100", "--ocpp-profile", "mixed", *FAST),
         *("--csms-api", stub.api_url, "--report-dir", str(tmp_path / "reports")),
         *distributed,
-        timeout=120,
-    )
+    ]
+    if sigterm:  # Locust fires quitting (reconciliation) before it would stop the users
+        run = Background(tmp_path / "locust.log", *args)
+        try:
+            wait_for(lambda: "All users spawned" in run.output(), 60, "the users spawned")
+            wait_for(
+                lambda: (
+                    answered_by_the_stub(stub)["Heartbeat"] > users
+                    and answered_by_the_stub(stub)["TransactionEvent"] > 0
+                ),
+                30,
+                "heartbeats and sessions",
+            )
+            run.process.terminate()
+            code, output = run.wait(120), run.output()
+        finally:
+            run.stop()
+    else:
+        code, output = run_locust(tmp_path / "locust.log", *args, "--run-time", "12s", timeout=120)
     try:
         assert code == 0, output[-3000:]
         answered = answered_by_the_stub(stub)
@@ -94,6 +114,8 @@ def test_the_table_and_the_report_count_every_call_the_csms_answered(
             )
             assert report[action] == table[action], (action, report, table)
         assert reconciliation(output) > 0  # the ledger agrees with the CSMS's transactions
+        if sigterm:
+            assert "Locust is quitting while the run goes on: stopping it first" in output
         if processes:
             assert f"{processes} workers stopped their stations and sent their final" in output
     finally:

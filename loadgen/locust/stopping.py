@@ -17,6 +17,10 @@ each worker to do that and stop its users, and waits for its final report before
 goes on, so ``test_stop`` (the reports) and the table see every worker's last figures.
 What remains is the messages still in flight when a bound ran out, and the log says how
 many stations that was.
+
+Ctrl-C and SIGTERM take another path through Locust: it fires ``quitting`` (where the
+ledger is reconciled and the verdict given) before it stops the users. So a run still
+going when Locust quits is stopped first, the same way as at the end of ``--run-time``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from typing import Any
 import gevent
 import gevent.event
 from locust.env import Environment
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import (
+    STATE_MISSING,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    MasterRunner,
+    WorkerRunner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +82,17 @@ def wind_down(users: dict[str, Any], settle_s: float = SETTLE_S) -> int:
 
 
 def install(environment: Environment, users: dict[str, Any]) -> None:
-    """Hook the wind-down into Locust's stop for this process's kind of runner."""
+    """Hook the wind-down into Locust's stop for this process's kind of runner. Install it
+    after every other ``quitting`` listener: Locust calls them last-installed first."""
     runner = environment.runner
     events = environment.events
+
+    @events.quitting.add_listener
+    def _stop_first(**_: Any) -> None:
+        if not isinstance(runner, WorkerRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            log.info("stopping: Locust is quitting while the run goes on: stopping it first")
+            runner.stop()  # test_stopping winds down, the users end their transactions
+
     if isinstance(runner, MasterRunner):
         _install_master(environment, runner)
         return
