@@ -135,13 +135,14 @@ def test_the_tabs_show_the_search_and_the_fleet_live_in_a_headless_browser(
     tmp_path: Path, stub: StubProcess
 ) -> None:
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}/load"  # behind a proxy's prefix, as our pages must work
     log_path = tmp_path / "locust.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 *(LOCUST, "-f", "locustfile.py", "--autostart"),  # the UI stays after the run
-                *("--web-host", "127.0.0.1", "--web-port", str(port), "--host", stub.ws_url),
+                *("--web-host", "127.0.0.1", "--web-port", str(port), "--web-base-path", "/load"),
+                *("--host", stub.ws_url),
                 *("--time-scale", "60", "--prometheus-port", "0", "--run-time", "90s"),
                 *("--capacity-search", "chargers", "--capacity-start", "4"),
                 *("--capacity-step", "+4", "--capacity-max", "12", "--capacity-hold", "2"),

@@ -67,8 +67,10 @@ def install(web_ui: Any, context: Any, environment: Any) -> None:
         {"key": FLEET_TAB, "structure": FLEET_COLUMNS},
     ]
     app = web_ui.app
+    # Locust serves its own pages under --web-base-path (a proxy's prefix): ours too
+    base = (getattr(environment.parsed_options, "web_base_path", None) or "").rstrip("/")
 
-    @app.route(STATUS_PATH)
+    @app.route(base + STATUS_PATH)
     @web_ui.auth_required_if_enabled
     def ocpp_status() -> Any:
         return jsonify(status(context, environment))
