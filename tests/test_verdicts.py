@@ -258,8 +258,8 @@ QUICK_RETRY += ["--retry-backoff-random-range", "0.3", "--retry-backoff-repeat-t
 def late_stub_run(tmp_path: Path, *args: str, users: int = 10) -> tuple[int, str]:
     """A plain run whose CSMS comes up a second after every charger first tried: each
     meets refused connects, then connects and boots; stopped (SIGTERM) once they have
-    heartbeated a while. Not --run-time: Locust counts it from before its start-up, which
-    takes seconds on a busy machine."""
+    heartbeated a while: the stop follows what happened, not a fixed --run-time, so a slow
+    start on a busy machine cannot cut the run short."""
     port = str(free_port())
     run = Background(
         tmp_path / "locust.log",
