@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--id-token-type",
         default=idtokens.DEFAULT_TYPE,
-        help="IdTokenEnumType of known tokens listed without one (ISO14443)",
+        help="IdTokenEnumType of known tokens listed without one (ISO14443; a 2.1 charger's "
+        "may be any other type of 1 to 20 characters, such as VIN)",
     )
     parser.add_argument(
         "--strict-id-tokens",

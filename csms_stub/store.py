@@ -111,7 +111,7 @@ charger_usage_log = sa.Table(
     sa.Column("ocpp_version", sa.String(8)),
     sa.Column("evse_id", sa.Integer),
     sa.Column("connector_id", sa.Integer),
-    sa.Column("id_token", sa.String(36)),
+    sa.Column("id_token", sa.String(255)),  # OCPP 2.1's limit (2.0.1: 36, 1.6: 20)
     sa.Column("start_time", UtcDateTime()),
     sa.Column("end_time", UtcDateTime()),
     sa.Column("meter_start_wh", sa.Float),
@@ -403,8 +403,35 @@ class Store:
                 await connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
+            await connection.run_sync(self._widen_columns)
         self.engine = engine
         self._writer = asyncio.create_task(self._write_loop(), name="csms-store-writer")
+
+    def _widen_columns(self, connection: sa.Connection) -> None:
+        """Bring a database made by an earlier version up to the tables' text lengths.
+
+        ``create_all`` leaves existing tables alone, so a ``charger_usage_log`` made when
+        ``id_token`` held 36 characters would refuse a 2.1 idToken of up to 255. Widening a
+        ``varchar`` keeps every row (PostgreSQL rewrites nothing). SQLite ignores declared
+        lengths, so its old tables already hold the longer text."""
+        if self.dialect == "sqlite":
+            return
+        inspector = sa.inspect(connection)
+        for table in metadata.sorted_tables:
+            existing = {
+                column["name"]: column["type"]
+                for column in inspector.get_columns(table.name, schema=self.schema)
+            }
+            for column in table.columns:
+                have = existing.get(column.name)
+                want = column.type.length if isinstance(column.type, sa.String) else None
+                length = getattr(have, "length", None)
+                if want and length and length < want:
+                    name = f'"{self.schema}".{table.name}' if self.schema else table.name
+                    log.info("widening %s.%s to %d characters", table.name, column.name, want)
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {name} ALTER COLUMN {column.name} TYPE VARCHAR({want})"
+                    )
 
     async def close(self, timeout: float | None = None) -> dict[str, int]:
         """Write everything queued, then release the database.

@@ -27,7 +27,8 @@ Charger fields: ``site``, ``ids`` or ``pattern`` + ``count`` (+ ``start``, defau
 ``id_tokens`` lists the idTokens (RFID cards, eMAIDs, ...) used at a site's chargers, or at
 the chargers of one ``[[chargers]]`` table: each a string (its type is the run's
 ``--id-token-type``, ISO14443 by default; a 1.6 run sends no type) or a table with
-``value`` and ``type`` (an OCPP 2.0.1 IdTokenEnumType)::
+``value`` and ``type`` (an OCPP 2.0.1 IdTokenEnumType, or on a 2.1-only run any other
+type of up to 20 characters, checked when the run's versions are known)::
 
     [[sites]]
     id = "emart_jeju_main"

@@ -3,7 +3,9 @@
 One home for what the load generator and ``csms_stub`` agree on: the token file format, the
 format rules per OCPP 2.0.1 ``IdTokenEnumType`` and the tokens generated when the user gives
 none. An OCPP 2.0.1 idToken is a value (string[36], case insensitive) and a type; an OCPP 1.6
-idTag is a value (CiString20) without a type.
+idTag is a value (CiString20) without a type. OCPP 2.1 widened both: the value is up to 255
+characters and the type a free string of up to 20 (the 2.0.1 types keep their spelling), so
+a custom type such as ``VIN`` suits a run only when every version it offers is 2.1.
 
 Token files hold one token a line, ``VALUE`` or ``VALUE,TYPE``; blank lines and lines
 starting with ``#`` are ignored::
@@ -20,8 +22,8 @@ digits; MacAddress 6 bytes, 12 hex digits, optionally in pairs separated by ``:`
 eMAID the ISO 15118 / eMI3 contract id, 14 or 15 letters and digits (country, provider,
 instance, optional check digit, which is not verified) with optional ``-`` separators;
 KeyCode, Local and Central an OCPP identifierString (letters, digits and ``*-_=:+|@.``);
-NoAuthorization an empty value. A 1.6 idTag without a type is 1 to 20 printable ASCII
-characters.
+NoAuthorization an empty value; a custom 2.1 type an identifierString too. A 1.6 idTag
+without a type is 1 to 20 printable ASCII characters.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ocpp
 
@@ -47,17 +50,21 @@ __all__ = [
     "load_file",
     "normalise_type",
     "parse_line",
+    "type_problem",
 ]
 
 
-def _schema_types() -> tuple[str, ...]:
-    path = Path(ocpp.__file__).parent / "v201" / "schemas" / "AuthorizeRequest.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    return tuple(schema["definitions"]["IdTokenEnumType"]["enum"])
+def _schema(version: str) -> dict[str, Any]:
+    path = Path(ocpp.__file__).parent / version / "schemas" / "AuthorizeRequest.json"
+    return json.loads(path.read_text(encoding="utf-8"))["definitions"]
 
 
 #: OCPP 2.0.1 IdTokenEnumType, from the schemas the ``ocpp`` package ships
-TYPES: tuple[str, ...] = _schema_types()
+TYPES: tuple[str, ...] = tuple(_schema("v201")["IdTokenEnumType"]["enum"])
+#: OCPP 2.1's type is a free string (IdTokenEnumStringType) of at most this many characters
+CUSTOM_TYPE_MAX_LENGTH: int = _schema("v21")["IdTokenType"]["properties"]["type"]["maxLength"]
+#: the versions whose idToken type may be other than :data:`TYPES`
+CUSTOM_TYPE_VERSIONS = frozenset({OCPP21.name})
 #: the schemas' limits: 1.6 idTag CiString20, 2.0.1 idToken string[36], 2.1 string[255]
 MAX_LENGTH = {v.name: module_for(v).ID_TOKEN_MAX_LENGTH for v in (OCPP16, OCPP201, OCPP21)}
 DEFAULT_TYPE = "ISO14443"
@@ -95,11 +102,30 @@ class IdToken:
 
 
 def normalise_type(name: str) -> str:
-    """The IdTokenEnumType spelled as the schema does (``iso14443`` -> ``ISO14443``)."""
-    canonical = _BY_LOWER.get(name.strip().lower())
-    if canonical is None:
-        raise IdTokenError(f"unknown idToken type {name!r} (one of {', '.join(TYPES)})")
-    return canonical
+    """A 2.0.1 IdTokenEnumType spelled as the schema does (``iso14443`` -> ``ISO14443``), or
+    a custom 2.1 type as given. Whether the run's versions allow a custom type is only known
+    later: :func:`type_problem`."""
+    name = name.strip()
+    canonical = _BY_LOWER.get(name.lower())
+    if canonical is not None:
+        return canonical
+    if len(name) <= CUSTOM_TYPE_MAX_LENGTH and _IDENTIFIER.fullmatch(name):
+        return name
+    raise IdTokenError(
+        f"unknown idToken type {name!r}: one of {', '.join(TYPES)}, or for OCPP 2.1 1 to "
+        f"{CUSTOM_TYPE_MAX_LENGTH} letters, digits and *-_=:+|@."
+    )
+
+
+def type_problem(token_type: str, version: str) -> str | None:
+    """Why a run of OCPP ``version`` cannot use ``token_type`` (normalised), or None."""
+    if token_type in TYPES or version in CUSTOM_TYPE_VERSIONS:
+        return None
+    # one line that says the way out too: a run offering 2.1,2.0.1 may end up on 2.0.1
+    return (
+        f"unknown idToken type {token_type!r} for OCPP {version} (one of {', '.join(TYPES)}); "
+        "other types need a run that offers OCPP 2.1 only"
+    )
 
 
 def format_problem(value: str, token_type: str | None) -> str | None:
@@ -180,7 +206,8 @@ def check(tokens: Iterable[IdToken], version: str, default_type: str | None) -> 
     """The tokens as a run of OCPP ``version`` sends them: 2.0.1 tokens without a type get
     ``default_type`` (ISO14443 if None); 1.6 tokens keep theirs (it is not sent, but the
     value must fit it). Raises :class:`IdTokenError` on the first token the version cannot
-    carry, that does not fit its type, or that repeats another."""
+    carry (its length, or a custom type outside 2.1), that does not fit its type, or that
+    repeats another."""
     limit = MAX_LENGTH[version]
     result = []
     for token in tokens:
@@ -188,6 +215,9 @@ def check(tokens: Iterable[IdToken], version: str, default_type: str | None) -> 
         if token_type is None and version != "1.6":
             token_type = default_type or DEFAULT_TYPE
         where = f"{token.where}: " if token.where else ""
+        problem = type_problem(token_type, version) if token_type is not None else None
+        if problem is not None:
+            raise IdTokenError(f"{where}{problem}")
         if token_type == "NoAuthorization":
             raise IdTokenError(
                 f"{where}NoAuthorization carries no identity: it cannot be a token to present"
@@ -239,7 +269,8 @@ def generate(count: int, token_type: str = DEFAULT_TYPE, start: int = 1) -> list
     """``count`` distinct tokens well formed for ``token_type`` (also fine as 1.6 idTags):
     ISO14443 ``04`` + 12 hex digits (a 7 byte NXP UID), ISO15693 ``E0`` + 14, MacAddress a
     locally administered address, eMAID ``KRLGNC`` + 8, KeyCode 8 digits, Local / Central
-    ``LOCAL-`` / ``CENTRAL-`` + 8 digits."""
+    ``LOCAL-`` / ``CENTRAL-`` + 8 digits, a custom 2.1 type 20 hex digits (an identifierString
+    whatever the type stands for)."""
     if token_type == "NoAuthorization":
         raise IdTokenError("NoAuthorization carries no identity: no tokens to generate")
     numbers = range(start, start + count)
@@ -253,6 +284,8 @@ def generate(count: int, token_type: str = DEFAULT_TYPE, start: int = 1) -> list
         values = [f"KRLGNC{_base36(n, 8)}" for n in numbers]
     elif token_type == "KeyCode":
         values = [f"{n:08d}" for n in numbers]
+    elif token_type not in TYPES:
+        values = [f"{_mixed(n, 80):020X}" for n in numbers]
     else:
         values = [f"{token_type.upper()}-{n:08d}" for n in numbers]
     return [IdToken(value, token_type) for value in values]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadgen import fleet as fleets
+from loadgen import idtokens
 from loadgen.fleet import Charger, FleetError
 from loadgen.idtokens import IdToken
 
@@ -350,8 +351,8 @@ def test_id_tokens_of_sites_and_charger_tables(tmp_path: Path) -> None:
     [
         (('id_tokens = [{value = "E0', 'id_tokens = [{value = "XX'), "chargers", 1,
          "field 'id_tokens'[0]: idToken 'XX04015012345678': an ISO15693 idToken is"),
-        (('type = "emaid"', 'type = "RFID"'), "sites", 0,
-         "field 'id_tokens'[1]: unknown idToken type 'RFID'"),
+        (('type = "emaid"', 'type = "RFID CARD"'), "sites", 0,
+         "field 'id_tokens'[1]: unknown idToken type 'RFID CARD'"),
         (('{value = "1234"}', '{value = "1234", owner = "x"}'), "chargers", 1,
          "field 'id_tokens'[1]: unknown field(s): owner"),
         (('{value = "1234"}', "12"), "chargers", 1, "field 'id_tokens'[1]: a token is a string"),
@@ -368,6 +369,23 @@ def test_bad_id_tokens_name_file_line_and_field(
     message = load_error(tmp_path, text)
     line = line_of(text, f"[[{table}]]", index + 1)
     assert f"fleet.toml:{line}: {table}[{index}]: {expected}" in message, message
+
+
+def test_a_custom_21_token_type_is_checked_against_the_runs_versions(tmp_path: Path) -> None:
+    """The fleet does not know the run's versions: a custom type loads, and the run's
+    check (:func:`loadgen.idtokens.check`) names its file, line and field."""
+    text = TOKEN_FLEET.replace('{value = "1234"}', '{value = "WVWZZZ1JZXW000001", type = "VIN"}')
+    fleet = fleets.load(write(tmp_path, text))
+    tokens = fleet.id_tokens["chargers:1"]
+    assert tokens[1] == IdToken("WVWZZZ1JZXW000001", "VIN")
+    assert idtokens.check(tokens, "2.1", None) == list(tokens)
+    with pytest.raises(idtokens.IdTokenError) as caught:
+        idtokens.check(tokens, "2.0.1", None)
+    line = line_of(text, "[[chargers]]", 2)
+    assert str(caught.value).startswith(
+        f"{tmp_path / 'fleet.toml'}:{line}: chargers[1] field 'id_tokens'[1]: "
+        "unknown idToken type 'VIN' for OCPP 2.0.1"
+    ), caught.value
 
 
 def test_a_token_belongs_to_one_place_in_a_fleet(tmp_path: Path) -> None:

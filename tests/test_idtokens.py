@@ -8,7 +8,7 @@ import pytest
 
 from loadgen import idtokens
 from loadgen.idtokens import IdToken, IdTokenError
-from loadgen.protocols import OCPP16, OCPP201, schemas, v16, v201
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, schemas, v16, v201
 
 GOOD = {
     "ISO14443": ["04A2B3C4D5E6F7", "DEADBEEF", "04a2b3c4d5e6f7"],
@@ -45,8 +45,45 @@ def test_the_types_are_the_schemas() -> None:
     assert set(idtokens.TYPES) == set(GOOD) and len(idtokens.TYPES) == 8
     assert idtokens.normalise_type("iso14443") == "ISO14443"
     assert idtokens.normalise_type(" EMAID ") == "eMAID"
-    with pytest.raises(IdTokenError, match="unknown idToken type 'RFID'"):
-        idtokens.normalise_type("RFID")
+    assert idtokens.normalise_type(" VIN ") == "VIN"  # a custom 2.1 type, as given
+    for bad in ("RFID CARD", "R" * 21, "über", ""):
+        with pytest.raises(IdTokenError, match=r"unknown idToken type .*for OCPP 2\.1 1 to 20"):
+            idtokens.normalise_type(bad)
+
+
+def test_a_custom_type_needs_every_offered_version_to_be_21() -> None:
+    """2.1's type is a free string; 2.0.1's an enum; 1.6 sends none but the rule is the
+    run's: a run offering 2.1,2.0.1 may end up speaking 2.0.1."""
+    assert idtokens.CUSTOM_TYPE_MAX_LENGTH == 20
+    assert idtokens.type_problem("VIN", "2.1") is None
+    assert idtokens.type_problem("eMAID", "2.0.1") is None
+    for version in ("2.0.1", "1.6"):
+        problem = idtokens.type_problem("VIN", version)
+        assert problem is not None and f"OCPP {version}" in problem and "2.1 only" in problem
+    vin = [IdToken("WVWZZZ1JZXW000001", "VIN", where="t:4")]
+    assert idtokens.check(vin, "2.1", None) == vin
+    with pytest.raises(IdTokenError, match=r"^t:4: unknown idToken type 'VIN' for OCPP 2\.0\.1"):
+        idtokens.check(vin, "2.0.1", None)
+    with pytest.raises(IdTokenError, match=r"^unknown idToken type 'VIN' for OCPP 2\.0\.1"):
+        idtokens.check([IdToken("WVWZZZ1JZXW000001")], "2.0.1", "VIN")  # the default type
+    # 2.1's values: up to 255 characters, of a custom type or not
+    longest = IdToken("A" * 255, "VIN")
+    assert idtokens.check([longest], "2.1", None) == [longest]
+    with pytest.raises(IdTokenError, match=r"OCPP 2\.1 allows 1 to 255"):
+        idtokens.check([IdToken("A" * 256, "VIN")], "2.1", None)
+    schemas.validate(OCPP21, "Authorize", v201.authorize(longest.value, longest.type)[1])
+
+
+def test_token_file_and_custom_types(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.txt"
+    path.write_text("WVWZZZ1JZXW000001,VIN\n04A2B3C4D5E6F7,iso14443\n", encoding="utf-8")
+    tokens = idtokens.load_file(path)  # the version is not known yet: checked by check()
+    assert [t.type for t in tokens] == ["VIN", "ISO14443"]
+    with pytest.raises(IdTokenError, match=rf"^{path}:1: unknown idToken type 'VIN'"):
+        idtokens.check(tokens, "2.0.1", None)
+    path.write_text("WVWZZZ1JZXW0 0001,VIN\n", encoding="utf-8")
+    with pytest.raises(IdTokenError, match=":1: idToken 'WVWZZZ1JZXW0 0001': a VIN idToken is"):
+        idtokens.load_file(path)
 
 
 def test_a_16_idtag_is_printable_ascii() -> None:
@@ -79,7 +116,7 @@ def test_token_file_lines_comments_types_and_items(tmp_path: Path) -> None:
     [
         ("", "holds no tokens"),
         ("# only a comment\n\n", "holds no tokens"),
-        ("04A2B3C4D5E6F7\nABC,RFID\n", ":2: unknown idToken type 'RFID'"),
+        ("04A2B3C4D5E6F7\nABC,RFID CARD\n", ":2: unknown idToken type 'RFID CARD'"),
         ("04A2B3C4D5E6F7,\n", ":1: '04A2B3C4D5E6F7,': a type is missing"),
         ("tok0000001,ISO14443\n", ":1: idToken 'tok0000001': an ISO14443 idToken is"),
         ("DEADBEEF\n# x\ndeadbeef,ISO14443\n", ":3: idToken 'deadbeef' appears twice (also at"),
@@ -134,6 +171,16 @@ def test_generated_tokens_are_valid_unique_and_the_same_in_every_worker(token_ty
     token = tokens[0]
     schemas.validate(OCPP201, "Authorize", v201.authorize(token.value, token.type)[1])
     schemas.validate(OCPP16, "Authorize", v16.authorize(token.value)[1])
+
+
+def test_generated_tokens_of_a_custom_type_are_20_hex_digits() -> None:
+    tokens = idtokens.generate(5000, "VIN")
+    assert tokens == idtokens.generate(5000, "VIN")
+    assert len({t.value for t in tokens}) == 5000 and {t.type for t in tokens} == {"VIN"}
+    assert all(len(t.value) == 20 and t.value == t.value.upper() for t in tokens)
+    assert all(int(t.value, 16) for t in tokens)
+    idtokens.check(tokens, "2.1", None)
+    schemas.validate(OCPP21, "Authorize", v201.authorize(tokens[0].value, "VIN")[1])
 
 
 def test_generated_iso14443_tokens_are_7_byte_uids() -> None:

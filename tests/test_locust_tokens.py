@@ -131,8 +131,50 @@ def test_generated_tokens_pass_a_strict_csms_that_knows_only_some(tmp_path: Path
     assert {row["charger_id"] for row in rows} <= {f"CS-{n:03d}" for n in range(1, 9)}
 
 
+def test_a_custom_21_token_type_reaches_the_csms(tmp_path: Path) -> None:
+    """``--id-token-type VIN`` on a 2.1 run: the generated tokens are valid 2.1 idTokens of
+    that type (``--ocpp-validate``), and a strict CSMS that knows them as VIN stores the
+    transactions with them."""
+    generated = idtokens.generate(4, "VIN")
+    known = tmp_path / "known.txt"
+    known.write_text("".join(f"{t.value},{t.type}\n" for t in generated), encoding="utf-8")
+    stub = start_stub_process(tmp_path, "--id-token-file", str(known), "--strict-id-tokens")
+    try:
+        code, output = run_locust(
+            tmp_path / "locust.log",
+            *("--host", stub.ws_url, "--users", "4", "--spawn-rate", "4", "--run-time", "6s"),
+            *("--fleet-size", "4", "--ocpp-version", "2.1", "--id-token-type", "VIN"),
+            *("--ocpp-validate", "--only-summary", *FAST, *SOON),
+        )
+        assert code == 0, output[-3000:]
+        assert "Traceback" not in output
+        counted = verdicts(stub.api_url)
+        rows = transactions(stub)
+    finally:
+        stub.stop()
+    assert counted["Accepted"] > 0, counted
+    assert counted["Invalid"] == counted["Malformed"] == counted["Blocked"] == 0, counted
+    assert rows and {row["id_token"] for row in rows} <= {t.value for t in generated}, rows
+    assert {row["ocpp_version"] for row in rows} == {"2.1"}, rows
+
+
 BAD_TOKENS = {
-    "unknown token type": (["--id-token-type", "RFID"], "--id-token-type: unknown idToken type"),
+    "unknown token type": (
+        ["--id-token-type", "RFID CARD"],
+        "--id-token-type: unknown idToken type 'RFID CARD'",
+    ),
+    "custom token type on 2.0.1": (
+        ["--id-token-type", "VIN"],
+        "--id-token-type: unknown idToken type 'VIN' for OCPP 2.0.1",
+    ),
+    "custom token type offered with 2.0.1 too": (
+        ["--id-token-type", "VIN", "--ocpp-version", "2.1,2.0.1"],
+        "--id-token-type: unknown idToken type 'VIN' for OCPP 2.0.1 (one of",
+    ),
+    "custom token type in a file for 2.0.1": (
+        ["--id-token-file", "{vin}", "--ocpp-version", "2.0.1"],
+        "vin.txt:2: unknown idToken type 'VIN' for OCPP 2.0.1",
+    ),
     "malformed token in the file": (["--id-token-file", "{bad}"], "bad.txt:2: idToken 'tok01'"),
     "token too long for 1.6": (
         ["--id-token-file", "{long}", "--ocpp-version", "1.6"],
@@ -148,6 +190,7 @@ def test_bad_tokens_stop_locust_at_start_with_one_line(
 ) -> None:
     (tmp_path / "bad.txt").write_text("DEADBEEF\ntok01,ISO14443\n", encoding="utf-8")
     (tmp_path / "long.txt").write_text("CENTRAL-0000000000000001,Central\n", encoding="utf-8")
-    files = {"{bad}": str(tmp_path / "bad.txt"), "{long}": str(tmp_path / "long.txt")}
+    (tmp_path / "vin.txt").write_text("DEADBEEF\nWVWZZZ1JZXW000001,VIN\n", encoding="utf-8")
+    files = {name: str(tmp_path / f"{name[1:-1]}.txt") for name in ("{bad}", "{long}", "{vin}")}
     args = [files.get(arg, arg) for arg in args]
     _stops_with_one_line(tmp_path, args, named)

@@ -10,6 +10,7 @@ import pytest
 
 from loadgen.protocols import v201
 from tests import scripted
+from tests.aio_client import OcppClient
 from tests.conftest import Database, eventually, start_stub_process, transaction_burst
 
 T0 = 1_780_000_000.0  # a fixed simulated start time: timestamps in the tables are exact
@@ -260,3 +261,54 @@ async def test_api_reads_include_everything_acknowledged(stub, connect) -> None:
         rows = (await http.get("/transactions", params={"state": "closed"})).json()
     assert [row["transaction_id"] for row in rows] == ["visible"]
     await eventually(lambda: stub.store.queue_depth == 0)
+
+
+async def test_a_database_of_the_36_character_tables_is_widened_and_keeps_its_rows(
+    make_stub, database: Database
+) -> None:
+    """A database made when ``charger_usage_log.id_token`` held 36 characters (2.0.1's
+    limit): the stub starts on it, keeps its rows and stores a 2.1 idToken of 255."""
+    import httpx
+    import sqlalchemy as sa
+
+    from csms_stub import store
+
+    old = sa.MetaData()
+    for table in store.metadata.sorted_tables:
+        table.to_metadata(old)
+    old.tables["charger_usage_log"].c.id_token.type = sa.String(36)
+    engine = database.engine()
+    try:
+        async with engine.begin() as connection:
+            if database.schema:
+                await connection.exec_driver_sql(f'CREATE SCHEMA "{database.schema}"')
+            await connection.run_sync(old.create_all)
+            await connection.execute(
+                old.tables["charger_usage_log"].insert(),
+                {"charger_id": "emart_jeju_03", "transaction_id": "before", "id_token": "A" * 36,
+                 "start_time": at(T0), "end_time": at(T0 + 60), "stop_reason": "Local"},
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+    stub = await make_stub()  # not the `stub` fixture: that one would make the tables first
+    client = await OcppClient.connect(f"{stub.url}/emart_jeju_03", "ocpp2.1")
+    longest = ("0123456789ABCDEF" * 16)[:255]
+    try:
+        await scripted.session_201(client, "after", [10_000], token=longest, start_time=T0 + 120)
+    finally:
+        await client.close()
+    async with httpx.AsyncClient(base_url=stub.api_url) as http:
+        rows = (await http.get("/transactions", params={"charger_id": "emart_jeju_03"})).json()
+    assert sorted((row["transaction_id"], row["id_token"]) for row in rows) == [
+        ("after", longest),
+        ("before", "A" * 36),
+    ]
+    if database.backend == "postgresql":
+        (column,) = await database.rows(
+            "SELECT character_maximum_length AS n FROM information_schema.columns WHERE "
+            "table_schema = :schema AND table_name = 'charger_usage_log' "
+            "AND column_name = 'id_token'",
+            schema=database.schema,
+        )
+        assert column["n"] == 255

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from csms_stub.app import Stub
@@ -15,6 +16,7 @@ from csms_stub.service import RemoteCallFailed
 from loadgen import ocppj
 from loadgen.ocppj import ErrorCode
 from loadgen.protocols import OCPP21, iso_timestamp, schemas, v201
+from tests import scripted
 from tests.aio_client import CallErrorReply
 from tests.conftest import (
     ClientFactory,
@@ -41,7 +43,7 @@ async def test_every_21_handler_answers_a_valid_call_result(
     at = iso_timestamp(now)
     # a 2.1 idToken type is a free string; 2.1 TransactionEvent fields the tables do not keep
     token = {"idToken": "WVWZZZ1JZXW000001", "type": "VIN"}
-    # up to 255 characters in 2.1; the tables keep 36 (a longer one is refused when stored)
+    # up to 255 characters in 2.1, as the tables keep (test_a_255_character_idtoken_...)
     long_token = {"idToken": "0123456789ABCDEF" * 4, "type": "Central"}
     requests: list[tuple[str, dict[str, Any]]] = [
         v201.boot_notification("ABB", "ABB Terra 184", "SN-21", "2.1.0"),
@@ -118,12 +120,30 @@ async def test_every_21_handler_answers_a_valid_call_result(
     assert transaction is not None and transaction.ocpp_version == "2.1"
     assert transaction.id_token == token["idToken"] and transaction.stop_reason == "Local"
     assert transaction.energy_consumed == pytest.approx(10.0)  # kWh
-    started_long = dict(requests[-3][1], idToken=long_token)
-    started_long["transactionInfo"] = {"transactionId": "tx-21-b"}
+
+
+async def test_a_255_character_idtoken_is_stored_and_read_back(
+    stub: Stub, connect: ClientFactory
+) -> None:
+    """2.1's longest idToken, of a custom type, is kept whole in the tables (on both
+    backends: ``stub`` runs on each); one beyond the schema's limit is refused, never half
+    stored."""
+    client = await connect("emart_jeju_26", "ocpp2.1")
+    await client.call(*v201.boot_notification("ABB", "X"))
+    longest = ("0123456789ABCDEF" * 16)[:255]
+    record = await scripted.session_201(client, "tx-21-255", [7_000], token=longest)
+    assert len(longest) == 255 and record.replies[-1]["totalCost"] > 0
+    async with httpx.AsyncClient(base_url=stub.api_url, timeout=10) as http:
+        rows = (await http.get("/transactions", params={"charger_id": "emart_jeju_26"})).json()
+    assert [(row["transaction_id"], row["id_token"]) for row in rows] == [("tx-21-255", longest)]
+    too_long = v201.transaction_event(
+        "Started", "tx-21-256", 0, time.time(), "Authorized", evse_id=2, connector_id=1,
+        token={"idToken": longest + "X", "type": "VIN"},
+    )  # fmt: skip
     with pytest.raises(CallErrorReply) as caught:
-        await client.call("TransactionEvent", started_long)
-    assert caught.value.error_code == ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
-    assert stub.service.find_transaction("emart_jeju_21", "tx-21-b") is None
+        await client.call(*too_long)
+    assert caught.value.error_code == ErrorCode.TYPE_CONSTRAINT_VIOLATION  # the schema's maxLength
+    assert stub.service.find_transaction("emart_jeju_26", "tx-21-256") is None
 
 
 async def test_a_send_is_handled_and_never_answered(stub: Stub, connect: ClientFactory) -> None:

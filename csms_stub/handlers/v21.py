@@ -4,11 +4,12 @@ What the stub reads of a 2.1 message is unchanged from 2.0.1 (checked against
 ``ocpp/v21/schemas``): BootNotification, Heartbeat, StatusNotification, Authorize, MeterValues
 and TransactionEvent keep their fields; 2.1 adds optional ones. TransactionEvent's new
 fields (costDetails, evseSleep, preconditioningStatus; transactionInfo's operationMode,
-tariffId, transactionLimit) have no column in the tables and are not stored; an idToken
-longer than the tables' 36 characters is refused (PropertyConstraintViolation) in a
-TransactionEvent, accepted in an Authorize; idToken types are free strings (at most 20
-characters) that ``--strict-id-tokens`` judges like 2.0.1's unknown types. The answers
-(totalCost from ``--tariff`` on Updated and Ended) are 2.0.1's, which 2.1's schemas accept.
+tariffId, transactionLimit) have no column in the tables and are not stored. The tables keep
+an idToken of 2.1's 255 characters (the schema refuses longer ones; were the column narrower,
+a TransactionEvent would be refused with PropertyConstraintViolation before anything
+changes). idToken types are free strings (at most 20 characters) that ``--strict-id-tokens``
+judges like 2.0.1's Local (an identifierString). The answers (totalCost from ``--tariff`` on
+Updated and Ended) are 2.0.1's, which 2.1's schemas accept.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from csms_stub.handlers import v201
 from csms_stub.service import Service
 from csms_stub.store import Unstorable
 
-#: the longest idToken the tables keep (2.0.1's limit; 2.1 allows 255)
-STORED_ID_TOKEN_LENGTH: int = tables.charger_usage_log.c.id_token.type.length or 36
+#: the longest idToken the tables keep (2.1's limit)
+STORED_ID_TOKEN_LENGTH: int = tables.charger_usage_log.c.id_token.type.length or 255
 
 
 def answer(action: str, response: dict[str, Any]) -> Any:

@@ -241,7 +241,8 @@ def add_arguments(parser: Any) -> None:
         "--id-token-type",
         default="",
         help="IdTokenEnumType of tokens without one, and of generated tokens: ISO14443 "
-        "(default), ISO15693, eMAID, KeyCode, Local, Central, MacAddress (1.6 sends no type)",
+        "(default), ISO15693, eMAID, KeyCode, Local, Central, MacAddress (1.6 sends no type); "
+        "a run offering only 2.1 may use any other type of 1 to 20 characters (VIN)",
     )
     heading("Coordination across processes")
     add(
@@ -638,6 +639,9 @@ def _id_tokens(options: Any, version: Version, fleet: fleets.Fleet) -> dict[str,
     try:
         if token_type is not None:
             token_type = idtokens.normalise_type(token_type)
+            problem = idtokens.type_problem(token_type, version.name)
+            if problem is not None:
+                raise idtokens.IdTokenError(problem)
     except idtokens.IdTokenError as exc:
         raise SettingsError(f"--id-token-type: {exc}") from None
     try:
