@@ -326,6 +326,19 @@ class StoreUnavailable(Exception):
     store is stopping. The rows stay queued (or are reported as unwritten at the stop)."""
 
 
+#: SQLSTATE classes about the rows: 22 data exception (a value too long for its column, out
+#: of range ...), 23 integrity constraint violation
+_ROW_SQLSTATE_CLASSES = ("22", "23")
+
+
+def _sqlstate_class(exc: sa.exc.DBAPIError) -> str | None:
+    """The SQLSTATE class of a driver error. asyncpg's are wrapped as plain DBAPI errors
+    except for integrity violations: a value too long for its column (22001) is not a
+    ``DataError`` there, and retrying its batch for ever would stall every write behind it."""
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return sqlstate[:2] if isinstance(sqlstate, str) and len(sqlstate) == 5 else None
+
+
 @dataclass
 class WriteStats:
     batches: int = 0
@@ -674,8 +687,9 @@ class Store:
         counts only when the database still answers, so a database going away can never
         be mistaken for bad rows (and rows dropped)."""
         if isinstance(exc, sa.exc.DBAPIError):
-            if exc.connection_invalidated or not isinstance(
-                exc, sa.exc.DataError | sa.exc.IntegrityError
+            if exc.connection_invalidated or not (
+                isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError)
+                or _sqlstate_class(exc) in _ROW_SQLSTATE_CLASSES
             ):
                 return False
         elif isinstance(exc, sa.exc.StatementError):

@@ -68,6 +68,17 @@ class Database:
         finally:
             await engine.dispose()
 
+    async def execute(self, statement: str) -> None:
+        """Run one statement against the stub's tables (schema-qualified on PostgreSQL)."""
+        engine = self.engine()
+        try:
+            async with engine.begin() as connection:
+                if self.schema:
+                    await connection.exec_driver_sql(f'SET search_path TO "{self.schema}"')
+                await connection.exec_driver_sql(statement)
+        finally:
+            await engine.dispose()
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:

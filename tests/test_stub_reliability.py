@@ -137,6 +137,31 @@ async def test_a_charger_id_the_stub_cannot_store_is_refused_at_the_handshake(
     assert sample(text, "csms_stub_connections_total", outcome="bad_charger_id") == 2
 
 
+async def test_a_value_too_long_for_its_column_is_left_out_not_retried_for_ever(
+    stub: Stub, database: Database
+) -> None:
+    """A database whose column is narrower than the code's (made by an older version, or
+    by hand): PostgreSQL refuses the longer value (SQLSTATE 22001) and asyncpg reports it
+    as a plain driver error, not a DataError. The row is still at fault, so it is left out
+    instead of its batch being retried for ever with every write behind it. SQLite does
+    not enforce lengths and keeps it."""
+    if database.backend == "postgresql":
+        await database.execute("ALTER TABLE event_log ALTER COLUMN charger_id TYPE VARCHAR(8)")
+    long_id = "c" * 20  # fits the code's 48 (check_row lets it through), not the column's 8
+    stub.service.log_event(long_id, "test", None, {})
+    for index in range(20):
+        stub.service.log_event(f"c{index}", "test", None, {"i": index})
+    await stub.store.flush(10)
+    rows = await database.rows("SELECT charger_id FROM event_log WHERE kind = 'test'")
+    stored = {row["charger_id"] for row in rows}
+    assert {f"c{index}" for index in range(20)} <= stored
+    assert stub.store.queue_depth == 0
+    if database.backend == "postgresql":
+        assert long_id not in stored and stub.store.stats.dropped == {"event_log": 1}
+    else:
+        assert long_id in stored and stub.store.stats.dropped == {}
+
+
 async def test_a_row_the_database_refuses_is_left_out_and_every_other_row_written(
     stub: Stub, database: Database
 ) -> None:
