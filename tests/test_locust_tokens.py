@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,26 @@ def verdicts(api_url: str) -> dict[str, float]:
     return {s: sample(text, "csms_stub_authorizations_total", status=s) for s in statuses}
 
 
+def strict_run(
+    tmp_path: Path, users: int, stub_args: list[str], *args: str, succeed: bool = True
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """A ``--run-time 6s`` run of ``users`` against a stub with ``--strict-id-tokens`` and
+    ``stub_args``; the stub's authorization verdicts and its transactions."""
+    stub = start_stub_process(tmp_path, *stub_args, "--strict-id-tokens")
+    try:
+        code, output = run_locust(
+            tmp_path / "locust.log",
+            *("--host", stub.ws_url, "--users", str(users), "--spawn-rate", str(users)),
+            *("--run-time", "6s", "--only-summary", *FAST, *SOON, *args),
+        )
+        if succeed:
+            assert code == 0, output[-3000:]
+        assert "Traceback" not in output
+        return verdicts(stub.api_url), transactions(stub)
+    finally:
+        stub.stop()
+
+
 def test_the_users_tokens_reach_a_strict_csms_that_accepts_them_all(tmp_path: Path) -> None:
     """Tokens of every origin and several types, validated both ways: the strict stub that
     knows them (the same file and fleet) accepts every one, and each charger presented its
@@ -75,22 +96,8 @@ def test_the_users_tokens_reach_a_strict_csms_that_accepts_them_all(tmp_path: Pa
     fleet.write_text(FLEET, encoding="utf-8")
     token_file = tmp_path / "tokens.txt"
     token_file.write_text(TOKEN_FILE, encoding="utf-8")
-    stub = start_stub_process(
-        tmp_path, "--fleet", str(fleet), "--id-token-file", str(token_file), "--strict-id-tokens"
-    )
-    try:
-        code, output = run_locust(
-            tmp_path / "locust.log",
-            *("--host", stub.ws_url, "--users", "6", "--spawn-rate", "6", "--run-time", "6s"),
-            *("--fleet", str(fleet), "--id-token-file", str(token_file), "--ocpp-validate"),
-            *("--only-summary", *FAST, *SOON),
-        )
-        assert code == 0, output[-3000:]
-        assert "Traceback" not in output
-        counted = verdicts(stub.api_url)
-        rows = transactions(stub)
-    finally:
-        stub.stop()
+    files = ["--fleet", str(fleet), "--id-token-file", str(token_file)]
+    counted, rows = strict_run(tmp_path, 6, files, *files, "--ocpp-validate")
     assert counted["Accepted"] > 0, counted
     assert counted["Invalid"] == counted["Malformed"] == counted["Blocked"] == 0, counted
     pool = {line.split(",")[0] for line in TOKEN_FILE.splitlines()[1:]}
@@ -110,21 +117,14 @@ def test_generated_tokens_pass_a_strict_csms_that_knows_only_some(tmp_path: Path
     generated = idtokens.generate(8)
     known = tmp_path / "known.txt"
     known.write_text("".join(f"{t.value},{t.type}\n" for t in generated[:4]), encoding="utf-8")
-    stub = start_stub_process(tmp_path, "--id-token-file", str(known), "--strict-id-tokens")
-    try:
-        # How the station reacts to Invalid is not the point here: only what the CSMS said.
-        _, output = run_locust(
-            tmp_path / "locust.log",
-            *("--host", stub.ws_url, "--users", "8", "--spawn-rate", "8", "--run-time", "6s"),
-            *("--fleet-size", "8", "--charger-id-pattern", "CS-{:03d}", "--only-summary"),
-            *FAST,
-            *SOON,
-        )
-        assert "Traceback" not in output
-        counted = verdicts(stub.api_url)
-        rows = transactions(stub)
-    finally:
-        stub.stop()
+    # How the station reacts to Invalid is not the point here: only what the CSMS said.
+    counted, rows = strict_run(
+        tmp_path,
+        8,
+        ["--id-token-file", str(known)],
+        *("--fleet-size", "8", "--charger-id-pattern", "CS-{:03d}"),
+        succeed=False,
+    )
     assert counted["Malformed"] == 0, counted
     assert counted["Accepted"] > 0 and counted["Invalid"] > 0, counted
     assert rows and {row["id_token"] for row in rows} <= {t.value for t in generated}
@@ -138,20 +138,13 @@ def test_a_custom_21_token_type_reaches_the_csms(tmp_path: Path) -> None:
     generated = idtokens.generate(4, "VIN")
     known = tmp_path / "known.txt"
     known.write_text("".join(f"{t.value},{t.type}\n" for t in generated), encoding="utf-8")
-    stub = start_stub_process(tmp_path, "--id-token-file", str(known), "--strict-id-tokens")
-    try:
-        code, output = run_locust(
-            tmp_path / "locust.log",
-            *("--host", stub.ws_url, "--users", "4", "--spawn-rate", "4", "--run-time", "6s"),
-            *("--fleet-size", "4", "--ocpp-version", "2.1", "--id-token-type", "VIN"),
-            *("--ocpp-validate", "--only-summary", *FAST, *SOON),
-        )
-        assert code == 0, output[-3000:]
-        assert "Traceback" not in output
-        counted = verdicts(stub.api_url)
-        rows = transactions(stub)
-    finally:
-        stub.stop()
+    counted, rows = strict_run(
+        tmp_path,
+        4,
+        ["--id-token-file", str(known)],
+        *("--fleet-size", "4", "--ocpp-version", "2.1", "--id-token-type", "VIN"),
+        "--ocpp-validate",
+    )
     assert counted["Accepted"] > 0, counted
     assert counted["Invalid"] == counted["Malformed"] == counted["Blocked"] == 0, counted
     assert rows and {row["id_token"] for row in rows} <= {t.value for t in generated}, rows
