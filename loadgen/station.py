@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -429,7 +430,9 @@ class Station:
                 and not self.winding_down
                 and (now >= transaction.next_meter_at)
             ):
-                transaction.next_meter_at = now + self.meter_interval
+                transaction.next_meter_at = next_period(
+                    transaction.next_meter_at, self.meter_interval, now
+                )
                 self.meter_update(evse, "MeterValuePeriodic")
             transaction = evse.transaction
             if (
@@ -1007,6 +1010,16 @@ _TIMER_ORDER = itertools.count()
 
 #: the longest heartbeat / meter interval a CSMS can set (a week); longer is refused
 MAX_INTERVAL = 7 * 24 * 3600.0
+
+
+def next_period(due: float, interval: float, now: float) -> float:
+    """The first time after ``now`` on the grid ``due + k * interval``: a periodic message
+    keeps its cadence when it is sent late (a busy process, a slow tick), as a charger's
+    sampling clock does, instead of drifting by each lateness; missed periods are skipped,
+    not sent in a burst."""
+    if interval <= 0:
+        return now
+    return due + interval * (math.floor((now - due) / interval) + 1)
 
 
 def seconds_or_zero(value: Any) -> float:

@@ -176,6 +176,32 @@ def test_201_session_events(version: Version) -> None:
     assert csms.actions().index("Authorize") < csms.actions().index("TransactionEvent")
 
 
+@pytest.mark.parametrize("version", [OCPP16, *V2])
+def test_late_ticks_keep_the_meter_cadence(version: Version) -> None:
+    """A busy process ticks late: each periodic meter value goes out late, but the next is
+    still due on the interval's grid (it does not drift by every lateness), and periods
+    missed altogether are skipped rather than sent in a burst."""
+    station, csms, clock = make(version, meter_interval=5, heartbeat_interval=1000)
+    boot(station, csms)
+    start = clock.now()
+    transaction = station.start_session(1, "token_user_001", EV(60_000, soc=0.5))
+    assert transaction is not None
+    drive(station, csms)
+    periodic = "MeterValues" if version is OCPP16 else "TransactionEvent"
+    sent = len(csms.of(periodic))
+    for late in (5.9, 10.9, 15.9, 20.9, 25.9):  # 0.9 s late each time
+        clock.set(start + late)
+        station.tick()
+        drive(station, csms)
+        assert transaction.next_meter_at - start == pytest.approx(late + 4.1)
+    assert len(csms.of(periodic)) == sent + 5
+    clock.set(start + 47.0)  # 30, 35, 40, 45 were missed: one goes out, due again at 50
+    station.tick()
+    drive(station, csms)
+    assert len(csms.of(periodic)) == sent + 6
+    assert transaction.next_meter_at - start == pytest.approx(50.0)
+
+
 @pytest.mark.parametrize("version", V2)
 def test_full_ev_changes_charging_state_once(version: Version) -> None:
     station, csms, clock = make(version, meter_interval=60)
