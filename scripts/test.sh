@@ -28,7 +28,6 @@ fi
 
 ruff check .
 ruff format --check .
-# Three workers on two cores, a test file each at a time: most of the time goes to end-to-end
-# runs that wait on sockets and timers (three workers: 9.5 instead of 12.5 minutes, each
-# test's own time +9 %), and a file's tests (module fixtures, one stub) stay together.
-exec python -m pytest -n 3 --dist loadfile "$@"
+# Two workers, a test file each at a time: most of the time goes to end-to-end runs that wait
+# on sockets and timers, and a file's tests (module fixtures, one stub) stay together.
+exec python -m pytest -n 2 --dist loadfile "$@"
