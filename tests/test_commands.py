@@ -6,6 +6,7 @@ both ways against the ``ocpp`` package's schemas.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -18,7 +19,7 @@ from loadgen.ocppj import CallErrorReply
 from loadgen.physics import FakeClock
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, iso_timestamp, schemas
 from loadgen.station import Station, StationConfig
-from tests.station_driver import MemoryCsms, drive, run_for
+from tests.station_driver import MemoryCsms, SlowWallClock, drive, run_for, station_times
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
 #: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
@@ -148,6 +149,97 @@ def test_every_csms_action_gets_a_valid_answer(
         station.on_connected()
         run_for(station, csms, clock, 10)
     assert isinstance(reply, dict)
+
+
+#: the CSMS's clock: years behind the simulated one and 10 times slower (--time-scale 10)
+WALL_START = 1_700_000_000.0
+
+
+def _on_wall_clock(version: Version) -> tuple[Station, MemoryCsms, FakeClock, SlowWallClock]:
+    clock = FakeClock(start=1_780_000_000.0)
+    wall = SlowWallClock(clock, 10.0, start=WALL_START)
+    config = StationConfig(report_items_per_message=4)
+    station = Station(TWO_EVSES, version, clock, config, wall_clock=wall)
+    csms = MemoryCsms(version)
+    station.on_connected()
+    drive(station, csms)
+    assert station.accepted
+    station.start_session(2, "tokA")
+    drive(station, csms)
+    return station, csms, clock, wall
+
+
+def _assert_wall_clock_times(csms: MemoryCsms, wall: SlowWallClock, *replies: Any) -> None:
+    """Every time the station stamped on what it sent (and on its answers) is the CSMS's
+    wall clock, never the simulated clock, which runs years ahead."""
+    times = [t for _, payload in csms.received for t in station_times(payload)]
+    times += [t for reply in replies for t in station_times(reply)]
+    assert times
+    assert all(WALL_START <= t <= wall.now() + 1e-3 for t in times), [
+        (iso_timestamp(t), action)
+        for action, payload in csms.received
+        for t in station_times(payload)
+        if not WALL_START <= t <= wall.now() + 1e-3
+    ]
+
+
+@pytest.mark.parametrize(
+    ("version", "action"),
+    [(v, a) for v in (OCPP201, OCPP21, OCPP16) for a in csms_actions(v)],
+)
+def test_what_follows_any_csms_action_carries_wall_clock_time(
+    version: Version, action: str
+) -> None:
+    """--time-scale compresses the waits, not the clock: whatever a command brings (status
+    notifications, meter values, a reboot's messages), the times on it are real time."""
+    station, csms, clock, wall = _on_wall_clock(version)
+    payload = sample(version, action, True, iso_timestamp(wall.now() + 60))
+    with contextlib.suppress(CallErrorReply):
+        ask(station, action, payload)
+    run_for(station, csms, clock, 120)
+    if station.reset_requested:
+        station.on_disconnected()
+        station.reset_requested = None
+        station.on_connected()
+        run_for(station, csms, clock, 10)
+    _assert_wall_clock_times(csms, wall)
+
+
+@pytest.mark.parametrize("version", V2)
+def test_reports_are_generated_at_wall_clock_time(version: Version) -> None:
+    """NotifyReport, NotifyMonitoringReport and NotifyCustomerInformation say when they were
+    generated, and a composite schedule when it starts: the CSMS's time, not the station's
+    simulated time (it was 27 minutes ahead after 3 minutes of a --time-scale 10 run)."""
+    station, csms, clock, wall = _on_wall_clock(version)
+    run_for(station, csms, clock, 600)  # the simulated clock pulls further ahead
+    monitor = {
+        "value": 5000,
+        "type": "UpperThreshold",
+        "severity": 4,
+        "component": {"name": "EVSE", "evse": {"id": 1}},
+        "variable": {"name": "Power"},
+    }
+    ask(station, "SetVariableMonitoring", {"setMonitoringData": [monitor]})
+    asked = [
+        ("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}),
+        ("GetMonitoringReport", {"requestId": 2}),
+        (
+            "CustomerInformation",
+            {
+                "requestId": 3,
+                "report": True,
+                "clear": False,
+                "idToken": {"idToken": "tokA", "type": "ISO14443"},
+            },
+        ),
+    ]
+    for action, payload in asked:
+        assert ask(station, action, payload)["status"] == "Accepted", action
+    composite = ask(station, "GetCompositeSchedule", {"evseId": 2, "duration": 600})
+    drive(station, csms)
+    for notify in ("NotifyReport", "NotifyMonitoringReport", "NotifyCustomerInformation"):
+        assert csms.of(notify), notify
+    _assert_wall_clock_times(csms, wall, composite)
 
 
 def test_the_station_to_csms_list_is_the_schemas() -> None:

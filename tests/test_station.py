@@ -13,7 +13,7 @@ from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, schemas
 from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
-from tests.station_driver import MemoryCsms, drive, run_for
+from tests.station_driver import MemoryCsms, SlowWallClock, drive, run_for, station_times
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
 #: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
@@ -866,32 +866,12 @@ def test_16_a_transaction_id_the_csms_did_not_assign_is_never_used(
 # -- timestamps are wall-clock time ----------------------------------------------------------
 
 
-class _WallOf:
-    """A fake wall clock that runs ``scale`` times slower than the fake simulated clock:
-    what ``--time-scale`` does at run time."""
-
-    def __init__(self, clock: FakeClock, scale: float, start: float) -> None:
-        self.clock, self.scale, self.start, self.sim0 = clock, scale, start, clock.now()
-
-    def now(self) -> float:
-        return self.start + (self.clock.now() - self.sim0) / self.scale
-
-
-def _timestamps(payload: object) -> list[str]:
-    if isinstance(payload, dict):
-        found = [v for k, v in payload.items() if k == "timestamp" and isinstance(v, str)]
-        return found + [t for v in payload.values() for t in _timestamps(v)]
-    if isinstance(payload, list):
-        return [t for v in payload for t in _timestamps(v)]
-    return []
-
-
 @pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
 def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version) -> None:
     from loadgen.protocols import iso_timestamp, parse_timestamp
 
     clock = FakeClock(start=1_780_000_000.0)
-    wall = _WallOf(clock, 10.0, start=1_700_000_000.0)
+    wall = SlowWallClock(clock, 10.0, start=1_700_000_000.0)
     station = Station(CHARGER, version, clock, StationConfig(meter_interval=60), wall_clock=wall)
     csms = MemoryCsms(version)
     boot(station, csms)
@@ -904,7 +884,7 @@ def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version
     run_for(station, csms, clock, 1200)
     station.stop_session(1)
     drive(station, csms)
-    stamps = [parse_timestamp(t).timestamp() for _, p in csms.received for t in _timestamps(p)]
+    stamps = [t for _, p in csms.received for t in station_times(p)]
     assert stamps and max(stamps) <= wall.now() + 1e-3  # never in the future
     assert min(stamps) >= 1_700_000_000.0
     # an hour simulated is 6 minutes on the wall...

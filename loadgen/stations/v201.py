@@ -326,7 +326,7 @@ def _send_report(station: Station, request_id: int, variables: list[Variable]) -
     """NotifyReport in parts of at most ItemsPerMessage[GetReport], seqNo from 0, tbc on
     every part but the last."""
     parts = chunks([v.report_data() for v in variables], station.config.report_items_per_message)
-    now = station.clock.now()
+    now = station.now_wall()  # generatedAt: the CSMS reads real time
     for seq_no, part in enumerate(parts):
         station.notify(
             *station.messages.notify_report(
@@ -437,7 +437,7 @@ def get_monitoring_report(station: Station, payload: dict[str, Any]) -> dict[str
         for variable, settings in grouped.values()
     ]
     parts = chunks(monitor, station.config.report_items_per_message)
-    now = station.clock.now()
+    now = station.now_wall()
     for seq_no, part in enumerate(parts):
         station.notify(
             *station.messages.notify_monitoring_report(
@@ -535,7 +535,7 @@ def customer_information(station: Station, payload: dict[str, Any]) -> dict[str,
         data = "; ".join(found) if found else "No data"
         station.notify(
             *station.messages.notify_customer_information(
-                payload["requestId"], 0, station.clock.now(), data[:512]
+                payload["requestId"], 0, station.now_wall(), data[:512]
             )
         )
     return {"status": "Accepted"}
