@@ -860,7 +860,10 @@ def test_16_a_transaction_id_the_csms_did_not_assign_is_never_used(
     assert "start_acknowledged" not in kinds and "acknowledged" not in kinds
     assert kinds.count("rejected") == 1
     (rejected,) = [d for kind, d in events if kind == "rejected"]
-    assert rejected["status"] == (status if status != "Accepted" else NO_TRANSACTION_ID)
+    expected = status if status != "Accepted" else NO_TRANSACTION_ID
+    assert rejected["status"] == expected
+    # one verdict, and no acceptance: an Accepted without an id is counted as what it is
+    assert _authorizations(events) == [("StartTransaction", expected)]
 
 
 # -- timestamps are wall-clock time ----------------------------------------------------------

@@ -64,15 +64,17 @@ class Rules16(Rules):
         def started(reply: dict[str, Any]) -> None:
             csms_id = reply["transactionId"]
             status = verdict(reply, "idTagInfo")
-            station.report_authorization("StartTransaction", transaction, status)
             if isinstance(csms_id, bool) or not isinstance(csms_id, int) or csms_id <= 0:
                 # Not an id the CSMS assigned (CitrineOS answers Invalid with 0): never
                 # used, no MeterValues or StopTransaction for it, and not in the run
-                # ledger (the CSMS holds no such transaction to reconcile with).
-                station.deauthorize(
-                    transaction, status if status != ACCEPTED else NO_TRANSACTION_ID
-                )
+                # ledger (the CSMS holds no such transaction to reconcile with). An
+                # Accepted without an id is no acceptance: counted and reported as such.
+                if status == ACCEPTED:
+                    status = NO_TRANSACTION_ID
+                station.report_authorization("StartTransaction", transaction, status)
+                station.deauthorize(transaction, status)
                 return
+            station.report_authorization("StartTransaction", transaction, status)
             transaction.csms_id = csms_id
             station.emit("transaction_id", {"transaction": transaction, "status": status})
             station.emit("start_acknowledged", {"transaction": transaction, "reply": reply})
