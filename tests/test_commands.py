@@ -247,6 +247,67 @@ def test_the_station_to_csms_list_is_the_schemas() -> None:
         assert STATION_TO_CSMS[version.name] <= set(schemas.actions(version))
 
 
+# -- TriggerMessage for readings --------------------------------------------------------
+
+
+def _sampled(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [value for reading in payload["meterValue"] for value in reading["sampledValue"]]
+
+
+@pytest.mark.parametrize("version", [*V2, OCPP16])
+def test_trigger_message_meter_values_reads_every_evse_asked_for(version: Version) -> None:
+    """F06: TriggerMessage MeterValues brings a MeterValues message of each EVSE asked for,
+    charging or not (2.0.1: a MeterValuesRequest, not a transaction event; 1.6: with the
+    transactionId only while one runs), every reading in context Trigger."""
+    station, csms, clock = make(version, TWO_EVSES)
+    station.start_session(2, "tokA")
+    run_for(station, csms, clock, 30)
+    where = "connectorId" if version is OCPP16 else "evseId"
+    before = len(csms.received)
+    reply = ask(station, "TriggerMessage", {"requestedMessage": "MeterValues"})
+    assert reply == {"status": "Accepted"}
+    drive(station, csms)
+    sent = csms.received[before:]
+    assert [action for action, _ in sent] == ["MeterValues", "MeterValues"]
+    idle, charging = sorted((payload for _, payload in sent), key=lambda p: p[where])
+    assert (idle[where], charging[where]) == (1, 2)
+    for payload in (idle, charging):
+        assert {value["context"] for value in _sampled(payload)} == {"Trigger"}
+    power = {p[where]: float(v["value"]) for p in (idle, charging) for v in _sampled(p)
+             if v["measurand"] == "Power.Active.Import"}  # fmt: skip
+    assert power[1] == 0 and power[2] > 0
+    if version is OCPP16:
+        assert "transactionId" not in idle and charging["transactionId"] > 0
+    # one EVSE: only its reading
+    evse = {"connectorId": 1} if version is OCPP16 else {"evse": {"id": 1}}
+    before = len(csms.received)
+    ask(station, "TriggerMessage", {"requestedMessage": "MeterValues", **evse})
+    drive(station, csms)
+    assert [(a, p[where]) for a, p in csms.received[before:]] == [("MeterValues", 1)]
+
+
+@pytest.mark.parametrize("version", V2)
+def test_trigger_message_transaction_event_updates_the_running_transaction(
+    version: Version,
+) -> None:
+    """TriggerMessage TransactionEvent: an Updated event of the running transaction with
+    triggerReason Trigger and readings in context Trigger; nothing for an idle EVSE."""
+    station, csms, clock = make(version, TWO_EVSES)
+    station.start_session(2, "tokA")
+    run_for(station, csms, clock, 30)
+    for evse, expected in ((1, 0), (2, 1)):
+        before = len(csms.received)
+        payload = {"requestedMessage": "TransactionEvent", "evse": {"id": evse}}
+        assert ask(station, "TriggerMessage", payload) == {"status": "Accepted"}
+        drive(station, csms)
+        sent = csms.received[before:]
+        assert len(sent) == expected
+    ((action, event),) = sent
+    assert action == "TransactionEvent" and event["eventType"] == "Updated"
+    assert event["triggerReason"] == "Trigger"
+    assert {value["context"] for value in _sampled(event)} == {"Trigger"}
+
+
 # -- reports: one device model -----------------------------------------------------------
 
 

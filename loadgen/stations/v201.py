@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from loadgen import commands, smart_charging_station
 from loadgen.device_model import Variable, chunks
-from loadgen.stations.base import ACCEPTED, Readings, Rules, verdict
+from loadgen.stations.base import ACCEPTED, Readings, Rules, reading_context, verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -127,7 +127,7 @@ class Rules201(Rules):
             charging_state=transaction.charging_state,
             offline=station.offline,
             meter_values=[
-                m.meter_value(now, m.sampled_values(energy, power, soc, "Sample.Periodic"))
+                m.meter_value(now, m.sampled_values(energy, power, soc, reading_context(trigger)))
             ],
             **self.transaction_fields(station, transaction, evse, limit_set=trigger == "LimitSet"),
         )
@@ -175,6 +175,19 @@ class Rules201(Rules):
             station.notify(*station.messages.log_status_notification(status, request))
             return True
         return False
+
+    def trigger_readings(self, station: Station, evse: Evse, message: str) -> None:
+        transaction = evse.transaction
+        if message == "TransactionEvent":
+            # the running transaction's Updated event, triggerReason Trigger (F06)
+            if transaction is not None and not transaction.stopping:
+                station.meter_update(evse, "Trigger")
+            return
+        # MeterValues: a MeterValuesRequest of the EVSE, in a transaction or not (F06)
+        energy, power, soc = station.readings_now(evse)
+        m = station.messages
+        sampled = m.sampled_values(energy, power, soc, "Trigger")
+        station.notify(*m.meter_values(evse.id, [m.meter_value(station.now_wall(), sampled)]))
 
 
 RULES = Rules201()
