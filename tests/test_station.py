@@ -806,6 +806,31 @@ def test_201_a_transaction_event_with_a_rejected_token_ends_the_transaction(
     assert kinds.count("start_acknowledged") == 1 and kinds.count("acknowledged") == 1
 
 
+@pytest.mark.parametrize("version", V2)
+def test_201_a_token_withdrawn_in_an_updated_answer_ends_the_transaction(version: Version) -> None:
+    """A CSMS may answer any TransactionEvent with idTokenInfo: accepted at the start, the
+    token blocked later (an Updated event's answer) ends the transaction there."""
+    station, csms, clock = make(version, meter_interval=10)
+    events = _listen(station)
+    csms.responders["TransactionEvent"] = lambda payload: (
+        {"idTokenInfo": {"status": "Blocked" if payload["seqNo"] >= 3 else "Accepted"}}
+        if payload["eventType"] != "Ended"
+        else {}
+    )
+    boot(station, csms)
+    station.start_session(1, "tok_later_blocked")
+    run_for(station, csms, clock, 600)
+    sent = csms.of("TransactionEvent")
+    assert [(e["eventType"], e["seqNo"]) for e in sent] == [
+        ("Started", 0), ("Updated", 1), ("Updated", 2), ("Updated", 3), ("Ended", 4)
+    ]  # fmt: skip
+    assert sent[-1]["triggerReason"] == "Deauthorized"
+    assert sent[-1]["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+    assert station.transactions == [] and station.completed[0].rejected == "Blocked"
+    assert _authorizations(events)[-1] == ("TransactionEvent", "Blocked")
+    assert _connector_statuses(version, csms)[-1] == "Available"
+
+
 @pytest.mark.parametrize("remote", [False, True])
 def test_16_a_start_transaction_with_a_rejected_id_tag_stops_deauthorized(remote: bool) -> None:
     station, csms, clock = make(OCPP16, meter_interval=10)

@@ -58,8 +58,13 @@ class Rules201(Rules):
     def updated(
         self, station: Station, transaction: Transaction
     ) -> Callable[[dict[str, Any]], None] | None:
-        """What reads the answer to an Updated TransactionEvent (2.0.1: nothing)."""
-        return None
+        """What reads the answer to an Updated TransactionEvent: a CSMS may withdraw the
+        token's authorization there too (idTokenInfo), and the transaction then ends."""
+
+        def read(reply: dict[str, Any]) -> None:
+            self._token_verdict(station, transaction, reply)
+
+        return read
 
     def queue_start(
         self, station: Station, evse: Evse, transaction: Transaction, readings: Readings
