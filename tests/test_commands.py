@@ -10,9 +10,12 @@ import contextlib
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loadgen import fleet as fleets
 from loadgen.ocppj import CallErrorReply
@@ -149,6 +152,99 @@ def test_every_csms_action_gets_a_valid_answer(
         station.on_connected()
         run_for(station, csms, clock, 10)
     assert isinstance(reply, dict)
+
+
+#: strings a random request is made of: names the device model knows, and others
+_WORDS = ["x", "0", "-1", "tokA", "EVSE", "Connector", "Power", "ChargingStation",
+          "OCPPCommCtrlr", "HeartbeatInterval", "TxCtrlr", "AuthCtrlr", "Actual"]  # fmt: skip
+
+
+def _requests(version: Version, action: str, now: float) -> st.SearchStrategy[dict[str, Any]]:
+    """Schema-valid requests of ``action``, drawn at random: any enum value, optional
+    fields or not, numbers across their range (huge ones too), dateTimes from the past,
+    now, the far future and the epoch."""
+    root = _schema(version, action)
+
+    def strategy(node: dict[str, Any]) -> st.SearchStrategy[Any]:
+        if "$ref" in node:
+            return strategy(root["definitions"][node["$ref"].rsplit("/", 1)[-1]])
+        if "enum" in node:
+            return st.sampled_from(node["enum"])
+        kind = node.get("type")
+        if kind == "object":
+            properties = {k: v for k, v in node.get("properties", {}).items() if k != "customData"}
+            required = set(node.get("required", []))
+            return st.fixed_dictionaries(
+                {k: strategy(v) for k, v in properties.items() if k in required},
+                optional={k: strategy(v) for k, v in properties.items() if k not in required},
+            )
+        if kind == "array":
+            low = node.get("minItems", 0)
+            return st.lists(strategy(node["items"]), min_size=low, max_size=max(low, 3))
+        if kind == "integer":
+            return st.integers(node.get("minimum", -(10**6)), node.get("maximum", 10**9))
+        if kind == "number":
+            low, high = node.get("minimum", -1e6), node.get("maximum", 1e9)
+            return st.floats(low, high, allow_nan=False, allow_infinity=False)
+        if kind == "boolean":
+            return st.booleans()
+        if node.get("format") == "date-time":
+            moments = st.floats(now - 4e7, now + 4e7).map(iso_timestamp)
+            return moments | st.sampled_from(["1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+        if node.get("format") == "uri":
+            return st.just("https://csms.example/upload")
+        limit = node.get("maxLength", 20)
+        return st.sampled_from([word[:limit] for word in _WORDS])
+
+    return strategy(root)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_valid_request_of_any_csms_action_gets_a_valid_answer(data: st.DataObject) -> None:
+    """Beyond the fixed samples above: random schema-valid requests. No exception escapes
+    (the link would answer InternalError), no NotImplemented, every answer and follow-up
+    validates, and the station still reports and charges afterwards."""
+    version, action = data.draw(
+        st.sampled_from([(v, a) for v in (OCPP201, OCPP21, OCPP16) for a in csms_actions(v)])
+    )
+    station, csms, clock = make(version, TWO_EVSES, report_items_per_message=4)
+    station.start_session(2, "tokA")
+    drive(station, csms)
+    payload = data.draw(_requests(version, action, clock.now()).filter(_valid(version, action)))
+    try:
+        ask(station, action, payload)
+    except CallErrorReply as exc:
+        assert exc.error_code != "NotImplemented", exc
+    run_for(station, csms, clock, 120)
+    if station.reset_requested:
+        station.on_disconnected()
+        station.reset_requested = None
+        station.on_connected()
+        run_for(station, csms, clock, 10)
+    # still a working station: it reads its model and ends what it charges
+    if version is OCPP16:
+        assert ask(station, "GetConfiguration", {})["configurationKey"]
+    else:
+        reply = ask(station, "GetBaseReport", {"requestId": 99, "reportBase": "FullInventory"})
+        assert reply == {"status": "Accepted"}
+    for evse_id in station.evses:
+        station.stop_session(evse_id)
+    run_for(station, csms, clock, 30)
+    assert station.transactions == []
+
+
+def _valid(version: Version, action: str) -> Callable[[dict[str, Any]], bool]:
+    """The schemas say more than the strategy does (patterns, lengths of lists)."""
+
+    def valid(payload: dict[str, Any]) -> bool:
+        try:
+            schemas.validate(version, action, payload)
+        except schemas.PayloadError:
+            return False
+        return True
+
+    return valid
 
 
 #: the CSMS's clock: years behind the simulated one and 10 times slower (--time-scale 10)
