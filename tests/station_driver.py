@@ -101,9 +101,10 @@ class SlowWallClock:
 
 
 #: where a station puts its own time in what it sends: the time of an event or a reading,
-#: when a report was made, (2.1) when a priced period began; a CSMS's own dateTimes that a
-#: station only echoes (a profile's startSchedule, a message's startDateTime) are not these
-STATION_TIME_KEYS = frozenset({"timestamp", "generatedAt", "startPeriod"})
+#: when a report was made, when a composite schedule starts, (2.1) when a priced period
+#: began; a CSMS's own dateTimes that a station only echoes (a profile's startSchedule, a
+#: message's startDateTime) are not these
+STATION_TIME_KEYS = frozenset({"timestamp", "generatedAt", "scheduleStart", "startPeriod"})
 
 
 def station_times(payload: object) -> list[float]:

@@ -290,8 +290,11 @@ def test_what_follows_any_csms_action_carries_wall_clock_time(
     notifications, meter values, a reboot's messages), the times on it are real time."""
     station, csms, clock, wall = _on_wall_clock(version)
     payload = sample(version, action, True, iso_timestamp(wall.now() + 60))
+    reply: dict[str, Any] = {}
     with contextlib.suppress(CallErrorReply):
-        ask(station, action, payload)
+        reply = ask(station, action, payload)
+    answered_at = wall.now()
+    assert all(t <= answered_at for t in station_times(reply))  # GetCompositeSchedule's
     run_for(station, csms, clock, 120)
     if station.reset_requested:
         station.on_disconnected()
@@ -332,6 +335,7 @@ def test_reports_are_generated_at_wall_clock_time(version: Version) -> None:
     for action, payload in asked:
         assert ask(station, action, payload)["status"] == "Accepted", action
     composite = ask(station, "GetCompositeSchedule", {"evseId": 2, "duration": 600})
+    assert station_times(composite)  # its scheduleStart
     drive(station, csms)
     for notify in ("NotifyReport", "NotifyMonitoringReport", "NotifyCustomerInformation"):
         assert csms.of(notify), notify
