@@ -864,7 +864,11 @@ class Station:
         return "Scheduled" if scheduled else "Accepted"
 
     def trigger_message(self, message: str, evse_id: int | None) -> str:
-        """TriggerMessage: queue ``message``; "NotImplemented" for one we cannot send."""
+        """TriggerMessage: queue ``message``; "NotImplemented" for one we cannot send,
+        "Rejected" for an EVSE (1.6: connector) the station does not have."""
+        per_evse = ("StatusNotification", "MeterValues", "TransactionEvent")
+        if message in per_evse and evse_id and evse_id not in self.evses:
+            return "Rejected"  # and nothing is sent (1.6 TC_055: NumberOfConnectors + 1)
         if message == "BootNotification":
             self._queue.append(self._boot_call())
         elif message == "Heartbeat":

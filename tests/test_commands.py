@@ -386,6 +386,20 @@ def test_trigger_message_meter_values_reads_every_evse_asked_for(version: Versio
     assert [(a, p[where]) for a, p in csms.received[before:]] == [("MeterValues", 1)]
 
 
+@pytest.mark.parametrize("version", [*V2, OCPP16])
+@pytest.mark.parametrize("message", ["MeterValues", "StatusNotification"])
+def test_trigger_message_for_an_evse_the_station_lacks_is_rejected(
+    version: Version, message: str
+) -> None:
+    station, csms, _ = make(version, TWO_EVSES)
+    before = len(csms.received)
+    evse = {"connectorId": 3} if version is OCPP16 else {"evse": {"id": 3}}
+    reply = ask(station, "TriggerMessage", {"requestedMessage": message, **evse})
+    assert reply == {"status": "Rejected"}
+    drive(station, csms)
+    assert csms.received[before:] == []
+
+
 @pytest.mark.parametrize("version", V2)
 def test_trigger_message_transaction_event_updates_the_running_transaction(
     version: Version,
