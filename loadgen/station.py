@@ -703,6 +703,14 @@ class Station:
         soc = round(physics.ev.soc * 100, 1)
         return evse.register.wh, physics.power_w, soc
 
+    def readings_now(self, evse: Evse) -> stations.Readings:
+        """The EVSE's meter now: register, power and the EV's SoC while a transaction
+        runs; the register alone, at 0 W, when none does."""
+        if evse.physics is None:
+            return evse.register.wh, 0.0, None
+        evse.physics.advance(self.clock.now())
+        return self._readings(evse)
+
     def meter_update(self, evse: Evse, trigger: str) -> None:
         """Queue the running transaction's readings now (MeterValues / TransactionEvent
         Updated); a change of charging state is noted first, and named the trigger."""
@@ -856,7 +864,11 @@ class Station:
         return "Scheduled" if scheduled else "Accepted"
 
     def trigger_message(self, message: str, evse_id: int | None) -> str:
-        """TriggerMessage: queue ``message``; "NotImplemented" for one we cannot send."""
+        """TriggerMessage: queue ``message``; "NotImplemented" for one we cannot send,
+        "Rejected" for an EVSE (1.6: connector) the station does not have."""
+        per_evse = ("StatusNotification", "MeterValues", "TransactionEvent")
+        if message in per_evse and evse_id and evse_id not in self.evses:
+            return "Rejected"  # and nothing is sent (1.6 TC_055: NumberOfConnectors + 1)
         if message == "BootNotification":
             self._queue.append(self._boot_call())
         elif message == "Heartbeat":
@@ -868,8 +880,8 @@ class Station:
                         self._queue.append(self._status_call(evse.id, connector_id, status))
         elif message in ("MeterValues", "TransactionEvent"):
             for evse in self.evses.values():
-                if evse.transaction is not None and (evse_id is None or evse.id == evse_id):
-                    self.meter_update(evse, "Trigger")
+                if evse_id is None or evse.id == evse_id:
+                    self.rules.trigger_readings(self, evse, message)
         elif not self.rules.trigger(self, message):
             return "NotImplemented"
         return "Accepted"

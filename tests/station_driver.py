@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loadgen.physics import FakeClock
-from loadgen.protocols import OCPP16, Version, schemas
+from loadgen.protocols import OCPP16, Version, parse_timestamp, schemas
 from loadgen.station import Station
 
 Responder = Callable[[dict[str, Any]], dict[str, Any]]
@@ -86,3 +86,39 @@ def run_for(station: Station, csms: MemoryCsms | None, clock: FakeClock, seconds
     station.tick()
     if csms is not None and station.online:
         drive(station, csms)
+
+
+class SlowWallClock:
+    """A fake wall clock that runs ``scale`` times slower than the fake simulated clock
+    ``clock``, from ``start``: what ``--time-scale`` does at run time (the station's clock
+    paces it, the wall clock stamps what it sends)."""
+
+    def __init__(self, clock: FakeClock, scale: float, start: float) -> None:
+        self.clock, self.scale, self.start, self.sim0 = clock, scale, start, clock.now()
+
+    def now(self) -> float:
+        return self.start + (self.clock.now() - self.sim0) / self.scale
+
+
+#: where a station puts its own time in what it sends: the time of an event or a reading,
+#: when a report was made, when a composite schedule starts, (2.1) when a priced period
+#: began; a CSMS's own dateTimes that a station only echoes (a profile's startSchedule, a
+#: message's startDateTime) are not these
+STATION_TIME_KEYS = frozenset({"timestamp", "generatedAt", "scheduleStart", "startPeriod"})
+
+
+def station_times(payload: object) -> list[float]:
+    """Every time (epoch seconds) the station stamped ``payload`` with, at any depth."""
+    found: list[float] = []
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in STATION_TIME_KEYS and isinstance(value, str):
+                    found.append(parse_timestamp(value).timestamp())
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found

@@ -6,19 +6,23 @@ both ways against the ``ocpp`` package's schemas.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loadgen import fleet as fleets
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import FakeClock
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, iso_timestamp, schemas
 from loadgen.station import Station, StationConfig
-from tests.station_driver import MemoryCsms, drive, run_for
+from tests.station_driver import MemoryCsms, SlowWallClock, drive, run_for, station_times
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
 #: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
@@ -150,9 +154,272 @@ def test_every_csms_action_gets_a_valid_answer(
     assert isinstance(reply, dict)
 
 
+#: strings a random request is made of: names the device model knows, and others
+_WORDS = ["x", "0", "-1", "tokA", "EVSE", "Connector", "Power", "ChargingStation",
+          "OCPPCommCtrlr", "HeartbeatInterval", "TxCtrlr", "AuthCtrlr", "Actual"]  # fmt: skip
+
+
+def _requests(version: Version, action: str, now: float) -> st.SearchStrategy[dict[str, Any]]:
+    """Schema-valid requests of ``action``, drawn at random: any enum value, optional
+    fields or not, numbers across their range (huge ones too), dateTimes from the past,
+    now, the far future and the epoch."""
+    root = _schema(version, action)
+
+    def strategy(node: dict[str, Any]) -> st.SearchStrategy[Any]:
+        if "$ref" in node:
+            return strategy(root["definitions"][node["$ref"].rsplit("/", 1)[-1]])
+        if "enum" in node:
+            return st.sampled_from(node["enum"])
+        kind = node.get("type")
+        if kind == "object":
+            properties = {k: v for k, v in node.get("properties", {}).items() if k != "customData"}
+            required = set(node.get("required", []))
+            return st.fixed_dictionaries(
+                {k: strategy(v) for k, v in properties.items() if k in required},
+                optional={k: strategy(v) for k, v in properties.items() if k not in required},
+            )
+        if kind == "array":
+            low = node.get("minItems", 0)
+            return st.lists(strategy(node["items"]), min_size=low, max_size=max(low, 3))
+        if kind == "integer":
+            return st.integers(node.get("minimum", -(10**6)), node.get("maximum", 10**9))
+        if kind == "number":
+            low, high = node.get("minimum", -1e6), node.get("maximum", 1e9)
+            return st.floats(low, high, allow_nan=False, allow_infinity=False)
+        if kind == "boolean":
+            return st.booleans()
+        if node.get("format") == "date-time":
+            moments = st.floats(now - 4e7, now + 4e7).map(iso_timestamp)
+            return moments | st.sampled_from(["1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+        if node.get("format") == "uri":
+            return st.just("https://csms.example/upload")
+        limit = node.get("maxLength", 20)
+        return st.sampled_from([word[:limit] for word in _WORDS])
+
+    return strategy(root)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_valid_request_of_any_csms_action_gets_a_valid_answer(data: st.DataObject) -> None:
+    """Beyond the fixed samples above: random schema-valid requests. No exception escapes
+    (the link would answer InternalError), no NotImplemented, every answer and follow-up
+    validates, and the station still reports and charges afterwards."""
+    version, action = data.draw(
+        st.sampled_from([(v, a) for v in (OCPP201, OCPP21, OCPP16) for a in csms_actions(v)])
+    )
+    station, csms, clock = make(version, TWO_EVSES, report_items_per_message=4)
+    station.start_session(2, "tokA")
+    drive(station, csms)
+    payload = data.draw(_requests(version, action, clock.now()).filter(_valid(version, action)))
+    try:
+        ask(station, action, payload)
+    except CallErrorReply as exc:
+        assert exc.error_code != "NotImplemented", exc
+    run_for(station, csms, clock, 120)
+    if station.reset_requested:
+        station.on_disconnected()
+        station.reset_requested = None
+        station.on_connected()
+        run_for(station, csms, clock, 10)
+    # still a working station: it reads its model and ends what it charges
+    if version is OCPP16:
+        assert ask(station, "GetConfiguration", {})["configurationKey"]
+    else:
+        reply = ask(station, "GetBaseReport", {"requestId": 99, "reportBase": "FullInventory"})
+        assert reply == {"status": "Accepted"}
+    for evse_id in station.evses:
+        station.stop_session(evse_id)
+    run_for(station, csms, clock, 30)
+    assert station.transactions == []
+
+
+def _valid(version: Version, action: str) -> Callable[[dict[str, Any]], bool]:
+    """The schemas say more than the strategy does (patterns, lengths of lists)."""
+
+    def valid(payload: dict[str, Any]) -> bool:
+        try:
+            schemas.validate(version, action, payload)
+        except schemas.PayloadError:
+            return False
+        return True
+
+    return valid
+
+
+#: the CSMS's clock: years behind the simulated one and 10 times slower (--time-scale 10)
+WALL_START = 1_700_000_000.0
+
+
+def _on_wall_clock(version: Version) -> tuple[Station, MemoryCsms, FakeClock, SlowWallClock]:
+    clock = FakeClock(start=1_780_000_000.0)
+    wall = SlowWallClock(clock, 10.0, start=WALL_START)
+    config = StationConfig(report_items_per_message=4)
+    station = Station(TWO_EVSES, version, clock, config, wall_clock=wall)
+    csms = MemoryCsms(version)
+    station.on_connected()
+    drive(station, csms)
+    assert station.accepted
+    station.start_session(2, "tokA")
+    drive(station, csms)
+    return station, csms, clock, wall
+
+
+def _assert_wall_clock_times(csms: MemoryCsms, wall: SlowWallClock, *replies: Any) -> None:
+    """Every time the station stamped on what it sent (and on its answers) is the CSMS's
+    wall clock, never the simulated clock, which runs years ahead."""
+    times = [t for _, payload in csms.received for t in station_times(payload)]
+    times += [t for reply in replies for t in station_times(reply)]
+    assert times
+    assert all(WALL_START <= t <= wall.now() + 1e-3 for t in times), [
+        (iso_timestamp(t), action)
+        for action, payload in csms.received
+        for t in station_times(payload)
+        if not WALL_START <= t <= wall.now() + 1e-3
+    ]
+
+
+@pytest.mark.parametrize(
+    ("version", "action"),
+    [(v, a) for v in (OCPP201, OCPP21, OCPP16) for a in csms_actions(v)],
+)
+def test_what_follows_any_csms_action_carries_wall_clock_time(
+    version: Version, action: str
+) -> None:
+    """--time-scale compresses the waits, not the clock: whatever a command brings (status
+    notifications, meter values, a reboot's messages), the times on it are real time."""
+    station, csms, clock, wall = _on_wall_clock(version)
+    payload = sample(version, action, True, iso_timestamp(wall.now() + 60))
+    reply: dict[str, Any] = {}
+    with contextlib.suppress(CallErrorReply):
+        reply = ask(station, action, payload)
+    answered_at = wall.now()
+    assert all(t <= answered_at for t in station_times(reply))  # GetCompositeSchedule's
+    run_for(station, csms, clock, 120)
+    if station.reset_requested:
+        station.on_disconnected()
+        station.reset_requested = None
+        station.on_connected()
+        run_for(station, csms, clock, 10)
+    _assert_wall_clock_times(csms, wall)
+
+
+@pytest.mark.parametrize("version", V2)
+def test_reports_are_generated_at_wall_clock_time(version: Version) -> None:
+    """NotifyReport, NotifyMonitoringReport and NotifyCustomerInformation say when they were
+    generated, and a composite schedule when it starts: the CSMS's time, not the station's
+    simulated time (it was 27 minutes ahead after 3 minutes of a --time-scale 10 run)."""
+    station, csms, clock, wall = _on_wall_clock(version)
+    run_for(station, csms, clock, 600)  # the simulated clock pulls further ahead
+    monitor = {
+        "value": 5000,
+        "type": "UpperThreshold",
+        "severity": 4,
+        "component": {"name": "EVSE", "evse": {"id": 1}},
+        "variable": {"name": "Power"},
+    }
+    ask(station, "SetVariableMonitoring", {"setMonitoringData": [monitor]})
+    asked = [
+        ("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}),
+        ("GetMonitoringReport", {"requestId": 2}),
+        (
+            "CustomerInformation",
+            {
+                "requestId": 3,
+                "report": True,
+                "clear": False,
+                "idToken": {"idToken": "tokA", "type": "ISO14443"},
+            },
+        ),
+    ]
+    for action, payload in asked:
+        assert ask(station, action, payload)["status"] == "Accepted", action
+    composite = ask(station, "GetCompositeSchedule", {"evseId": 2, "duration": 600})
+    assert station_times(composite)  # its scheduleStart
+    drive(station, csms)
+    for notify in ("NotifyReport", "NotifyMonitoringReport", "NotifyCustomerInformation"):
+        assert csms.of(notify), notify
+    _assert_wall_clock_times(csms, wall, composite)
+
+
 def test_the_station_to_csms_list_is_the_schemas() -> None:
     for version in (OCPP201, OCPP21, OCPP16):
         assert STATION_TO_CSMS[version.name] <= set(schemas.actions(version))
+
+
+# -- TriggerMessage for readings --------------------------------------------------------
+
+
+def _sampled(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [value for reading in payload["meterValue"] for value in reading["sampledValue"]]
+
+
+@pytest.mark.parametrize("version", [*V2, OCPP16])
+def test_trigger_message_meter_values_reads_every_evse_asked_for(version: Version) -> None:
+    """F06: TriggerMessage MeterValues brings a MeterValues message of each EVSE asked for,
+    charging or not (2.0.1: a MeterValuesRequest, not a transaction event; 1.6: with the
+    transactionId only while one runs), every reading in context Trigger."""
+    station, csms, clock = make(version, TWO_EVSES)
+    station.start_session(2, "tokA")
+    run_for(station, csms, clock, 30)
+    where = "connectorId" if version is OCPP16 else "evseId"
+    before = len(csms.received)
+    reply = ask(station, "TriggerMessage", {"requestedMessage": "MeterValues"})
+    assert reply == {"status": "Accepted"}
+    drive(station, csms)
+    sent = csms.received[before:]
+    assert [action for action, _ in sent] == ["MeterValues", "MeterValues"]
+    idle, charging = sorted((payload for _, payload in sent), key=lambda p: p[where])
+    assert (idle[where], charging[where]) == (1, 2)
+    for payload in (idle, charging):
+        assert {value["context"] for value in _sampled(payload)} == {"Trigger"}
+    power = {p[where]: float(v["value"]) for p in (idle, charging) for v in _sampled(p)
+             if v["measurand"] == "Power.Active.Import"}  # fmt: skip
+    assert power[1] == 0 and power[2] > 0
+    if version is OCPP16:
+        assert "transactionId" not in idle and charging["transactionId"] > 0
+    # one EVSE: only its reading
+    evse = {"connectorId": 1} if version is OCPP16 else {"evse": {"id": 1}}
+    before = len(csms.received)
+    ask(station, "TriggerMessage", {"requestedMessage": "MeterValues", **evse})
+    drive(station, csms)
+    assert [(a, p[where]) for a, p in csms.received[before:]] == [("MeterValues", 1)]
+
+
+@pytest.mark.parametrize("version", [*V2, OCPP16])
+@pytest.mark.parametrize("message", ["MeterValues", "StatusNotification"])
+def test_trigger_message_for_an_evse_the_station_lacks_is_rejected(
+    version: Version, message: str
+) -> None:
+    station, csms, _ = make(version, TWO_EVSES)
+    before = len(csms.received)
+    evse = {"connectorId": 3} if version is OCPP16 else {"evse": {"id": 3}}
+    reply = ask(station, "TriggerMessage", {"requestedMessage": message, **evse})
+    assert reply == {"status": "Rejected"}
+    drive(station, csms)
+    assert csms.received[before:] == []
+
+
+@pytest.mark.parametrize("version", V2)
+def test_trigger_message_transaction_event_updates_the_running_transaction(
+    version: Version,
+) -> None:
+    """TriggerMessage TransactionEvent: an Updated event of the running transaction with
+    triggerReason Trigger and readings in context Trigger; nothing for an idle EVSE."""
+    station, csms, clock = make(version, TWO_EVSES)
+    station.start_session(2, "tokA")
+    run_for(station, csms, clock, 30)
+    for evse, expected in ((1, 0), (2, 1)):
+        before = len(csms.received)
+        payload = {"requestedMessage": "TransactionEvent", "evse": {"id": evse}}
+        assert ask(station, "TriggerMessage", payload) == {"status": "Accepted"}
+        drive(station, csms)
+        sent = csms.received[before:]
+        assert len(sent) == expected
+    ((action, event),) = sent
+    assert action == "TransactionEvent" and event["eventType"] == "Updated"
+    assert event["triggerReason"] == "Trigger"
+    assert {value["context"] for value in _sampled(event)} == {"Trigger"}
 
 
 # -- reports: one device model -----------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,70 @@ def test_the_stubs_public_names_are_the_code() -> None:
         name = family.name.removeprefix("csms_stub_")
         name += "_total" if family.type == "counter" else ""
         assert f"`{name}`" in metrics, f"csms_stub_{name} missing from docs/design.md"
+
+
+#: the documented commands whose options are checked, and how to list what each accepts
+#: (``--help``, in a process of its own: Locust monkey-patches the process that imports it)
+COMMANDS = {
+    "locust": (
+        re.compile(r"(?:^|[\s/])locust\s"),
+        [["-m", "locust", "--help"], ["-m", "loadgen", "options"]],
+    ),
+    "csms_stub": (
+        re.compile(r"-m csms_stub\b|(?:^|[\s/])csms-stub\s+-"),
+        [["-m", "csms_stub", "--help"]],
+    ),
+    "loadgen.reconcile": (
+        re.compile(r"-m loadgen\.reconcile\b"),
+        [["-m", "loadgen.reconcile", "--help"]],
+    ),
+    "loadgen.scenarios": (
+        re.compile(r"-m loadgen\.scenarios\b"),
+        [["-m", "loadgen.scenarios", "--help"]],
+    ),
+}
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def shell_lines(markdown: str) -> list[str]:
+    """The command lines of the shell blocks (```sh, or no language), continuations
+    joined, and the code spans of the text."""
+    lines: list[str] = []
+    language = None  # outside a block; else the block's language
+    for line in markdown.splitlines():
+        fence = re.match(r"^\s*```(\w*)", line)
+        if fence:
+            language = fence.group(1) if language is None else None
+            continue
+        if language in ("", "sh", "bash", "shell"):
+            lines.append(line)
+    commands = "\n".join(lines).replace("\\\n", " ").splitlines()
+    # and the commands quoted in the prose: `locust -f locustfile.py --master ...`
+    return commands + re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", markdown, flags=re.S))
+
+
+def test_the_documented_commands_use_options_that_exist() -> None:
+    """Every option a command in README.md or docs/ passes to the load generator, the stub,
+    the reconciliation or the scenarios is one that command accepts (what a reader pastes
+    must run: the worked example of docs/testing-your-csms.md, the compose commands ...)."""
+    known: dict[str, set[str]] = {}
+    for name, (_, helps) in COMMANDS.items():
+        found: set[str] = set()
+        for args in helps:
+            listed = subprocess.run(
+                [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+            )
+            assert listed.returncode == 0, listed.stderr[-2000:]
+            found |= set(OPTION.findall(listed.stdout))
+        known[name] = found
+    unknown = []
+    checked = 0
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in shell_lines(path.read_text(encoding="utf-8")):
+            for name, (command, _) in COMMANDS.items():
+                if command.search(line):
+                    options = OPTION.findall(line)
+                    checked += len(options)
+                    unknown += [(path.name, name, o) for o in options if o not in known[name]]
+    assert checked > 60  # the docs' commands were found
+    assert unknown == []

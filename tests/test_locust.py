@@ -31,7 +31,14 @@ import redis
 from loadgen import coordination, idtokens
 from loadgen.coordination import LedgerEntry
 from loadgen.reconcile import StubApiRecords, compare
-from tests.conftest import REDIS_URL, RedisServer, StubProcess, free_port, start_stub_process
+from tests.conftest import (
+    REDIS_URL,
+    RedisServer,
+    StubProcess,
+    free_port,
+    start_stub_process,
+)
+from tests.conftest import sample as metric_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -894,13 +901,15 @@ def test_a_csms_restart_is_found_and_its_recovery_counts_the_refused_connects(
 # -- 7. the CSMS's answers honoured, wall-clock time on the wire ------------------------------
 
 
+@pytest.mark.parametrize("version", ["2.0.1", "1.6"])
 def test_rejected_tokens_are_honoured_counted_and_timestamps_are_never_ahead(
-    tmp_path: Path,
+    tmp_path: Path, version: str
 ) -> None:
     """--time-scale 10 against a stub that refuses timestamps 5 s ahead and blocks half the
     tokens: no timestamp is refused (simulated time would be 9 s ahead per second of run);
     the blocked tokens start no transaction, show in Locust's failure table with their
-    status and in both reports; the rest reconciles."""
+    status and in both reports; the rest reconciles. 1.6 too: its StartTransaction,
+    MeterValues and StopTransaction carry their own timestamps."""
     tokens = [token.value for token in idtokens.generate(20)]  # the pool of --fleet-size 20
     blocked = tokens[::2]
     stub = start_stub_process(
@@ -917,6 +926,7 @@ def test_rejected_tokens_are_honoured_counted_and_timestamps_are_never_ahead(
             *("--time-scale", "10", "--session-interarrival", "10", "--session-stay", "30"),
             *("--meter-interval", "10", "--prometheus-port", "0"),
             *("--report-dir", str(tmp_path / "reports"), "--csms-api", stub.api_url),
+            *("--ocpp-version", version),
             timeout=60,
         )
         metrics = urllib.request.urlopen(stub.api_url + "/metrics", timeout=10).read().decode()
@@ -935,13 +945,15 @@ def test_rejected_tokens_are_honoured_counted_and_timestamps_are_never_ahead(
         (row["message"], row["status"]): row["count"]
         for row in json.loads(json_path.read_text())["authorizations"]
     }
-    # the stub answers TransactionEvent Started with its verdict too: Accepted, by then
-    expected = {
-        ("Authorize", "Accepted"),
-        ("Authorize", "Blocked"),
-        ("TransactionEvent", "Accepted"),
-    }
+    # the stub answers TransactionEvent Started (StartTransaction) with its verdict too:
+    # Accepted, by then
+    start = "StartTransaction" if version == "1.6" else "TransactionEvent"
+    expected = {("Authorize", "Accepted"), ("Authorize", "Blocked"), (start, "Accepted")}
     assert set(verdicts) == expected, verdicts
-    assert verdicts[("Authorize", "Accepted")] >= verdicts[("TransactionEvent", "Accepted")]
-    assert verdicts[("TransactionEvent", "Accepted")] == len(rows)
+    assert verdicts[("Authorize", "Accepted")] >= verdicts[(start, "Accepted")]
+    assert verdicts[(start, "Accepted")] == len(rows)
+    assert {row["ocpp_version"] for row in rows} == {version}
+    if version == "1.6":  # meter values went out with their timestamps, none refused
+        answered = {"version": "1.6", "action": "MeterValues", "outcome": "result"}
+        assert metric_sample(metrics, "csms_stub_messages_total", **answered) > 0
     assert "rejections of" in json_path.with_suffix(".html").read_text()

@@ -311,9 +311,10 @@ def test_the_csms_verdicts_on_id_tokens_are_counted() -> None:
     """By status and message; a 1.6 transaction the CSMS gave no id is not "unacknowledged",
     a 2.0.1 one it deauthorized ends "completed" (the CSMS acknowledged its Ended)."""
     from loadgen.protocols import OCPP16
+    from loadgen.station import NO_TRANSACTION_ID
     from tests.station_driver import MemoryCsms, drive
 
-    fleet = fleets.generate(3, sites=1)
+    fleet = fleets.generate(4, sites=1)
     metrics = Metrics()
     observer = MetricsObserver(metrics, fleet.sites)
     clock = FakeClock()
@@ -325,6 +326,12 @@ def test_the_csms_verdicts_on_id_tokens_are_counted() -> None:
             OCPP16,
             "StartTransaction",
             {"transactionId": 0, "idTagInfo": {"status": "Invalid"}},
+        ),
+        # Accepted, but no id to use: no acceptance
+        ids[3]: (
+            OCPP16,
+            "StartTransaction",
+            {"transactionId": 0, "idTagInfo": {"status": "Accepted"}},
         ),
     }
     for charger_id, (version, action, reply) in replies.items():
@@ -350,9 +357,11 @@ def test_the_csms_verdicts_on_id_tokens_are_counted() -> None:
             ("NotAtThisTime", "Authorize"),
             ("Blocked", "TransactionEvent"),
             ("Invalid", "StartTransaction"),
+            (NO_TRANSACTION_ID, "StartTransaction"),
+            ("Accepted", "StartTransaction"),
         ]
     }
-    assert counted == {key: 1.0 for key in counted}
+    assert counted == {key: 0.0 if key[0] == "Accepted" else 1.0 for key in counted}
     assert value(metrics, f"{P}transactions_total", outcome="completed") == 1
     assert value(metrics, f"{P}transactions_total", outcome="unacknowledged") == 0
     assert value(metrics, f"{P}transactions_active") == 0

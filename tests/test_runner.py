@@ -266,8 +266,8 @@ def test_csms_api_call_get_base_report_then_reset_reboots_after_the_delay(
     tmp_path: Path,
 ) -> None:
     """End to end against csms_stub: the API's GetBaseReport brings NotifyReport parts to
-    the stub; its Reset keeps the station away for the reboot delay, then it boots again
-    with reason RemoteReset."""
+    the stub, its TriggerMessage a MeterValues per EVSE; its Reset keeps the station away
+    for the reboot delay, then it boots again with reason RemoteReset."""
     events: list[tuple[float, str, dict[str, Any]]] = []
     clock = ScaledClock(1)
 
@@ -306,6 +306,19 @@ def test_csms_api_call_get_base_report_then_reset_reboots_after_the_delay(
 
         wait_for(lambda: len(stored_parts()) == parts, timeout=10)
         assert stored_parts() == list(range(parts))
+
+        # TriggerMessage MeterValues on an idle station: a reading per EVSE, stored by the
+        # stub as readings outside any transaction
+        trigger = {"action": "TriggerMessage", "payload": {"requestedMessage": "MeterValues"}}
+        status, body = _post(call_url, trigger)
+        assert (status, body["reply"]) == (200, {"status": "Accepted"}), body
+
+        def idle_readings() -> int:
+            with sqlite3.connect(database) as db:
+                query = "SELECT COUNT(*) FROM power_consumption WHERE transaction_id IS NULL"
+                return db.execute(query).fetchone()[0]
+
+        wait_for(lambda: idle_readings() == len(station.evses), timeout=10)
 
         status, body = _post(call_url, {"action": "Reset", "payload": {"type": "Immediate"}})
         assert (status, body["reply"]) == (200, {"status": "Accepted"}), body

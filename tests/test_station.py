@@ -13,7 +13,7 @@ from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, schemas
 from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
-from tests.station_driver import MemoryCsms, drive, run_for
+from tests.station_driver import MemoryCsms, SlowWallClock, drive, run_for, station_times
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
 #: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
@@ -806,6 +806,31 @@ def test_201_a_transaction_event_with_a_rejected_token_ends_the_transaction(
     assert kinds.count("start_acknowledged") == 1 and kinds.count("acknowledged") == 1
 
 
+@pytest.mark.parametrize("version", V2)
+def test_201_a_token_withdrawn_in_an_updated_answer_ends_the_transaction(version: Version) -> None:
+    """A CSMS may answer any TransactionEvent with idTokenInfo: accepted at the start, the
+    token blocked later (an Updated event's answer) ends the transaction there."""
+    station, csms, clock = make(version, meter_interval=10)
+    events = _listen(station)
+    csms.responders["TransactionEvent"] = lambda payload: (
+        {"idTokenInfo": {"status": "Blocked" if payload["seqNo"] >= 3 else "Accepted"}}
+        if payload["eventType"] != "Ended"
+        else {}
+    )
+    boot(station, csms)
+    station.start_session(1, "tok_later_blocked")
+    run_for(station, csms, clock, 600)
+    sent = csms.of("TransactionEvent")
+    assert [(e["eventType"], e["seqNo"]) for e in sent] == [
+        ("Started", 0), ("Updated", 1), ("Updated", 2), ("Updated", 3), ("Ended", 4)
+    ]  # fmt: skip
+    assert sent[-1]["triggerReason"] == "Deauthorized"
+    assert sent[-1]["transactionInfo"]["stoppedReason"] == "DeAuthorized"
+    assert station.transactions == [] and station.completed[0].rejected == "Blocked"
+    assert _authorizations(events)[-1] == ("TransactionEvent", "Blocked")
+    assert _connector_statuses(version, csms)[-1] == "Available"
+
+
 @pytest.mark.parametrize("remote", [False, True])
 def test_16_a_start_transaction_with_a_rejected_id_tag_stops_deauthorized(remote: bool) -> None:
     station, csms, clock = make(OCPP16, meter_interval=10)
@@ -860,30 +885,13 @@ def test_16_a_transaction_id_the_csms_did_not_assign_is_never_used(
     assert "start_acknowledged" not in kinds and "acknowledged" not in kinds
     assert kinds.count("rejected") == 1
     (rejected,) = [d for kind, d in events if kind == "rejected"]
-    assert rejected["status"] == (status if status != "Accepted" else NO_TRANSACTION_ID)
+    expected = status if status != "Accepted" else NO_TRANSACTION_ID
+    assert rejected["status"] == expected
+    # one verdict, and no acceptance: an Accepted without an id is counted as what it is
+    assert _authorizations(events) == [("StartTransaction", expected)]
 
 
 # -- timestamps are wall-clock time ----------------------------------------------------------
-
-
-class _WallOf:
-    """A fake wall clock that runs ``scale`` times slower than the fake simulated clock:
-    what ``--time-scale`` does at run time."""
-
-    def __init__(self, clock: FakeClock, scale: float, start: float) -> None:
-        self.clock, self.scale, self.start, self.sim0 = clock, scale, start, clock.now()
-
-    def now(self) -> float:
-        return self.start + (self.clock.now() - self.sim0) / self.scale
-
-
-def _timestamps(payload: object) -> list[str]:
-    if isinstance(payload, dict):
-        found = [v for k, v in payload.items() if k == "timestamp" and isinstance(v, str)]
-        return found + [t for v in payload.values() for t in _timestamps(v)]
-    if isinstance(payload, list):
-        return [t for v in payload for t in _timestamps(v)]
-    return []
 
 
 @pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
@@ -891,7 +899,7 @@ def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version
     from loadgen.protocols import iso_timestamp, parse_timestamp
 
     clock = FakeClock(start=1_780_000_000.0)
-    wall = _WallOf(clock, 10.0, start=1_700_000_000.0)
+    wall = SlowWallClock(clock, 10.0, start=1_700_000_000.0)
     station = Station(CHARGER, version, clock, StationConfig(meter_interval=60), wall_clock=wall)
     csms = MemoryCsms(version)
     boot(station, csms)
@@ -904,7 +912,7 @@ def test_timestamps_are_wall_clock_time_whatever_the_time_scale(version: Version
     run_for(station, csms, clock, 1200)
     station.stop_session(1)
     drive(station, csms)
-    stamps = [parse_timestamp(t).timestamp() for _, p in csms.received for t in _timestamps(p)]
+    stamps = [t for _, p in csms.received for t in station_times(p)]
     assert stamps and max(stamps) <= wall.now() + 1e-3  # never in the future
     assert min(stamps) >= 1_700_000_000.0
     # an hour simulated is 6 minutes on the wall...

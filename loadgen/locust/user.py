@@ -26,7 +26,7 @@ from loadgen.locust.plugin import RunContext
 from loadgen.logutil import RateLimitedLog
 from loadgen.runner import Backoff, StationRunner
 from loadgen.states import Machine
-from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
+from loadgen.station import Station, StationConfig
 
 log = logging.getLogger(__name__)
 #: a fault fails every user at once: one line per kind and interval, with the count
@@ -353,8 +353,6 @@ class ChargerUser(User):
             self.context.count_recovery(self, kind, detail)
         elif kind == "authorization" and detail.get("status") != "Accepted":
             self._rejected(str(detail.get("message")), str(detail.get("status")))
-        elif kind == "rejected" and detail.get("status") == NO_TRANSACTION_ID:
-            self._rejected("StartTransaction", NO_TRANSACTION_ID)  # Accepted, but no id
         observer = self.context.metrics_observer
         if observer is not None and self.charger_id is not None:  # None: the lease lost
             observer.station_event(self.charger_id, kind, detail)

@@ -9,6 +9,7 @@ import functools
 from typing import Any
 
 from loadgen import link as links
+from loadgen.stations.base import NO_TRANSACTION_ID
 
 OTHER = "Other"
 
@@ -64,6 +65,8 @@ AUTHORIZATION_STATUSES = (
     "NotAtThisLocation",
     "NotAtThisTime",
     "Unknown",
+    # not the CSMS's word: a 1.6 StartTransaction Accepted without a usable transactionId
+    NO_TRANSACTION_ID,
 )
 #: the messages whose replies carry a verdict
 AUTHORIZATION_MESSAGES = ("Authorize", "TransactionEvent", "StartTransaction")

@@ -96,6 +96,17 @@ class Rules:
         values); False: not one this version's station sends."""
         return False
 
+    def trigger_readings(self, station: Station, evse: Evse, message: str) -> None:
+        """TriggerMessage MeterValues (2.0.1: or TransactionEvent) for ``evse``: its
+        readings now, context Trigger."""
+        raise NotImplementedError
+
+
+def reading_context(trigger: str) -> str:
+    """The sampledValue context of a transaction's reading sent for ``trigger``: Trigger
+    when the CSMS asked for it (TriggerMessage), else a periodic sample."""
+    return "Trigger" if trigger == "Trigger" else "Sample.Periodic"
+
 
 def verdict(reply: dict[str, Any], info: str) -> str:
     """The status of an idTokenInfo / idTagInfo; a reply without one is no Accepted."""

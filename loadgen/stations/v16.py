@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from loadgen import commands, smart_charging_station
 from loadgen.protocols import v16
-from loadgen.stations.base import ACCEPTED, NO_TRANSACTION_ID, Readings, Rules, verdict
+from loadgen.stations.base import (
+    ACCEPTED,
+    NO_TRANSACTION_ID,
+    Readings,
+    Rules,
+    reading_context,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from loadgen.station import Evse, Station, Transaction
@@ -64,15 +71,17 @@ class Rules16(Rules):
         def started(reply: dict[str, Any]) -> None:
             csms_id = reply["transactionId"]
             status = verdict(reply, "idTagInfo")
-            station.report_authorization("StartTransaction", transaction, status)
             if isinstance(csms_id, bool) or not isinstance(csms_id, int) or csms_id <= 0:
                 # Not an id the CSMS assigned (CitrineOS answers Invalid with 0): never
                 # used, no MeterValues or StopTransaction for it, and not in the run
-                # ledger (the CSMS holds no such transaction to reconcile with).
-                station.deauthorize(
-                    transaction, status if status != ACCEPTED else NO_TRANSACTION_ID
-                )
+                # ledger (the CSMS holds no such transaction to reconcile with). An
+                # Accepted without an id is no acceptance: counted and reported as such.
+                if status == ACCEPTED:
+                    status = NO_TRANSACTION_ID
+                station.report_authorization("StartTransaction", transaction, status)
+                station.deauthorize(transaction, status)
                 return
+            station.report_authorization("StartTransaction", transaction, status)
             transaction.csms_id = csms_id
             station.emit("transaction_id", {"transaction": transaction, "status": status})
             station.emit("start_acknowledged", {"transaction": transaction, "reply": reply})
@@ -90,7 +99,7 @@ class Rules16(Rules):
         readings: Readings,
     ) -> None:
         energy, power, soc = readings
-        sampled = v16.sampled_values(round(energy, 1), power, soc, "Sample.Periodic")
+        sampled = v16.sampled_values(round(energy, 1), power, soc, reading_context(trigger))
         values = [v16.meter_value(station.wall_clock.now(), sampled)]
 
         def build() -> dict[str, Any] | None:
@@ -145,6 +154,16 @@ class Rules16(Rules):
             station.notify(*v16.diagnostics_status_notification(status))
             return True
         return False
+
+    def trigger_readings(self, station: Station, evse: Evse, message: str) -> None:
+        transaction = evse.transaction
+        if transaction is not None and not transaction.stopping:
+            station.meter_update(evse, "Trigger")  # with the transaction's id
+            return
+        energy, power, soc = station.readings_now(evse)
+        sampled = v16.sampled_values(round(energy, 1), power, soc, "Trigger")
+        values = [v16.meter_value(station.now_wall(), sampled)]
+        station.notify(*v16.meter_values(evse.id, values))  # no transaction: no id
 
 
 RULES = Rules16()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from loadgen import commands, smart_charging_station
 from loadgen.device_model import Variable, chunks
-from loadgen.stations.base import ACCEPTED, Readings, Rules, verdict
+from loadgen.stations.base import ACCEPTED, Readings, Rules, reading_context, verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,8 +58,13 @@ class Rules201(Rules):
     def updated(
         self, station: Station, transaction: Transaction
     ) -> Callable[[dict[str, Any]], None] | None:
-        """What reads the answer to an Updated TransactionEvent (2.0.1: nothing)."""
-        return None
+        """What reads the answer to an Updated TransactionEvent: a CSMS may withdraw the
+        token's authorization there too (idTokenInfo), and the transaction then ends."""
+
+        def read(reply: dict[str, Any]) -> None:
+            self._token_verdict(station, transaction, reply)
+
+        return read
 
     def queue_start(
         self, station: Station, evse: Evse, transaction: Transaction, readings: Readings
@@ -127,7 +132,7 @@ class Rules201(Rules):
             charging_state=transaction.charging_state,
             offline=station.offline,
             meter_values=[
-                m.meter_value(now, m.sampled_values(energy, power, soc, "Sample.Periodic"))
+                m.meter_value(now, m.sampled_values(energy, power, soc, reading_context(trigger)))
             ],
             **self.transaction_fields(station, transaction, evse, limit_set=trigger == "LimitSet"),
         )
@@ -175,6 +180,19 @@ class Rules201(Rules):
             station.notify(*station.messages.log_status_notification(status, request))
             return True
         return False
+
+    def trigger_readings(self, station: Station, evse: Evse, message: str) -> None:
+        transaction = evse.transaction
+        if message == "TransactionEvent":
+            # the running transaction's Updated event, triggerReason Trigger (F06)
+            if transaction is not None and not transaction.stopping:
+                station.meter_update(evse, "Trigger")
+            return
+        # MeterValues: a MeterValuesRequest of the EVSE, in a transaction or not (F06)
+        energy, power, soc = station.readings_now(evse)
+        m = station.messages
+        sampled = m.sampled_values(energy, power, soc, "Trigger")
+        station.notify(*m.meter_values(evse.id, [m.meter_value(station.now_wall(), sampled)]))
 
 
 RULES = Rules201()
@@ -326,7 +344,7 @@ def _send_report(station: Station, request_id: int, variables: list[Variable]) -
     """NotifyReport in parts of at most ItemsPerMessage[GetReport], seqNo from 0, tbc on
     every part but the last."""
     parts = chunks([v.report_data() for v in variables], station.config.report_items_per_message)
-    now = station.clock.now()
+    now = station.now_wall()  # generatedAt: the CSMS reads real time
     for seq_no, part in enumerate(parts):
         station.notify(
             *station.messages.notify_report(
@@ -437,7 +455,7 @@ def get_monitoring_report(station: Station, payload: dict[str, Any]) -> dict[str
         for variable, settings in grouped.values()
     ]
     parts = chunks(monitor, station.config.report_items_per_message)
-    now = station.clock.now()
+    now = station.now_wall()
     for seq_no, part in enumerate(parts):
         station.notify(
             *station.messages.notify_monitoring_report(
@@ -535,7 +553,7 @@ def customer_information(station: Station, payload: dict[str, Any]) -> dict[str,
         data = "; ".join(found) if found else "No data"
         station.notify(
             *station.messages.notify_customer_information(
-                payload["requestId"], 0, station.clock.now(), data[:512]
+                payload["requestId"], 0, station.now_wall(), data[:512]
             )
         )
     return {"status": "Accepted"}

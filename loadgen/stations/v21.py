@@ -125,8 +125,13 @@ class Rules21(v201.Rules201):
     def updated(
         self, station: Station, transaction: Transaction
     ) -> Callable[[dict[str, Any]], None] | None:
+        verdict = super().updated(station, transaction)
+
         def read(reply: dict[str, Any]) -> None:
-            self.read_limit(station, transaction, reply)
+            if verdict is not None:
+                verdict(reply)
+            if not transaction.stopping:  # not deauthorized just now
+                self.read_limit(station, transaction, reply)
 
         return read
 
