@@ -854,6 +854,7 @@ class Station:
         if evse_id and evse_id not in self.evses:
             return "Rejected"  # not ours: nothing changes (it used to switch every EVSE)
         targets = [self.evses[evse_id]] if evse_id else list(self.evses.values())
+        whole_before = self.rules.station_statuses(self)
         scheduled = False
         for evse in targets:
             evse.operative = operative
@@ -861,6 +862,11 @@ class Station:
                 scheduled = True  # takes effect when the transaction ends
                 continue
             self.set_idle_status(evse)
+        # 1.6's connector 0 reports the charge point as a whole when that changes too.
+        if self.online and self.accepted:
+            for entry in self.rules.station_statuses(self):
+                if entry not in whole_before:
+                    self._queue.append(self._status_call(*entry))
         return "Scheduled" if scheduled else "Accepted"
 
     def trigger_message(self, message: str, evse_id: int | None) -> str:
@@ -874,6 +880,9 @@ class Station:
         elif message == "Heartbeat":
             self._queue.append(OutgoingCall("Heartbeat", lambda: {}))
         elif message == "StatusNotification":
+            if not evse_id:  # the whole station too (1.6: connector 0)
+                for entry in self.rules.station_statuses(self):
+                    self._queue.append(self._status_call(*entry))
             for evse in self.evses.values():
                 if evse_id is None or evse.id == evse_id:
                     for connector_id, status in evse.connectors.items():

@@ -66,6 +66,39 @@ def test_16_boot_reports_connector_0_then_each_connector() -> None:
     assert statuses == [(0, "Unavailable")] + [(c, "Unavailable") for c in connectors]
 
 
+def test_16_connector_0_is_reported_on_change_and_when_triggered() -> None:
+    """Connector 0 is the charge point itself: a ChangeAvailability of connector 0 that
+    changes its status reports it (not only the next boot), and TriggerMessage
+    StatusNotification for connector 0, or for no connector, brings it too."""
+    station, csms, _ = make(OCPP16)
+    boot(station, csms)
+    connectors = list(range(1, CHARGER.evse_count + 1))
+
+    def statuses_after(action: str, payload: dict) -> list[tuple[int, str]]:
+        before = len(csms.received)
+        station.handle_csms_call(action, payload)
+        drive(station, csms)
+        return [(p["connectorId"], p["status"]) for a, p in csms.received[before:]
+                if a == "StatusNotification"]  # fmt: skip
+
+    inoperative = {"connectorId": 0, "type": "Inoperative"}
+    assert statuses_after("ChangeAvailability", inoperative) == [
+        *((c, "Unavailable") for c in connectors),
+        (0, "Unavailable"),
+    ]
+    assert statuses_after("ChangeAvailability", inoperative) == []  # nothing changed
+    trigger = {"requestedMessage": "StatusNotification"}
+    assert statuses_after("TriggerMessage", {**trigger, "connectorId": 0}) == [(0, "Unavailable")]
+    assert statuses_after("TriggerMessage", trigger) == [
+        (0, "Unavailable"),
+        *((c, "Unavailable") for c in connectors),
+    ]
+    assert statuses_after("ChangeAvailability", {**inoperative, "type": "Operative"}) == [
+        *((c, "Available") for c in connectors),
+        (0, "Available"),
+    ]
+
+
 @pytest.mark.parametrize("version", V2)
 def test_2_x_boot_reports_no_connector_0(version: Version) -> None:
     station, csms, _ = make(version)

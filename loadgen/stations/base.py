@@ -50,9 +50,14 @@ class Rules:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
+    def station_statuses(self, station: Station) -> list[tuple[int, int, str]]:
+        """(0, 0, status) of the station as a whole where the version reports one (1.6's
+        connector 0); none by default."""
+        return []
+
     def boot_statuses(self, station: Station) -> list[tuple[int, int, str]]:
         """(EVSE id, connector id, status) of every StatusNotification after a boot."""
-        return [
+        return self.station_statuses(station) + [
             (evse.id, connector_id, status)
             for evse in station.evses.values()
             for connector_id, status in evse.connectors.items()

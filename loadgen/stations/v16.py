@@ -47,12 +47,11 @@ class Rules16(Rules):
         status = {"Occupied": "Preparing"}.get(status, status)
         return v16.status_notification(evse_id, status, timestamp)[1]
 
-    def boot_statuses(self, station: Station) -> list[tuple[int, int, str]]:
-        # Connector 0 first: the charge point as a whole, Unavailable only when every
+    def station_statuses(self, station: Station) -> list[tuple[int, int, str]]:
+        # Connector 0: the charge point as a whole, Unavailable only when every
         # connector was made inoperative (ChangeAvailability of connector 0).
         operative = any(evse.operative for evse in station.evses.values())
-        whole = (0, 0, "Available" if operative else "Unavailable")
-        return [whole, *super().boot_statuses(station)]
+        return [(0, 0, "Available" if operative else "Unavailable")]
 
     def authorize(self, station: Station, transaction: Transaction) -> dict[str, Any]:
         return v16.authorize(transaction.token)[1]
