@@ -94,3 +94,50 @@ def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
     # after the drop, every connect is refused: the CSMS keeps choosing 1.6
     assert reasons[1:] and all("does not change between 1.6 and 2.x" in r for r in reasons[1:])
     assert runner.connects == 1
+
+
+def test_the_metrics_count_what_each_connection_speaks() -> None:
+    """``version_chargers`` and ``connections_total`` follow the CSMS's pick, connection by
+    connection: 2.1 first, then 2.0.1 after a reconnect."""
+    from loadgen.metrics.collectors import Metrics
+    from loadgen.metrics.observer import MetricsObserver
+
+    picks = iter(["ocpp2.1"])  # then 2.0.1 for ever
+
+    def select(connection: Any, offered: list[str]) -> str:
+        return next(picks, "ocpp2.0.1")
+
+    metrics = Metrics()
+    observer = MetricsObserver(metrics)
+    clock = ScaledClock(10)
+    station = Station(CHARGER, OCPP21, clock, StationConfig(meter_interval=60))
+    observer.add_station(station)
+
+    def counted(name: str, version: str) -> float:
+        return metrics.registry.get_sample_value(f"ocpp_loadgen_{name}", {"version": version}) or 0
+
+    with FakeCsms(polite, subprotocols=SUBPROTOCOLS, select_subprotocol=select) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=RetryBackOff(0.05, 0.0, cap=0.1),
+            on_event=lambda kind, detail: observer.runner_event(detail["charger_id"], kind, detail),
+            offer=(OCPP21, OCPP201),
+        )
+        runner.start()
+        wait_for(lambda: station.accepted, timeout=10)
+        assert counted("version_chargers", "2.1") == 1
+        assert counted("version_chargers", "2.0.1") == 0
+        csms.close_with(1011, "switching")
+        wait_for(lambda: runner.connects == 2 and station.accepted, timeout=10)
+        assert station.version is OCPP201
+        assert counted("version_chargers", "2.1") == 0
+        assert counted("version_chargers", "2.0.1") == 1
+        runner.stop(timeout=5)
+    assert counted("version_chargers", "2.0.1") == 0  # disconnected: counted nowhere
+    assert counted("connections_total", "2.1") == 1
+    assert counted("connections_total", "2.0.1") == 1
+    assert counted("connections_total", "1.6") == 0  # exported from the start, at 0
+    observer.remove_station(CHARGER.id)
+    assert all(counted("version_chargers", v) == 0 for v in ("1.6", "2.0.1", "2.1"))
