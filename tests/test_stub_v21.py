@@ -146,6 +146,29 @@ async def test_a_255_character_idtoken_is_stored_and_read_back(
     assert stub.service.find_transaction("emart_jeju_26", "tx-21-256") is None
 
 
+async def test_a_connectors_availability_state_is_its_status(
+    stub: Stub, connect: ClientFactory
+) -> None:
+    """2.1 reports connector status with NotifyEvent (AvailabilityState, StatusNotification
+    being deprecated): the stub keeps it as it keeps a StatusNotification's; an event about
+    anything else (the EVSE's state, no connector named) is only logged."""
+    client = await connect("emart_jeju_27", "ocpp2.1")
+    await client.call(*v201.boot_notification("ABB", "X"))
+    now = time.time()
+    occupied = v201.availability_event(1, now, 1, 1, "Occupied")
+    faulted = v201.availability_event(2, now, 2, 1, "Faulted")
+    evse_state = {**v201.availability_event(3, now, 1, 1, "Unavailable"), "component": {
+        "name": "EVSE", "evse": {"id": 1}}}  # fmt: skip
+    reply = await client.call(*v201.notify_event(0, now, [occupied, evse_state, faulted]))
+    assert reply == {}
+    charger = stub.service.chargers["emart_jeju_27"]
+    assert charger.connectors == {(1, 1): "Occupied", (2, 1): "Faulted"}
+    await client.call(
+        *v201.notify_event(0, now, [v201.availability_event(4, now, 1, 1, "Available")])
+    )
+    assert charger.connectors[(1, 1)] == "Available"
+
+
 async def test_a_send_is_handled_and_never_answered(stub: Stub, connect: ClientFactory) -> None:
     client = await connect("emart_jeju_22", "ocpp2.1")
     await client.call(*v201.boot_notification("ABB", "X"))

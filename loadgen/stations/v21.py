@@ -55,6 +55,9 @@ def running_cost(station: Station, transaction: Transaction, evse: Evse) -> floa
 class Rules21(v201.Rules201):
     #: 2.1 requires it: the CSMS's own monitors are CustomMonitor
     monitor_fields = {"eventNotificationType": "CustomMonitor"}
+    #: 2.1 deprecates StatusNotification: connector status is a NotifyEvent reporting the
+    #: Connector's AvailabilityState (use case G01, "Report Connector AvailabilityState")
+    connector_status_message = "NotifyEvent"
 
     def authorized(self, transaction: Transaction, reply: dict[str, Any]) -> None:
         if isinstance(reply.get("tariff"), dict):
