@@ -109,7 +109,13 @@ async def test_every_21_handler_answers_a_valid_call_result(
     missing = set(HANDLERS["2.1"]) - set(replies) - {"NotifyPeriodicEventStream"}
     # the 2.0.1 notifications 2.1 keeps are exercised by the 2.0.1 test, the same functions
     assert missing <= set(HANDLERS["2.0.1"]), missing
-    assert replies["Authorize"] == [{"idTokenInfo": {"status": "Accepted"}}] * 2
+    # the driver's tariff: --tariff per kWh, so that a 2.1 station reports the running cost
+    tariff = {
+        "tariffId": "csms_stub",
+        "currency": "KRW",
+        "energy": {"prices": [{"priceKwh": 150.0}]},
+    }
+    assert replies["Authorize"] == [{"idTokenInfo": {"status": "Accepted"}, "tariff": tariff}] * 2
     started, updated, ended = replies["TransactionEvent"]
     assert "totalCost" not in started
     assert updated["totalCost"] == pytest.approx(2 * 150)  # the --tariff, as in 2.0.1
