@@ -275,11 +275,12 @@ def _no_stream(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # HOOK(SEND): a station that opened a stream (OpenPeriodicEventStream, a CALL) would send
-# its NotifyPeriodicEventStream as a 2.1 SEND frame (MessageTypeId 6, no reply), which the
-# station's queue cannot carry (every OutgoingCall awaits a CALLRESULT). When the link can
-# send a SEND, give Station a ``send_unconfirmed(action, payload)`` for the runtime to
-# drain, and open streams for the monitors that ask for one (SetMonitoringData's
-# periodicEventStream). Until then no stream is opened, so Get/Adjust find none.
+# its NotifyPeriodicEventStream as a 2.1 SEND frame (MessageTypeId 6, no reply). The link
+# sends one (``Link.send``), but the station's queue cannot carry it (every OutgoingCall
+# awaits a CALLRESULT): give Station a ``send_unconfirmed(action, payload)`` for the runtime
+# to drain, and open streams for the monitors that ask for one (SetMonitoringData's
+# periodicEventStream). Until then no stream is opened, so Get/Adjust find none: monitors
+# never fire here anyway (see .v201), and a basic session sends no stream.
 
 
 def _get_periodic_event_stream(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
