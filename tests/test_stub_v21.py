@@ -61,8 +61,6 @@ async def test_every_21_handler_answers_a_valid_call_result(
         v201.data_transfer("com.example.vendor", "Ping", {"seq": 1}),
         ("NotifySettlement", {"pspRef": "psp-1", "status": "Settled",
                               "settlementAmount": 12.5, "settlementTime": at}),
-        ("NotifyAllowedEnergyTransfer", {"transactionId": "tx-21-a",
-                                         "allowedEnergyTransfer": ["AC_three_phase"]}),
         ("NotifyPriorityCharging", {"transactionId": "tx-21-a", "activated": True}),
         ("NotifyDERAlarm", {"controlType": "FreqDroop", "timestamp": at}),
         ("NotifyDERStartStop", {"controlId": "der-1", "started": True, "timestamp": at}),
@@ -120,7 +118,14 @@ async def test_every_21_handler_answers_a_valid_call_result(
     assert "totalCost" not in started
     assert updated["totalCost"] == pytest.approx(2 * 150)  # the --tariff, as in 2.0.1
     assert ended["totalCost"] == pytest.approx(10 * 150)
-    assert replies["NotifyAllowedEnergyTransfer"] == [{"status": "Accepted"}]
+    # the CSMS sends NotifyAllowedEnergyTransfer (2.1's "CSMSs -> Charging Stations"): a
+    # charger sending it gets what any CSMS-side action gets
+    with pytest.raises(CallErrorReply) as refused:
+        await client.call(
+            "NotifyAllowedEnergyTransfer",
+            {"transactionId": "tx-21-a", "allowedEnergyTransfer": ["AC_three_phase"]},
+        )
+    assert refused.value.error_code == ErrorCode.NOT_SUPPORTED
     assert replies["VatNumberValidation"] == [{"vatNumber": "KR1234567890", "status": "Rejected"}]
     transaction = stub.service.find_transaction("emart_jeju_21", "tx-21-a")
     assert transaction is not None and transaction.ocpp_version == "2.1"

@@ -80,7 +80,6 @@ HANDLERS = {
     "Authorize": authorize,
     "NotifyPeriodicEventStream": notify_periodic_event_stream,
     "NotifySettlement": v201.logged("NotifySettlement"),
-    "NotifyAllowedEnergyTransfer": answer("NotifyAllowedEnergyTransfer", {"status": "Accepted"}),
     "NotifyPriorityCharging": v201.logged("NotifyPriorityCharging"),
     "NotifyDERAlarm": v201.logged("NotifyDERAlarm"),
     "NotifyDERStartStop": v201.logged("NotifyDERStartStop"),
