@@ -15,6 +15,12 @@ real :class:`~loadgen.station.Station` objects driven by
 process, observed by the load generator's own :class:`~loadgen.metrics.observer.MetricsObserver`,
 as a Locust worker runs them; some charge EVs so that transaction messages are in flight.
 
+``--ocpp-version 2.1`` adds OCPP 2.1's hostility: the 2.1-only CSMS calls (tariffs,
+DER control, battery swap, priority charging, periodic event streams...) absurd and
+invalid, SEND frames (which a station must never answer) and CALLRESULTERRORs about the
+stations' CALLRESULTs, whole and broken, and replies that carry 2.1's absurd but valid
+transaction limits and tariffs.
+
 Everything is seeded (``--seed``): the same seed sends the same kinds of hostility in the
 same proportions (timing still varies). At the end it checks that the stations' process
 did not crash, logged no traceback and no unhandled greenlet error, every station is still
@@ -180,6 +186,66 @@ INVALID_CALLS: list[tuple[str, Any]] = [
     ("RequestStopTransaction", {"transactionId": 7}),
     ("Reset", {"type": "Immediate", "surprise": True}),
 ]
+# OCPP 2.1 only: schema-valid but absurd (a CALLRESULT is due) and schema-invalid ones
+ABSURD_TARIFF = {
+    "tariffId": "\u0000" * 60,
+    "currency": "XXX",
+    "energy": {"prices": [{"priceKwh": 1e308}]},
+    "chargingTime": {"prices": [{"priceMinute": -1e308}]},
+    "fixedFee": {"prices": [{"priceFixed": 5e-324}]},
+    "validFrom": "0001-01-01T00:00:00Z",
+}
+ABSURD_CALLS_21: list[tuple[str, dict[str, Any]]] = [
+    ("SetDefaultTariff", {"evseId": 0, "tariff": ABSURD_TARIFF}),
+    ("SetDefaultTariff", {"evseId": 2**31, "tariff": {"tariffId": "t", "currency": "EUR"}}),
+    (
+        "SetDefaultTariff",
+        {"evseId": 1, "tariff": {**ABSURD_TARIFF, "validFrom": "9999-12-31T23:59:59Z"}},
+    ),
+    ("ChangeTransactionTariff", {"transactionId": "\u0000" * 36, "tariff": ABSURD_TARIFF}),
+    ("GetTariffs", {"evseId": 2**31}),
+    ("ClearTariffs", {"tariffIds": ["\u0000" * 60] * 50, "evseId": 2**31}),
+    ("ClearTariffs", {}),
+    ("UsePriorityCharging", {"transactionId": "x", "activate": True}),
+    ("UpdateDynamicSchedule", {"chargingProfileId": -1, "scheduleUpdate": {"limit": 1e308}}),
+    ("RequestBatterySwap", {"idToken": {"idToken": "x" * 255, "type": "VIN"}, "requestId": 0}),
+    ("GetDERControl", {"requestId": -(2**31)}),
+    ("ClearDERControl", {"isDefault": True}),
+    ("AFRRSignal", {"timestamp": "0001-01-01T00:00:00Z", "signal": -(2**31)}),
+    ("AdjustPeriodicEventStream", {"id": 2**31, "params": {"interval": 0, "values": 0}}),
+    ("GetPeriodicEventStream", {}),
+    (
+        "NotifyAllowedEnergyTransfer",
+        {"transactionId": "\u0000", "allowedEnergyTransfer": ["DC_BPT"] * 10},
+    ),
+    ("NotifyWebPaymentStarted", {"evseId": 2**31, "timeout": -1}),
+    (
+        "RequestStartTransaction",
+        {"idToken": {"idToken": "\u0000" * 255, "type": "x" * 20}, "remoteStartId": 1},
+    ),
+]
+INVALID_CALLS_21: list[tuple[str, Any]] = [
+    ("SetDefaultTariff", {"evseId": 1}),
+    ("SetDefaultTariff", {"evseId": 1, "tariff": {"tariffId": "t", "currency": "EURO!"}}),
+    ("ChangeTransactionTariff", {"transactionId": 1, "tariff": {}}),
+    ("GetTariffs", {"evseId": "all"}),
+    ("ClearTariffs", {"tariffIds": "all"}),
+    ("UsePriorityCharging", {"transactionId": "x"}),
+    ("SetDERControl", {"isDefault": "yes"}),
+    ("RequestBatterySwap", {"requestId": 1}),
+    (
+        "RequestStartTransaction",
+        {"idToken": {"idToken": "x", "type": "y" * 21}, "remoteStartId": 1},
+    ),
+]
+#: what a 2.1 CSMS answers that a 2.0.1 one cannot: limits and tariffs, absurd but valid
+ABSURD_LIMITS = [
+    {"maxEnergy": 0},
+    {"maxTime": 0, "maxSoC": 0},
+    {"maxCost": 1e308, "maxEnergy": 1e308},
+    {"maxEnergy": -1.0, "maxTime": -(2**31)},
+    {},
+]
 UNKNOWN_ACTIONS = ["FlyToTheMoon", "x" * 1000, "Reset\u0000", "../v16/schemas/Reset", "__class__"]
 # Frames that are not well-formed CALLs: a CALLERROR (id -1 or theirs) or nothing.
 BROKEN_CALLS = [
@@ -198,15 +264,33 @@ def weighted(rng: random.Random, table: dict[str, int]) -> str:
     return rng.choices(kinds, weights=[table[k] for k in kinds])[0]
 
 
-def hostile_call(rng: random.Random) -> tuple[str, Any, str]:
+def absurd_expected(version: str, action: str, payload: Any) -> str:
+    """A 2.0.1 absurd CALL is a result; 2.1's schemas refuse a few of its values (a
+    negative stackLevel or connectorId): then the schema's CALLERROR is the right answer."""
+    from loadgen.protocols import get_version, schemas
+
+    try:
+        schemas.validate(get_version(version), action, payload)
+    except schemas.PayloadError:
+        return "schema_error"
+    return "result"
+
+
+def hostile_call(rng: random.Random, version: str = "2.0.1") -> tuple[str, Any, str]:
     """(action, payload, expected): a CSMS CALL and what a correct station answers."""
     roll = rng.random()
+    if version == "2.1" and rng.random() < 0.4:
+        if roll < 0.6:
+            action, payload = rng.choice(ABSURD_CALLS_21)
+            return action, payload, "result"
+        action, payload = rng.choice(INVALID_CALLS_21)
+        return action, payload, "schema_error"
     if roll < 0.5:
         action, payload = rng.choice(ABSURD_CALLS)
         if action == "SetVariables":
             payload = json.loads(json.dumps(payload))
             payload["setVariableData"][0]["attributeValue"] = rng.choice(ABSURD_SET_VALUES)
-        return action, payload, "result"
+        return action, payload, absurd_expected(version, action, payload)
     if roll < 0.85:
         action, payload = rng.choice(INVALID_CALLS)
         return action, payload, "schema_error"
@@ -230,8 +314,19 @@ def invalid_result(rng: random.Random, action: str) -> Any:
     )
 
 
-def correct_result(action: str) -> dict[str, Any]:
-    return ocpp_reply(heartbeat_interval=30)("ocpp2.0.1", action)
+def correct_result(action: str, rng: random.Random | None = None) -> dict[str, Any]:
+    """The smallest valid reply (the same in 2.0.1 and 2.1); given ``rng`` (2.1), sometimes
+    with a transaction limit or a driver's tariff, absurd but valid."""
+    reply = ocpp_reply(heartbeat_interval=30)("ocpp2.0.1", action)
+    if rng is not None and rng.random() < 0.3:
+        if action == "TransactionEvent":
+            reply = {**reply, "transactionLimit": rng.choice(ABSURD_LIMITS)}
+        elif action == "Authorize":
+            reply = {
+                **reply,
+                "tariff": rng.choice([ABSURD_TARIFF, {**ABSURD_TARIFF, "currency": "EUR"}]),
+            }
+    return reply
 
 
 # -- the hostile CSMS (asyncio) -------------------------------------------------------------
@@ -283,6 +378,8 @@ class HostileCsms:
 
         self.stat("connections")
         pending: dict[str, tuple[float, str, str]] = {}  # id -> (sent at, action, expected)
+        if ws.subprotocol == "ocpp2.1":
+            self.stat("connections_ocpp2.1")
         caller = asyncio.create_task(self.call_station(ws, pending))
         try:
             async for frame in ws:
@@ -313,11 +410,17 @@ class HostileCsms:
         if not isinstance(message, list) or not message:
             self.stat("station_malformed")
             return
-        if message[0] == 2 and len(message) == 4:
+        if len(message) > 1 and isinstance(message[1], str) and message[1].startswith("send-"):
+            # an answer (or anything) with the id of a SEND: OCPP-J 2.1 forbids any
+            self.stat("sends_answered")
+            self.example(f"a SEND was answered: {frame[:80]!r}")
+        elif message[0] == 2 and len(message) == 4:
             self.stat("station_calls")
             await self.answer(ws, message)
         elif message[0] in (3, 4) and len(message) >= 3:
             self.judge(message, pending)
+        elif message[0] == 5 and len(message) == 5 and ws.subprotocol == "ocpp2.1":
+            self.stat("station_callresulterrors")  # about an invalid CALLRESULT of ours
         else:
             self.stat("station_malformed")
 
@@ -352,8 +455,10 @@ class HostileCsms:
             kind = "invalid_result"
         self.stat(f"reply_{kind}")
         dumps = orjson.dumps
+        v21 = ws.subprotocol == "ocpp2.1"
         if kind == "correct":
-            await ws.send(dumps([3, message_id, correct_result(action)]).decode())
+            reply = correct_result(action, rng if v21 else None)
+            await ws.send(dumps([3, message_id, reply]).decode())
         elif kind == "correct_twice":
             text = dumps([3, message_id, correct_result(action)]).decode()
             await ws.send(text)
@@ -398,12 +503,16 @@ class HostileCsms:
             count = rng.randint(20, 60) if roll < 0.05 else 1
             if roll < 0.05:
                 self.stat("floods")
+            v21 = ws.subprotocol == "ocpp2.1"
             for _ in range(count):
                 if rng.random() < 0.08:
                     self.stat("csms_broken_calls")
                     await ws.send(rng.choice(BROKEN_CALLS))
                     continue
-                action, payload, expected = hostile_call(rng)
+                if v21 and rng.random() < 0.15:
+                    await self.send_21_frame(ws, next(ids), pending)
+                    continue
+                action, payload, expected = hostile_call(rng, "2.1" if v21 else "2.0.1")
                 message_id = f"h{next(ids)}"
                 pending[message_id] = (time.monotonic(), action, expected)
                 self.stat("csms_calls")
@@ -413,6 +522,45 @@ class HostileCsms:
                 code = rng.choice([1000, 1001, 1006 - 5, 1011, 1012, 1013, 4000])
                 await ws.close(code, "hostile CSMS closes")
                 return
+
+    async def send_21_frame(self, ws: Any, serial: int, pending: dict[str, Any]) -> None:
+        """OCPP-J 2.1's own frames: SENDs (ids ``send-...``: nothing may come back), whole or
+        broken, and CALLRESULTERRORs about a station's CALLRESULT or about nothing."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.5:
+            self.stat("csms_sends")
+            action, payload, _ = hostile_call(rng, "2.1")
+            if rng.random() < 0.5:
+                action, payload = (
+                    "NotifyPeriodicEventStream",
+                    {
+                        "id": 1,
+                        "pending": 0,
+                        "basetime": "2026-01-01T00:00:00Z",
+                        "data": [{"t": 0, "v": "1"}],
+                    },
+                )
+            await ws.send(orjson.dumps([6, f"send-{serial}", action, payload]).decode())
+        elif roll < 0.8:
+            self.stat("csms_callresulterrors")
+            about = rng.choice([f"h{serial - 1}", f"h{serial - 2}", "unknown", ""])
+            code = rng.choice(["FormatViolation", "PropertyConstraintViolation", "Odd", ""])
+            await ws.send(orjson.dumps([5, about, code, "x" * rng.randint(0, 300), {}]).decode())
+        else:
+            self.stat("csms_broken_21_frames")
+            await ws.send(
+                rng.choice(
+                    [
+                        f'[6, "send-{serial}"]',
+                        f'[6, "send-{serial}", "Reset", []]',
+                        f'[6, "send-{serial}", 6, {{}}]',
+                        '[5, "x"]',
+                        '[5, "x", 5, 5, 5]',
+                        f'[6, "send-{serial}", "Reset", {{"type": "Immediate"}}, "extra"]',
+                    ]
+                )
+            )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -427,7 +575,7 @@ async def serve(args: argparse.Namespace) -> None:
         csms.handle,
         HOST,
         args.port,
-        subprotocols=["ocpp2.0.1", "ocpp1.6"],
+        subprotocols=["ocpp2.1", "ocpp2.0.1", "ocpp1.6"],
         select_subprotocol=csms.select_subprotocol,
         process_request=csms.process_request,
         process_response=csms.process_response,
@@ -540,6 +688,11 @@ def run_stations(args: argparse.Namespace) -> dict[str, Any]:
         for sample in metrics.protocol_errors.collect()[0].samples
         if sample.name.endswith("_total") and sample.value
     }
+    messages = {
+        f"{sample.labels['direction']} {sample.labels['type']}": int(sample.value)
+        for sample in metrics.messages.collect()[0].samples
+        if sample.name.endswith("_total") and sample.value
+    }
     csms_calls = Counter[str]()
     for sample in metrics.registry.collect():
         if sample.name.endswith("csms_calls"):
@@ -562,6 +715,7 @@ def run_stations(args: argparse.Namespace) -> dict[str, Any]:
         "log_levels": dict(watch.levels),
         "tracebacks": watch.tracebacks,
         "protocol_errors": protocol_errors,
+        "messages": messages,
         "csms_call_answers": dict(csms_calls),
         "rss_start": rss_start,
         "rss_end": rss_end,
@@ -600,6 +754,31 @@ def checks(worker: dict[str, Any], server: dict[str, Any], args: argparse.Namesp
             "protocol errors counted",
             sum(worker["protocol_errors"].values()) > 0,
             ", ".join(f"{k} {int(v):,}" for k, v in sorted(worker["protocol_errors"].items())),
+        ),
+        *(
+            [
+                (
+                    "2.1 frames: SENDs unanswered, counted",
+                    not stats.get("sends_answered")
+                    and stats.get("connections_ocpp2.1", 0) > 0
+                    and (
+                        not stats.get("csms_sends")
+                        or worker["messages"].get("received send", 0) > 0
+                    )
+                    and (
+                        not stats.get("csms_callresulterrors")
+                        or worker["protocol_errors"].get("callresulterror", 0) > 0
+                    ),
+                    f"{stats.get('csms_sends', 0):,} SENDs, "
+                    f"{stats.get('sends_answered', 0):,} answered; "
+                    f"{worker['messages'].get('received send', 0):,} counted received; "
+                    f"{stats.get('csms_callresulterrors', 0):,} CALLRESULTERRORs, "
+                    f"{int(worker['protocol_errors'].get('callresulterror', 0)):,} counted; "
+                    f"{worker['messages'].get('sent callresulterror', 0):,} sent by stations",
+                )
+            ]
+            if args.ocpp_version == "2.1"
+            else []
         ),
         (
             "memory bounded",
@@ -703,7 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of hostility (30)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--ocpp-version", choices=("2.0.1",), default="2.0.1")
+    parser.add_argument("--ocpp-version", choices=("2.0.1", "2.1"), default="2.0.1")
     parser.add_argument("--call-timeout", type=float, default=5.0)
     parser.add_argument("--calls-per-second", type=float, default=0.2, help="per connection")
     parser.add_argument("--connect-rate", type=float, default=500.0)

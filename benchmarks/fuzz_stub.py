@@ -1,12 +1,15 @@
 """A bounded, seeded stream of hostile OCPP-J frames at a csms_stub it starts on 127.0.0.1.
 
-``--frames`` frames (100,000 by default) go out over ``--connections`` connections, half
-OCPP 1.6 and half 2.0.1: malformed JSON, wrong types, values the schemas allow but a
+``--frames`` frames (100,000 by default) go out over ``--connections`` connections, a third
+each OCPP 2.1, 2.0.1 and 1.6: malformed JSON, wrong types, values the schemas allow but a
 database cannot hold (huge integers, NUL characters, long strings, extreme dates, odd
 unicode), unknown actions, replies to nothing, binary and oversized frames, and handshakes
 with odd charger ids, interleaved with well-formed transactions whose acknowledged events
-are then looked for in the database. It passes (exit 0) when the stub is still alive, no
-frame was answered InternalError, every acknowledged well-formed TransactionEvent is stored,
+are then looked for in the database. On 2.1 connections also OCPP-J 2.1's SEND (hostile
+NotifyPeriodicEventStream and other actions sent as SEND) and CALLRESULTERROR frames, whole
+and broken, and 2.1's TransactionEvent fields (costDetails, 255-character idTokens). It
+passes (exit 0) when the stub is still alive, no frame was answered InternalError, no SEND
+or CALLRESULTERROR was answered, every acknowledged well-formed TransactionEvent is stored,
 the write queue drained, and a SIGTERM stops it cleanly.
 
     .venv/bin/python benchmarks/fuzz_stub.py --frames 100000 --seed 1
@@ -36,7 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from loadgen import ocppj
-from loadgen.protocols import v16, v201
+from loadgen.protocols import v16, v21, v201
 
 T0 = 1_780_000_000.0
 WINDOW = 16  # hostile frames sent before a Heartbeat that brings the replies in order
@@ -124,6 +127,55 @@ def requests_201(rng: random.Random, tag: str) -> list[tuple[str, dict[str, Any]
     ]
 
 
+def requests_21(rng: random.Random, tag: str) -> list[tuple[str, dict[str, Any]]]:
+    """Well-formed 2.1 CALLs: 2.0.1's, a TransactionEvent with 2.1's fields and a long
+    idToken, and messages only 2.1 has."""
+    sampled = v21.sampled_values(rng.uniform(0, 1e6), rng.uniform(0, 3e5), 50)
+    token = v21.id_token("t" * rng.choice((1, 36, 255)), "VIN")
+    return [
+        *(request for request in requests_201(rng, tag) if request[0] != "TransactionEvent"),
+        v21.transaction_event(
+            "Updated",
+            f"fz-{tag}",
+            rng.randrange(100),
+            T0,
+            "RunningCost",
+            evse_id=1,
+            connector_id=1,
+            token=token,
+            meter_values=[v21.meter_value(T0, sampled)],
+            tariff_id="fz-tariff",
+            operation_mode="ChargingOnly",
+            transaction_limit=v21.transaction_limit(max_energy=5000.0, max_cost=12.5),
+            cost_details=v21.cost_details("EUR", 1.25, 5000.0, 600, period_start=T0),
+        ),
+        (
+            "NotifySettlement",
+            {
+                "pspRef": "psp-1",
+                "status": "Settled",
+                "settlementAmount": 12.5,
+                "settlementTime": "2026-06-01T00:00:00Z",
+            },
+        ),
+        (
+            "OpenPeriodicEventStream",
+            {"constantStreamData": {"id": 1, "params": {}, "variableMonitoringId": 1}},
+        ),
+        ("VatNumberValidation", {"vatNumber": "NL123", "evseId": 1}),
+    ]
+
+
+def stream_sample(rng: random.Random) -> dict[str, Any]:
+    """A NotifyPeriodicEventStream, a SEND's payload (OCPP-J 2.1)."""
+    return {
+        "id": rng.randrange(10),
+        "pending": 0,
+        "basetime": "2026-06-01T00:00:00Z",
+        "data": [{"t": float(i), "v": str(rng.uniform(0, 400))} for i in range(rng.randint(1, 5))],
+    }
+
+
 def requests_16(rng: random.Random, tag: str) -> list[tuple[str, dict[str, Any]]]:
     sampled = v16.sampled_values(rng.uniform(0, 1e6), rng.uniform(0, 3e5))
     return [
@@ -173,7 +225,7 @@ def hostile_value(rng: random.Random, key: Any, old: Any) -> Any:
 
 
 def hostile_frame(rng: random.Random, version: str, serial: int) -> str | bytes:
-    """One hostile frame; a CALL's id is ``h<serial>``."""
+    """One hostile frame; a CALL's id is ``h<serial>``, a SEND's ``n<serial>``."""
     message_id = f"h{serial}"
     roll = rng.random()
     if roll < 0.15:
@@ -190,7 +242,9 @@ def hostile_frame(rng: random.Random, version: str, serial: int) -> str | bytes:
     if roll < 0.25:
         action = rng.choice(["Foo", "A" * 1000, "Boot\u0000", "heartbeat", "GetVariables", ""])
         return ocppj.Call(message_id, action or "X", {}).encode()
-    builders = requests_201 if version == "2.0.1" else requests_16
+    if version == "2.1" and roll < 0.4:
+        return hostile_21_frame(rng, serial)
+    builders = {"2.1": requests_21, "2.0.1": requests_201, "1.6": requests_16}[version]
     action, payload = rng.choice(builders(rng, f"{serial}"))
     candidates = leaves(payload)
     for _ in range(rng.choice((1, 1, 2, 3)) if candidates else 0):
@@ -199,6 +253,43 @@ def hostile_frame(rng: random.Random, version: str, serial: int) -> str | bytes:
             payload = replaced(payload, path, hostile_value(rng, path[-1], old))
     # The standard library's json: orjson refuses integers beyond 64 bits.
     return json.dumps([2, message_id, action, payload])
+
+
+def hostile_21_frame(rng: random.Random, serial: int) -> str:
+    """OCPP-J 2.1's own frames, hostile: SENDs (never to be answered) with hostile payloads
+    or of actions that are no SEND, CALLRESULTERRORs about nothing, broken ones of both."""
+    send_id = f"n{serial}"
+    roll = rng.random()
+    if roll < 0.5:
+        if rng.random() < 0.7:
+            action, payload = "NotifyPeriodicEventStream", stream_sample(rng)
+        else:
+            action, payload = rng.choice(requests_21(rng, f"{serial}"))
+        for path, old in rng.sample(leaves(payload), k=min(2, len(leaves(payload))) * (roll < 0.3)):
+            if path:
+                payload = replaced(payload, path, hostile_value(rng, path[-1], old))
+        return json.dumps([6, send_id, action, payload])
+    if roll < 0.8:
+        return json.dumps(
+            [
+                5,
+                rng.choice((send_id, f"{send_id}-unknown", "n")),
+                rng.choice(("FormatViolation", "Odd")),
+                rng.choice(ODD_TEXT),
+                {},
+            ]
+        )
+    return rng.choice(
+        [
+            f'[6, "{send_id}"]',
+            f'[6, "{send_id}", "NotifyPeriodicEventStream"]',
+            f'[6, "{send_id}", "NotifyPeriodicEventStream", []]',
+            '[6, 6, "NotifyPeriodicEventStream", {}]',
+            f'[5, "{send_id}"]',
+            f'[5, "{send_id}", 5, "", {{}}]',
+            f'[5, "{send_id}", "GenericError", "", []]',
+        ]
+    )
 
 
 @dataclass
@@ -211,6 +302,8 @@ class Tally:
     #: well-formed TransactionEvents acknowledged: (charger id, transaction id, seqNo)
     acknowledged: set[tuple[str, str, int]] = field(default_factory=set)
     internal_errors: list[str] = field(default_factory=list)
+    #: answers to a SEND or a CALLRESULTERROR (ids n..., or to nothing): OCPP-J 2.1 forbids
+    answered_sends: list[str] = field(default_factory=list)
 
 
 class Fuzzer:
@@ -221,7 +314,7 @@ class Fuzzer:
 
     async def charger(self, index: int, frames: int) -> None:
         rng = random.Random(f"{self.args.seed}-{index}")
-        version = "2.0.1" if index % 2 == 0 else "1.6"
+        version = ("2.1", "2.0.1", "1.6")[index % 3]
         charger_id = f"fuzz-{self.args.seed}-{index}"
         well_formed = self.transactions(charger_id, version)
         serial = 0
@@ -229,7 +322,7 @@ class Fuzzer:
             try:
                 async with connect(
                     f"{self.url}/{charger_id}",
-                    subprotocols=["ocpp2.0.1" if version == "2.0.1" else "ocpp1.6"],  # type: ignore[list-item]
+                    subprotocols=[f"ocpp{version}"],  # type: ignore[list-item]
                     max_size=None,
                     compression=None,
                     open_timeout=10,
@@ -247,10 +340,11 @@ class Fuzzer:
         number = 0
         while True:
             number += 1
-            if version == "2.0.1":
+            if version in ("2.0.1", "2.1"):
                 transaction_id = f"ok-{charger_id}-{number}"
+                builder = v21 if version == "2.1" else v201
                 for seq_no, event in enumerate(("Started", "Updated", "Updated", "Ended")):
-                    action, payload = v201.transaction_event(
+                    action, payload = builder.transaction_event(
                         event,
                         transaction_id,
                         seq_no,
@@ -293,10 +387,12 @@ class Fuzzer:
         while True:
             raw = await asyncio.wait_for(ws.recv(), 30)
             try:
-                message = ocppj.parse(raw)
+                message = ocppj.parse(raw, extended=version == "2.1")
             except ocppj.FrameError:
                 self.tally.answers["unparseable"] += 1
                 continue
+            if message.message_id.startswith("n") and len(self.tally.answered_sends) < 20:
+                self.tally.answered_sends.append(str(raw)[:300])  # a SEND was answered
             if isinstance(message, ocppj.CallError):
                 self.tally.answers[f"CALLERROR {message.error_code}"] += 1
                 if message.error_code == ocppj.ErrorCode.INTERNAL_ERROR:
@@ -306,8 +402,10 @@ class Fuzzer:
                 key = expected.get(message.message_id)
                 if key is not None:
                     self.tally.acknowledged.add(key)
-            else:
+            elif isinstance(message, ocppj.Call):
                 self.tally.answers[f"CALL {message.action}"] += 1  # none expected
+            else:  # a SEND or CALLRESULTERROR from the stub: none expected either
+                self.tally.answers[type(message).__name__] += 1
             if message.message_id == sync:
                 return count + 2
 
@@ -351,6 +449,18 @@ def metric_sum(text: str, name: str) -> float:
         if line.startswith(name):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def messages_of_version(text: str, version: str) -> float:
+    """csms_stub_messages_total of one OCPP version, summed over actions and outcomes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "csms_stub_messages_total" and sample.labels.get("version") == version
+    )
 
 
 def main() -> int:
@@ -398,6 +508,7 @@ def main() -> int:
     missing = tally.acknowledged - stored
     checks["every acknowledged well-formed TE stored"] = not missing
     checks["no InternalError"] = not tally.internal_errors
+    checks["no SEND or CALLRESULTERROR answered"] = not tally.answered_sends
     checks["well-formed TEs acknowledged"] = len(tally.acknowledged) > 0
 
     rows = [[kind, count] for kind, count in sorted(tally.answers.items())]
@@ -417,6 +528,10 @@ def main() -> int:
             ["well-formed TEs acknowledged", len(tally.acknowledged)],
             ["of them stored", len(tally.acknowledged & stored)],
             ["csms_stub_db_write_failures_total", write_failures],
+            *(
+                [f"csms_stub_messages_total, OCPP {v}", messages_of_version(metrics, v)]
+                for v in ("2.1", "2.0.1", "1.6")
+            ),
             ["RSS before (MB)", rss_before / 2**20],
             ["RSS after (MB)", rss_after / 2**20],
             ["wall time (s)", wall],
@@ -427,6 +542,8 @@ def main() -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     for sample in tally.internal_errors[:5]:
         print(f"   InternalError: {sample}")
+    for sample in tally.answered_sends[:5]:
+        print(f"   answered a SEND / CALLRESULTERROR: {sample}")
     for key in sorted(missing)[:5]:
         print(f"   acknowledged but not stored: {key}")
     if not all(checks.values()):

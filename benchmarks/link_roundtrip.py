@@ -5,7 +5,8 @@ One process pinned to one core (the first of ``--client-cores``, default: every 
 ``--server-core`` (``_common.baseline``'s server with ``--replies ocpp``: a ``websockets``
 asyncio server that answers every CALL at once, no validation, no state). Each connection
 then sends OCPP 2.0.1 TransactionEvent ``Updated`` CALLs (``v201.transaction_event``, a
-meter value with register, power and SoC) back to back from its own greenlet / task, one
+meter value with register, power and SoC; in 2.1 also a tariffId and the running cost,
+``costDetails``) back to back from its own greenlet / task, one
 outstanding CALL per connection, for ``--warmup`` + ``--duration`` seconds. Measured over
 ``--duration`` only: round trips per second, the client process's CPU per round trip
 (``psutil`` user + system), the server's CPU, and the round-trip latency p50/p95/p99.
@@ -23,6 +24,7 @@ busy (> 90 %) the round trips per second are the server's limit, not the client'
 CPU per round trip is still the client's own cost.
 
     .venv/bin/python benchmarks/link_roundtrip.py --chargers 500 --duration 10
+    .venv/bin/python benchmarks/link_roundtrip.py --ocpp-version 2.0.1 2.1   # 2.1 vs 2.0.1
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from _common.figures import latency_ms, machine_note, phase, print_table
 from _common.machine import install_exit_handlers, raise_nofile, split_cores, wait_for_quiet
 from _common.servers import ServerProcess, baseline_process
 
-from loadgen.protocols import iso_timestamp, v201
+from loadgen.protocols import iso_timestamp, v21, v201
 
 TARGET_CPU_RATIO = 2.0
 QUIET_CORES = 0.1  # CPU other processes may use during a measurement, in cores
@@ -67,31 +69,55 @@ def timestamp() -> str:
     return _clock[1]
 
 
-def transaction_updates(charger_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Endless TransactionEvent Updated requests of one charging session, seqNo 1, 2, ..."""
+def transaction_updates(
+    charger_id: str, version: str = "2.0.1"
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Endless TransactionEvent Updated requests of one charging session, seqNo 1, 2, ...
+
+    In 2.1 each also carries what a 2.1 station priced by a CSMS's tariff adds: the
+    tariffId and the running cost (costDetails with one charging period)."""
     transaction_id = f"{charger_id}-tx1"
     register_wh = 1000.0
+    started = timestamp()
     seq_no = 0
     while True:
         seq_no += 1
         register_wh += 2.05
         now = timestamp()
-        yield v201.transaction_event(
-            "Updated",
-            transaction_id,
-            seq_no,
-            now,
-            "MeterValuePeriodic",
-            charging_state="Charging",
-            evse_id=1,
-            connector_id=1,
-            meter_values=[v201.meter_value(now, v201.sampled_values(register_wh, 7400.0, 42.0))],
-        )
+        fields: dict[str, Any] = {
+            "charging_state": "Charging",
+            "evse_id": 1,
+            "connector_id": 1,
+            "meter_values": [v201.meter_value(now, v201.sampled_values(register_wh, 7400.0, 42.0))],
+        }
+        if version == "2.1":
+            energy = register_wh - 1000.0
+            yield v21.transaction_event(
+                "Updated",
+                transaction_id,
+                seq_no,
+                now,
+                "MeterValuePeriodic",
+                tariff_id="bench-tariff",
+                cost_details=v21.cost_details(
+                    "EUR",
+                    round(energy * 0.00035, 2),
+                    energy,
+                    seq_no,
+                    tariff_id="bench-tariff",
+                    period_start=started,
+                ),
+                **fields,
+            )
+        else:
+            yield v201.transaction_event(
+                "Updated", transaction_id, seq_no, now, "MeterValuePeriodic", **fields
+            )
 
 
-def builder_cost_us() -> float:
+def builder_cost_us(version: str = "2.0.1") -> float:
     """CPU µs to build one payload (both clients pay it; it is part of their figures)."""
-    updates = transaction_updates("cost")
+    updates = transaction_updates("cost", version)
     runs = 20_000
     return timeit.timeit(lambda: next(updates), number=runs) / runs * 1e6
 
@@ -202,7 +228,7 @@ def gevent_worker(config: dict[str, Any]) -> dict[str, Any]:
     window = Window(config["server_pid"])
 
     def run(link: Link) -> None:
-        updates = transaction_updates(link.url.rpartition("/")[2])
+        updates = transaction_updates(link.url.rpartition("/")[2], config["version"])
         call, clock, latencies = link.call, time.perf_counter, window.latencies
         while not window.stop:
             action, payload = next(updates)
@@ -263,7 +289,7 @@ def asyncio_worker(config: dict[str, Any]) -> dict[str, Any]:
         timeout = config["call_timeout"]
 
         async def run(charger: Charger) -> None:
-            updates = transaction_updates(charger.charger_id)
+            updates = transaction_updates(charger.charger_id, config["version"])
             call, clock, latencies = charger.call, time.perf_counter, window.latencies
             while not window.stop:
                 action, payload = next(updates)
@@ -301,13 +327,13 @@ def worker_main(config: dict[str, Any]) -> None:
 # -- the benchmark side ----------------------------------------------------------------------
 
 
-def run_client(client: str, server: ServerProcess, args: argparse.Namespace) -> Any:
+def run_client(client: str, server: ServerProcess, args: argparse.Namespace, version: str) -> Any:
     config = {
         "client": client,
         "url": server.url,
         "server_pid": server.process.pid,  # type: ignore[union-attr]
         "prefix": f"rt-{client}-{uuid.uuid4().hex[:6]}",
-        "version": args.ocpp_version,
+        "version": version,
         "chargers": args.chargers,
         "warmup": args.warmup,
         "duration": args.duration,
@@ -317,10 +343,12 @@ def run_client(client: str, server: ServerProcess, args: argparse.Namespace) -> 
     }
     argv = [sys.executable, os.path.abspath(__file__), "--worker", orjson.dumps(config).decode()]
     timeout = config["connect_timeout"] + args.warmup + args.duration + args.call_timeout + 60
-    return run_worker(argv, [args.cores[0]], timeout, f"{CLIENTS[client]} client")
+    result = run_worker(argv, [args.cores[0]], timeout, f"{CLIENTS[client]} client")
+    result["version"] = version
+    return result
 
 
-def measure(client: str, server: ServerProcess, args: argparse.Namespace) -> Any:
+def measure(client: str, server: ServerProcess, args: argparse.Namespace, version: str) -> Any:
     """One client's run; again (up to ``--retries`` times) if other work disturbed it."""
     for attempt in range(args.retries + 1):
         began = time.monotonic()
@@ -329,7 +357,7 @@ def measure(client: str, server: ServerProcess, args: argparse.Namespace) -> Any
             print(f"   waited {time.monotonic() - began:.0f} s for a quiet machine", flush=True)
         if busy >= QUIET_CORES:
             print(f"   the machine is busy ({busy:.2f} cores): measuring anyway", flush=True)
-        result = run_client(client, server, args)
+        result = run_client(client, server, args, version)
         if result["other_cores"] <= QUIET_CORES or attempt == args.retries:
             return result
         print(
@@ -346,6 +374,7 @@ def report(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
         rows.append(
             [
                 CLIENTS[client],
+                r["version"],
                 r["connected"],
                 r["round_trips_per_second"],
                 r["client_cpu_us_per_round_trip"],
@@ -362,6 +391,7 @@ def report(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
     print_table(
         [
             "client",
+            "OCPP",
             "links",
             "round trips/s",
             "client µs/RT",
@@ -382,33 +412,49 @@ def report(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) 
         ),
     )
 
-    def best(client: str, key: str, pick: Any) -> float:
-        return pick(r[key] for c, r in results if c == client)
+    def best(client: str, version: str, key: str, pick: Any) -> float:
+        return pick(r[key] for c, r in results if c == client and r["version"] == version)
 
-    def median(client: str, key: str) -> float:
-        return statistics.median(r[key] for c, r in results if c == client)
+    def median(client: str, version: str, key: str) -> float:
+        return statistics.median(
+            r[key] for c, r in results if c == client and r["version"] == version
+        )
 
     status = 0
-    if {c for c, _ in results} == set(CLIENTS):
+    for version in args.ocpp_version:
+        if {c for c, r in results if r["version"] == version} != set(CLIENTS):
+            continue
         # Best of the runs: other work on the machine only ever adds CPU per round trip.
-        cpu_ratio = best("gevent", "client_cpu_us_per_round_trip", min) / best(
-            "asyncio", "client_cpu_us_per_round_trip", min
+        cpu_ratio = best("gevent", version, "client_cpu_us_per_round_trip", min) / best(
+            "asyncio", version, "client_cpu_us_per_round_trip", min
         )
-        rate_ratio = best("gevent", "round_trips_per_second", max) / best(
-            "asyncio", "round_trips_per_second", max
+        rate_ratio = best("gevent", version, "round_trips_per_second", max) / best(
+            "asyncio", version, "round_trips_per_second", max
         )
-        median_ratio = median("gevent", "client_cpu_us_per_round_trip") / median(
-            "asyncio", "client_cpu_us_per_round_trip"
+        median_ratio = median("gevent", version, "client_cpu_us_per_round_trip") / median(
+            "asyncio", version, "client_cpu_us_per_round_trip"
         )
         verdict = "met" if cpu_ratio <= TARGET_CPU_RATIO else "MISSED"
         print(
-            f"\ngevent Link vs asyncio (raw), best of {args.repeat} run(s) each: "
-            f"{cpu_ratio:.2f} x the CPU per round trip (target <= {TARGET_CPU_RATIO:g} x: "
-            f"{verdict}; medians: {median_ratio:.2f} x), {rate_ratio:.2f} x the round trips/s"
+            f"\nOCPP {version}: gevent Link vs asyncio (raw), best of {args.repeat} run(s) "
+            f"each: {cpu_ratio:.2f} x the CPU per round trip (target <= "
+            f"{TARGET_CPU_RATIO:g} x: {verdict}; medians: {median_ratio:.2f} x), "
+            f"{rate_ratio:.2f} x the round trips/s"
         )
-        status = 0 if cpu_ratio <= TARGET_CPU_RATIO else 1
-    print(f"payload builder (v201.transaction_event + meter value): {args.builder_us:.1f} µs per")
-    print("  call, included in both clients' CPU per round trip")
+        status |= cpu_ratio > TARGET_CPU_RATIO
+    baseline, *others = args.ocpp_version
+    for version in others:
+        # the same client, another version's payloads: what the version costs per CALL
+        for client in sorted({c for c, _ in results}):
+            base = best(client, baseline, "client_cpu_us_per_round_trip", min)
+            this = best(client, version, "client_cpu_us_per_round_trip", min)
+            print(
+                f"OCPP {version} vs {baseline}, {CLIENTS[client]}, best of {args.repeat}: "
+                f"{this:.1f} vs {base:.1f} µs per round trip = {this / base:.2f} x"
+            )
+    for version, cost in args.builder_us.items():
+        print(f"payload builder, OCPP {version} (TransactionEvent + meter value): {cost:.1f} µs")
+    print("  per call, included in both clients' CPU per round trip")
     for client, r in results:
         if r["server_cores"] > 0.9:
             print(
@@ -455,9 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--call-timeout", type=float, default=30.0)
     parser.add_argument(
         "--ocpp-version",
-        default="2.0.1",
+        nargs="+",
+        default=["2.0.1"],
         choices=["2.1", "2.0.1"],
-        help="what both clients speak (TransactionEvent Updated is the same in both)",
+        help="what both clients speak, each measured in turn and compared with the first "
+        "(2.1's TransactionEvent also carries a tariffId and the running cost)",
     )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one client
@@ -469,7 +517,7 @@ def main() -> int:
     if args.worker:
         worker_main(orjson.loads(args.worker))
     args.server_core, args.cores = split_cores(args.server_core, args.client_cores)
-    runs = args.repeat * len(args.clients)
+    runs = args.repeat * len(args.clients) * len(args.ocpp_version)
     per_run = (1 + args.retries) * (
         120 + args.quiet_wait + args.chargers / 50 + args.warmup + args.duration + args.call_timeout
     )
@@ -477,14 +525,15 @@ def main() -> int:
     raise_nofile()
     os.sched_setaffinity(0, set(args.cores))  # keep this process off the server's core
     print(f"link_roundtrip: {machine_note()}", flush=True)
-    args.builder_us = builder_cost_us()
+    args.builder_us = {version: builder_cost_us(version) for version in args.ocpp_version}
     gc.collect()
     results: list[tuple[str, dict[str, Any]]] = []
     with baseline_process(args.server_core, replies="ocpp") as server:
         for run in range(args.repeat):
             for client in args.clients:
-                with phase(f"{CLIENTS[client]}, run {run + 1}/{args.repeat}"):
-                    results.append((client, measure(client, server, args)))
+                for version in args.ocpp_version:
+                    with phase(f"{CLIENTS[client]}, OCPP {version}, run {run + 1}/{args.repeat}"):
+                        results.append((client, measure(client, server, args, version)))
     status = report(results, args)
     if args.json:
         with open(args.json, "w") as out:

@@ -27,6 +27,7 @@ state) pinned to ``--server-core`` (default 0), so the CSMS is not the limit:
 
     .venv/bin/python benchmarks/locust_worker.py                 # ~8 min
     .venv/bin/python benchmarks/locust_worker.py --max-chargers 5000 --hold 10 --no-baseline
+    .venv/bin/python benchmarks/locust_worker.py --ocpp-version 2.1       # 2.1 chargers
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def locust_run(
             stats_file,
             "--prometheus-port",  # no /metrics server: it would listen on 0.0.0.0
             "0",
+            "--ocpp-version",
+            args.ocpp_version,
         ]
         if args.keep_going:
             argv.append("--lag-keep-going")
@@ -634,6 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds, time scale 1 (default 20: one heartbeat per charger per 20 s hold)",
     )
     parser.add_argument("--lag-limit-ms", type=float, default=LAG_TARGET_MS)
+    parser.add_argument(
+        "--ocpp-version",
+        default="2.0.1",
+        choices=["2.1", "2.0.1", "1.6"],
+        help="what the Locust chargers speak (the asyncio baseline speaks 2.0.1)",
+    )
     parser.add_argument("--keep-going", action="store_true", help="don't stop at a missed step")
     parser.add_argument(
         "--no-unpaced",
@@ -678,9 +687,9 @@ def main() -> int:
     # This process only waits and samples: keep it off the measured core.
     os.sched_setaffinity(0, {server_core})
     print(
-        f"locust_worker: {machine_note()}; open-file limit {limit}; "
-        f"Locust on core {args.locust_core}, server on core {server_core}; budget "
-        f"{budget:.0f} s",
+        f"locust_worker: {machine_note()}; open-file limit {limit}; OCPP "
+        f"{args.ocpp_version}; Locust on core {args.locust_core}, server on core "
+        f"{server_core}; budget {budget:.0f} s",
         flush=True,
     )
     figures: dict[str, Any] = {"args": vars(args)}

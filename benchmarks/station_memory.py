@@ -21,8 +21,11 @@ no state), so the CSMS is not the limit; the Station kind runs against ``csms_st
 (SQLite) unless ``--no-stub``. "Before" is measured once ``--warmup`` objects of the kind
 are already connected, so one-time costs (imports, first-use caches) are not charged per
 connection. Target: at most 50 KB per idle station (docs/design.md's floor: ~16-24 KB).
+Several ``--ocpp-version`` values measure each in turn against the same servers and compare
+each station with the first version's (``--ocpp-version 2.0.1 2.1``: what 2.1 costs).
 
     .venv/bin/python benchmarks/station_memory.py --chargers 1000 5000
+    .venv/bin/python benchmarks/station_memory.py --chargers 1000 --ocpp-version 2.0.1 2.1
 """
 
 from __future__ import annotations
@@ -207,13 +210,13 @@ def worker_main(config: dict[str, Any]) -> None:
 
 
 def run_kind(
-    kind: str, chargers: int, server: ServerProcess, args: argparse.Namespace
+    kind: str, chargers: int, server: ServerProcess, args: argparse.Namespace, version: str
 ) -> dict[str, Any]:
     config = {
         "kind": kind,
         "url": server.url,
         "prefix": f"mem-{kind}-{uuid.uuid4().hex[:6]}",
-        "version": args.ocpp_version,
+        "version": version,
         "chargers": chargers,
         "warmup": args.warmup,
         "duration": args.duration,
@@ -226,6 +229,7 @@ def run_kind(
     result = run_worker(argv, [args.cores[0]], timeout, f"{KINDS[kind]} worker")
     result["server"] = server.name
     result["server_rss"] = server.sample().rss
+    result["version"] = version
     return result
 
 
@@ -237,6 +241,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
         rows.append(
             [
                 label,
+                r["version"],
                 r["chargers"],
                 r["connected"],
                 r["rss_before"] / mb,
@@ -251,6 +256,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
     print_table(
         [
             "kind",
+            "OCPP",
             "N",
             "connected",
             "RSS before MB",
@@ -268,9 +274,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
         ),
     )
     status = 0
-    for n in args.chargers:
+    for version, n in ((v, n) for v in args.ocpp_version for n in args.chargers):
         by_kind = {
-            r["kind"]: r for r in results if r["chargers"] == n and r["server"] != "csms_stub"
+            r["kind"]: r
+            for r in results
+            if r["chargers"] == n and r["server"] != "csms_stub" and r["version"] == version
         }
         station, link, raw = by_kind.get("station"), by_kind.get("link"), by_kind.get("raw")
         parts = []
@@ -291,15 +299,44 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
                 f"socket ({raw['kb_per_connection']:.1f} KB)"
             )
         if parts:
-            print(f"\nN = {n:,}: " + "; ".join(parts))
+            print(f"\nOCPP {version}, N = {n:,}: " + "; ".join(parts))
+    status |= compare_versions(results, args)
     for r in results:
         if r["connected"] < r["chargers"]:
             print(
-                f"{KINDS[r['kind']]} on {r['server']}, N = {r['chargers']:,}: only "
+                f"{KINDS[r['kind']]} {r['version']} on {r['server']}, N = {r['chargers']:,}: only "
                 f"{r['connected']:,} connected ({r['connect_failures']} failed, e.g. "
                 f"{r['first_failure']})"
             )
             status = 1
+    return status
+
+
+def compare_versions(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """Each further ``--ocpp-version``'s stations against the first's, measured in the same
+    run on the same server (the per-charger figures must hold across versions)."""
+    baseline, *others = args.ocpp_version
+    status = 0
+    for version in others:
+        for n in args.chargers:
+            for server in sorted({r["server"] for r in results}):
+                pair = {
+                    r["version"]: r
+                    for r in results
+                    if r["kind"] == "station" and r["chargers"] == n and r["server"] == server
+                }
+                if baseline not in pair or version not in pair:
+                    continue
+                kb = pair[version]["kb_per_connection"]
+                base_kb = pair[baseline]["kb_per_connection"]
+                verdict = "met" if kb <= TARGET_KB else "MISSED"
+                status |= kb > TARGET_KB
+                print(
+                    f"OCPP {version} vs {baseline} station, N = {n:,}, {server}: {kb:.1f} KB vs "
+                    f"{base_kb:.1f} KB = {kb / base_kb:.2f} x (target <= {TARGET_KB:g} KB: "
+                    f"{verdict}); objects {pair[version]['objects_per_connection']:.0f} vs "
+                    f"{pair[baseline]['objects_per_connection']:.0f}"
+                )
     return status
 
 
@@ -313,7 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=50, help="connections before 'before'")
     parser.add_argument("--heartbeat-interval", type=int, default=600, help="seconds")
     parser.add_argument("--connect-concurrency", type=int, default=100)
-    parser.add_argument("--ocpp-version", default="2.0.1", choices=["2.1", "2.0.1", "1.6"])
+    parser.add_argument(
+        "--ocpp-version",
+        nargs="+",
+        default=["2.0.1"],
+        choices=["2.1", "2.0.1", "1.6"],
+        help="each measured in turn; the first is the baseline of the others (2.0.1 2.1)",
+    )
     parser.add_argument("--no-stub", action="store_true", help="skip the csms_stub run")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument(
@@ -333,7 +376,7 @@ def main() -> int:
     if limit < max(args.chargers) + args.warmup + 100:
         raise SystemExit(f"open-file limit {limit} is too low for {max(args.chargers)} chargers")
     stub = "station" in args.kinds and not args.no_stub
-    runs = len(args.kinds) + (1 if stub else 0)
+    runs = (len(args.kinds) + (1 if stub else 0)) * len(args.ocpp_version)
     budget = sum(runs * (180 + n / 20 + args.duration) for n in args.chargers)
     install_exit_handlers(budget + 60)
     os.sched_setaffinity(0, set(args.cores))  # keep this process off the server's core
@@ -344,12 +387,13 @@ def main() -> int:
     ) as server:
         for n in args.chargers:
             for kind in args.kinds:
-                with phase(f"{KINDS[kind]} x {n:,}, fast server"):
-                    results.append(run_kind(kind, n, server, args))
+                for version in args.ocpp_version:
+                    with phase(f"{KINDS[kind]} x {n:,}, OCPP {version}, fast server"):
+                        results.append(run_kind(kind, n, server, args, version))
     if stub:
-        for n in args.chargers:
+        for n, version in ((n, v) for n in args.chargers for v in args.ocpp_version):
             with (
-                phase(f"Station x {n:,}, csms_stub (SQLite)"),
+                phase(f"Station x {n:,}, OCPP {version}, csms_stub (SQLite)"),
                 Database("sqlite") as database,
                 stub_process(
                     args.server_core,
@@ -357,7 +401,7 @@ def main() -> int:
                     heartbeat_interval=args.heartbeat_interval,
                 ) as server,
             ):
-                results.append(run_kind("station", n, server, args))
+                results.append(run_kind("station", n, server, args, version))
     status = report(results, args)
     if args.json:
         with open(args.json, "w") as out:

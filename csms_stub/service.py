@@ -373,7 +373,10 @@ class Service:
         connector_id: int,
         status: str,
         detail: dict[str, Any] | None = None,
+        message: str = "StatusNotification",
     ) -> None:
+        """A connector's status, from ``message`` (a StatusNotification, or a NotifyEvent's
+        AvailabilityState event)."""
         charger = self._charger(charger_id)
         previous = charger.connectors.get((evse_id, connector_id))
         charger.connectors[(evse_id, connector_id)] = status
@@ -382,7 +385,7 @@ class Service:
         self.log_event(
             charger_id,
             "status",
-            "StatusNotification",
+            message,
             {
                 "evse_id": evse_id,
                 "connector_id": connector_id,

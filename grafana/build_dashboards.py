@@ -804,6 +804,38 @@ def live_load() -> dict:
             6,
             8,
         ),
+        # last, so that the panels above keep their ids
+        row("OCPP versions"),
+        (
+            timeseries(
+                "Chargers connected by OCPP version",
+                [
+                    prom(
+                        f"sum by (version) ({lg('ocpp_loadgen_version_chargers')})",
+                        "OCPP {{version}}",
+                    )
+                ],
+                steps=True,
+                description="The version each connection speaks: of the subprotocols the "
+                "chargers offer (--ocpp-version 2.1,2.0.1), the one the CSMS picked.",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Stub: messages / s by OCPP version",
+                [
+                    prom(
+                        f"sum by (version) ({rate(stub('csms_stub_messages_total'))})",
+                        "OCPP {{version}}",
+                    )
+                ],
+                "ops",
+            ),
+            12,
+            8,
+        ),
     ]
     return dashboard(
         "ocpp-live-load",

@@ -167,7 +167,14 @@ class StationConfig:
     reboot_delay: float = 8.0
     #: reportData / monitors / messages per NotifyReport (and the other multi-part reports)
     report_items_per_message: int = 20
+    #: how a 2.x station reports connector status: "StatusNotification" or "NotifyEvent"
+    #: (the Connector's AvailabilityState); None: the version's way (2.1 NotifyEvent, 2.0.1
+    #: StatusNotification). 1.6 always sends StatusNotification.
+    connector_status: str | None = None
 
+
+#: StationConfig.connector_status's values: how a 2.x station reports connector status
+CONNECTOR_STATUS_MESSAGES = ("StatusNotification", "NotifyEvent")
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -205,6 +212,8 @@ class Station:
         self.online = False
         self.boot_status: str | None = None  # None until a boot was answered
         self.boot_reason = "PowerUp"
+        #: the eventId of the station's last NotifyEvent event (they are unique per station)
+        self.last_event_id = 0
         self.heartbeat_interval = self.config.heartbeat_interval or 0.0
         self.meter_interval = self.config.meter_interval
         self.retry_backoff = self.config.retry_backoff
@@ -476,10 +485,21 @@ class Station:
 
     # -- status --------------------------------------------------------------------------
 
-    def _status_call(self, evse_id: int, connector_id: int, status: str) -> OutgoingCall:
+    def _status_call(
+        self, evse_id: int, connector_id: int, status: str, *, requested: bool = False
+    ) -> OutgoingCall:
+        """The report of a connector's status: the version's message (StatusNotification,
+        or NotifyEvent), or a StatusNotification when the CSMS asked for one (``requested``,
+        TriggerMessage)."""
         timestamp = self.wall_clock.now()
-        payload = self.rules.status_notification(self, evse_id, connector_id, status, timestamp)
-        return OutgoingCall("StatusNotification", lambda: payload)
+        if requested:
+            action = "StatusNotification"
+            payload = self.rules.status_notification(self, evse_id, connector_id, status, timestamp)
+        else:
+            action, payload = self.rules.connector_status(
+                self, evse_id, connector_id, status, timestamp
+            )
+        return OutgoingCall(action, lambda: payload)
 
     def _set_status(self, evse: Evse, status: str, connector_id: int = 1) -> None:
         if evse.connectors.get(connector_id) == status:
@@ -886,7 +906,8 @@ class Station:
             for evse in self.evses.values():
                 if evse_id is None or evse.id == evse_id:
                     for connector_id, status in evse.connectors.items():
-                        self._queue.append(self._status_call(evse.id, connector_id, status))
+                        call = self._status_call(evse.id, connector_id, status, requested=True)
+                        self._queue.append(call)
         elif message in ("MeterValues", "TransactionEvent"):
             for evse in self.evses.values():
                 if evse_id is None or evse.id == evse_id:

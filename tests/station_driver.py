@@ -11,11 +11,18 @@ from collections.abc import Callable
 from typing import Any
 
 from loadgen.physics import FakeClock
-from loadgen.protocols import OCPP16, Version, parse_timestamp, schemas
+from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, parse_timestamp, schemas, v201
 from loadgen.station import Station
 
 Responder = Callable[[dict[str, Any]], dict[str, Any]]
 NOW = "2026-01-01T00:00:00.000Z"
+#: how each version's station reports connector status by default (2.1 deprecates
+#: StatusNotification: the Connector's AvailabilityState goes in a NotifyEvent)
+STATUS_MESSAGE = {
+    OCPP16.name: "StatusNotification",
+    OCPP201.name: "StatusNotification",
+    OCPP21.name: "NotifyEvent",
+}
 
 
 class MemoryCsms:
@@ -58,6 +65,21 @@ class MemoryCsms:
 
     def of(self, action: str) -> list[dict[str, Any]]:
         return [payload for name, payload in self.received if name == action]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """The connector statuses reported, in order, whichever way: 1.6's and 2.x's
+        StatusNotification payloads, and (2.x) a NotifyEvent's AvailabilityState events as
+        ``{"evseId", "connectorId", "connectorStatus"}``, as a CSMS reads them."""
+        reported: list[dict[str, Any]] = []
+        for action, payload in self.received:
+            if action == "StatusNotification":
+                reported.append(payload)
+            elif action == "NotifyEvent":
+                reported.extend(
+                    {"evseId": evse_id, "connectorId": connector_id, "connectorStatus": status}
+                    for evse_id, connector_id, status, _ in v201.availability_states(payload)
+                )
+        return reported
 
 
 def drive(station: Station, csms: MemoryCsms, limit: int = 10_000) -> int:

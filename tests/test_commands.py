@@ -602,7 +602,7 @@ def test_reserve_now_holds_the_evse_for_its_token_until_used(version: Version) -
     }
     assert ask(station, "ReserveNow", reserve) == {"status": "Accepted"}
     drive(station, csms)
-    assert csms.of("StatusNotification")[-1]["connectorStatus"] == "Reserved"
+    assert csms.statuses()[-1]["connectorStatus"] == "Reserved"
     assert station.free_evse() is station.evses[2]  # the profile leaves it alone
     assert station.start_session(1, "someone-else") is None
     start = {"idToken": {"idToken": "other", "type": "ISO14443"}, "remoteStartId": 1, "evseId": 1}
@@ -625,18 +625,18 @@ def test_reservation_expires_and_can_be_cancelled(version: Version) -> None:
     payload = {"id": 1, "expiryDateTime": later(clock, 300), "idToken": token, "evseId": 1}
     assert ask(station, "ReserveNow", payload) == {"status": "Accepted"}
     run_for(station, csms, clock, 299)
-    assert csms.of("StatusNotification")[-1]["connectorStatus"] == "Reserved"
+    assert csms.statuses()[-1]["connectorStatus"] == "Reserved"
     run_for(station, csms, clock, 2)
     assert csms.of("ReservationStatusUpdate") == [
         {"reservationId": 1, "reservationUpdateStatus": "Expired"}
     ]
-    assert csms.of("StatusNotification")[-1]["connectorStatus"] == "Available"
+    assert csms.statuses()[-1]["connectorStatus"] == "Available"
     payload = {"id": 2, "expiryDateTime": later(clock, 300), "idToken": token}  # any EVSE
     assert ask(station, "ReserveNow", payload) == {"status": "Accepted"}
     assert ask(station, "CancelReservation", {"reservationId": 2}) == {"status": "Accepted"}
     run_for(station, csms, clock, 600)
     assert len(csms.of("ReservationStatusUpdate")) == 1  # a cancelled one does not expire
-    assert csms.of("StatusNotification")[-1]["connectorStatus"] == "Available"
+    assert csms.statuses()[-1]["connectorStatus"] == "Available"
     past = {"id": 3, "expiryDateTime": later(clock, -1), "idToken": token, "evseId": 1}
     assert ask(station, "ReserveNow", past) == {"status": "Rejected"}
     station.handle_csms_call("ChangeAvailability", {"operationalStatus": "Inoperative"})
@@ -654,12 +654,12 @@ def test_reserve_now_16() -> None:
     }
     assert ask(station, "ReserveNow", payload) == {"status": "Accepted"}
     drive(station, csms)
-    assert csms.of("StatusNotification")[-1]["status"] == "Reserved"
+    assert csms.statuses()[-1]["status"] == "Reserved"
     assert station.start_session(1, "other") is None
     assert ask(station, "ReserveNow", {**payload, "connectorId": 0}) == {"status": "Rejected"}
     assert ask(station, "CancelReservation", {"reservationId": 5}) == {"status": "Accepted"}
     drive(station, csms)
-    assert csms.of("StatusNotification")[-1]["status"] == "Available"
+    assert csms.statuses()[-1]["status"] == "Available"
 
 
 # -- firmware and logs -------------------------------------------------------------------
@@ -884,6 +884,6 @@ def test_inoperative_during_a_transaction_reports_unavailable_when_it_ends(
     assert ask(station, "ChangeAvailability", payload) == {"status": "Scheduled"}
     station.stop_session(1)
     drive(station, csms)
-    last = csms.of("StatusNotification")[-1]
+    last = csms.statuses()[-1]
     assert last["status" if version is OCPP16 else "connectorStatus"] == "Unavailable"
     assert station.free_evse() is None

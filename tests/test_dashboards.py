@@ -8,7 +8,8 @@ expression parses (``promtool check rules``).
 
 Live: a real csms_stub on the machine's PostgreSQL (a fresh schema) and a real headless
 ``locust`` capacity search (10, then 20 chargers of a 30-charger fleet file that the stub
-loads too, so charger_info knows the sites), scraped every second by a real ``prometheus``.
+loads too, so charger_info knows the sites; offering OCPP 2.1 and 2.0.1, of which the stub
+picks 2.1), scraped every second by a real ``prometheus``.
 The stub answers 2 % of the CALLs with a CALLERROR (``--error-ratio``), within the run's
 CALL error SLO (``--slo-error-ratio 0.2``), so the CALLERROR panels have data too.
 After the answer, while the run lingers, the test makes what the error panels show happen:
@@ -540,6 +541,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
             *("--ocpp-profile", "mixed:idle=1,sessions=3,remote=1", "--call-timeout", "1"),
             *("--reconnect-cap", "1", "--only-summary"),
             *("--slo-error-ratio", str(SLO_ERROR_RATIO)),
+            # both offered, the stub picks the first: the panels show a 2.1 run's versions
+            *("--ocpp-version", "2.1,2.0.1"),
             *("--prometheus-port", str(metrics_port)),  # after FAST's 0: the last one wins
         )
         exposition = wait_for(lambda: _capacity_answered(metrics_url), 60, "the capacity answer")
@@ -669,6 +672,16 @@ def test_the_panels_show_the_run(live: LiveRun) -> None:
     )
     assert "injected_error" in {series["metric"]["outcome"] for series in stub_messages}
     assert max(figures(live_load, "Offline queue depth")) > 0
+    # what the stub picked of the offer, as the chargers and the stub count it
+    by_version = live.query(
+        by_title[(live_load, "Chargers connected by OCPP version")]["targets"][0]
+    )
+    assert {series["metric"]["version"] for series in by_version} == {"2.1"}
+    assert max(_values(by_version)) == CAPACITY
+    stub_versions = live.query(
+        by_title[(live_load, "Stub: messages / s by OCPP version")]["targets"][0]
+    )
+    assert {series["metric"]["version"] for series in stub_versions} == {"2.1"}
     p95 = figures(live_load, "CALL latency p50 / p95 / p99 by action", "B")
     # the timeouts (1 s) lift it, to at most the top of their bucket (1 s, 2.5 s]
     assert p95 and 0 < min(p95) < 0.1 and 1 < max(p95) <= 2.5

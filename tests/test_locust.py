@@ -256,6 +256,10 @@ BAD_OPTIONS = {
     "blackout without length": (["--blackout-at", "5"], "--blackout-for"),
     "lease ttl 0": (["--lease-ttl", "0"], "--lease-ttl"),
     "negative reboot delay": (["--reboot-delay", "-1"], "--reboot-delay"),
+    "unknown connector status message": (
+        ["--connector-status", "StatusEvent"],
+        "--connector-status must be StatusNotification or NotifyEvent, not 'StatusEvent'",
+    ),
     "processes without redis": (["--processes", "2"], "--redis-url"),
     "master without redis": (["--master"], "--redis-url"),
 }

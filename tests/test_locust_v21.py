@@ -28,5 +28,15 @@ def test_a_2_1_run_validates_every_frame_and_the_csms_picks_from_the_offer(
     assert {charger["ocpp_version"] for charger in chargers} == {"2.1"}  # the first offered
     assert [t for t in transactions(stub) if t["ocpp_version"] != "2.1"] == []
     assert transactions(stub)
+    # 2.1 stations report connector status as NotifyEvent (AvailabilityState), which the
+    # stub reads as each connector's status
+    for charger in chargers:
+        statuses = {
+            c["status"]
+            for c in get(stub.api_url, f"/chargers/{charger['charger_id']}")["connectors"]
+        }
+        assert statuses and statuses <= {"Available", "Occupied"}, charger
     (report,) = reports.glob("*.json")
-    assert json.loads(report.read_text())["run"]["ocpp_version"] == "2.1,2.0.1"
+    run = json.loads(report.read_text())["run"]
+    assert run["ocpp_version"] == "2.1,2.0.1"
+    assert list(run["versions_spoken"]) == ["2.1"] and run["versions_spoken"]["2.1"] >= 4, run

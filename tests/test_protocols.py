@@ -307,6 +307,43 @@ def test_v201_notify_event(
 @V2
 @no_deadline
 @given(
+    event_id=st.integers(min_value=0, max_value=2**31 - 1),
+    when=timestamps,
+    evse_id=st.integers(min_value=1, max_value=2**31 - 1),
+    connector_id=st.integers(min_value=1, max_value=2**31 - 1),
+    status=enum_of(OCPP201, "StatusNotification", "connectorStatus"),
+)
+def test_v201_availability_event(
+    version: Version, m: Any, event_id: int, when: Any, evse_id: int, connector_id: int, status: str
+) -> None:
+    """A connector's AvailabilityState in a NotifyEvent: valid, and read back as the
+    StatusNotification it stands for."""
+    event = m.availability_event(event_id, when, evse_id, connector_id, status)
+    payload = check(version, m.notify_event(0, when, [event]))
+    assert [state[:3] for state in m.availability_states(payload)] == [
+        (evse_id, connector_id, status)
+    ]
+
+
+@V2
+def test_v201_availability_states(version: Version, m: Any) -> None:
+    """Only a Connector's AvailabilityState with a connector status and both ids is one."""
+    good = m.availability_event(1, "2026-01-01T00:00:00.000Z", 2, 1, "Faulted")
+    others = [
+        {**good, "component": {"name": "EVSE", "evse": {"id": 2}}},  # the EVSE's own state
+        {**good, "variable": {"name": "Problem"}},
+        {**good, "actualValue": "Sleeping"},  # no ConnectorStatusEnumType value
+        {**good, "component": {"name": "Connector"}},  # no EVSE: which connector?
+        {**good, "component": {"name": "Connector", "evse": {"id": 2}}},
+    ]
+    payload = check(version, m.notify_event(0, "2026-01-01T00:00:00.000Z", [*others, good]))
+    assert m.availability_states(payload) == [(2, 1, "Faulted", good["timestamp"])]
+    assert m.availability_states({}) == []
+
+
+@V2
+@no_deadline
+@given(
     request_id=st.integers(min_value=0, max_value=2**31 - 1),
     seq_no=seq_nos,
     when=timestamps,

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from loadgen.capacity.config import CapacityConfig
 from loadgen.capacity.judgement import ActionStats, StepMeasurement, judge
+from loadgen.capacity.measure import versions_spoken
 from loadgen.capacity.rate import RateSearch
 from loadgen.capacity.search import LIMITED_BY_GENERATOR, CapacityResult, CapacitySearch
 from loadgen.report import (
@@ -646,6 +647,30 @@ def test_authorizations_section_round_trips_and_renders(tmp_path: Path) -> None:
     assert "33 rejections of 1,233 verdicts" in text
     assert text.index("Invalid") < text.index("Accepted", text.index("33 rejections"))
     assert "Authorizations" not in render_html(simulated())
+
+
+def test_the_versions_the_csms_picked_round_trip_and_head_the_report(tmp_path: Path) -> None:
+    """Offered several versions, the CSMS picks per connection: the headline says what it
+    picked; one version offered and spoken is just "OCPP 2.1"."""
+    before = {"ocpp_loadgen_connections_total": {("2.1",): 2.0, ("2.0.1",): 0.0}}
+    after = {"ocpp_loadgen_connections_total": {("2.1",): 14.0, ("2.0.1",): 3.0, ("1.6",): 0.0}}
+    spoken = versions_spoken(before, after)
+    assert list(spoken.items()) == [("2.1", 12), ("2.0.1", 3)]  # newest first, none at 0
+
+    def report(offered: str, versions: Any) -> dict[str, Any]:
+        run = {"run_id": "r", "ocpp_version": offered, "versions_spoken": versions}
+        return build_report(run=run, settings={}, steps=[], timeline=[], totals=None, capacity=None)
+
+    mixed = report("2.1,2.0.1", {**spoken, "9.9": "junk", "1.6": 0})
+    assert mixed["run"]["versions_spoken"] == {"2.1": 12, "2.0.1": 3}
+    json_path, html_path = write_reports(mixed, tmp_path)
+    assert json.loads(json_path.read_text())["run"]["versions_spoken"] == {"2.1": 12, "2.0.1": 3}
+    text = " ".join(Page(html_path.read_text()).text)
+    assert "OCPP 2.1 (12 connections), 2.0.1 (3 connections) of 2.1,2.0.1 offered" in text
+    assert "OCPP 2.0.1 of 2.1,2.0.1 offered" in render_html(report("2.1,2.0.1", {"2.0.1": 4}))
+    plain_run = render_html(report("2.1", {"2.1": 4}))
+    assert "OCPP 2.1" in plain_run and "offered" not in plain_run
+    assert report("2.1", None)["run"]["versions_spoken"] == {}  # a run without the metric
 
 
 def test_connect_rate_steps_are_charted(tmp_path: Path) -> None:

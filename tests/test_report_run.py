@@ -42,6 +42,9 @@ def test_a_plain_runs_report_has_the_run_over_time_and_its_first_problems(
     (json_path,) = (tmp_path / "reports").glob("*.json")
     report = json.loads(json_path.read_text())
     assert report["capacity"] is None
+    # every connection the stub let in spoke the one version offered (connections_total)
+    spoken = report["run"]["versions_spoken"]
+    assert list(spoken) == ["2.0.1"] and spoken["2.0.1"] >= CEILING, spoken
 
     # the run over time: windows of about 5 s with chargers, booted and latency per action
     timeline = report["timeline"]

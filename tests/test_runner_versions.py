@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import gevent
+import pytest
 from websockets.asyncio.server import ServerConnection
 
 from loadgen import fleet as fleets
@@ -13,7 +15,10 @@ from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, v16, v21
 from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig
 from loadgen.stations import rules_for
+from loadgen.stations import v21 as v21_stations
+from tests.conftest import StubProcess
 from tests.fake_csms import FakeCsms, wait_for
+from tests.test_locust import get
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
 NOW = "2026-01-01T00:00:00.000Z"
@@ -94,3 +99,90 @@ def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
     # after the drop, every connect is refused: the CSMS keeps choosing 1.6
     assert reasons[1:] and all("does not change between 1.6 and 2.x" in r for r in reasons[1:])
     assert runner.connects == 1
+
+
+def test_the_metrics_count_what_each_connection_speaks() -> None:
+    """``version_chargers`` and ``connections_total`` follow the CSMS's pick, connection by
+    connection: 2.1 first, then 2.0.1 after a reconnect."""
+    from loadgen.metrics.collectors import Metrics
+    from loadgen.metrics.observer import MetricsObserver
+
+    picks = iter(["ocpp2.1"])  # then 2.0.1 for ever
+
+    def select(connection: Any, offered: list[str]) -> str:
+        return next(picks, "ocpp2.0.1")
+
+    metrics = Metrics()
+    observer = MetricsObserver(metrics)
+    clock = ScaledClock(10)
+    station = Station(CHARGER, OCPP21, clock, StationConfig(meter_interval=60))
+    observer.add_station(station)
+
+    def counted(name: str, version: str) -> float:
+        return metrics.registry.get_sample_value(f"ocpp_loadgen_{name}", {"version": version}) or 0
+
+    with FakeCsms(polite, subprotocols=SUBPROTOCOLS, select_subprotocol=select) as csms:
+        runner = StationRunner(
+            station,
+            csms.url.rsplit("/", 1)[0],
+            clock=clock,
+            backoff=RetryBackOff(0.05, 0.0, cap=0.1),
+            on_event=lambda kind, detail: observer.runner_event(detail["charger_id"], kind, detail),
+            offer=(OCPP21, OCPP201),
+        )
+        runner.start()
+        wait_for(lambda: station.accepted, timeout=10)
+        assert counted("version_chargers", "2.1") == 1
+        assert counted("version_chargers", "2.0.1") == 0
+        csms.close_with(1011, "switching")
+        wait_for(lambda: runner.connects == 2 and station.accepted, timeout=10)
+        assert station.version is OCPP201
+        assert counted("version_chargers", "2.1") == 0
+        assert counted("version_chargers", "2.0.1") == 1
+        runner.stop(timeout=5)
+    assert counted("version_chargers", "2.0.1") == 0  # disconnected: counted nowhere
+    assert counted("connections_total", "2.1") == 1
+    assert counted("connections_total", "2.0.1") == 1
+    assert counted("connections_total", "1.6") == 0  # exported from the start, at 0
+    observer.remove_station(CHARGER.id)
+    assert all(counted("version_chargers", v) == 0 for v in ("1.6", "2.0.1", "2.1"))
+
+
+def test_a_2_1_station_is_priced_by_the_stubs_tariff_and_reports_the_same_cost(
+    stub_process: StubProcess,
+) -> None:
+    """Against the real csms_stub: an accepted Authorize gives the driver's tariff, every
+    TransactionEvent carries the running cost (validated both ways), and the cost the
+    station reports at the end is the one the CSMS stored."""
+    (charger,) = fleets.generate(1, prefix="TARIFF21").chargers.values()
+    clock = ScaledClock(30)
+    station = Station(charger, OCPP21, clock, StationConfig(meter_interval=10))
+    runner = StationRunner(
+        station,
+        stub_process.ws_url,
+        clock=clock,
+        backoff=RetryBackOff(0.1, 0.0, cap=0.2),
+        validate=True,  # every frame, both ways, in the 2.1 schemas
+    )
+    runner.start()
+    try:
+        wait_for(lambda: station.accepted and station.settled, timeout=10)
+        transaction = station.start_session(1, "tariff-token", authorize=True)
+        runner.wake()
+        wait_for(lambda: transaction is not None and transaction.tariff is not None, timeout=10)
+        assert transaction is not None and transaction.tariff is not None
+        assert (transaction.tariff.id, transaction.tariff.currency) == ("csms_stub", "KRW")
+        gevent.sleep(2)  # a simulated minute: six meter values
+        station.stop_session(1)
+        runner.wake()
+        wait_for(lambda: station.settled, timeout=10)
+    finally:
+        runner.stop(timeout=5)
+    cost = v21_stations.running_cost(station, transaction, station.evses[1])
+    assert cost is not None and cost > 0
+    (stored,) = [
+        row
+        for row in get(stub_process.api_url, f"/transactions?charger_id={charger.id}")
+        if row["transaction_id"] == transaction.transaction_id
+    ]
+    assert stored["cost"] == pytest.approx(cost, abs=0.01)  # 150 KRW per kWh, both sides

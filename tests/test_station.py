@@ -13,7 +13,14 @@ from loadgen.ocppj import CallErrorReply
 from loadgen.physics import EV, FakeClock
 from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, schemas
 from loadgen.station import NO_TRANSACTION_ID, Station, StationConfig
-from tests.station_driver import MemoryCsms, SlowWallClock, drive, run_for, station_times
+from tests.station_driver import (
+    STATUS_MESSAGE,
+    MemoryCsms,
+    SlowWallClock,
+    drive,
+    run_for,
+    station_times,
+)
 
 CHARGER = fleets.load(fleets.SEED_FLEET).chargers["emart_jeju_01"]
 #: 2.1 does everything 2.0.1 does: the 2.0.1 tests run in both
@@ -46,7 +53,7 @@ def test_boot_identity_and_first_status(version: Version) -> None:
         },
         "reason": "PowerUp",
     }
-    (status,) = csms.of("StatusNotification")
+    (status,) = csms.statuses()
     assert status["connectorStatus"] == "Available" and status["evseId"] == 1
 
 
@@ -55,14 +62,14 @@ def test_16_boot_reports_connector_0_then_each_connector() -> None:
     as Unavailable once every connector was made inoperative."""
     station, csms, _ = make(OCPP16)
     boot(station, csms)
-    statuses = [(p["connectorId"], p["status"]) for p in csms.of("StatusNotification")]
+    statuses = [(p["connectorId"], p["status"]) for p in csms.statuses()]
     connectors = range(1, CHARGER.evse_count + 1)
     assert statuses == [(0, "Available")] + [(c, "Available") for c in connectors]
     station.handle_csms_call("ChangeAvailability", {"connectorId": 0, "type": "Inoperative"})
     station.on_disconnected()
     csms.received.clear()
     boot(station, csms)
-    statuses = [(p["connectorId"], p["status"]) for p in csms.of("StatusNotification")]
+    statuses = [(p["connectorId"], p["status"]) for p in csms.statuses()]
     assert statuses == [(0, "Unavailable")] + [(c, "Unavailable") for c in connectors]
 
 
@@ -103,9 +110,57 @@ def test_16_connector_0_is_reported_on_change_and_when_triggered() -> None:
 def test_2_x_boot_reports_no_connector_0(version: Version) -> None:
     station, csms, _ = make(version)
     boot(station, csms)
-    assert [(p["evseId"], p["connectorId"]) for p in csms.of("StatusNotification")] == [
+    assert [(p["evseId"], p["connectorId"]) for p in csms.statuses()] == [
         (evse, 1) for evse in range(1, CHARGER.evse_count + 1)
     ]
+
+
+def test_2_1_reports_connector_availability_state_with_notify_event() -> None:
+    """2.1 deprecates StatusNotification (G01): the Connector's AvailabilityState goes in a
+    NotifyEvent, one event per report, each with an eventId of its own; a TriggerMessage
+    for StatusNotification still gets one."""
+    station, csms, clock = make(OCPP21)
+    boot(station, csms)
+    assert "StatusNotification" not in csms.actions()
+    station.start_session(1, "tokA")
+    run_for(station, csms, clock, 5)
+    station.stop_session(1)
+    run_for(station, csms, clock, 5)
+    reports = csms.of("NotifyEvent")
+    assert all(r["seqNo"] == 0 and not r.get("tbc") and len(r["eventData"]) == 1 for r in reports)
+    events = [r["eventData"][0] for r in reports]
+    assert [(e["component"]["evse"]["id"], e["actualValue"]) for e in events] == [
+        *((evse, "Available") for evse in range(1, CHARGER.evse_count + 1)),
+        (1, "Occupied"),
+        (1, "Available"),
+    ]
+    assert [e["eventId"] for e in events] == list(range(1, len(events) + 1))
+    assert {(e["trigger"], e["eventNotificationType"]) for e in events} == {
+        ("Delta", "HardWiredNotification")
+    }
+    trigger = {"requestedMessage": "StatusNotification"}
+    assert station.handle_csms_call("TriggerMessage", trigger) == {"status": "Accepted"}
+    drive(station, csms)
+    assert [p["connectorStatus"] for p in csms.of("StatusNotification")] == ["Available"] * (
+        CHARGER.evse_count
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "configured", "sent"),
+    [
+        (OCPP21, "StatusNotification", "StatusNotification"),  # a CSMS that reads only that
+        (OCPP201, "NotifyEvent", "NotifyEvent"),  # 2.0.1's alternative
+        (OCPP16, "NotifyEvent", "StatusNotification"),  # 1.6 has no NotifyEvent
+    ],
+)
+def test_connector_status_message_is_configurable(
+    version: Version, configured: str, sent: str
+) -> None:
+    station, csms, _ = make(version, connector_status=configured)
+    boot(station, csms)
+    assert set(csms.actions()) == {"BootNotification", sent}
+    assert {p.get("connectorStatus", p.get("status")) for p in csms.statuses()} == {"Available"}
 
 
 def test_the_station_core_has_no_version_branches() -> None:
@@ -147,7 +202,7 @@ def test_boot_not_accepted_retries_after_the_interval(version: Version, status: 
     csms.boot_status = "Accepted"
     run_for(station, csms, clock, 2)
     assert csms.actions()[:2] == ["BootNotification", "BootNotification"]
-    assert station.accepted and "StatusNotification" in csms.actions()
+    assert station.accepted and csms.statuses()
 
 
 @pytest.mark.parametrize("version", V2)
@@ -204,7 +259,7 @@ def test_201_session_events(version: Version) -> None:
     powers = [e["meterValue"][0]["sampledValue"][1]["value"] for e in events[1:-1]]
     assert powers == [100_000] * 6
     assert transaction.energy_wh == pytest.approx(registers[-1] - registers[0], abs=0.01)
-    statuses = [p["connectorStatus"] for p in csms.of("StatusNotification")]
+    statuses = [p["connectorStatus"] for p in csms.statuses()]
     assert statuses == ["Available", "Occupied", "Available"]
     assert csms.actions().index("Authorize") < csms.actions().index("TransactionEvent")
 
@@ -273,7 +328,7 @@ def test_offline_events_are_queued_marked_and_replayed_in_order(version: Version
     # the other offline ones paced at offline_replay_rate (2/s).
     assert csms.actions()[seen:] == [
         "BootNotification",
-        "StatusNotification",
+        STATUS_MESSAGE[version.name],
         "TransactionEvent",
         "TransactionEvent",
     ]
@@ -327,7 +382,7 @@ def test_16_session_uses_the_csms_transaction_id_even_when_started_offline() -> 
     assert start["idTag"] == "token_16"
     assert stop["meterStop"] >= start["meterStart"]
     assert stop["reason"] == "Local"
-    statuses = [p["status"] for p in csms.of("StatusNotification")]
+    statuses = [p["status"] for p in csms.statuses()]
     assert statuses[0] == "Available" and statuses[-1] == "Available"
 
 
@@ -458,7 +513,7 @@ def test_csms_call_effects(version: Version) -> None:
     assert station.heartbeat_interval == 120
     station.handle_csms_call("ChangeAvailability", {"operationalStatus": "Inoperative"})
     drive(station, csms)
-    assert csms.of("StatusNotification")[-1]["connectorStatus"] == "Unavailable"
+    assert csms.statuses()[-1]["connectorStatus"] == "Unavailable"
     assert station.free_evse() is None
     station.handle_csms_call("Reset", {"type": "Immediate"})
     assert station.reset_requested == "RemoteReset"
@@ -583,7 +638,7 @@ def test_the_start_is_acknowledged_once_and_each_acknowledged_message_counts(
     clock.advance(10)
     station.tick()  # a third meter value, refused by the CSMS: not acknowledged
     call = station.next_call()
-    while call.action in ("StatusNotification", "Heartbeat"):
+    while call.action in ("StatusNotification", "NotifyEvent", "Heartbeat"):
         station.on_call_result(call, csms.reply(call.action, call.payload))
         call = station.next_call()
     assert call.action in ("TransactionEvent", "MeterValues")
@@ -750,7 +805,7 @@ def _authorizations(events: list[tuple[str, dict]]) -> list[tuple[str, str]]:
 
 def _connector_statuses(version: Version, csms: MemoryCsms) -> list[str]:
     key = "status" if version is OCPP16 else "connectorStatus"
-    return [payload[key] for payload in csms.of("StatusNotification")]
+    return [payload[key] for payload in csms.statuses()]
 
 
 @pytest.mark.parametrize("version", [OCPP201, OCPP21, OCPP16])
@@ -794,7 +849,7 @@ def test_an_authorize_without_a_verdict_starts_nothing(version: Version) -> None
     boot(station, csms)
     station.start_session(1, "tok_err", authorize=True)
     call = station.next_call()
-    while call is not None and call.action == "StatusNotification":
+    while call is not None and call.action in ("StatusNotification", "NotifyEvent"):
         station.on_call_result(call, csms.reply(call.action, call.payload))
         call = station.next_call()
     assert call is not None and call.action == "Authorize"
@@ -1021,7 +1076,7 @@ def test_a_station_winding_down_sends_only_what_ends_its_transaction(version: Ve
     if version is OCPP16:
         assert after == ["StopTransaction", "StatusNotification", "StatusNotification"]
     else:
-        assert after == ["TransactionEvent", "StatusNotification"]
+        assert after == ["TransactionEvent", STATUS_MESSAGE[version.name]]
         assert csms.of("TransactionEvent")[-1]["eventType"] == "Ended"
     assert station.start_session(1, "token_user_002") is None  # free now, still no session
     assert station.settled

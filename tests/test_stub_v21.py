@@ -61,8 +61,6 @@ async def test_every_21_handler_answers_a_valid_call_result(
         v201.data_transfer("com.example.vendor", "Ping", {"seq": 1}),
         ("NotifySettlement", {"pspRef": "psp-1", "status": "Settled",
                               "settlementAmount": 12.5, "settlementTime": at}),
-        ("NotifyAllowedEnergyTransfer", {"transactionId": "tx-21-a",
-                                         "allowedEnergyTransfer": ["AC_three_phase"]}),
         ("NotifyPriorityCharging", {"transactionId": "tx-21-a", "activated": True}),
         ("NotifyDERAlarm", {"controlType": "FreqDroop", "timestamp": at}),
         ("NotifyDERStartStop", {"controlId": "der-1", "started": True, "timestamp": at}),
@@ -109,12 +107,25 @@ async def test_every_21_handler_answers_a_valid_call_result(
     missing = set(HANDLERS["2.1"]) - set(replies) - {"NotifyPeriodicEventStream"}
     # the 2.0.1 notifications 2.1 keeps are exercised by the 2.0.1 test, the same functions
     assert missing <= set(HANDLERS["2.0.1"]), missing
-    assert replies["Authorize"] == [{"idTokenInfo": {"status": "Accepted"}}] * 2
+    # the driver's tariff: --tariff per kWh, so that a 2.1 station reports the running cost
+    tariff = {
+        "tariffId": "csms_stub",
+        "currency": "KRW",
+        "energy": {"prices": [{"priceKwh": 150.0}]},
+    }
+    assert replies["Authorize"] == [{"idTokenInfo": {"status": "Accepted"}, "tariff": tariff}] * 2
     started, updated, ended = replies["TransactionEvent"]
     assert "totalCost" not in started
     assert updated["totalCost"] == pytest.approx(2 * 150)  # the --tariff, as in 2.0.1
     assert ended["totalCost"] == pytest.approx(10 * 150)
-    assert replies["NotifyAllowedEnergyTransfer"] == [{"status": "Accepted"}]
+    # the CSMS sends NotifyAllowedEnergyTransfer (2.1's "CSMSs -> Charging Stations"): a
+    # charger sending it gets what any CSMS-side action gets
+    with pytest.raises(CallErrorReply) as refused:
+        await client.call(
+            "NotifyAllowedEnergyTransfer",
+            {"transactionId": "tx-21-a", "allowedEnergyTransfer": ["AC_three_phase"]},
+        )
+    assert refused.value.error_code == ErrorCode.NOT_SUPPORTED
     assert replies["VatNumberValidation"] == [{"vatNumber": "KR1234567890", "status": "Rejected"}]
     transaction = stub.service.find_transaction("emart_jeju_21", "tx-21-a")
     assert transaction is not None and transaction.ocpp_version == "2.1"
@@ -144,6 +155,29 @@ async def test_a_255_character_idtoken_is_stored_and_read_back(
         await client.call(*too_long)
     assert caught.value.error_code == ErrorCode.TYPE_CONSTRAINT_VIOLATION  # the schema's maxLength
     assert stub.service.find_transaction("emart_jeju_26", "tx-21-256") is None
+
+
+async def test_a_connectors_availability_state_is_its_status(
+    stub: Stub, connect: ClientFactory
+) -> None:
+    """2.1 reports connector status with NotifyEvent (AvailabilityState, StatusNotification
+    being deprecated): the stub keeps it as it keeps a StatusNotification's; an event about
+    anything else (the EVSE's state, no connector named) is only logged."""
+    client = await connect("emart_jeju_27", "ocpp2.1")
+    await client.call(*v201.boot_notification("ABB", "X"))
+    now = time.time()
+    occupied = v201.availability_event(1, now, 1, 1, "Occupied")
+    faulted = v201.availability_event(2, now, 2, 1, "Faulted")
+    evse_state = {**v201.availability_event(3, now, 1, 1, "Unavailable"), "component": {
+        "name": "EVSE", "evse": {"id": 1}}}  # fmt: skip
+    reply = await client.call(*v201.notify_event(0, now, [occupied, evse_state, faulted]))
+    assert reply == {}
+    charger = stub.service.chargers["emart_jeju_27"]
+    assert charger.connectors == {(1, 1): "Occupied", (2, 1): "Faulted"}
+    await client.call(
+        *v201.notify_event(0, now, [v201.availability_event(4, now, 1, 1, "Available")])
+    )
+    assert charger.connectors[(1, 1)] == "Available"
 
 
 async def test_a_send_is_handled_and_never_answered(stub: Stub, connect: ClientFactory) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from csms_stub.service import Service, readings_from_meter_values, storable_timestamp, utcnow
-from loadgen.protocols import iso_timestamp
+from loadgen.protocols import iso_timestamp, v201
 
 
 def boot_notification(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +38,17 @@ def status_notification(
         payload["connectorStatus"],
         {"timestamp": payload["timestamp"]},
     )
+    return {}
+
+
+def notify_event(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Stored in the event log; a Connector's AvailabilityState is its status, as a
+    StatusNotification's (2.0.1's alternative, 2.1's way to report it)."""
+    service.log_event(charger_id, "notification", "NotifyEvent", payload)
+    for evse_id, connector_id, status, timestamp in v201.availability_states(payload):
+        service.connector_status(
+            charger_id, evse_id, connector_id, status, {"timestamp": timestamp}, "NotifyEvent"
+        )
     return {}
 
 
@@ -110,7 +121,7 @@ HANDLERS = {
     "TransactionEvent": transaction_event,
     "MeterValues": meter_values,
     "NotifyReport": logged("NotifyReport"),
-    "NotifyEvent": logged("NotifyEvent"),
+    "NotifyEvent": notify_event,
     "SecurityEventNotification": logged("SecurityEventNotification"),
     "FirmwareStatusNotification": logged("FirmwareStatusNotification"),
     # What a station sends after the CSMS's commands (GetLog, ReserveNow, ...).

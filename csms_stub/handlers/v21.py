@@ -9,7 +9,9 @@ an idToken of 2.1's 255 characters (the schema refuses longer ones; were the col
 a TransactionEvent would be refused with PropertyConstraintViolation before anything
 changes). idToken types are free strings (at most 20 characters) that ``--strict-id-tokens``
 judges like 2.0.1's Local (an identifierString). The answers (totalCost from ``--tariff`` on
-Updated and Ended) are 2.0.1's, which 2.1's schemas accept.
+Updated and Ended) are 2.0.1's, which 2.1's schemas accept; an accepted Authorize also
+gives the driver's tariff, ``--tariff`` per kWh as a 2.1 TariffType, so that 2.1 stations
+report the running cost (costDetails) as they would to a 2.1 CSMS that prices sessions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from csms_stub import store as tables
 from csms_stub.handlers import v201
 from csms_stub.service import Service
 from csms_stub.store import Unstorable
+from loadgen.protocols import v21
+
+#: the tariffId of the stub's one tariff (--tariff per kWh, in KRW like the seed's)
+TARIFF_ID = "csms_stub"
 
 #: the longest idToken the tables keep (2.1's limit)
 STORED_ID_TOKEN_LENGTH: int = tables.charger_usage_log.c.id_token.type.length or 255
@@ -46,6 +52,13 @@ def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]
     return v201.transaction_event(service, charger_id, payload)
 
 
+def authorize(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    reply = v201.authorize(service, charger_id, payload)
+    if reply["idTokenInfo"]["status"] == "Accepted":
+        reply["tariff"] = v21.tariff(TARIFF_ID, "KRW", price_kwh=service.tariff)
+    return reply
+
+
 def notify_periodic_event_stream(
     service: Service, charger_id: str, payload: dict[str, Any]
 ) -> dict[str, Any]:
@@ -64,9 +77,9 @@ def vat_number_validation(
 HANDLERS = {
     **v201.HANDLERS,
     "TransactionEvent": transaction_event,
+    "Authorize": authorize,
     "NotifyPeriodicEventStream": notify_periodic_event_stream,
     "NotifySettlement": v201.logged("NotifySettlement"),
-    "NotifyAllowedEnergyTransfer": answer("NotifyAllowedEnergyTransfer", {"status": "Accepted"}),
     "NotifyPriorityCharging": v201.logged("NotifyPriorityCharging"),
     "NotifyDERAlarm": v201.logged("NotifyDERAlarm"),
     "NotifyDERStartStop": v201.logged("NotifyDERStartStop"),

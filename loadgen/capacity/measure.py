@@ -1,6 +1,6 @@
 """Measuring an interval (a capacity hold, a report window): the difference of two merged
 metric views as a capacity :class:`~loadgen.capacity.judgement.StepMeasurement`, and the
-idTokens' verdicts for the reports."""
+idTokens' verdicts and the OCPP versions spoken for the reports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from loadgen import link as links
 from loadgen.capacity.judgement import ActionStats, StepMeasurement, bucket_percentile
 from loadgen.metrics import PREFIX, SPEC_BY_NAME
+from loadgen.protocols import VERSIONS
 
 Merged = Mapping[str, Mapping[tuple[str, ...], Any]]
 #: outcomes whose duration is a reply time of the CSMS (a timeout is the slowest answer);
@@ -41,6 +42,20 @@ def authorization_counts(before: Merged, after: Merged) -> list[dict[str, Any]]:
         for (status, message), count in sorted(deltas.items(), key=lambda item: item[0][::-1])
         if count > 0
     ]
+
+
+def versions_spoken(before: Merged, after: Merged) -> dict[str, int]:
+    """Connections opened between two merged views, by the OCPP version the CSMS picked
+    (of those the chargers offered), for the reports; versions without one left out."""
+    deltas = _counter_deltas(before, after, f"{PREFIX}connections_total")
+    order = {version: n for n, version in enumerate(VERSIONS)}
+    return {
+        version: int(count)
+        for (version,), count in sorted(
+            deltas.items(), key=lambda item: (-order.get(item[0][0], -1), item[0])
+        )
+        if count > 0
+    }
 
 
 def _bounds(name: str) -> list[float]:

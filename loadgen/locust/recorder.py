@@ -21,7 +21,7 @@ import gevent
 from loadgen import report as reports
 from loadgen.capacity.config import CapacityConfig
 from loadgen.capacity.judgement import with_count_percentiles
-from loadgen.capacity.measure import Merged, authorization_counts, measure
+from loadgen.capacity.measure import Merged, authorization_counts, measure, versions_spoken
 from loadgen.capacity.search import CapacityResult
 from loadgen.locust.settings import option_names
 from loadgen.locust.shape import latency_view
@@ -146,6 +146,7 @@ class RunRecorder:
                 "started": _iso(self._wall_started),
                 "ended": _iso(self.wall_clock()),
                 "duration_s": now - self._started,
+                "versions_spoken": versions_spoken(self._start_view, view),
             },
             settings=settings,
             steps=steps,

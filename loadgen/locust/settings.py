@@ -20,6 +20,7 @@ from loadgen.link import tls_context
 from loadgen.metrics.labels import known_actions
 from loadgen.profiles import ProfileError, ProfileMix, SessionPlan, parse_profile
 from loadgen.protocols import Version, get_version
+from loadgen.station import CONNECTOR_STATUS_MESSAGES
 
 
 class SettingsError(ValueError):
@@ -81,6 +82,8 @@ class Settings:
     slo: CapacityConfig | None = None
     #: --junit: write the verdicts (SLOs, capacity answers) here as JUnit XML
     junit: str | None = None
+    #: --connector-status: StatusNotification or NotifyEvent; None: each version's way
+    connector_status: str | None = None
 
 
 def add_arguments(parser: Any) -> None:
@@ -104,6 +107,14 @@ def add_arguments(parser: Any) -> None:
         default="2.0.1",
         help="OCPP version the stations speak: 2.1, 2.0.1 or 1.6 (default 2.0.1); a comma "
         "list (2.1,2.0.1) offers each subprotocol in that order and speaks the CSMS's choice",
+    )
+    add(
+        "--connector-status",
+        default="",
+        help="how 2.x stations report connector status: StatusNotification, or NotifyEvent "
+        "(the connector's AvailabilityState); default: the version's way, NotifyEvent in 2.1 "
+        "(which deprecates StatusNotification), StatusNotification in 2.0.1; 1.6 always "
+        "sends StatusNotification",
     )
     add("--fleet", default="", help="fleet TOML file (default: a generated fleet of --fleet-size)")
     add(
@@ -496,6 +507,12 @@ def settings_from_options(options: Any) -> Settings:
     except ValueError as exc:
         raise SettingsError(f"--ocpp-version: {exc}") from None
     version = versions[0]
+    connector_status = getattr(options, "connector_status", "") or None
+    if connector_status not in (None, *CONNECTOR_STATUS_MESSAGES):
+        raise SettingsError(
+            f"--connector-status must be {' or '.join(CONNECTOR_STATUS_MESSAGES)}, "
+            f"not {connector_status!r}"
+        )
     positive = {
         "--time-scale": options.time_scale,
         "--meter-interval": options.meter_interval,
@@ -598,6 +615,7 @@ def settings_from_options(options: Any) -> Settings:
         password=options.ocpp_password or os.environ.get("OCPP_BASIC_AUTH_PASSWORD") or None,
         slo=slo,
         junit=junit,
+        connector_status=connector_status,
     )
 
 

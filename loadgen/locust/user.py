@@ -172,6 +172,7 @@ class ChargerUser(User):
                 offline_replay_rate=settings.offline_replay_rate,
                 retry_backoff=settings.retry_backoff,
                 reboot_delay=settings.reboot_delay,
+                connector_status=settings.connector_status,
             ),
             new_transaction_id=coordinator.next_transaction_id,
             listener=self._on_station_event,

@@ -133,6 +133,12 @@ SPECS: tuple[Spec, ...] = (
     Spec(f"{_P}authorizations_total", "counter",
          "The CSMS's verdicts on idTokens, by status and the message that carried the verdict",
          ("status", "message")),
+    # issue 13: which OCPP version each connection speaks (of those offered, the CSMS's pick)
+    Spec(f"{_P}version_chargers", "gauge",
+         "Chargers connected, by the OCPP version their connection speaks", ("version",)),
+    Spec(f"{_P}connections_total", "counter",
+         "Connections opened (WebSocket handshake done), by the OCPP version the CSMS picked",
+         ("version",)),
 )  # fmt: skip
 
 SPEC_BY_NAME: dict[str, Spec] = {spec.name: spec for spec in SPECS}

@@ -13,7 +13,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from loadgen.metrics import PREFIX, SPECS, Spec
-from loadgen.metrics.labels import COORDINATION_OPERATIONS, PROTOCOL_ERROR_KINDS, RECONNECT_REASONS
+from loadgen.metrics.labels import (
+    COORDINATION_OPERATIONS,
+    OCPP_VERSIONS,
+    PROTOCOL_ERROR_KINDS,
+    RECONNECT_REASONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,8 @@ class Metrics:
         self.protocol_errors = c[f"{PREFIX}protocol_errors_total"]
         self.dropped_messages = c[f"{PREFIX}dropped_messages_total"]
         self.authorizations = c[f"{PREFIX}authorizations_total"]
+        self.version_chargers = c[f"{PREFIX}version_chargers"]
+        self.connections = c[f"{PREFIX}connections_total"]
         # Counters of closed label sets exist from the start at 0: a series that first
         # appears with its value already 1 shows no increase in rate() / increase().
         for reason in sorted(RECONNECT_REASONS):
@@ -86,6 +93,8 @@ class Metrics:
             self.protocol_errors.labels(kind)
         for operation in sorted(COORDINATION_OPERATIONS | {"other"}):
             self.coordination_failures.labels(operation)
+        for version in OCPP_VERSIONS:
+            self.connections.labels(version)
 
     # -- run-wide values, set by the Locust layer ----------------------------------------
 

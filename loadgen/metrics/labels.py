@@ -9,6 +9,7 @@ import functools
 from typing import Any
 
 from loadgen import link as links
+from loadgen.protocols import VERSIONS
 from loadgen.stations.base import NO_TRANSACTION_ID
 
 OTHER = "Other"
@@ -70,6 +71,8 @@ AUTHORIZATION_STATUSES = (
 )
 #: the messages whose replies carry a verdict
 AUTHORIZATION_MESSAGES = ("Authorize", "TransactionEvent", "StartTransaction")
+#: the OCPP versions a connection may speak ("1.6", "2.0.1", "2.1")
+OCPP_VERSIONS = tuple(VERSIONS)
 MESSAGE_DIRECTIONS = ("sent", "received")
 #: OCPP-J message types; SEND and CALLRESULTERROR exist in 2.1 only
 MESSAGE_TYPES = ("call", "result", "error", "send", "callresulterror")
@@ -101,6 +104,10 @@ def known_statuses() -> frozenset[str]:
             if isinstance(value, type) and issubclass(value, enum.Enum) and "Status" in name:
                 values.update(str(member.value) for member in value)
     return frozenset(values)
+
+
+def version_label(version: str) -> str:
+    return version if version in OCPP_VERSIONS else "other"
 
 
 def action_label(action: str) -> str:

@@ -29,6 +29,7 @@ from loadgen.metrics.labels import (
     known_statuses,
     reconnect_reason,
     status_label,
+    version_label,
 )
 
 #: fleets with up to this many sites export every site's series from the start
@@ -54,6 +55,7 @@ class _Charger:
         "state",
         "station",
         "unavailable",
+        "version",
     )
 
     def __init__(self, site: str, station: Any) -> None:
@@ -63,6 +65,8 @@ class _Charger:
         self.booted = False
         self.failed = False
         self.unavailable: set[tuple[int, int]] = set()
+        #: the OCPP version of the connection it is counted under (None: not connected)
+        self.version: str | None = None
         self.last_disconnect = "other"
         #: running transactions, by local id
         self.active: dict[str, _Transaction] = {}
@@ -252,6 +256,7 @@ class MetricsObserver:
             return
         self._site_state(charger.site, charger.state).dec()
         self._set_booted(charger, False)
+        self._set_version(charger, None)
         for local_id in list(charger.active):
             self._end_transaction(charger, local_id)
             self._active -= 1
@@ -271,9 +276,13 @@ class MetricsObserver:
             charger.connected = True
             self._set_booted(charger, False)
             charger.failed = False
+            # the station speaks what the CSMS picked of the versions offered (set at connect)
+            self._set_version(charger, version_label(charger.station.version.name))
+            self.metrics.connections.labels(charger.version).inc()
         elif kind == "disconnected":
             charger.connected = False
             self._set_booted(charger, False)
+            self._set_version(charger, None)
             charger.last_disconnect = reconnect_reason(str(detail.get("reason", "")))
         elif kind == "gave_up":
             charger.failed = True
@@ -311,6 +320,14 @@ class MetricsObserver:
         charger.booted = booted
         self._booted += 1 if booted else -1
         self.metrics.chargers_booted.set(self._booted)
+
+    def _set_version(self, charger: _Charger, version: str | None) -> None:
+        """Keep ``version_chargers`` in step: the charger leaves its old version's count."""
+        if charger.version is not None:
+            self.metrics.version_chargers.labels(charger.version).dec()
+        charger.version = version
+        if version is not None:
+            self.metrics.version_chargers.labels(version).inc()
 
     def _on_status(self, charger: _Charger, charger_id: str, detail: Mapping[str, Any]) -> None:
         where = (detail.get("evse_id", 0), detail.get("connector_id", 0))

@@ -160,6 +160,47 @@ def notify_event(
     return "NotifyEvent", payload
 
 
+def availability_event(
+    event_id: int, timestamp: float | str, evse_id: int, connector_id: int, status: str
+) -> dict[str, Any]:
+    """An EventDataType reporting a connector's AvailabilityState: what NotifyEvent carries
+    instead of a StatusNotification (2.0.1's alternative, 2.1's way: use case G01)."""
+    return {
+        "eventId": event_id,
+        "timestamp": timestamp_text(timestamp),
+        "trigger": "Delta",
+        "actualValue": status,
+        "eventNotificationType": "HardWiredNotification",
+        "component": {"name": "Connector", "evse": {"id": evse_id, "connectorId": connector_id}},
+        "variable": {"name": "AvailabilityState"},
+    }
+
+
+#: ConnectorStatusEnumType: the AvailabilityState values that are a connector status
+CONNECTOR_STATUSES = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
+
+
+def availability_states(payload: dict[str, Any]) -> list[tuple[int, int, str, str]]:
+    """What a NotifyEvent says about connector status, as a CSMS reads it: (evseId,
+    connectorId, status, timestamp) of each Connector AvailabilityState event whose value
+    is a connector status; the other events say nothing about it."""
+    states = []
+    for event in payload.get("eventData") or ():
+        component = event.get("component") or {}
+        evse = component.get("evse") or {}
+        if (
+            component.get("name") == "Connector"
+            and (event.get("variable") or {}).get("name") == "AvailabilityState"
+            and event.get("actualValue") in CONNECTOR_STATUSES
+            and isinstance(evse.get("id"), int)
+            and isinstance(evse.get("connectorId"), int)
+        ):
+            states.append(
+                (evse["id"], evse["connectorId"], event["actualValue"], event["timestamp"])
+            )
+    return states
+
+
 def _report_part(
     request_id: int,
     seq_no: int,

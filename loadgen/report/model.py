@@ -41,6 +41,7 @@ _RUN_FIELDS = (
     "duration_s",
     "host",
     "ocpp_version",
+    "versions_spoken",
     "profile",
     "workers",
     "locust_version",
@@ -209,6 +210,13 @@ def _capacity(capacity: Any) -> dict[str, Any] | None:
     return data
 
 
+def _versions_spoken(value: Any) -> dict[str, int]:
+    """``{version: connections}``: what the CSMS picked of the versions offered."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): n for k, v in value.items() if (n := as_int(v)) is not None and n > 0}
+
+
 def build_report(
     *,
     run: Mapping[str, Any],
@@ -236,6 +244,7 @@ def build_report(
     """
     run_data = plain(run) if isinstance(run, Mapping) else {}
     run_data = {name: run_data.get(name) for name in _RUN_FIELDS} | run_data
+    run_data["versions_spoken"] = _versions_spoken(run_data["versions_spoken"])
     settings_data = plain(settings) if isinstance(settings, Mapping) else {}
     settings_data = {name: _redact(settings_data[name], name) for name in sorted(settings_data)}
     return {

@@ -72,6 +72,23 @@ def _workers(count: int | None) -> str:
     return "1 worker" if count == 1 else f"{fmt.count(count)} workers"
 
 
+def _versions(run: Mapping[str, Any]) -> str:
+    """ "OCPP 2.1"; when the CSMS picked other than the one version offered, what it picked:
+    "OCPP 2.1 (12 connections), 2.0.1 (3 connections) of 2.1,2.0.1 offered"."""
+    offered = run.get("ocpp_version") or ""
+    spoken = run.get("versions_spoken") or {}
+    if not spoken or list(spoken) == [offered]:
+        return f"OCPP {fmt.esc(offered)}" if offered else ""
+    if len(spoken) == 1:
+        text = f"OCPP {next(iter(spoken))}"
+    else:
+        text = "OCPP " + ", ".join(
+            f"{version} ({fmt.count(n)} connection{'s' if n != 1 else ''})"
+            for version, n in spoken.items()
+        )
+    return fmt.esc(f"{text} of {offered} offered" if offered else text)
+
+
 def _headline(report: Mapping[str, Any]) -> str:
     """The answer first: how many chargers held, or why there is no CSMS figure; for a
     plain run, how many connected and what went wrong first."""
@@ -80,7 +97,7 @@ def _headline(report: Mapping[str, Any]) -> str:
     facts = " · ".join(
         fact
         for fact in (
-            f"OCPP {fmt.esc(run['ocpp_version'])}" if run.get("ocpp_version") else "",
+            _versions(run),
             f"profile {fmt.esc(run['profile'])}" if run.get("profile") else "",
             _workers(model.as_int(run.get("workers"))),
             f"ran {fmt.duration(run.get('duration_s'))}"
@@ -107,6 +124,7 @@ def _run_section(report: Mapping[str, Any]) -> str:
         "run_id": "run id",
         "host": "CSMS",
         "ocpp_version": "OCPP version",
+        "versions_spoken": "connections by OCPP version",
         "profile": "profile",
         "workers": "workers",
         "started": "started",

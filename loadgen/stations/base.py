@@ -55,6 +55,15 @@ class Rules:
         connector 0); none by default."""
         return []
 
+    def connector_status(
+        self, station: Station, evse_id: int, connector_id: int, status: str, timestamp: float
+    ) -> tuple[str, dict[str, Any]]:
+        """The message that reports a connector's status: a StatusNotification (2.x may
+        report it with NotifyEvent instead, see :mod:`.v201`)."""
+        return "StatusNotification", self.status_notification(
+            station, evse_id, connector_id, status, timestamp
+        )
+
     def boot_statuses(self, station: Station) -> list[tuple[int, int, str]]:
         """(EVSE id, connector id, status) of every StatusNotification after a boot."""
         return self.station_statuses(station) + [

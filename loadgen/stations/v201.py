@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 class Rules201(Rules):
     #: what a SetVariableMonitoring's monitor carries besides what the CSMS set
     monitor_fields: ClassVar[dict[str, Any]] = {}
+    #: how connector status is reported unless StationConfig.connector_status says:
+    #: StatusNotification (2.0.1's way; NotifyEvent AvailabilityState its alternative)
+    connector_status_message: ClassVar[str] = "StatusNotification"
 
     def boot_notification(self, station: Station) -> dict[str, Any]:
         c = station.charger
@@ -36,6 +39,20 @@ class Rules201(Rules):
         self, station: Station, evse_id: int, connector_id: int, status: str, timestamp: float
     ) -> dict[str, Any]:
         return station.messages.status_notification(evse_id, connector_id, status, timestamp)[1]
+
+    def connector_status(
+        self, station: Station, evse_id: int, connector_id: int, status: str, timestamp: float
+    ) -> tuple[str, dict[str, Any]]:
+        """A StatusNotification, or a NotifyEvent with the connector's AvailabilityState
+        (one event, seqNo 0: each is a report of its own)."""
+        message = station.config.connector_status or self.connector_status_message
+        if message != "NotifyEvent":
+            return super().connector_status(station, evse_id, connector_id, status, timestamp)
+        station.last_event_id += 1
+        event = station.messages.availability_event(
+            station.last_event_id, timestamp, evse_id, connector_id, status
+        )
+        return station.messages.notify_event(0, timestamp, [event])
 
     def authorize(self, station: Station, transaction: Transaction) -> dict[str, Any]:
         return station.messages.authorize(transaction.token, transaction.token_type)[1]

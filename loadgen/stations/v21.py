@@ -55,6 +55,9 @@ def running_cost(station: Station, transaction: Transaction, evse: Evse) -> floa
 class Rules21(v201.Rules201):
     #: 2.1 requires it: the CSMS's own monitors are CustomMonitor
     monitor_fields = {"eventNotificationType": "CustomMonitor"}
+    #: 2.1 deprecates StatusNotification: connector status is a NotifyEvent reporting the
+    #: Connector's AvailabilityState (use case G01, "Report Connector AvailabilityState")
+    connector_status_message = "NotifyEvent"
 
     def authorized(self, transaction: Transaction, reply: dict[str, Any]) -> None:
         if isinstance(reply.get("tariff"), dict):
@@ -277,11 +280,12 @@ def _no_stream(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 # HOOK(SEND): a station that opened a stream (OpenPeriodicEventStream, a CALL) would send
-# its NotifyPeriodicEventStream as a 2.1 SEND frame (MessageTypeId 6, no reply), which the
-# station's queue cannot carry (every OutgoingCall awaits a CALLRESULT). When the link can
-# send a SEND, give Station a ``send_unconfirmed(action, payload)`` for the runtime to
-# drain, and open streams for the monitors that ask for one (SetMonitoringData's
-# periodicEventStream). Until then no stream is opened, so Get/Adjust find none.
+# its NotifyPeriodicEventStream as a 2.1 SEND frame (MessageTypeId 6, no reply). The link
+# sends one (``Link.send``), but the station's queue cannot carry it (every OutgoingCall
+# awaits a CALLRESULT): give Station a ``send_unconfirmed(action, payload)`` for the runtime
+# to drain, and open streams for the monitors that ask for one (SetMonitoringData's
+# periodicEventStream). Until then no stream is opened, so Get/Adjust find none: monitors
+# never fire here anyway (see .v201), and a basic session sends no stream.
 
 
 def _get_periodic_event_stream(station: Station, payload: dict[str, Any]) -> dict[str, Any]:
