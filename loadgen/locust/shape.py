@@ -6,7 +6,9 @@ greenlet (``tick()`` about once a second on the master or the single process):
 1. **step**: ask for the search's next target (``chargers_target`` follows it);
 2. **settle**: wait until the chargers are there (connected and booted, Accepted, and
    Locust's user count at the target), until admission stalls (no more chargers booted for
-   a while) or until a timeout, since a CSMS that refuses connections never gets there and
+   ``stall`` seconds though the missing ones were told to retry every
+   :data:`SETTLE_RETRY_S`: a CSMS that refused them a moment ago is no ceiling) or until a
+   timeout, since a CSMS that refuses connections never gets there and
    that is a finding, not a reason to wait for ever. The ramp (step start to settled) is
    judged by the connect SLOs only: a ramp that broke them is an admission limit, said in
    words on the step ("admission limited: about 22 chargers/s"), not a concurrency failure;
@@ -74,6 +76,10 @@ LOCAL_STALL_S = 5.0
 #: how long the chargers of a step may take to connect beyond the spawn time (at least a
 #: full reconnect back-off: chargers refused at a failed step retry only after theirs)
 SETTLE_GRACE_S = 30.0
+#: while a step's chargers stop coming in, those waiting out a reconnect back-off are told
+#: to retry this often: a CSMS that refused them a moment ago may take them now, and the
+#: OCPP back-off (5-35 s, doubling) would outlast the stall that ends the settle
+SETTLE_RETRY_S = 2.0
 #: the most seconds to wait for a rate step's chargers to be gone
 RATE_DRAIN_S = 30.0
 #: with ``both``: the concurrency steps ramp at this share of the connect rate found
@@ -225,6 +231,7 @@ class CapacityShape(LoadTestShape):
         self._cpu: list[float] = []
         self._booted = -1.0
         self._retried = False
+        self._retried_at = self.run_started
         self._booted_since = self.run_started
         # the ramp: the merged metrics when the step began, and the admission note
         self._ramp_baseline: Merged = {}
@@ -551,21 +558,28 @@ class CapacityShape(LoadTestShape):
             return False
         if not self._retried:
             # Only now: the users of a step down are gone and their connections free.
-            self._retried = True
+            self._retried, self._retried_at = True, now
             self.on_target(self.target)
             self._booted, self._booted_since = booted, now
         # Down a step too: every remaining charger booted and the stopped ones gone.
         if booted == self.target:
             return True
-        if booted < self.target and now - self._booted_since >= self.stall:
+        stalled = now - self._booted_since
+        if booted < self.target and stalled >= self.stall:
             log.info(
-                "capacity search: %d of %d chargers booted, no more for %.0f s (admission "
-                "stalled); holding",
+                "capacity search: %d of %d chargers booted, no more for %.0f s though those "
+                "missing retried every %.0f s (admission stalled); holding",
                 booted,
                 self.target,
-                now - self._booted_since,
+                stalled,
+                SETTLE_RETRY_S,
             )
             return True
+        if min(stalled, now - self._retried_at) >= SETTLE_RETRY_S:
+            # A CSMS that refused them a moment ago may take them now: admission stalls
+            # only when no charger got in for `stall` s though the missing ones kept trying.
+            self._retried_at = now
+            self.on_target(self.target)
         self._say_waiting(booted, users, waited)
         return False
 
