@@ -88,6 +88,7 @@ class World:
         self.spawn_limit = spawn_limit
         self.refuse_until = refuse_until
         self.waiting = 0  # refused, in back-off
+        self.last_boot: float | None = None
         self.response_times: dict[str, dict[int, int]] = {}
         #: (time, connected) whenever the connected chargers changed
         self.changes: list[tuple[float, int]] = [(self.clock.now(), 0)]
@@ -185,6 +186,12 @@ class World:
             times[ms] = times.get(ms, 0) + 1
         self.booted = booted + int(more)
         self.metrics.chargers_booted.set(int(self.booted))
+        if int(more) > 0:
+            self.last_boot = self.clock.now()
+
+    def last_boot_at(self) -> float | None:
+        """When the latest BootNotification was answered (Locust's last_request_timestamp)."""
+        return self.last_boot
 
     def connected_at(self, when: float) -> int:
         return [count for at, count in self.changes if at <= when][-1]
@@ -521,6 +528,28 @@ def a_hold_starts_once_the_chargers_are_booted_and_a_slow_admission_is_said_in_w
     rate = float(note.split("about ")[1].split(" ")[0])
     assert 1.5 <= rate <= 2.2  # the CSMS's boot rate, roughly
     assert world.results[0][1].max_chargers == 20
+
+
+@case
+def the_admission_rate_is_counted_until_the_last_boot_not_the_settle() -> None:
+    # 20 chargers at once, booted 10 a second: the last boot is answered 2 s after the step
+    # began, but a master's settle lasts 7 s at least. The note says 10/s, not 20/7.
+    world = World(boot_rate=10.0)
+    search = config(start=20, max_chargers=20, hold_seconds=5.0, boot_p95_ms=1000)
+    shape = make_shape(
+        world,
+        search,
+        spawn_rate=100.0,
+        min_settle=7.0,
+        latencies=world.latencies,
+        last_boot_at=world.last_boot_at,
+        wall_clock=world.clock.now,
+    )
+    drive(shape, world)
+    (step,) = world.steps
+    assert step["ok"] and step["started_s"] == 7.0, step
+    note = step["admission"]
+    assert note.startswith("admission limited: about 10 chargers/s (p95 BootNotification"), note
 
 
 @case

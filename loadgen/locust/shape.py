@@ -236,6 +236,7 @@ class CapacityShape(LoadTestShape):
         # the ramp: the merged metrics when the step began, and the admission note
         self._ramp_baseline: Merged = {}
         self._ramp_latency: dict[str, dict[float, int]] = {}
+        self._step_wall = 0.0
         self._admission: str | None = None
 
     @property
@@ -306,6 +307,7 @@ class CapacityShape(LoadTestShape):
         # the ramp is judged from here to the hold (connect SLOs: admission)
         self._ramp_baseline = self.merged()
         self._ramp_latency = self._latency_view()
+        self._step_wall = self.wall_clock()
         log.info("capacity search (%s): %d chargers", self.search.phase, target)
 
     def _start_hold(self, now: float) -> None:
@@ -603,9 +605,22 @@ class CapacityShape(LoadTestShape):
             ramp = with_count_percentiles(ramp, self._ramp_latency, self._latency_baseline)
         before = sum(self._ramp_baseline.get("ocpp_loadgen_chargers_booted", {}).values())
         admitted = max(0, (ramp.booted or 0) - int(before))
+        # The rate the CSMS admitted at: until its last boot of the step, not until the
+        # settle saw it (at least min_settle; on a master, a worker report later).
+        last = self._since_step_start(self.last_boot_at)
+        if last is not None and last < seconds:
+            seconds = last
         self._admission = admission_note(judge_admission(ramp, self.config), admitted, seconds)
         if self._admission is not None:
             log.info("capacity step %d chargers: %s", self.target, self._admission)
+
+    def _since_step_start(self, latest: Callable[[], float | None] | None) -> float | None:
+        """Seconds from the concurrency step's start (wall clock) to ``latest()``; None when
+        nothing says or it came before the step."""
+        at = latest() if latest is not None else None
+        if at is None or at <= self._step_wall:
+            return None
+        return at - self._step_wall
 
     def _judge(self, now: float, after: Merged) -> None:
         assert self.target is not None
