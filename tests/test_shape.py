@@ -602,19 +602,30 @@ def both_capacities_whatever_the_spawn_rate() -> None:
         assert first_hold > starts[-1]
         assert all(tick[1] == rate / 2 for at, tick, _ in ticks if at >= first_hold and tick)
 
-    # a pinned --spawn-rate is kept
-    world = World(ceiling=30, boot_rate=10.0)
-    search = config(
-        mode="both",
-        start=10,
-        max_chargers=40,
-        hold_seconds=5.0,
-        rate_start=5.0,
-        rate_step_chargers=25,
-    )
-    shape = make_shape(world, search, spawn_rate=3.0, spawn_rate_pinned=True)
-    drive(shape, world)
-    assert shape.spawn_rate == 3.0 and shape.result.max_connect_rate is not None
+    # a pinned --spawn-rate is kept for the concurrency steps (the rate steps offer their
+    # own rate): below, at and far above the CSMS's 10 boots/s, the same two answers
+    for spawn_rate in (3.0, 5.0, 20.0, 100.0):
+        world = World(ceiling=30, boot_rate=10.0)
+        search = config(
+            mode="both",
+            start=10,
+            max_chargers=60,
+            hold_seconds=5.0,
+            resolution_ratio=0.05,
+            rate_start=5.0,
+            rate_step_chargers=25,
+        )
+        shape = make_shape(
+            world, search, spawn_rate=spawn_rate, spawn_rate_pinned=True, latencies=world.latencies
+        )
+        ticks = drive(shape, world)
+        result = shape.result
+        assert shape.spawn_rate == spawn_rate
+        assert result.max_chargers is not None and 28 <= result.max_chargers <= 30, result
+        rate = result.max_connect_rate
+        assert rate is not None and 9.5 <= rate <= 11.0, result.connect_rate_line()
+        offered = {tick[1] for _, tick, phase in ticks if tick and phase == "rate-step"}
+        assert offered == {r for r, _ in result.connect_rate_steps}, offered
 
 
 @case
