@@ -452,7 +452,7 @@ class CapacityShape(LoadTestShape):
         if self.latencies is not None:
             ramp = with_count_percentiles(ramp, self._rate_latency, view)
         booted = sum(after.get("ocpp_loadgen_chargers_booted", {}).values())
-        started = self._rate_step_started(seconds)
+        started = self._first_start(self._rate_wall, seconds)
         step = RateStepMeasurement(
             rate=self._rate,
             chargers=self.target,
@@ -491,14 +491,15 @@ class CapacityShape(LoadTestShape):
             "kept pace" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
         )
 
-    def _rate_step_started(self, seconds: float) -> float:
-        """When (wall clock) the rate step's first users came: a master's workers get the
-        step's users 0.15-0.5 s after the master began it, a delay of the generator that the
-        pace model would otherwise take for a CSMS falling behind. The step's start when
-        nothing says (or what it says is not within the step)."""
-        found = self.first_start_since(self._rate_wall) if self.first_start_since else None
-        if found is None or not self._rate_wall <= found <= self._rate_wall + seconds:
-            return self._rate_wall
+    def _first_start(self, wall: float, seconds: float) -> float:
+        """When (wall clock) the first users of a step begun at ``wall`` came: a master's
+        workers get a step's users 0.15-0.5 s after the master began it (its first step's,
+        a second or more), a delay of the generator that the pace model, or an admission
+        rate, would otherwise take for a CSMS falling behind. ``wall`` when nothing says (or
+        what it says is not within the step's ``seconds``)."""
+        found = self.first_start_since(wall) if self.first_start_since else None
+        if found is None or not wall <= found <= wall + seconds:
+            return wall
         return found
 
     def _since_rate_start(
@@ -607,20 +608,13 @@ class CapacityShape(LoadTestShape):
         admitted = max(0, (ramp.booted or 0) - int(before))
         # The rate the CSMS admitted at: until its last boot of the step, not until the
         # settle saw it (at least min_settle; on a master, a worker report later).
-        last = self._since_step_start(self.last_boot_at)
-        if last is not None and last < seconds:
-            seconds = last
+        started = self._first_start(self._step_wall, seconds)
+        last = self.last_boot_at() if self.last_boot_at is not None else None
+        if last is not None and started < last < started + seconds:
+            seconds = last - started
         self._admission = admission_note(judge_admission(ramp, self.config), admitted, seconds)
         if self._admission is not None:
             log.info("capacity step %d chargers: %s", self.target, self._admission)
-
-    def _since_step_start(self, latest: Callable[[], float | None] | None) -> float | None:
-        """Seconds from the concurrency step's start (wall clock) to ``latest()``; None when
-        nothing says or it came before the step."""
-        at = latest() if latest is not None else None
-        if at is None or at <= self._step_wall:
-            return None
-        return at - self._step_wall
 
     def _judge(self, now: float, after: Merged) -> None:
         assert self.target is not None
