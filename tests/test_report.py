@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -715,6 +716,17 @@ def test_connect_rate_steps_are_charted(tmp_path: Path) -> None:
     assert series["offered"] == [len(steps)]
     assert series["p95 BootNotification ms (right axis)"] == [len(steps)]
     assert "Connect rate (each rate step)" in " ".join(page.text)
+    # and listed: every rate step with its verdict, the failed ones' reasons in words
+    html = render_html(report)
+    table = html[html.index('<section id="rate-steps">') :]
+    table = table[: table.index("</section>")]
+    assert table.count("<tbody") == len(steps)
+    assert table.count('<span class="badge">answer</span>') == 1
+    assert table.count('class="verdict fail"') == 2 * sum(1 for s in steps if not s["ok"])
+    failed = next(s for s in steps if not s["ok"])
+    assert html_escape(failed["reasons"][0]) in table
+    assert '<a href="#rate-steps">' in html
+    assert 'id="rate-steps"' not in render_html(simulated())  # not searched: no section
 
 
 # -- a plain run (no capacity search) ---------------------------------------------------------

@@ -51,7 +51,9 @@ class World:
     the charger then waits in its back-off and attempts nothing more); every connected
     charger is booted (its BootNotification Accepted) at once, or at most ``boot_rate`` a
     second in arrival order, and then sends one Heartbeat a second, answered in
-    ``latency(now)`` seconds. It all goes
+    ``latency(now)`` seconds. With ``refuse_until`` the CSMS refuses every connection until
+    then, and the chargers it refused come back only when the shape tells them to retry
+    (``on_target``; their OCPP back-off would take longer). It all goes
     through a real MetricsObserver; the shape sees it through ``MergedCollector.merged``.
     The world also stands in for Locust's runner (``user_count``) and stats
     (``latencies``: ms -> count, like ``StatsEntry.response_times``) and records the
@@ -66,6 +68,7 @@ class World:
         cpu: Callable[[float], float] | None = None,
         boot_rate: float | None = None,
         spawn_limit: float | None = None,
+        refuse_until: float | None = None,
     ) -> None:
         self.clock = FakeClock(start=5000.0)
         self.metrics = Metrics(worker="local")
@@ -83,7 +86,9 @@ class World:
         self.boot_rate = boot_rate
         #: the most users a second the load generator starts, whatever the rate asked
         self.spawn_limit = spawn_limit
+        self.refuse_until = refuse_until
         self.waiting = 0  # refused, in back-off
+        self.last_boot: float | None = None
         self.response_times: dict[str, dict[int, int]] = {}
         #: (time, connected) whenever the connected chargers changed
         self.changes: list[tuple[float, int]] = [(self.clock.now(), 0)]
@@ -138,7 +143,12 @@ class World:
         while self.connected > users:
             self.observer.disconnected("closed")  # a stopped user: the generator's own
             self.connected -= 1
-        while self.connected < min(users, self.ceiling):
+        admitted = min(users, self.ceiling)
+        if self.refuse_until is not None and not any(
+            at >= self.refuse_until for at, _, _ in self.on_targets
+        ):
+            admitted = min(admitted, self.connected)  # refused, or not yet told to retry
+        while self.connected < admitted:
             self.observer.connect_done("ok", 0.01)
             self.connected += 1
         self.waiting = min(self.waiting, users - self.connected)
@@ -176,6 +186,12 @@ class World:
             times[ms] = times.get(ms, 0) + 1
         self.booted = booted + int(more)
         self.metrics.chargers_booted.set(int(self.booted))
+        if int(more) > 0:
+            self.last_boot = self.clock.now()
+
+    def last_boot_at(self) -> float | None:
+        """When the latest BootNotification was answered (Locust's last_request_timestamp)."""
+        return self.last_boot
 
     def connected_at(self, when: float) -> int:
         return [count for at, count in self.changes if at <= when][-1]
@@ -293,8 +309,16 @@ def full_search_against_a_connection_ceiling() -> None:
             assert start == on_target == max(asked + 2.0, world.last_change(start))
         assert start - asked < step["chargers"] / 5.0 + 30 + 10  # no settle timeout
 
-    # on_target: once per step, in order, and only when the users were there
-    assert [c for _, c, _ in world.on_targets] == targets
+    # on_target: once the users of a step were there, in order; then, while chargers were
+    # missing and no more came in, every 2 s until the stall (5 s) started the hold
+    told: dict[int, list[float]] = {}
+    for at, chargers, _ in world.on_targets:
+        told.setdefault(chargers, []).append(at)
+    assert list(told) == targets
+    for step in world.steps:
+        first = told[step["chargers"]][0]
+        retries = [0.0, 2.0, 4.0] if step["chargers"] > 137 else [0.0]
+        assert [at - first for at in told[step["chargers"]]] == retries, step["chargers"]
     assert all(users == target for _, target, users in world.on_targets)
 
     # the answer: within the resolution of the ceiling, never above it
@@ -354,6 +378,32 @@ def hold_is_at_least_one_cycle() -> None:
         (step,) = world.steps
         assert step["seconds"] == expected, (cycle, step["seconds"])
         assert step["actions"]["Heartbeat"]["count"] == 20 * expected
+
+
+@case
+def a_csms_that_refuses_briefly_is_no_ceiling() -> None:
+    # Every connection refused for the step's first 5 s: the chargers refused wait out a
+    # back-off longer than the stall. Told to retry every 2 s while none get in, they are
+    # in as soon as the CSMS takes them again, before the stall (5 s) would hold the step.
+    world = World()
+    world.refuse_until = world.clock.now() + 5.0
+    shape = make_shape(world, config(start=10, max_chargers=10), spawn_rate=5.0)
+    drive(shape, world)
+    (step,) = world.steps
+    assert step["ok"] and step["booted"] == 10, step
+    told = [at - shape.run_started for at, _, _ in world.on_targets]
+    assert told == [2.0, 4.0, 6.0]  # users there at 2 s; then every 2 s until they are in
+    assert step["started_s"] == 7.0
+    assert world.results[0][1].max_chargers == 10
+    # a CSMS refusing longer than the stall (5 s of retries for nothing) is a finding
+    world = World()
+    world.refuse_until = world.clock.now() + 60.0
+    shape = make_shape(world, config(start=10, max_chargers=10), spawn_rate=5.0)
+    drive(shape, world)
+    (step,) = world.steps
+    assert not step["ok"] and step["started_s"] == 7.0, step
+    assert "only 0 of 10 chargers booted (missing 100% > 1%)" in step["reasons"], step
+    assert [at - shape.run_started for at, _, _ in world.on_targets] == [2.0, 4.0, 6.0]
 
 
 @case
@@ -481,6 +531,28 @@ def a_hold_starts_once_the_chargers_are_booted_and_a_slow_admission_is_said_in_w
 
 
 @case
+def the_admission_rate_is_counted_until_the_last_boot_not_the_settle() -> None:
+    # 20 chargers at once, booted 10 a second: the last boot is answered 2 s after the step
+    # began, but a master's settle lasts 7 s at least. The note says 10/s, not 20/7.
+    world = World(boot_rate=10.0)
+    search = config(start=20, max_chargers=20, hold_seconds=5.0, boot_p95_ms=1000)
+    shape = make_shape(
+        world,
+        search,
+        spawn_rate=100.0,
+        min_settle=7.0,
+        latencies=world.latencies,
+        last_boot_at=world.last_boot_at,
+        wall_clock=world.clock.now,
+    )
+    drive(shape, world)
+    (step,) = world.steps
+    assert step["ok"] and step["started_s"] == 7.0, step
+    note = step["admission"]
+    assert note.startswith("admission limited: about 10 chargers/s (p95 BootNotification"), note
+
+
+@case
 def a_quick_admission_has_no_note() -> None:
     world = World()
     shape = make_shape(world, config(start=10, max_chargers=10, hold_seconds=5.0))
@@ -530,19 +602,30 @@ def both_capacities_whatever_the_spawn_rate() -> None:
         assert first_hold > starts[-1]
         assert all(tick[1] == rate / 2 for at, tick, _ in ticks if at >= first_hold and tick)
 
-    # a pinned --spawn-rate is kept
-    world = World(ceiling=30, boot_rate=10.0)
-    search = config(
-        mode="both",
-        start=10,
-        max_chargers=40,
-        hold_seconds=5.0,
-        rate_start=5.0,
-        rate_step_chargers=25,
-    )
-    shape = make_shape(world, search, spawn_rate=3.0, spawn_rate_pinned=True)
-    drive(shape, world)
-    assert shape.spawn_rate == 3.0 and shape.result.max_connect_rate is not None
+    # a pinned --spawn-rate is kept for the concurrency steps (the rate steps offer their
+    # own rate): below, at and far above the CSMS's 10 boots/s, the same two answers
+    for spawn_rate in (3.0, 5.0, 20.0, 100.0):
+        world = World(ceiling=30, boot_rate=10.0)
+        search = config(
+            mode="both",
+            start=10,
+            max_chargers=60,
+            hold_seconds=5.0,
+            resolution_ratio=0.05,
+            rate_start=5.0,
+            rate_step_chargers=25,
+        )
+        shape = make_shape(
+            world, search, spawn_rate=spawn_rate, spawn_rate_pinned=True, latencies=world.latencies
+        )
+        ticks = drive(shape, world)
+        result = shape.result
+        assert shape.spawn_rate == spawn_rate
+        assert result.max_chargers is not None and 28 <= result.max_chargers <= 30, result
+        rate = result.max_connect_rate
+        assert rate is not None and 9.5 <= rate <= 11.0, result.connect_rate_line()
+        offered = {tick[1] for _, tick, phase in ticks if tick and phase == "rate-step"}
+        assert offered == {r for r, _ in result.connect_rate_steps}, offered
 
 
 @case

@@ -6,7 +6,9 @@ greenlet (``tick()`` about once a second on the master or the single process):
 1. **step**: ask for the search's next target (``chargers_target`` follows it);
 2. **settle**: wait until the chargers are there (connected and booted, Accepted, and
    Locust's user count at the target), until admission stalls (no more chargers booted for
-   a while) or until a timeout, since a CSMS that refuses connections never gets there and
+   ``stall`` seconds though the missing ones were told to retry every
+   :data:`SETTLE_RETRY_S`: a CSMS that refused them a moment ago is no ceiling) or until a
+   timeout, since a CSMS that refuses connections never gets there and
    that is a finding, not a reason to wait for ever. The ramp (step start to settled) is
    judged by the connect SLOs only: a ramp that broke them is an admission limit, said in
    words on the step ("admission limited: about 22 chargers/s"), not a concurrency failure;
@@ -74,6 +76,10 @@ LOCAL_STALL_S = 5.0
 #: how long the chargers of a step may take to connect beyond the spawn time (at least a
 #: full reconnect back-off: chargers refused at a failed step retry only after theirs)
 SETTLE_GRACE_S = 30.0
+#: while a step's chargers stop coming in, those waiting out a reconnect back-off are told
+#: to retry this often: a CSMS that refused them a moment ago may take them now, and the
+#: OCPP back-off (5-35 s, doubling) would outlast the stall that ends the settle
+SETTLE_RETRY_S = 2.0
 #: the most seconds to wait for a rate step's chargers to be gone
 RATE_DRAIN_S = 30.0
 #: with ``both``: the concurrency steps ramp at this share of the connect rate found
@@ -225,10 +231,12 @@ class CapacityShape(LoadTestShape):
         self._cpu: list[float] = []
         self._booted = -1.0
         self._retried = False
+        self._retried_at = self.run_started
         self._booted_since = self.run_started
         # the ramp: the merged metrics when the step began, and the admission note
         self._ramp_baseline: Merged = {}
         self._ramp_latency: dict[str, dict[float, int]] = {}
+        self._step_wall = 0.0
         self._admission: str | None = None
 
     @property
@@ -299,6 +307,7 @@ class CapacityShape(LoadTestShape):
         # the ramp is judged from here to the hold (connect SLOs: admission)
         self._ramp_baseline = self.merged()
         self._ramp_latency = self._latency_view()
+        self._step_wall = self.wall_clock()
         log.info("capacity search (%s): %d chargers", self.search.phase, target)
 
     def _start_hold(self, now: float) -> None:
@@ -443,7 +452,7 @@ class CapacityShape(LoadTestShape):
         if self.latencies is not None:
             ramp = with_count_percentiles(ramp, self._rate_latency, view)
         booted = sum(after.get("ocpp_loadgen_chargers_booted", {}).values())
-        started = self._rate_step_started(seconds)
+        started = self._first_start(self._rate_wall, seconds)
         step = RateStepMeasurement(
             rate=self._rate,
             chargers=self.target,
@@ -482,14 +491,15 @@ class CapacityShape(LoadTestShape):
             "kept pace" if verdict.ok else "FAILED: " + "; ".join(verdict.reasons),
         )
 
-    def _rate_step_started(self, seconds: float) -> float:
-        """When (wall clock) the rate step's first users came: a master's workers get the
-        step's users 0.15-0.5 s after the master began it, a delay of the generator that the
-        pace model would otherwise take for a CSMS falling behind. The step's start when
-        nothing says (or what it says is not within the step)."""
-        found = self.first_start_since(self._rate_wall) if self.first_start_since else None
-        if found is None or not self._rate_wall <= found <= self._rate_wall + seconds:
-            return self._rate_wall
+    def _first_start(self, wall: float, seconds: float) -> float:
+        """When (wall clock) the first users of a step begun at ``wall`` came: a master's
+        workers get a step's users 0.15-0.5 s after the master began it (its first step's,
+        a second or more), a delay of the generator that the pace model, or an admission
+        rate, would otherwise take for a CSMS falling behind. ``wall`` when nothing says (or
+        what it says is not within the step's ``seconds``)."""
+        found = self.first_start_since(wall) if self.first_start_since else None
+        if found is None or not wall <= found <= wall + seconds:
+            return wall
         return found
 
     def _since_rate_start(
@@ -551,21 +561,28 @@ class CapacityShape(LoadTestShape):
             return False
         if not self._retried:
             # Only now: the users of a step down are gone and their connections free.
-            self._retried = True
+            self._retried, self._retried_at = True, now
             self.on_target(self.target)
             self._booted, self._booted_since = booted, now
         # Down a step too: every remaining charger booted and the stopped ones gone.
         if booted == self.target:
             return True
-        if booted < self.target and now - self._booted_since >= self.stall:
+        stalled = now - self._booted_since
+        if booted < self.target and stalled >= self.stall:
             log.info(
-                "capacity search: %d of %d chargers booted, no more for %.0f s (admission "
-                "stalled); holding",
+                "capacity search: %d of %d chargers booted, no more for %.0f s though those "
+                "missing retried every %.0f s (admission stalled); holding",
                 booted,
                 self.target,
-                now - self._booted_since,
+                stalled,
+                SETTLE_RETRY_S,
             )
             return True
+        if min(stalled, now - self._retried_at) >= SETTLE_RETRY_S:
+            # A CSMS that refused them a moment ago may take them now: admission stalls
+            # only when no charger got in for `stall` s though the missing ones kept trying.
+            self._retried_at = now
+            self.on_target(self.target)
         self._say_waiting(booted, users, waited)
         return False
 
@@ -589,6 +606,12 @@ class CapacityShape(LoadTestShape):
             ramp = with_count_percentiles(ramp, self._ramp_latency, self._latency_baseline)
         before = sum(self._ramp_baseline.get("ocpp_loadgen_chargers_booted", {}).values())
         admitted = max(0, (ramp.booted or 0) - int(before))
+        # The rate the CSMS admitted at: until its last boot of the step, not until the
+        # settle saw it (at least min_settle; on a master, a worker report later).
+        started = self._first_start(self._step_wall, seconds)
+        last = self.last_boot_at() if self.last_boot_at is not None else None
+        if last is not None and started < last < started + seconds:
+            seconds = last - started
         self._admission = admission_note(judge_admission(ramp, self.config), admitted, seconds)
         if self._admission is not None:
             log.info("capacity step %d chargers: %s", self.target, self._admission)

@@ -189,13 +189,17 @@ def _plain_sections(report: Mapping[str, Any], colours: Mapping[str, str]) -> li
 
 
 def _search_sections(report: Mapping[str, Any], colours: Mapping[str, str]) -> list[str]:
+    rate_steps = (report["capacity"] or {}).get("connect_rate_steps")
     return [
         '<nav><a href="#run">run and settings</a><a href="#slos">SLOs</a>'
-        '<a href="#steps">steps</a><a href="#totals">totals</a>'
+        '<a href="#steps">steps</a>'
+        + ('<a href="#rate-steps">rate steps</a>' if rate_steps else "")
+        + '<a href="#totals">totals</a>'
         '<a href="#problems">problems</a><a href="#charts">charts</a></nav>',
         _run_section(report),
         search.slo_section(report),
         search.steps_section(report, colours),
+        search.rate_steps_section(report),
         sections.totals_section(report, colours),
         sections.recovery_section(report),
         sections.authorizations_section(report),

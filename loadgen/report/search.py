@@ -207,6 +207,72 @@ def steps_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> str:
     )
 
 
+_RATE_HEAD = (
+    ("#", ""),
+    ("offered /s", ""),
+    ("chargers", ""),
+    ("booted", ""),
+    ("verdict", "text"),
+    ("booted /s", ""),
+    ("boot p95 ms", ""),
+    ("slowest boot ms", ""),
+    ("last boot s", ""),
+)
+
+
+def rate_steps_section(report: Mapping[str, Any]) -> str:
+    """The connect-rate search step by step, with each verdict's reasons: why a rate did
+    not keep pace, met a connection ceiling or found the load generator the limit. Empty
+    when the rate was not searched."""
+    capacity = report["capacity"] or {}
+    steps = capacity.get("connect_rate_steps") or []
+    if not steps:
+        return ""
+    header = "".join(
+        f'<th class="{cls}">{cell}</th>' if cls else f"<th>{cell}</th>" for cell, cls in _RATE_HEAD
+    )
+    answer_rate = capacity.get("max_connect_rate")
+    bodies = []
+    for index, step in enumerate(steps, start=1):
+        label, css = fmt.verdict(step)
+        answer = step["ok"] is True and step["rate"] == answer_rate
+        offered = fmt.figure(step["rate"]) + ('<span class="badge">answer</span>' if answer else "")
+        cells = "".join(
+            f"<td{cls}>{cell}</td>"
+            for cell, cls in (
+                (str(index), ""),
+                (offered, ""),
+                (fmt.count(step.get("chargers")), ""),
+                (fmt.count(step.get("booted")), ""),
+                (f'<span class="verdict {css}">{label}</span>', ' class="text"'),
+                (fmt.figure(step["admitted_per_s"]), ""),
+                (fmt.ms(step["boot_p95_ms"]), ""),
+                (fmt.ms(step.get("slowest_boot_ms")), ""),
+                (fmt.figure(step.get("last_boot_s")), ""),
+            )
+        )
+        rows = [f"<tr>{cells}</tr>"]
+        if step["reasons"]:
+            reasons = "; ".join(fmt.esc(reason) for reason in step["reasons"])
+            rows.append(
+                f'<tr class="reasons"><td></td><td class="text" colspan="{len(_RATE_HEAD) - 1}">'
+                f'<div class="fill"><span class="verdict {css}">{label}</span>: {reasons}</div>'
+                "</td></tr>"
+            )
+        cls = ' class="answer"' if answer else ""
+        bodies.append(f"<tbody{cls}>{''.join(rows)}</tbody>")
+    return (
+        '<section id="rate-steps"><h2>Connect-rate steps</h2>'
+        '<p class="note">In the order they ran: each started its fresh chargers at the '
+        "offered rate and was judged by the connect SLOs and by whether the CSMS kept pace "
+        "(booted /s: the boot rate its last boot says the CSMS kept; none where nothing had "
+        "to wait). A step that met the CSMS's connection ceiling was repeated with fewer "
+        "chargers and is not listed.</p>"
+        f'<div class="scroll"><table class="steps"><thead><tr>{header}</tr></thead>'
+        f"{''.join(bodies)}</table></div></section>"
+    )
+
+
 def charts_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> str:
     basis = "each capacity step" if report["steps"] else "the timeline windows"
     parts = [
