@@ -322,6 +322,32 @@ def stub_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProce
     stub.stop()
 
 
+# -- the order test files start in (scripts/test.sh: two xdist workers, a file each) -----------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "seconds(n): this file's tests take about n seconds in all (end-to-end runs that wait "
+        "on timers); such files start first, longest first",
+    )
+
+
+def file_seconds(item: pytest.Item) -> float:
+    """The ``seconds`` mark of ``item``'s file (``pytestmark = pytest.mark.seconds(n)``)."""
+    mark = item.get_closest_marker("seconds")
+    return float(mark.args[0]) if mark else 0.0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, the rest in their usual order: ``--dist loadfile`` hands the
+    files out in this order, so a minutes-long file started last would run on alone while
+    the other worker idles (xdist's own reordering, by number of tests, is switched off in
+    scripts/test.sh). The sort is stable: a file's tests keep their order."""
+    items.sort(key=lambda item: -file_seconds(item))
+
+
 # -- Redis: the machine's, and test-owned servers that a test may stop and restart -----------
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
