@@ -322,6 +322,16 @@ def stub_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProce
     stub.stop()
 
 
+@pytest.fixture
+def capped_stub(tmp_path: Path) -> Iterator[StubProcess]:
+    """A csms_stub process with two known ceilings for the capacity searches: 30 connections,
+    and 10 BootNotifications answered a second (a step's hold waits for its chargers to be
+    booted, whatever the spawn rate)."""
+    process = start_stub_process(tmp_path, "--max-connections", "30", "--max-boot-rate", "10")
+    yield process
+    process.stop()
+
+
 # -- the order test files start in (scripts/test.sh: two xdist workers, a file each) -----------
 
 
