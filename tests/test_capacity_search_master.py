@@ -16,7 +16,7 @@ from tests.conftest import REDIS_URL, free_port, start_stub_process
 from tests.test_capacity_search import QUICK, answer_of, gauge, run_search
 from tests.test_locust import Background
 
-pytestmark = pytest.mark.seconds(120)  # conftest.py: the long files start first
+pytestmark = pytest.mark.seconds(145)  # conftest.py: the long files start first
 
 
 @pytest.mark.timeout(300)
