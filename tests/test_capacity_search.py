@@ -27,7 +27,7 @@ from loadgen.metrics.labels import known_actions
 from tests.conftest import StubProcess, free_port
 from tests.test_locust import ROOT, Background, locust, wait_for
 
-pytestmark = pytest.mark.seconds(105)  # conftest.py: the long files start first
+pytestmark = pytest.mark.seconds(105)  # conftest.py: the start order
 
 #: chargers heartbeat every 2 s (a hold of 3 s sees every one of them)
 QUICK = ["--ocpp-profile", "idle", "--heartbeat-interval", "2", "--fleet-size", "80"]

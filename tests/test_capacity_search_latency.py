@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import start_stub_process
 from tests.test_capacity_search import answer_of, run_search
 
-pytestmark = pytest.mark.seconds(37)  # conftest.py: the long files start first
+pytestmark = pytest.mark.seconds(37)  # conftest.py: the start order
 
 
 def test_the_search_finds_a_latency_ceiling_within_one_step(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import start_stub_process
 from tests.test_locust import FAST, run_locust
 from tests.test_report_browser import check_page
 
-pytestmark = pytest.mark.seconds(30)  # conftest.py: the long files start first
+pytestmark = pytest.mark.seconds(30)  # conftest.py: the start order
 
 USERS, CEILING, FLEET = 14, 10, 16
 

@@ -18,7 +18,7 @@ from tests.conftest import StubProcess, start_stub_process
 ROOT = Path(__file__).resolve().parent.parent
 SEED = str(ROOT / "loadgen" / "fleets" / "seed.toml")
 
-pytestmark = pytest.mark.seconds(100)  # conftest.py: the long files start first
+pytestmark = pytest.mark.seconds(100)  # conftest.py: the start order
 
 
 def scenarios(stub: StubProcess, which: str, *extra: str) -> subprocess.Popen[str]:

@@ -29,7 +29,7 @@ from loadgen.metrics.merge import MergedCollector
 from loadgen.metrics.observer import MetricsObserver
 from loadgen.physics import FakeClock
 
-pytestmark = pytest.mark.seconds(20)  # conftest.py: the long files start first
+pytestmark = pytest.mark.seconds(20)  # conftest.py: the start order
 
 ROOT = Path(__file__).resolve().parent.parent
 
