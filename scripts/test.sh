@@ -29,5 +29,8 @@ fi
 ruff check .
 ruff format --check .
 # Two workers, a test file each at a time: most of the time goes to end-to-end runs that wait
-# on sockets and timers, and a file's tests (module fixtures, one stub) stay together.
-exec python -m pytest -n 2 --dist loadfile "$@"
+# on sockets and timers, and a file's tests (module fixtures, one stub) stay together. The
+# files start in tests/conftest.py's order (the load-sensitive master search beside the unit
+# tests, then the long end-to-end files, longest first), not in xdist's by number of tests,
+# which started the longest file (one test) last.
+exec python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"

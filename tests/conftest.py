@@ -322,6 +322,51 @@ def stub_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubProce
     stub.stop()
 
 
+@pytest.fixture
+def capped_stub(tmp_path: Path) -> Iterator[StubProcess]:
+    """A csms_stub process with two known ceilings for the capacity searches: 30 connections,
+    and 10 BootNotifications answered a second (a step's hold waits for its chargers to be
+    booted, whatever the spawn rate)."""
+    process = start_stub_process(tmp_path, "--max-connections", "30", "--max-boot-rate", "10")
+    yield process
+    process.stop()
+
+
+# -- the order test files start in (scripts/test.sh: two xdist workers, a file each) -----------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "seconds(n): this file's tests take about n seconds in all (end-to-end runs that wait "
+        "on timers); such files start after the unmarked ones, longest first",
+    )
+    config.addinivalue_line(
+        "markers",
+        "load_sensitive: this file judges timings that other end-to-end runs on the same two "
+        "cores move (a master and its worker finding a connect rate within 5 %): it starts "
+        "first, beside the unit tests, not beside another end-to-end file",
+    )
+
+
+def start_order(item: pytest.Item) -> tuple[int, float]:
+    """When ``item``'s file starts: the load-sensitive files first; then the files without
+    a ``seconds`` mark (mostly unit tests: one core, beside those); then the marked ones,
+    longest first, so the last to start are short and both workers end together."""
+    if item.get_closest_marker("load_sensitive"):
+        return (0, 0.0)
+    seconds = item.get_closest_marker("seconds")
+    return (1, 0.0) if seconds is None else (2, -float(seconds.args[0]))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``--dist loadfile`` hands the files out in this order (xdist's own, by number of
+    tests, is switched off in scripts/test.sh: it started the one-test master search last,
+    to run on alone). The sort is stable: a file's tests keep their order."""
+    items.sort(key=start_order)
+
+
 # -- Redis: the machine's, and test-owned servers that a test may stop and restart -----------
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -1,8 +1,12 @@
 """The capacity search end to end: the real ``locust`` command with ``--capacity-search``
 against a real csms_stub given a known ceiling (``--max-connections``, or replies that slow
-down as chargers are added), in one process (a master with a worker:
-test_capacity_search_master.py). The answer must be within
-one step of the ceiling, and it must reach the console, ``/metrics`` and the reports.
+down as chargers are added), in one process. The answer must be within one step of the
+ceiling, and it must reach the console, ``/metrics`` and the reports.
+
+This file has the connection ceiling, the runs that end without an answer, the options, and
+the helpers of its siblings (each a file of its own, so that the suite's two workers share
+the long searches): both capacities (test_capacity_search_rates.py), the latency ceiling
+(test_capacity_search_latency.py), a master with a worker (test_capacity_search_master.py).
 
 Bounded: a few dozen chargers on 127.0.0.1, short holds; each run stops by itself.
 """
@@ -20,8 +24,10 @@ from pathlib import Path
 import pytest
 
 from loadgen.metrics.labels import known_actions
-from tests.conftest import StubProcess, free_port, start_stub_process
+from tests.conftest import StubProcess, free_port
 from tests.test_locust import ROOT, Background, locust, wait_for
+
+pytestmark = pytest.mark.seconds(105)  # conftest.py: the start order
 
 #: chargers heartbeat every 2 s (a hold of 3 s sees every one of them)
 QUICK = ["--ocpp-profile", "idle", "--heartbeat-interval", "2", "--fleet-size", "80"]
@@ -95,15 +101,6 @@ def _try_scrape(port: int) -> str | None:
         return None
 
 
-@pytest.fixture
-def capped_stub(tmp_path: Path):
-    # two known ceilings: 30 connections, and 10 BootNotifications answered per second (a
-    # step's hold waits for its chargers to be booted, whatever the spawn rate)
-    process = start_stub_process(tmp_path, "--max-connections", "30", "--max-boot-rate", "10")
-    yield process
-    process.stop()
-
-
 # --spawn-rate pins the ramp of the concurrency steps: half and ten times the stub's boot
 # rate must give the same answer (20/s lies between; the benchmark capacity_truth.py runs
 # all three, alone and as master + worker)
@@ -115,8 +112,9 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
     code, output, scraped = run_search(
         tmp_path,
         capped_stub,
-        *("--capacity-start", "10", "--capacity-step", f"+{step}", "--capacity-max", "60"),
-        *("--capacity-resolution", str(step)),  # bisection: the latency test below
+        # two steps held below the ceiling, one above
+        *("--capacity-start", "20", "--capacity-step", f"+{step}", "--capacity-max", "60"),
+        *("--capacity-resolution", str(step)),  # bisection: test_capacity_search_latency.py
         *("--spawn-rate", spawn_rate),
     )
     assert code == 0, output[-4000:]
@@ -141,7 +139,7 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
     assert all(s["booted"] == min(s["chargers"], 30) for s in report["steps"]), report["steps"]
     assert "Connect rate: no answer (not searched)" in html
     targets = [s["chargers"] for s in report["steps"]]
-    assert targets == [10, 20, 30, 40]
+    assert targets == [20, 30, 40]
     assert all(s["ok"] == (s["chargers"] <= 30) for s in report["steps"]), report["steps"]
     held = [s for s in report["steps"] if s["ok"]]
     assert all(s["actions"]["Heartbeat"]["count"] >= s["chargers"] for s in held)
@@ -152,65 +150,6 @@ def test_the_search_finds_a_connection_ceiling_within_one_step(
     assert totals["p95_ms"] < 100  # Locust's exact figures: a loopback heartbeat is quick
     assert str(answer) in html and "Heartbeat" in html and "<svg" in html
     assert "Traceback" not in output
-
-
-def test_both_capacities_against_a_connection_and_a_boot_rate_ceiling(
-    tmp_path: Path, capped_stub: StubProcess
-) -> None:
-    # no --spawn-rate: the connect rate is searched first (fresh chargers, 25 a step, under
-    # the 30 connections), then the concurrency steps ramp at half of it
-    unpinned = [arg for arg in QUICK if arg not in ("--spawn-rate", "50")]
-    code, output, scraped = run_search(
-        tmp_path,
-        capped_stub,
-        *("--capacity-start", "10", "--capacity-step", "+10", "--capacity-max", "60"),
-        *("--capacity-resolution", "10"),
-        *("--connect-rate-start", "5", "--connect-rate-step-chargers", "25"),
-        mode="both",
-        quick=unpinned,
-        timeout=170,
-    )
-    assert code == 0, output[-4000:]
-    assert answer_of(output) == 30, output[-4000:]
-    match = re.search(r"^capacity: connect rate ([0-9.]+) chargers/s \(refined", output, re.M)
-    assert match, output[-4000:]
-    rate = float(match.group(1))
-    assert 9.5 <= rate <= 10.5, output[-4000:]  # the stub's 10 boots/s, within 5 %
-    exact = gauge(scraped, "ocpp_loadgen_capacity_max_connect_rate")
-    assert exact == pytest.approx(rate, 0.01)
-    # from the exact rate (the console's 10.3 may be 10.3125, whose half reads 5.16)
-    assert f"concurrency steps ramp at {exact / 2:.3g}/s" in output
-    report, html = reports_in(tmp_path / "reports")
-    assert f"{rate:.3g}" in html
-    capacity = report["capacity"]
-    assert capacity["max_chargers"] == 30
-    assert capacity["max_connect_rate"] == pytest.approx(rate, 0.01)
-    assert capacity["connect_rate_stopped_because"].startswith("refined by bisection")
-    rates = [s["rate"] for s in capacity["connect_rate_steps"]]
-    assert rates[:3] == [5.0, 10.0, 20.0]
-    steps = capacity["connect_rate_steps"]
-    assert all(s["ok"] == (r <= exact) for r, s in zip(rates, steps, strict=True)), steps
-    assert "Traceback" not in output
-
-
-def test_the_search_finds_a_latency_ceiling_within_one_step(tmp_path: Path) -> None:
-    # replies slow down by 20 ms per charger above 20: with a p95 SLO of 150 ms the CSMS
-    # holds 27 chargers (140 ms), not 28 (160 ms)
-    stub = start_stub_process(tmp_path, "--slow-above", "20", "--slow-ms-per-charger", "20")
-    try:
-        code, output, _ = run_search(
-            tmp_path,
-            stub,
-            *("--capacity-start", "10", "--capacity-step", "+10", "--capacity-max", "60"),
-            *("--slo-p95-ms", "150", "--capacity-resolution", "1"),
-        )
-    finally:
-        stub.stop()
-    assert code == 0, output[-4000:]
-    answer = answer_of(output)
-    assert 17 < answer <= 27, output[-4000:]
-    assert answer >= 26, f"bisection to 1 should end at the ceiling, 27: {answer}"
-    assert "p95 Heartbeat" in output  # the failing steps say which SLO broke
 
 
 def test_a_saturated_load_generator_gives_no_csms_figure(

@@ -44,6 +44,8 @@ from loadgen.reconcile import LedgerSource
 from loadgen.station import Transaction
 from tests.conftest import REDIS_URL, RedisServer
 
+pytestmark = pytest.mark.seconds(37)  # conftest.py: the start order
+
 CHARGERS = [f"charger_{n:03d}" for n in range(1, 6)]
 TOKENS = ["token_a", "token_b", "token_c"]
 

@@ -62,6 +62,8 @@ from tests.conftest import (
 )
 from tests.test_locust import FAST, Background, get, run_id_of, wait_for
 
+pytestmark = pytest.mark.seconds(45)  # conftest.py: the start order
+
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
 BUILDER = REPO / "grafana" / "build_dashboards.py"

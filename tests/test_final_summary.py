@@ -24,6 +24,8 @@ from loadgen import coordination
 from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
 from tests.test_locust import FAST, Background, reconciliation, run_id_of, run_locust, wait_for
 
+pytestmark = pytest.mark.seconds(45)  # conftest.py: the start order
+
 ACTIONS = ("BootNotification", "StatusNotification", "Heartbeat", "Authorize", "TransactionEvent")
 _ROW = re.compile(r"^OCPP\s+(\w+)\s+(\d+)\s+\d+\(", re.MULTILINE)
 _ON_THE_WIRE = re.compile(r"(\d+) still had a CALL on the wire")

@@ -46,6 +46,8 @@ LOCUST = str(Path(sys.executable).with_name("locust"))
 FAST = ["--time-scale", "60", "--session-interarrival", "60", "--session-stay", "300"]
 FAST += ["--prometheus-port", "0"]  # the metrics test below picks its own port
 
+pytestmark = pytest.mark.seconds(190)  # conftest.py: the start order
+
 
 # -- helpers ---------------------------------------------------------------------------------
 

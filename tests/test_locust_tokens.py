@@ -18,6 +18,8 @@ from tests.test_locust import (
     test_a_bad_option_stops_locust_at_start_with_one_line as _stops_with_one_line,
 )
 
+pytestmark = pytest.mark.seconds(36)  # conftest.py: the start order
+
 FLEET = """\
 [[sites]]
 id = "north"

@@ -33,6 +33,8 @@ from tests.conftest import REDIS_URL, Database, StubProcess, free_port, start_st
 from tests.fake_csms import wait_for
 from tests.scripted import SessionRecord, boot, session_16, session_201
 
+pytestmark = pytest.mark.seconds(50)  # conftest.py: the start order
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -26,6 +26,8 @@ from loadgen.reconcile import CsmsRow, Mapping, MappingError, compare
 from tests.conftest import POSTGRES_URL, REDIS_URL, start_stub_process
 from tests.test_reconcile import Rows, counts, reconcile
 
+pytestmark = pytest.mark.seconds(27)  # conftest.py: the start order
+
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "docs" / "mappings"
 # trust auth ignores it; it must never be printed

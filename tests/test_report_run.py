@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from loadgen import idtokens
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import start_stub_process
 from tests.test_locust import FAST, run_locust
 from tests.test_report_browser import check_page
+
+pytestmark = pytest.mark.seconds(30)  # conftest.py: the start order
 
 USERS, CEILING, FLEET = 14, 10, 16
 

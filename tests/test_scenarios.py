@@ -18,6 +18,8 @@ from tests.conftest import StubProcess, start_stub_process
 ROOT = Path(__file__).resolve().parent.parent
 SEED = str(ROOT / "loadgen" / "fleets" / "seed.toml")
 
+pytestmark = pytest.mark.seconds(100)  # conftest.py: the start order
+
 
 def scenarios(stub: StubProcess, which: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(

@@ -29,6 +29,8 @@ from loadgen.metrics.merge import MergedCollector
 from loadgen.metrics.observer import MetricsObserver
 from loadgen.physics import FakeClock
 
+pytestmark = pytest.mark.seconds(20)  # conftest.py: the start order
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: the cases, run in the child process: name -> function

@@ -32,6 +32,8 @@ from loadgen.verdict import judge_run
 from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
 from tests.test_locust import FAST, ROOT, Background, connected, run_locust, wait_for
 
+pytestmark = pytest.mark.seconds(60)  # conftest.py: the start order
+
 # -- 1. the options, from their one definition ----------------------------------------------
 
 
