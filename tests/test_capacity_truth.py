@@ -22,6 +22,7 @@ from tests.conftest import REDIS_URL, StubProcess, free_port, start_stub_process
 from tests.test_locust import Background, raw_redis, run_id_of, wait_for
 
 __all__ = ["raw_redis"]  # a fixture of test_locust's, used here
+pytestmark = pytest.mark.seconds(62)  # conftest.py: the start order
 
 #: idle chargers heartbeating every 2 s, holds of 3 s, the OCPP back-off's defaults (5 s plus
 #: up to 30 s, doubling): a charger refused once stays away longer than a step's stall
