@@ -31,8 +31,8 @@ __all__ = [
     "MAX_START_SPACING_S",
     "CollectorFreeze",
     "StartPacer",
-    "first_start_since",
     "start_offset",
+    "starts_since",
 ]
 
 #: the longest gap between two starts of one batch: 1,000 starts/s, a process's target
@@ -91,9 +91,10 @@ class StartPacer:
         return max(0.0, due - self._clock())
 
 
-def first_start_since(starts: Iterable[float], since: float) -> float | None:
-    """The first batch start at or after ``since`` (wall-clock), None when none came yet."""
-    return min((at for at in starts if at >= since), default=None)
+def starts_since(starts: Iterable[float], since: float) -> list[float]:
+    """The batch starts at or after ``since`` (wall-clock), in order; empty when none came
+    yet."""
+    return sorted(at for at in starts if at >= since)
 
 
 class CollectorFreeze:

@@ -10,8 +10,8 @@ from loadgen.pacing import (
     MAX_START_SPACING_S,
     CollectorFreeze,
     StartPacer,
-    first_start_since,
     start_offset,
+    starts_since,
 )
 
 
@@ -65,9 +65,9 @@ def test_each_batch_says_when_it_came_so_a_rate_step_knows_when_its_users_starte
     second = [pacer.arrive() for _ in range(20)]
     [pacer.delay(t) for t in second]
     assert list(pacer.batch_starts) == [step_began + 0.3, step_began + 1.3]  # one per batch
-    assert first_start_since(pacer.batch_starts, step_began) == step_began + 0.3
-    assert first_start_since(pacer.batch_starts, step_began + 0.5) == step_began + 1.3
-    assert first_start_since(pacer.batch_starts, step_began + 2) is None  # not yet
+    assert starts_since(pacer.batch_starts, step_began) == [step_began + 0.3, step_began + 1.3]
+    assert starts_since(pacer.batch_starts, step_began + 0.5) == [step_began + 1.3]
+    assert starts_since(pacer.batch_starts, step_began + 2) == []  # not yet
 
 
 def test_the_collector_is_frozen_at_most_every_interval_and_let_go_when_users_stop() -> None:

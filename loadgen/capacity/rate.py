@@ -5,6 +5,7 @@ charger at a time (FIFO)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,11 @@ def spawn_bursts(chargers: int, rate: float) -> list[tuple[float, int]]:
 
 
 def fifo_boots(
-    chargers: int, rate: float, boot_rate: float, connect_s: float = 0.0
+    chargers: int,
+    rate: float,
+    boot_rate: float,
+    connect_s: float = 0.0,
+    bursts: Sequence[tuple[float, int]] | None = None,
 ) -> tuple[float, float]:
     """A rate step at a CSMS that answers ``boot_rate`` BootNotifications a second, one
     after the other in arrival order, its chargers arriving the way Locust starts them
@@ -41,10 +46,10 @@ def fifo_boots(
     :func:`loadgen.pacing.start_offset`): ``(the longest a charger waits, when the last is
     answered)``, in
     seconds from the step's start. The first at an idle CSMS waits nothing (round trips
-    are not in this)."""
+    are not in this). ``bursts``: the arrivals as they came, instead of as planned."""
     gap = 1 / boot_rate
     free, worst = 0.0, 0.0
-    for at, users in spawn_bursts(chargers, rate):
+    for at, users in bursts or spawn_bursts(chargers, rate):
         for n in range(users):
             # the process spreads a burst's starts (loadgen.pacing), then connects one by one
             arrived = at + max(start_offset(n, users), (n + 1) * connect_s)
@@ -54,17 +59,23 @@ def fifo_boots(
 
 
 def fifo_boot_rate(
-    chargers: int, rate: float, seconds: float, *, last: bool = True, connect_s: float = 0.0
+    chargers: int,
+    rate: float,
+    seconds: float,
+    *,
+    last: bool = True,
+    connect_s: float = 0.0,
+    bursts: Sequence[tuple[float, int]] | None = None,
 ) -> float:
     """The boot rate at which :func:`fifo_boots` answers the last boot after ``seconds``
     (``last=False``: at which the longest wait is ``seconds``): what a step says the CSMS
     admitted, in chargers/s (infinite when no boot rate is that slow)."""
-    if seconds <= (fifo_boots(chargers, rate, 1e9, connect_s)[1] if last else 0):
+    if seconds <= (fifo_boots(chargers, rate, 1e9, connect_s, bursts)[1] if last else 0):
         return math.inf
     low, high = 1e-3, 1e6
     for _ in range(60):  # both fall as the boot rate grows
         middle = math.sqrt(low * high)
-        if fifo_boots(chargers, rate, middle, connect_s)[0 if not last else 1] > seconds:
+        if fifo_boots(chargers, rate, middle, connect_s, bursts)[0 if not last else 1] > seconds:
             low = middle
         else:
             high = middle
@@ -82,6 +93,8 @@ class RateStepMeasurement:
     ``late_boot_ms``: the slowest BootNotification of the step; ``quick_boot_ms``: the
     quickest (the CSMS's own round trip, with no one ahead). ``spawn_seconds``: how long
     the load generator took to start the step's users (None: it never did).
+    ``batch_starts_s``: when the generator started each batch of the step's users, in
+    seconds from the step's start (None: nothing says).
     """
 
     rate: float
@@ -94,6 +107,19 @@ class RateStepMeasurement:
     quick_boot_ms: float | None = None
     last_boot_s: float | None = None
     last_connect_s: float | None = None
+    batch_starts_s: tuple[float, ...] | None = None
+
+    def bursts(self) -> list[tuple[float, int]]:
+        """The step's arrivals, ``(seconds from its start, users)`` per burst: as Locust was
+        asked to start them (:func:`spawn_bursts`), at the times the generator really
+        started each when ``batch_starts_s`` says so burst for burst. A busy generator starts
+        a burst late, and the boots that follow come late through no fault of the CSMS.
+        (Several workers each start a share: then the counts differ and the plan stands.)"""
+        planned = spawn_bursts(self.chargers, self.rate)
+        starts = self.batch_starts_s
+        if not starts or len(starts) != len(planned):
+            return planned
+        return [(start, users) for (_, users), start in zip(planned, starts, strict=True)]
 
     @property
     def arrival_seconds(self) -> float:
@@ -105,7 +131,7 @@ class RateStepMeasurement:
         """When Locust starts the step's last user (:func:`spawn_bursts`), the process
         spreading each burst (:func:`loadgen.pacing.start_offset`; with several workers each
         spreads its share, so their last users start a little sooner)."""
-        at, users = spawn_bursts(self.chargers, self.rate)[-1]
+        at, users = self.bursts()[-1]
         return at + start_offset(users - 1, users)
 
     @property
@@ -114,7 +140,7 @@ class RateStepMeasurement:
         burst's last connection was made (0 when unknown)."""
         if self.last_connect_s is None:
             return 0.0
-        at, users = spawn_bursts(self.chargers, self.rate)[-1]
+        at, users = self.bursts()[-1]
         return max(0.0, self.last_connect_s - at) / users
 
     def pace(self, config: CapacityConfig) -> tuple[float, float] | None:
@@ -132,7 +158,7 @@ class RateStepMeasurement:
         smaller last burst's, however fast the CSMS keeps up.
         """
         service = self.rate / (1 + config.rate_pace_tolerance)
-        worst, last = fifo_boots(self.chargers, self.rate, service, self.connect_s)
+        worst, last = fifo_boots(self.chargers, self.rate, service, self.connect_s, self.bursts())
         extra = (self.quick_boot_ms or 0.0) + PACE_JITTER_MS
         if self.last_boot_s is not None:
             return self.last_boot_s * 1000, last * 1000 + extra
@@ -164,7 +190,9 @@ class RateStepMeasurement:
         quick = (self.quick_boot_ms or 0.0) / 1000
         if self.last_boot_s is not None:
             seconds = self.last_boot_s - quick
-            return fifo_boot_rate(self.chargers, self.rate, seconds, connect_s=self.connect_s)
+            return fifo_boot_rate(
+                self.chargers, self.rate, seconds, connect_s=self.connect_s, bursts=self.bursts()
+            )
         if self.late_boot_ms is not None:
             wait = self.late_boot_ms / 1000 - quick
             return fifo_boot_rate(self.chargers, self.rate, wait, last=False)

@@ -40,7 +40,7 @@ from loadgen.metrics.labels import known_actions, known_statuses
 from loadgen.metrics.merge import MergedCollector
 from loadgen.metrics.observer import MetricsObserver
 from loadgen.metrics.probe import LagProbe
-from loadgen.pacing import BATCH_STARTS_KEPT, CollectorFreeze, StartPacer, first_start_since
+from loadgen.pacing import BATCH_STARTS_KEPT, CollectorFreeze, StartPacer, starts_since
 from loadgen.physics import ScaledClock
 from loadgen.report import write_reports
 
@@ -108,11 +108,11 @@ class RunContext:
         default_factory=lambda: deque(maxlen=4 * BATCH_STARTS_KEPT)
     )
 
-    def first_start_since(self, since: float) -> float | None:
-        """When the first batch of users at or after ``since`` came: this process's, or
-        on a master any of its workers' (as they last reported)."""
+    def batch_starts_since(self, since: float) -> list[float]:
+        """When the batches of users at or after ``since`` came, in order: this process's,
+        or on a master its workers' (as they last reported)."""
         starts = self.worker_batch_starts or self.pacer.batch_starts
-        return first_start_since(starts, since)
+        return starts_since(starts, since)
 
     def admit(self) -> str | None:
         """None (and one more user admitted) if one more charger fits under the open-file
@@ -594,7 +594,7 @@ def _setup_capacity_and_reports(
             latencies=latencies,
             last_boot_at=latest("BootNotification", "OCPP"),
             last_connect_at=latest("connect", "WebSocket"),
-            first_start_since=context.first_start_since,
+            batch_starts_since=context.batch_starts_since,
             run_time=getattr(options, "run_time", None) or None,
             on_done=done,
         )

@@ -171,7 +171,7 @@ class CapacityShape(LoadTestShape):
         latencies: Callable[[], Mapping[str, Mapping[float, int]]] | None = None,
         last_boot_at: Callable[[], float | None] | None = None,
         last_connect_at: Callable[[], float | None] | None = None,
-        first_start_since: Callable[[float], float | None] | None = None,
+        batch_starts_since: Callable[[float], list[float]] | None = None,
         wall_clock: Callable[[], float] = time.time,
         on_target: Callable[[int], None] = lambda target: None,
         on_step: Callable[[dict[str, Any]], None] = lambda step: None,
@@ -189,8 +189,9 @@ class CapacityShape(LoadTestShape):
         self.latencies = latencies
         self.last_boot_at = last_boot_at
         self.last_connect_at = last_connect_at
-        #: when the first users of a rate step came (a master's workers start them late)
-        self.first_start_since = first_start_since
+        #: when the batches of a step's users came (a master's workers start them late; a
+        #: busy generator starts a burst late)
+        self.batch_starts_since = batch_starts_since
         self.wall_clock = wall_clock
         self.spawn_rate = self.given_spawn_rate = spawn_rate
         self.spawn_rate_pinned = spawn_rate_pinned
@@ -452,7 +453,8 @@ class CapacityShape(LoadTestShape):
         if self.latencies is not None:
             ramp = with_count_percentiles(ramp, self._rate_latency, view)
         booted = sum(after.get("ocpp_loadgen_chargers_booted", {}).values())
-        started = self._first_start(self._rate_wall, seconds)
+        starts = self._batch_starts(self._rate_wall, seconds)
+        started = starts[0] if starts else self._rate_wall
         step = RateStepMeasurement(
             rate=self._rate,
             chargers=self.target,
@@ -464,6 +466,7 @@ class CapacityShape(LoadTestShape):
             quick_boot_ms=_boot_percentile(self._rate_latency, view, 0),
             last_boot_s=self._since_rate_start(self.last_boot_at, started),
             last_connect_s=self._since_rate_start(self.last_connect_at, started),
+            batch_starts_s=tuple(round(at - started, 4) for at in starts) or None,
         )
         phase = self.rates.phase
         verdict = self.rates.record(step)
@@ -497,10 +500,16 @@ class CapacityShape(LoadTestShape):
         a second or more), a delay of the generator that the pace model, or an admission
         rate, would otherwise take for a CSMS falling behind. ``wall`` when nothing says (or
         what it says is not within the step's ``seconds``)."""
-        found = self.first_start_since(wall) if self.first_start_since else None
-        if found is None or not wall <= found <= wall + seconds:
-            return wall
-        return found
+        starts = self._batch_starts(wall, seconds)
+        return starts[0] if starts else wall
+
+    def _batch_starts(self, wall: float, seconds: float) -> list[float]:
+        """When (wall clock) each batch of users of a step begun at ``wall`` came, within
+        its ``seconds``: the arrivals as the generator made them, which a busy one makes
+        later than Locust was asked to."""
+        if self.batch_starts_since is None:
+            return []
+        return [at for at in self.batch_starts_since(wall) if at <= wall + seconds]
 
     def _since_rate_start(
         self, latest: Callable[[], float | None] | None, started: float
