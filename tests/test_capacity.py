@@ -1075,6 +1075,9 @@ def test_a_busy_generator_starting_its_bursts_late_does_not_make_the_csms_slow(
     # starts that do not match the plan burst for burst (several workers) leave the plan
     other = RateStepMeasurement(**{**vars(late), "batch_starts_s": (0.0, 0.5)})
     assert other.bursts() == spawn_bursts(late.chargers, late.rate)
+    # the report says which it was
+    assert late.figures()["batch_starts_s"] == [at for at, _ in late.bursts()]
+    assert other.figures()["batch_starts_s"] is None
 
 
 def test_the_fifo_model_of_a_rate_step() -> None:

@@ -116,10 +116,17 @@ class RateStepMeasurement:
         a burst late, and the boots that follow come late through no fault of the CSMS.
         (Several workers each start a share: then the counts differ and the plan stands.)"""
         planned = spawn_bursts(self.chargers, self.rate)
-        starts = self.batch_starts_s
-        if not starts or len(starts) != len(planned):
+        if self.bursts_planned():
             return planned
-        return [(start, users) for (_, users), start in zip(planned, starts, strict=True)]
+        assert self.batch_starts_s is not None
+        return [
+            (start, users) for (_, users), start in zip(planned, self.batch_starts_s, strict=True)
+        ]
+
+    def bursts_planned(self) -> bool:
+        """Whether :meth:`bursts` is the plan (nothing says when each burst came)."""
+        starts = self.batch_starts_s
+        return not starts or len(starts) != len(spawn_bursts(self.chargers, self.rate))
 
     @property
     def arrival_seconds(self) -> float:
@@ -183,6 +190,8 @@ class RateStepMeasurement:
             "slowest_boot_ms": self.late_boot_ms,
             "last_boot_s": self.last_boot_s,
             "last_connect_s": self.last_connect_s,
+            # when each burst came (None: as planned), which the pace was judged against
+            "batch_starts_s": None if self.bursts_planned() else [at for at, _ in self.bursts()],
         }
 
     def admitted_rate(self) -> float | None:
