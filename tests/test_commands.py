@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 from loadgen import fleet as fleets
 from loadgen.ocppj import CallErrorReply
 from loadgen.physics import FakeClock
-from loadgen.protocols import OCPP16, OCPP21, OCPP201, Version, iso_timestamp, schemas
+from loadgen.protocols import (
+    OCPP16,
+    OCPP21,
+    OCPP201,
+    STATION_ACTIONS,
+    Version,
+    iso_timestamp,
+    schemas,
+)
 from loadgen.station import Station, StationConfig
 from tests.station_driver import MemoryCsms, SlowWallClock, drive, run_for, station_times
 
@@ -56,38 +64,11 @@ def later(clock: FakeClock, seconds: float) -> str:
 
 # -- every CSMS-initiated action of each version -----------------------------------------
 
-#: what a station sends; every other action of a version is the CSMS's to send, so a new
-#: one in the schemas is caught below until the station answers it
-STATION_TO_CSMS = {
-    OCPP201.name: {
-        "Authorize", "BootNotification", "ClearedChargingLimit", "DataTransfer",
-        "FirmwareStatusNotification", "Get15118EVCertificate", "GetCertificateStatus",
-        "Heartbeat", "LogStatusNotification", "MeterValues", "NotifyChargingLimit",
-        "NotifyCustomerInformation", "NotifyDisplayMessages", "NotifyEVChargingNeeds",
-        "NotifyEVChargingSchedule", "NotifyEvent", "NotifyMonitoringReport", "NotifyReport",
-        "PublishFirmwareStatusNotification", "ReportChargingProfiles",
-        "ReservationStatusUpdate", "SecurityEventNotification", "SignCertificate",
-        "StatusNotification", "TransactionEvent",
-    },
-    OCPP16.name: {
-        "Authorize", "BootNotification", "DataTransfer", "DiagnosticsStatusNotification",
-        "FirmwareStatusNotification", "Heartbeat", "LogStatusNotification", "MeterValues",
-        "SecurityEventNotification", "SignCertificate", "SignedFirmwareStatusNotification",
-        "StartTransaction", "StatusNotification", "StopTransaction",
-    },
-}  # fmt: skip
-# 2.1: 2.0.1's and the new ones a charger sends (it opens periodic event streams itself)
-STATION_TO_CSMS[OCPP21.name] = STATION_TO_CSMS[OCPP201.name] | {
-    "BatterySwap", "ClosePeriodicEventStream", "GetCertificateChainStatus", "NotifyDERAlarm",
-    "NotifyDERStartStop", "NotifyPeriodicEventStream", "NotifyPriorityCharging",
-    "NotifySettlement",
-    "OpenPeriodicEventStream", "PullDynamicScheduleUpdate", "ReportDERControl",
-    "VatNumberValidation",
-}  # fmt: skip
-
 
 def csms_actions(version: Version) -> list[str]:
-    return [a for a in schemas.actions(version) if a not in STATION_TO_CSMS[version.name]]
+    """Every other action of a version is the CSMS's to send: a new one in the schemas is
+    caught below until the station answers it."""
+    return [a for a in schemas.actions(version) if a not in STATION_ACTIONS[version.name]]
 
 
 @functools.cache
@@ -344,7 +325,7 @@ def test_reports_are_generated_at_wall_clock_time(version: Version) -> None:
 
 def test_the_station_to_csms_list_is_the_schemas() -> None:
     for version in (OCPP201, OCPP21, OCPP16):
-        assert STATION_TO_CSMS[version.name] <= set(schemas.actions(version))
+        assert STATION_ACTIONS[version.name] <= set(schemas.actions(version))
 
 
 # -- TriggerMessage for readings --------------------------------------------------------

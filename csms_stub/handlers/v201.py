@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from csms_stub.service import Service, readings_from_meter_values, storable_timestamp, utcnow
@@ -96,15 +97,29 @@ def meter_values(service: Service, charger_id: str, payload: dict[str, Any]) -> 
     return {}
 
 
-def logged(action: str) -> Any:
-    """A handler that stores the notification in the event log and answers ``{}``."""
+def answer(action: str, response: dict[str, Any]) -> Any:
+    """A handler that stores the message in the event log and answers ``response``."""
 
     def handler(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         service.log_event(charger_id, "notification", action, payload)
-        return {}
+        return copy.deepcopy(response)
 
     handler.__name__ = action
     return handler
+
+
+def logged(action: str) -> Any:
+    """A handler that stores the notification in the event log and answers ``{}``."""
+    return answer(action, {})
+
+
+def declined(action: str, status: str, reason: str, why: str) -> Any:
+    """A handler for what the stub has no service behind (a certificate authority, an OCSP
+    responder, ISO 15118 schedules): logged, and answered ``status`` with the reason, as a
+    CSMS without that service answers, never NotSupported (the action is a CSMS's)."""
+    return answer(
+        action, {"status": status, "statusInfo": {"reasonCode": reason, "additionalInfo": why}}
+    )
 
 
 def data_transfer(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -133,4 +148,31 @@ HANDLERS = {
     # what a station holds, after the CSMS's GetChargingProfiles
     "ReportChargingProfiles": logged("ReportChargingProfiles"),
     "DataTransfer": data_transfer,
+    # Limits set on the station's side (a local controller, the grid), firmware it publishes
+    "NotifyChargingLimit": logged("NotifyChargingLimit"),
+    "ClearedChargingLimit": logged("ClearedChargingLimit"),
+    "PublishFirmwareStatusNotification": logged("PublishFirmwareStatusNotification"),
+    # The EV's schedule is noted; its charging needs get no schedule computed for them
+    "NotifyEVChargingSchedule": answer("NotifyEVChargingSchedule", {"status": "Accepted"}),
+    "NotifyEVChargingNeeds": declined(
+        "NotifyEVChargingNeeds", "Rejected", "NoSmartCharging", "no ISO 15118 schedules"
+    ),
+    # No certificate authority, OCSP responder or contract certificate pool
+    "SignCertificate": declined(
+        "SignCertificate", "Rejected", "NoCA", "csms_stub signs no certificates"
+    ),
+    "GetCertificateStatus": declined(
+        "GetCertificateStatus", "Failed", "NoOCSP", "csms_stub has no OCSP responder"
+    ),
+    "Get15118EVCertificate": answer(
+        "Get15118EVCertificate",
+        {
+            "status": "Failed",
+            "exiResponse": "",
+            "statusInfo": {
+                "reasonCode": "NoContractCA",
+                "additionalInfo": "csms_stub installs no contract certificates",
+            },
+        },
+    ),
 }

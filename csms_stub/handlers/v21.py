@@ -16,30 +16,20 @@ report the running cost (costDetails) as they would to a 2.1 CSMS that prices se
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from csms_stub import store as tables
 from csms_stub.handlers import v201
 from csms_stub.service import Service
 from csms_stub.store import Unstorable
-from loadgen.protocols import v21
+from loadgen.protocols import iso_timestamp, v21
 
 #: the tariffId of the stub's one tariff (--tariff per kWh, in KRW like the seed's)
 TARIFF_ID = "csms_stub"
 
 #: the longest idToken the tables keep (2.1's limit)
 STORED_ID_TOKEN_LENGTH: int = tables.charger_usage_log.c.id_token.type.length or 255
-
-
-def answer(action: str, response: dict[str, Any]) -> Any:
-    """A handler that stores the notification in the event log and answers ``response``."""
-
-    def handler(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        service.log_event(charger_id, "notification", action, payload)
-        return dict(response)
-
-    handler.__name__ = action
-    return handler
 
 
 def transaction_event(service: Service, charger_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +64,22 @@ def vat_number_validation(
     return {"vatNumber": payload["vatNumber"], "status": "Rejected"}
 
 
+def certificate_chain_status(
+    service: Service, charger_id: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Each certificate asked about is of unknown status: csms_stub checks no revocation
+    (no OCSP responder, no CRL), and says so per certificate, as the schema asks."""
+    service.log_event(charger_id, "notification", "GetCertificateChainStatus", payload)
+    now = iso_timestamp(time.time())
+    return {
+        "certificateStatus": [
+            {"source": asked["source"], "status": "Unknown", "nextUpdate": now,
+             "certificateHashData": asked["certificateHashData"]}
+            for asked in payload["certificateStatusRequests"]
+        ]
+    }  # fmt: skip
+
+
 HANDLERS = {
     **v201.HANDLERS,
     "TransactionEvent": transaction_event,
@@ -85,9 +91,10 @@ HANDLERS = {
     "NotifyDERStartStop": v201.logged("NotifyDERStartStop"),
     "ReportDERControl": v201.logged("ReportDERControl"),
     "BatterySwap": v201.logged("BatterySwap"),
-    "OpenPeriodicEventStream": answer("OpenPeriodicEventStream", {"status": "Accepted"}),
+    "OpenPeriodicEventStream": v201.answer("OpenPeriodicEventStream", {"status": "Accepted"}),
     "ClosePeriodicEventStream": v201.logged("ClosePeriodicEventStream"),
     # No dynamic schedule is kept for anyone: nothing to pull.
-    "PullDynamicScheduleUpdate": answer("PullDynamicScheduleUpdate", {"status": "Rejected"}),
+    "PullDynamicScheduleUpdate": v201.answer("PullDynamicScheduleUpdate", {"status": "Rejected"}),
     "VatNumberValidation": vat_number_validation,
+    "GetCertificateChainStatus": certificate_chain_status,
 }

@@ -63,6 +63,34 @@ OCPP21 = Version(
 )
 
 VERSIONS: dict[str, Version] = {v.name: v for v in (OCPP16, OCPP201, OCPP21)}
+
+#: the actions a charging station sends, per version (the specifications' message
+#: directions: the schemas do not say); every other action of a version is the CSMS's
+STATION_ACTIONS: dict[str, frozenset[str]] = {
+    OCPP201.name: frozenset({
+        "Authorize", "BootNotification", "ClearedChargingLimit", "DataTransfer",
+        "FirmwareStatusNotification", "Get15118EVCertificate", "GetCertificateStatus",
+        "Heartbeat", "LogStatusNotification", "MeterValues", "NotifyChargingLimit",
+        "NotifyCustomerInformation", "NotifyDisplayMessages", "NotifyEVChargingNeeds",
+        "NotifyEVChargingSchedule", "NotifyEvent", "NotifyMonitoringReport", "NotifyReport",
+        "PublishFirmwareStatusNotification", "ReportChargingProfiles",
+        "ReservationStatusUpdate", "SecurityEventNotification", "SignCertificate",
+        "StatusNotification", "TransactionEvent",
+    }),
+    OCPP16.name: frozenset({
+        "Authorize", "BootNotification", "DataTransfer", "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification", "Heartbeat", "LogStatusNotification", "MeterValues",
+        "SecurityEventNotification", "SignCertificate", "SignedFirmwareStatusNotification",
+        "StartTransaction", "StatusNotification", "StopTransaction",
+    }),
+}  # fmt: skip
+# 2.1: 2.0.1's and the new ones a station sends (it opens periodic event streams itself)
+STATION_ACTIONS[OCPP21.name] = STATION_ACTIONS[OCPP201.name] | {
+    "BatterySwap", "ClosePeriodicEventStream", "GetCertificateChainStatus", "NotifyDERAlarm",
+    "NotifyDERStartStop", "NotifyPeriodicEventStream", "NotifyPriorityCharging",
+    "NotifySettlement", "OpenPeriodicEventStream", "PullDynamicScheduleUpdate",
+    "ReportDERControl", "VatNumberValidation",
+}  # fmt: skip
 BY_SUBPROTOCOL: dict[str, Version] = {v.subprotocol: v for v in VERSIONS.values()}
 
 
