@@ -58,6 +58,16 @@ def ask(station: Station, action: str, payload: dict[str, Any]) -> dict[str, Any
     return reply
 
 
+def settle(station: Station, csms: MemoryCsms, clock: FakeClock) -> None:
+    """Two minutes of what follows a CSMS's call, and a reboot when it asked for one."""
+    run_for(station, csms, clock, 120)
+    if station.reset_requested:
+        station.on_disconnected()
+        station.reset_requested = None
+        station.on_connected()
+        run_for(station, csms, clock, 10)
+
+
 def later(clock: FakeClock, seconds: float) -> str:
     return iso_timestamp(clock.now() + seconds)
 
@@ -197,12 +207,7 @@ def test_any_valid_request_of_any_csms_action_gets_a_valid_answer(data: st.DataO
         ask(station, action, payload)
     except CallErrorReply as exc:
         assert exc.error_code != "NotImplemented", exc
-    run_for(station, csms, clock, 120)
-    if station.reset_requested:
-        station.on_disconnected()
-        station.reset_requested = None
-        station.on_connected()
-        run_for(station, csms, clock, 10)
+    settle(station, csms, clock)
     # still a working station: it reads its model and ends what it charges
     if version is OCPP16:
         assert ask(station, "GetConfiguration", {})["configurationKey"]
@@ -276,12 +281,7 @@ def test_what_follows_any_csms_action_carries_wall_clock_time(
         reply = ask(station, action, payload)
     answered_at = wall.now()
     assert all(t <= answered_at for t in station_times(reply))  # GetCompositeSchedule's
-    run_for(station, csms, clock, 120)
-    if station.reset_requested:
-        station.on_disconnected()
-        station.reset_requested = None
-        station.on_connected()
-        run_for(station, csms, clock, 10)
+    settle(station, csms, clock)
     _assert_wall_clock_times(csms, wall)
 
 

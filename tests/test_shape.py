@@ -568,17 +568,20 @@ def both_capacities_whatever_the_spawn_rate() -> None:
     # a CSMS that holds 30 connections and boots 10 chargers a second: the connect rate
     # first (fresh chargers per step, all stopped before the next), then the concurrency
     # steps ramp at half that rate, whatever --spawn-rate said, unless it was pinned
-    for spawn_rate in (5.0, 20.0, 100.0):
-        world = World(ceiling=30, boot_rate=10.0)
-        search = config(
+    def both(rate_start: float) -> CapacityConfig:
+        return config(
             mode="both",
             start=10,
             max_chargers=60,
             hold_seconds=5.0,
             resolution_ratio=0.05,
-            rate_start=2.5,
+            rate_start=rate_start,
             rate_step_chargers=25,  # below the connection ceiling
         )
+
+    for spawn_rate in (5.0, 20.0, 100.0):
+        world = World(ceiling=30, boot_rate=10.0)
+        search = both(rate_start=2.5)
         shape = make_shape(world, search, spawn_rate=spawn_rate, latencies=world.latencies)
         ticks = drive(shape, world)
         ((_, result),) = world.results
@@ -608,15 +611,7 @@ def both_capacities_whatever_the_spawn_rate() -> None:
     # own rate): below, at and far above the CSMS's 10 boots/s, the same two answers
     for spawn_rate in (3.0, 5.0, 20.0, 100.0):
         world = World(ceiling=30, boot_rate=10.0)
-        search = config(
-            mode="both",
-            start=10,
-            max_chargers=60,
-            hold_seconds=5.0,
-            resolution_ratio=0.05,
-            rate_start=5.0,
-            rate_step_chargers=25,
-        )
+        search = both(rate_start=5.0)
         shape = make_shape(
             world, search, spawn_rate=spawn_rate, spawn_rate_pinned=True, latencies=world.latencies
         )

@@ -173,15 +173,20 @@ def _step_rows(
             cells += _latency_cells(action, stats, config)
         rows.append(f"<tr>{shared if i == 0 else ''}{cells}</tr>")
     if step["reasons"]:
-        reasons = "; ".join(fmt.esc(reason) for reason in step["reasons"])
-        rows.append(
-            # the <div> keeps the sentences from widening the columns (it wraps instead)
-            f'<tr class="reasons"><td></td><td class="text" colspan="{len(_STEP_HEAD) - 1}">'
-            f'<div class="fill"><span class="verdict {css}">{label}</span>: {reasons}</div>'
-            "</td></tr>"
-        )
+        rows.append(_reasons_row(step["reasons"], len(_STEP_HEAD), css, label))
     cls = ' class="answer"' if answer else ""
     return f"<tbody{cls}>{''.join(rows)}</tbody>"
+
+
+def _reasons_row(reasons: list[str], columns: int, css: str, label: str) -> str:
+    """A step's verdict and reasons as a row of their own under the step's figures."""
+    text = "; ".join(fmt.esc(reason) for reason in reasons)
+    return (
+        # the <div> keeps the sentences from widening the columns (it wraps instead)
+        f'<tr class="reasons"><td></td><td class="text" colspan="{columns - 1}">'
+        f'<div class="fill"><span class="verdict {css}">{label}</span>: {text}</div>'
+        "</td></tr>"
+    )
 
 
 def steps_section(report: Mapping[str, Any], colours: Mapping[str, str]) -> str:
@@ -253,12 +258,7 @@ def rate_steps_section(report: Mapping[str, Any]) -> str:
         )
         rows = [f"<tr>{cells}</tr>"]
         if step["reasons"]:
-            reasons = "; ".join(fmt.esc(reason) for reason in step["reasons"])
-            rows.append(
-                f'<tr class="reasons"><td></td><td class="text" colspan="{len(_RATE_HEAD) - 1}">'
-                f'<div class="fill"><span class="verdict {css}">{label}</span>: {reasons}</div>'
-                "</td></tr>"
-            )
+            rows.append(_reasons_row(step["reasons"], len(_RATE_HEAD), css, label))
         cls = ' class="answer"' if answer else ""
         bodies.append(f"<tbody{cls}>{''.join(rows)}</tbody>")
     return (
