@@ -606,6 +606,11 @@ def both_capacities_whatever_the_spawn_rate() -> None:
         first_hold = hold_started(shape, world.steps[0])
         assert first_hold > starts[-1]
         assert all(tick[1] == rate / 2 for at, tick, _ in ticks if at >= first_hold and tick)
+        # each judged rate step's chargers were stopped at once, not at the step's rate
+        from loadgen.locust.shape import RATE_DRAIN_STOP_RATE
+
+        drains = [tick for at, tick, _ in ticks if tick and tick[0] == 0 and at < first_hold]
+        assert drains and all(tick[1] == RATE_DRAIN_STOP_RATE for tick in drains)
 
     # a pinned --spawn-rate is kept for the concurrency steps (the rate steps offer their
     # own rate): below, at and far above the CSMS's 10 boots/s, the same two answers

@@ -82,6 +82,9 @@ SETTLE_GRACE_S = 30.0
 SETTLE_RETRY_S = 2.0
 #: the most seconds to wait for a rate step's chargers to be gone
 RATE_DRAIN_S = 30.0
+#: a judged rate step's chargers are stopped at this rate (Locust ramps down at the spawn
+#: rate too): all at once, not at the step's rate, since the next step waits for none left
+RATE_DRAIN_STOP_RATE = 1000.0
 #: with ``both``: the concurrency steps ramp at this share of the connect rate found
 RAMP_SHARE_OF_CONNECT_RATE = 0.5
 #: the least seconds between two console lines saying what a long phase waits for
@@ -393,7 +396,7 @@ class CapacityShape(LoadTestShape):
         if self._rate_step_over(now):
             self._judge_rate_step(now)
             self._move(ShapeEvent.RATE_STEP_OVER, now)
-            self.target = 0
+            self.target, self.spawn_rate = 0, max(self._rate, RATE_DRAIN_STOP_RATE)
             self.set_target(0)
 
     def _start_rate_step(self, now: float, rate: float) -> None:
