@@ -43,7 +43,7 @@ from loadgen.metrics.merge import MergedCollector
 from loadgen.metrics.observer import MetricsObserver
 from loadgen.metrics.probe import LagProbe
 from loadgen.physics import FakeClock, ScaledClock
-from loadgen.protocols import OCPP201
+from loadgen.protocols import OCPP201, VERSIONS, schemas
 from loadgen.runner import RetryBackOff, StationRunner
 from loadgen.station import Station, StationConfig
 from tests.conftest import free_port
@@ -950,3 +950,31 @@ def test_closed_label_sets_and_every_fleet_site_are_exported_from_the_start() ->
     on_map = {(row[0], row[3]) for row in snapshot[f"{P}site_chargers"]}
     assert on_map == {(site, state) for site in sites for state in SITE_STATES}
     assert {row[0] for row in snapshot[f"{P}power_w"]} == set(sites)
+
+
+def test_known_actions_and_statuses_are_the_ocpp_packages_enumerations() -> None:
+    """Read from the enumerations' own files (not through ``ocpp.v21``'s package, which
+    imports its RPC layer and jsonschema at every Locust start): the same values."""
+    import enum
+    import importlib
+
+    from loadgen.metrics.labels import known_actions, known_statuses
+
+    modules = [importlib.import_module(f"ocpp.{v}.enums") for v in ("v16", "v201", "v21")]
+    in_schemas = {a for version in VERSIONS.values() for a in schemas.actions(version)}
+    assert known_actions() == {a.value for m in modules for a in m.Action} | in_schemas
+    statuses = {
+        str(member.value)
+        for m in modules
+        for name, value in vars(m).items()
+        if isinstance(value, type) and issubclass(value, enum.Enum) and "Status" in name
+        for member in value
+    }
+    assert known_statuses() == statuses
+    assert {"BootNotification", "NotifyPeriodicEventStream"} <= known_actions()
+    loaded = gevent.subprocess.run(
+        [sys.executable, "-c", "import sys; from loadgen.metrics.labels import known_actions; "
+         "known_actions(); print(sorted(m for m in sys.modules if m.startswith('ocpp')))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "['ocpp']"  # no ocpp.v21, no ChargePoint
