@@ -1,6 +1,6 @@
 """The capacity search as a Locust master with a worker: the master judges the worker's
-chargers from the merged reports, for both capacities. Its own file (it takes ~2 min, a
-rate step ~15 s) so that the suite's two workers share the capacity searches.
+chargers from the merged reports, for both capacities. Its own file (it takes ~1.7 min, a
+rate step ~10 s) so that the suite's two workers share the capacity searches.
 
 Bounded: 60 chargers at most on 127.0.0.1; the run stops by itself.
 """
@@ -18,7 +18,7 @@ from tests.test_locust import Background
 
 # conftest.py: first, beside the unit tests; beside test_locust.py's runs, its worker and
 # the stub, short of CPU, read 9-9.4 boots/s against the stub's 10
-pytestmark = [pytest.mark.seconds(145), pytest.mark.load_sensitive]
+pytestmark = [pytest.mark.seconds(105), pytest.mark.load_sensitive]
 
 
 @pytest.mark.timeout(300)

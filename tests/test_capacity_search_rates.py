@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import StubProcess
 from tests.test_capacity_search import QUICK, answer_of, gauge, reports_in, run_search
 
-pytestmark = pytest.mark.seconds(75)  # conftest.py: the start order
+pytestmark = pytest.mark.seconds(60)  # conftest.py: the start order
 
 
 def test_both_capacities_against_a_connection_and_a_boot_rate_ceiling(

@@ -374,8 +374,11 @@ class CapacityShape(LoadTestShape):
             booted = sum(merged.get("ocpp_loadgen_chargers_booted", {}).values())
             users = self.runner.user_count if self.runner is not None else 0
             waited = now - self._since
+            # No settle minimum: the figures say "gone" only from a report made after the
+            # stop (a master's older ones still count the step's chargers), and each second
+            # waited here is a second of every rate step.
             gone = users == 0 and connected == 0 and booted == 0
-            if not (waited >= self.min_settle and (gone or waited >= RATE_DRAIN_S)):
+            if not (gone or waited >= RATE_DRAIN_S):
                 self.progress.say(
                     "capacity: rate step %d: waiting for its chargers to be gone "
                     "(%d users, %d connected)",
