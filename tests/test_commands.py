@@ -7,6 +7,7 @@ both ways against the ``ocpp`` package's schemas.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -56,6 +57,16 @@ def ask(station: Station, action: str, payload: dict[str, Any]) -> dict[str, Any
     reply = station.handle_csms_call(action, payload)
     schemas.validate(station.version, action, reply, response=True)
     return reply
+
+
+#: a variable monitor on EVSE 1's power (SetVariableMonitoring)
+POWER_MONITOR = {
+    "value": 5000,
+    "type": "UpperThreshold",
+    "severity": 4,
+    "component": {"name": "EVSE", "evse": {"id": 1}},
+    "variable": {"name": "Power"},
+}
 
 
 def settle(station: Station, csms: MemoryCsms, clock: FakeClock) -> None:
@@ -292,13 +303,7 @@ def test_reports_are_generated_at_wall_clock_time(version: Version) -> None:
     simulated time (it was 27 minutes ahead after 3 minutes of a --time-scale 10 run)."""
     station, csms, clock, wall = _on_wall_clock(version)
     run_for(station, csms, clock, 600)  # the simulated clock pulls further ahead
-    monitor = {
-        "value": 5000,
-        "type": "UpperThreshold",
-        "severity": 4,
-        "component": {"name": "EVSE", "evse": {"id": 1}},
-        "variable": {"name": "Power"},
-    }
+    monitor = copy.deepcopy(POWER_MONITOR)
     ask(station, "SetVariableMonitoring", {"setMonitoringData": [monitor]})
     asked = [
         ("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}),
@@ -731,13 +736,7 @@ def test_get_diagnostics_16() -> None:
 @pytest.mark.parametrize("version", V2)
 def test_variable_monitors_are_kept_reported_and_cleared(version: Version) -> None:
     station, csms, _ = make(version)
-    monitor = {
-        "value": 5000,
-        "type": "UpperThreshold",
-        "severity": 4,
-        "component": {"name": "EVSE", "evse": {"id": 1}},
-        "variable": {"name": "Power"},
-    }
+    monitor = copy.deepcopy(POWER_MONITOR)
     unknown = {**monitor, "component": {"name": "Nope"}}
     reply = ask(station, "SetVariableMonitoring", {"setMonitoringData": [monitor, unknown]})
     first, second = reply["setMonitoringResult"]

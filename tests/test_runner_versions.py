@@ -3,6 +3,7 @@ speaks what the CSMS chose, over a real Link against a CSMS that picks by its ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -71,6 +72,24 @@ def test_before_its_first_connection_a_station_may_change_to_1_6() -> None:
     assert station.messages is v16
 
 
+def quick_runner(
+    station: Station,
+    csms: FakeCsms,
+    clock: ScaledClock,
+    on_event: Callable[[str, dict[str, Any]], None],
+    fallback: Version,
+) -> StationRunner:
+    """A runner offering 2.1 then ``fallback`` to ``csms``, reconnecting within 0.1 s."""
+    return StationRunner(
+        station,
+        csms.url.rsplit("/", 1)[0],
+        clock=clock,
+        backoff=RetryBackOff(0.05, 0.0, cap=0.1),
+        on_event=on_event,
+        offer=(OCPP21, fallback),
+    )
+
+
 def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
     picks = iter(["ocpp2.1"])  # then 1.6 for ever
 
@@ -81,13 +100,8 @@ def test_a_csms_that_changes_a_station_between_2_x_and_1_6_is_refused() -> None:
     clock = ScaledClock(10)
     station = Station(CHARGER, OCPP21, clock, StationConfig(meter_interval=60))
     with FakeCsms(polite, subprotocols=SUBPROTOCOLS, select_subprotocol=select) as csms:
-        runner = StationRunner(
-            station,
-            csms.url.rsplit("/", 1)[0],
-            clock=clock,
-            backoff=RetryBackOff(0.05, 0.0, cap=0.1),
-            on_event=lambda kind, detail: events.append((kind, detail)),
-            offer=(OCPP21, OCPP16),
+        runner = quick_runner(
+            station, csms, clock, lambda kind, detail: events.append((kind, detail)), OCPP16
         )
         runner.start()
         wait_for(lambda: station.accepted, timeout=10)
@@ -122,13 +136,12 @@ def test_the_metrics_count_what_each_connection_speaks() -> None:
         return metrics.registry.get_sample_value(f"ocpp_loadgen_{name}", {"version": version}) or 0
 
     with FakeCsms(polite, subprotocols=SUBPROTOCOLS, select_subprotocol=select) as csms:
-        runner = StationRunner(
+        runner = quick_runner(
             station,
-            csms.url.rsplit("/", 1)[0],
-            clock=clock,
-            backoff=RetryBackOff(0.05, 0.0, cap=0.1),
-            on_event=lambda kind, detail: observer.runner_event(detail["charger_id"], kind, detail),
-            offer=(OCPP21, OCPP201),
+            csms,
+            clock,
+            lambda kind, detail: observer.runner_event(detail["charger_id"], kind, detail),
+            OCPP201,
         )
         runner.start()
         wait_for(lambda: station.accepted, timeout=10)
